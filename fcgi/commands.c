@@ -1,0 +1,137 @@
+/* commands.c - migrate, keygen, sign and serve: thin wrappers that turn
+ * options into calls of the modules that do the work. */
+#include "commands.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "db.h"
+#include "endpoint_cmd.h"
+#include "masterkey.h"
+#include "migrate.h"
+#include "serve.h"
+#include "sig.h"
+
+int command_migrate(const struct config *cfg)
+{
+    char err[512];
+    unsigned applied = 0;
+    PGconn *conn = db_connect(cfg->db, err, sizeof err);
+    int rc = 1;
+
+    if (conn == NULL) {
+        fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
+        return 1;
+    }
+    if (migrate_apply(conn, &applied, err, sizeof err) != 0) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        goto out;
+    }
+    if (applied) printf("applied %u migration(s); ", applied);
+    printf("schema is current\n");
+    rc = 0;
+out:
+    PQfinish(conn);
+    return rc;
+}
+
+int command_keygen(const struct config *cfg)
+{
+    char err[512];
+
+    if (cfg->out == NULL) {
+        fprintf(stderr, "usage: paddlehook keygen --out FILE\n");
+        return 2;
+    }
+    if (masterkey_generate(cfg->out, err, sizeof err) != 0) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        return 1;
+    }
+    printf("wrote a new master key to %s (mode 0600); back it up: without it the stored "
+           "endpoint secrets cannot be read\n", cfg->out);
+    return 0;
+}
+
+/* Reads all of stdin, at most MAX_BODY_CEILING bytes. */
+static unsigned char *read_stdin(size_t *len)
+{
+    size_t cap = 64 * 1024, n = 0;
+    unsigned char *buf = malloc(cap), *grown;
+
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, stdin);
+        n += got;
+        if (got == 0) break;
+        if (n == cap) {
+            if (cap >= MAX_BODY_CEILING) {
+                free(buf);
+                return NULL;
+            }
+            grown = realloc(buf, cap * 2);
+            if (grown == NULL) free(buf);
+            buf = grown;
+            cap *= 2;
+        }
+    }
+    *len = n;
+    return buf;
+}
+
+int command_sign(const struct config *cfg)
+{
+    char secret[MAX_SECRET_LEN + 2], header[SIG_HEADER_BUF], err[256];
+    unsigned char *body = NULL;
+    size_t body_len = 0;
+    FILE *f = NULL;
+    int len, rc = 1;
+
+    if (cfg->secret_file == NULL) {
+        fprintf(stderr, "usage: paddlehook sign --secret-file FILE [--ts UNIX] < body\n");
+        return 2;
+    }
+    f = fopen(cfg->secret_file, "r");
+    if (f == NULL) {
+        fprintf(stderr, "paddlehook: cannot open %s\n", cfg->secret_file);
+        goto out;
+    }
+    len = endpoint_cmd_read_secret(f, secret, sizeof secret, err, sizeof err);
+    if (len < 0) {
+        fprintf(stderr, "paddlehook: %s: %s\n", cfg->secret_file, err);
+        goto out;
+    }
+    body = read_stdin(&body_len);
+    if (body == NULL) {
+        fprintf(stderr, "paddlehook: cannot read the body (over %d bytes?)\n", MAX_BODY_CEILING);
+        goto out;
+    }
+    {
+        struct sig_secret s = {secret, (size_t)len};
+        sig_format(&s, cfg->ts ? cfg->ts : (int64_t)time(NULL), body, body_len, header);
+    }
+    printf("%s\n", header);
+    rc = 0;
+out:
+    sodium_memzero(secret, sizeof secret);
+    if (f) fclose(f);
+    free(body);
+    return rc;
+}
+
+int command_serve(const struct config *cfg)
+{
+    struct masterkey mk;
+    char err[512];
+    int rc;
+
+    if (masterkey_load(cfg->key_file, &mk, err, sizeof err) != 0) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        return 1;
+    }
+    rc = serve_run(cfg, &mk);
+    masterkey_wipe(&mk);
+    return rc;
+}

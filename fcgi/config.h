@@ -1,0 +1,31 @@
+/* config.h - command-line options and their environment fallbacks.
+ * Read once at start; read-only afterwards. */
+#ifndef PADDLEHOOK_CONFIG_H
+#define PADDLEHOOK_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+struct config {
+    const char *db;           /* --db, PADDLEHOOK_DB, else libpq defaults */
+    const char *key_file;     /* --key-file, PADDLEHOOK_KEY_FILE */
+    const char *listen;       /* --listen unix:/path | host:port; NULL = fd 0 */
+    int workers;              /* --workers, PADDLEHOOK_WORKERS */
+    size_t max_body;          /* --max-body, PADDLEHOOK_MAX_BODY */
+    unsigned socket_mode;     /* --socket-mode (octal) for unix sockets */
+    enum log_level log_level; /* --log-level, PADDLEHOOK_LOG_LEVEL */
+    const char *environment;  /* endpoint add --environment */
+    int tolerance;            /* endpoint add --tolerance */
+    const char *out;          /* keygen --out */
+    const char *secret_file;  /* sign --secret-file */
+    int64_t ts;               /* sign --ts; 0 = now */
+    char **args;              /* positional arguments after the subcommand */
+    int n_args;
+};
+
+/* Parses argv (argv[0] is the subcommand). 0, or -1 with a message in err. */
+int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,68 @@
+/* db.c - libpq connection set-up shared by the worker and the commands. */
+#include "db.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define DB_CONNECT_TIMEOUT "5"
+
+PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
+{
+    /* Our defaults come first so that anything in conninfo overrides them. */
+    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *const vals[] = {DB_CONNECT_TIMEOUT, "paddlehook", conninfo ? conninfo : "", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+        db_error_line(conn, NULL, err, errlen);
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+int db_error_is_transient(PGconn *conn, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK || state == NULL) return 1;
+    return strncmp(state, "08", 2) == 0 ||    /* connection exception */
+           strncmp(state, "53", 2) == 0 ||    /* insufficient resources */
+           strncmp(state, "57P", 3) == 0 ||   /* shutting down, cannot connect now */
+           strcmp(state, "57014") == 0 ||     /* statement timeout / cancel */
+           strcmp(state, "55P03") == 0 ||     /* lock not available */
+           strcmp(state, "40001") == 0 ||     /* serialization failure */
+           strcmp(state, "40P01") == 0 ||     /* deadlock detected */
+           strcmp(state, "25006") == 0;       /* read-only transaction (failover) */
+}
+
+int db_error_is_data(const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return state != NULL && strncmp(state, "22", 2) == 0;
+}
+
+int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, sql);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+
+    if (!ok) db_error_line(conn, res, err, errlen);
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len)
+{
+    const char *msg = res ? PQresultErrorMessage(res) : NULL;
+    size_t n;
+
+    if (msg == NULL || *msg == '\0') msg = conn ? PQerrorMessage(conn) : "out of memory";
+    if (msg == NULL || *msg == '\0') msg = "unknown database error";
+    snprintf(buf, len, "%s", msg);
+    n = strcspn(buf, "\n");
+    buf[n] = '\0';
+    /* Messages may quote input; keep log lines single and unquoted. */
+    for (char *p = buf; *p; p++)
+        if (*p == '"' || (unsigned char)*p < 0x20) *p = '\'';
+}

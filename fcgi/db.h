@@ -1,0 +1,29 @@
+/* db.h - opening PostgreSQL connections and classifying their errors. */
+#ifndef PADDLEHOOK_DB_H
+#define PADDLEHOOK_DB_H
+
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+/* Channel the endpoint commands NOTIFY so running workers reload at once. */
+#define DB_ENDPOINTS_CHANNEL "paddlehook_endpoints"
+
+/* Connects with `conninfo` (a URI or key=value string; "" = libpq defaults).
+ * NULL with a reason in err on failure. */
+PGconn *db_connect(const char *conninfo, char *err, size_t errlen);
+
+/* 1 when a failed result means "try again later" (connection lost, server
+ * shutting down or overloaded, lock or statement timeout, serialization). */
+int db_error_is_transient(PGconn *conn, const PGresult *res);
+
+/* 1 when the server rejected the data itself (SQLSTATE class 22). */
+int db_error_is_data(const PGresult *res);
+
+/* Runs a parameterless command; 0 on success, -1 with a reason in err. */
+int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen);
+
+/* First line of the server's or libpq's error message, for logs. */
+void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,282 @@
+/* endpoint_cmd.c - endpoint administration. Secrets come from stdin, never
+ * argv (argv is visible to every local user), and are sealed with the master
+ * key before they reach PostgreSQL. Every change NOTIFYs running workers in
+ * the same statement, so they reload exactly when it commits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "db.h"
+#include "endpoint_cmd.h"
+#include "limits.h"
+#include "masterkey.h"
+
+#define ENDPOINT_ID_PREFIX "ep_"
+#define ENDPOINT_ID_RANDOM_CHARS 20
+#define SECRET_HINT_CHARS 4
+
+#define SQL_ADD                                                                               \
+    "WITH e AS (INSERT INTO paddle.endpoints (id, name, environment, tolerance_seconds) "     \
+    "VALUES ($1, $2, $3, $4::int) RETURNING id), "                                            \
+    "s AS (INSERT INTO paddle.endpoint_secrets (endpoint_id, sealed, hint) "                  \
+    "SELECT id, $5::bytea, $6 FROM e RETURNING endpoint_id) "                                 \
+    "SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', endpoint_id) FROM s"
+#define SQL_ROTATE                                                                            \
+    "WITH s AS (INSERT INTO paddle.endpoint_secrets (endpoint_id, sealed, hint) "             \
+    "SELECT e.id, $2::bytea, $3 FROM paddle.endpoints e WHERE e.id = $1 AND "                 \
+    "(SELECT count(*) FROM paddle.endpoint_secrets x WHERE x.endpoint_id = e.id "             \
+    "AND x.retired_at IS NULL) < " PH_STR(MAX_SECRETS_PER_ENDPOINT) " RETURNING endpoint_id) " \
+    "SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', endpoint_id) FROM s"
+#define SQL_RETIRE                                                                            \
+    "WITH r AS (UPDATE paddle.endpoint_secrets SET retired_at = now() "                       \
+    "WHERE endpoint_id = $1 AND retired_at IS NULL AND id < (SELECT max(id) FROM "            \
+    "paddle.endpoint_secrets WHERE endpoint_id = $1 AND retired_at IS NULL) RETURNING 1) "    \
+    "SELECT count(*), pg_notify('" DB_ENDPOINTS_CHANNEL "', $1) FROM r"
+#define SQL_SET_ENABLED                                                                       \
+    "WITH u AS (UPDATE paddle.endpoints SET enabled = $2::boolean, updated_at = now() "       \
+    "WHERE id = $1 RETURNING id) SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', id) FROM u"
+#define SQL_LIST                                                                              \
+    "SELECT e.id, e.name, e.environment, e.tolerance_seconds, "                               \
+    "CASE WHEN e.enabled THEN 'enabled' ELSE 'disabled' END, "                                \
+    "coalesce(string_agg('...' || s.hint, ' ' ORDER BY s.id), '(none)') "                     \
+    "FROM paddle.endpoints e LEFT JOIN paddle.endpoint_secrets s "                            \
+    "ON s.endpoint_id = e.id AND s.retired_at IS NULL "                                       \
+    "GROUP BY e.id ORDER BY e.created_at, e.id"
+
+#define PH_STR2(x) #x
+#define PH_STR(x) PH_STR2(x)
+
+int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t errlen)
+{
+    struct termios old, quiet;
+    int tty = isatty(fileno(in)) && tcgetattr(fileno(in), &old) == 0;
+    size_t len;
+
+    if (tty) {
+        fprintf(stderr, "Endpoint secret (pdl_ntfset_...): ");
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fileno(in), TCSANOW, &quiet);
+    }
+    if (fgets(buf, (int)cap, in) == NULL) buf[0] = '\0';
+    if (tty) {
+        tcsetattr(fileno(in), TCSANOW, &old);
+        fputc('\n', stderr);
+    }
+    len = strcspn(buf, "\r\n");
+    if (buf[len] == '\0' && len == cap - 1) {
+        snprintf(err, errlen, "the secret is longer than %d characters", MAX_SECRET_LEN);
+        return -1;
+    }
+    buf[len] = '\0';
+    if (len == 0) {
+        snprintf(err, errlen, "no secret on standard input");
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)buf[i] <= ' ' || (unsigned char)buf[i] >= 0x7f) {
+            snprintf(err, errlen, "the secret must be printable ASCII without spaces");
+            return -1;
+        }
+    return (int)len;
+}
+
+/* Reads a secret from stdin and seals it: sealed/hint are filled. */
+static int sealed_secret_from_stdin(const struct config *cfg, unsigned char *sealed,
+                                    size_t sealed_cap, size_t *sealed_len,
+                                    char hint[SECRET_HINT_CHARS + 1])
+{
+    struct masterkey mk;
+    char secret[MAX_SECRET_LEN + 2], err[256];
+    int len, rc = -1;
+
+    if (masterkey_load(cfg->key_file, &mk, err, sizeof err) != 0) goto fail;
+    len = endpoint_cmd_read_secret(stdin, secret, sizeof secret, err, sizeof err);
+    if (len < 0) goto fail;
+    if (strncmp(secret, "pdl_", 4) != 0)
+        fprintf(stderr, "warning: Paddle endpoint secrets start with pdl_ntfset_; storing it anyway\n");
+    if (masterkey_seal(&mk, (unsigned char *)secret, (size_t)len, sealed, sealed_cap) != 0) {
+        snprintf(err, sizeof err, "cannot seal the secret");
+        goto fail;
+    }
+    *sealed_len = (size_t)len + MASTERKEY_SEAL_OVERHEAD;
+    {
+        size_t from = len > SECRET_HINT_CHARS ? (size_t)len - SECRET_HINT_CHARS : 0;
+        size_t n = (size_t)len - from;
+        memcpy(hint, secret + from, n);
+        hint[n] = '\0';
+    }
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "paddlehook: %s\n", err);
+out:
+    sodium_memzero(secret, sizeof secret);
+    masterkey_wipe(&mk);
+    return rc;
+}
+
+static PGresult *run(PGconn *conn, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats)
+{
+    PGresult *res = PQexecParams(conn, sql, n, NULL, values, lengths, formats, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char err[512];
+        db_error_line(conn, res, err, sizeof err);
+        fprintf(stderr, "paddlehook: %s\n", err);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static void new_endpoint_id(char *out, size_t cap)
+{
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    size_t p = (size_t)snprintf(out, cap, "%s", ENDPOINT_ID_PREFIX);
+    for (int i = 0; i < ENDPOINT_ID_RANDOM_CHARS && p + 1 < cap; i++)
+        out[p++] = alphabet[randombytes_uniform(sizeof alphabet - 1)];
+    out[p] = '\0';
+}
+
+static int cmd_add(const struct config *cfg, PGconn *conn)
+{
+    unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
+    char id[MAX_ID_LEN + 1], hint[SECRET_HINT_CHARS + 1], tolerance[16];
+    size_t sealed_len = 0;
+    PGresult *res;
+
+    if (cfg->n_args != 2 || strlen(cfg->args[1]) == 0 || strlen(cfg->args[1]) > MAX_ENDPOINT_NAME_LEN) {
+        fprintf(stderr, "usage: paddlehook endpoint add NAME [--environment sandbox|live] "
+                        "[--tolerance SECONDS] < secret\n");
+        return 2;
+    }
+    if (sealed_secret_from_stdin(cfg, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
+    new_endpoint_id(id, sizeof id);
+    snprintf(tolerance, sizeof tolerance, "%d", cfg->tolerance);
+    {
+        const char *values[6] = {id, cfg->args[1], cfg->environment, tolerance, (char *)sealed, hint};
+        const int lengths[6] = {0, 0, 0, 0, (int)sealed_len, 0};
+        const int formats[6] = {0, 0, 0, 0, 1, 0};
+        res = run(conn, SQL_ADD, 6, values, lengths, formats);
+    }
+    if (res == NULL) return 1;
+    PQclear(res);
+    printf("endpoint %s added (%s, tolerance %ds, secret ...%s)\n", cfg->args[1], cfg->environment,
+           cfg->tolerance, hint);
+    printf("webhook URL path: /paddle/webhooks/%s\n", id);
+    printf("%s\n", id);
+    return 0;
+}
+
+static int cmd_rotate(const struct config *cfg, PGconn *conn)
+{
+    unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
+    char hint[SECRET_HINT_CHARS + 1];
+    size_t sealed_len = 0;
+    PGresult *res;
+    int rows;
+
+    if (sealed_secret_from_stdin(cfg, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
+    {
+        const char *values[3] = {cfg->args[1], (char *)sealed, hint};
+        const int lengths[3] = {0, (int)sealed_len, 0};
+        const int formats[3] = {0, 1, 0};
+        res = run(conn, SQL_ROTATE, 3, values, lengths, formats);
+    }
+    if (res == NULL) return 1;
+    rows = PQntuples(res);
+    PQclear(res);
+    if (rows == 0) {
+        fprintf(stderr, "paddlehook: no endpoint %s, or it already has %d active secrets "
+                        "(retire one first)\n", cfg->args[1], MAX_SECRETS_PER_ENDPOINT);
+        return 1;
+    }
+    printf("endpoint %s: secret ...%s added; old and new secrets both verify until "
+           "'paddlehook endpoint retire-secret %s'\n", cfg->args[1], hint, cfg->args[1]);
+    return 0;
+}
+
+static int cmd_retire(const struct config *cfg, PGconn *conn)
+{
+    const char *values[1] = {cfg->args[1]};
+    PGresult *res = run(conn, SQL_RETIRE, 1, values, NULL, NULL);
+    long n;
+
+    if (res == NULL) return 1;
+    n = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (n == 0) {
+        fprintf(stderr, "paddlehook: endpoint %s has no older secret to retire\n", cfg->args[1]);
+        return 1;
+    }
+    printf("endpoint %s: %ld older secret%s retired; only the newest verifies now\n", cfg->args[1], n,
+           n == 1 ? "" : "s");
+    return 0;
+}
+
+static int cmd_set_enabled(const struct config *cfg, PGconn *conn, int enabled)
+{
+    const char *values[2] = {cfg->args[1], enabled ? "true" : "false"};
+    PGresult *res = run(conn, SQL_SET_ENABLED, 2, values, NULL, NULL);
+    int rows;
+
+    if (res == NULL) return 1;
+    rows = PQntuples(res);
+    PQclear(res);
+    if (rows == 0) {
+        fprintf(stderr, "paddlehook: no endpoint %s\n", cfg->args[1]);
+        return 1;
+    }
+    printf("endpoint %s %s\n", cfg->args[1], enabled ? "enabled" : "disabled");
+    return 0;
+}
+
+static int cmd_list(PGconn *conn)
+{
+    PGresult *res = run(conn, SQL_LIST, 0, NULL, NULL, NULL);
+
+    if (res == NULL) return 1;
+    printf("%-24s %-20s %-8s %-9s %-8s %s\n", "ID", "NAME", "ENV", "TOLERANCE", "STATE", "SECRETS");
+    for (int r = 0; r < PQntuples(res); r++)
+        printf("%-24s %-20s %-8s %-9s %-8s %s\n", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
+               PQgetvalue(res, r, 2), PQgetvalue(res, r, 3), PQgetvalue(res, r, 4),
+               PQgetvalue(res, r, 5));
+    PQclear(res);
+    return 0;
+}
+
+int endpoint_cmd_run(const struct config *cfg)
+{
+    const char *action = cfg->n_args > 0 ? cfg->args[0] : "";
+    int needs_id = strcmp(action, "rotate") == 0 || strcmp(action, "retire-secret") == 0 ||
+                   strcmp(action, "disable") == 0 || strcmp(action, "enable") == 0;
+    char err[512];
+    PGconn *conn;
+    int rc;
+
+    if (!needs_id && strcmp(action, "add") != 0 && strcmp(action, "list") != 0) {
+        fprintf(stderr, "usage: paddlehook endpoint add|list|rotate|retire-secret|disable|enable ...\n");
+        return 2;
+    }
+    if (needs_id && cfg->n_args != 2) {
+        fprintf(stderr, "usage: paddlehook endpoint %s ID\n", action);
+        return 2;
+    }
+    conn = db_connect(cfg->db, err, sizeof err);
+    if (conn == NULL) {
+        fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
+        return 1;
+    }
+    if (strcmp(action, "add") == 0) rc = cmd_add(cfg, conn);
+    else if (strcmp(action, "list") == 0) rc = cmd_list(conn);
+    else if (strcmp(action, "rotate") == 0) rc = cmd_rotate(cfg, conn);
+    else if (strcmp(action, "retire-secret") == 0) rc = cmd_retire(cfg, conn);
+    else rc = cmd_set_enabled(cfg, conn, strcmp(action, "enable") == 0);
+    PQfinish(conn);
+    return rc;
+}

@@ -1,0 +1,15 @@
+/* endpoint_cmd.h - `paddlehook endpoint ...`: manage endpoints and secrets. */
+#ifndef PADDLEHOOK_ENDPOINT_CMD_H
+#define PADDLEHOOK_ENDPOINT_CMD_H
+
+#include "config.h"
+
+/* cfg->args[0] is the action (add, list, rotate, retire-secret, disable,
+ * enable). Returns the process exit status. */
+int endpoint_cmd_run(const struct config *cfg);
+
+/* Reads a secret from stdin (no echo on a terminal) into buf. Shared with
+ * commands that take secrets. Returns its length, or -1 with err set. */
+int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t errlen);
+
+#endif

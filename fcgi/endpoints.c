@@ -1,0 +1,108 @@
+/* endpoints.c - load and look up endpoints. Secrets are opened with the
+ * master key into one guarded sodium_malloc region, wiped when replaced. */
+#include "endpoints.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define ENDPOINTS_QUERY                                                                  \
+    "SELECT e.id, e.environment, e.tolerance_seconds, e.enabled, encode(s.sealed, 'hex') " \
+    "FROM paddle.endpoints e LEFT JOIN paddle.endpoint_secrets s "                        \
+    "ON s.endpoint_id = e.id AND s.retired_at IS NULL "                                   \
+    "ORDER BY e.id, s.id DESC"
+
+static int by_id(const void *a, const void *b)
+{
+    return strcmp(((const struct endpoint *)a)->id, ((const struct endpoint *)b)->id);
+}
+
+/* Opens one hex-encoded sealed secret into the vault at *used. */
+static int open_secret(const struct masterkey *mk, const char *hex, unsigned char *vault,
+                       size_t cap, size_t *used, struct sig_secret *out)
+{
+    unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
+    size_t sealed_len = 0, len = 0;
+
+    if (sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) != 0 ||
+        masterkey_open(mk, sealed, sealed_len, vault + *used, cap - *used, &len) != 0)
+        return -1;
+    out->key = (const char *)vault + *used;
+    out->len = len;
+    *used += len;
+    return 0;
+}
+
+int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_table *t,
+                   char *err, size_t errlen)
+{
+    struct endpoint_table next = {0};
+    PGresult *res = PQexec(conn, ENDPOINTS_QUERY);
+    size_t rows, used = 0;
+    int rc = -1;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+        err[strcspn(err, "\n")] = '\0';
+        goto out;
+    }
+    rows = (size_t)PQntuples(res);
+    if (rows > MAX_ENDPOINTS * MAX_SECRETS_PER_ENDPOINT) {
+        snprintf(err, errlen, "more than %d endpoints", MAX_ENDPOINTS);
+        goto out;
+    }
+    next.items = calloc(rows ? rows : 1, sizeof *next.items);
+    next.vault_len = (rows ? rows : 1) * MAX_SECRET_LEN;
+    next.vault = sodium_malloc(next.vault_len);
+    if (next.items == NULL || next.vault == NULL) {
+        snprintf(err, errlen, "out of memory loading endpoints");
+        goto out;
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const char *id = PQgetvalue(res, (int)r, 0);
+        struct endpoint *e = next.n ? &next.items[next.n - 1] : NULL;
+
+        if (e == NULL || strcmp(e->id, id) != 0) {
+            e = &next.items[next.n++];
+            snprintf(e->id, sizeof e->id, "%s", id);
+            snprintf(e->environment, sizeof e->environment, "%s", PQgetvalue(res, (int)r, 1));
+            e->tolerance = atoi(PQgetvalue(res, (int)r, 2));
+            e->enabled = PQgetvalue(res, (int)r, 3)[0] == 't';
+        }
+        if (PQgetisnull(res, (int)r, 4) || e->n_secrets == MAX_SECRETS_PER_ENDPOINT) continue;
+        if (open_secret(mk, PQgetvalue(res, (int)r, 4), next.vault, next.vault_len, &used,
+                        &e->secrets[e->n_secrets]) != 0) {
+            log_line(LOG_ERROR, "event=endpoint_secret_unreadable endpoint=%s "
+                     "reason=\"not sealed with this master key\"", e->id);
+            continue;
+        }
+        e->n_secrets++;
+    }
+    qsort(next.items, next.n, sizeof *next.items, by_id);
+    sodium_mprotect_readonly(next.vault);
+    endpoints_free(t);
+    *t = next;
+    memset(&next, 0, sizeof next);
+    rc = 0;
+out:
+    endpoints_free(&next);
+    PQclear(res);
+    return rc;
+}
+
+const struct endpoint *endpoints_find(const struct endpoint_table *t, const char *id)
+{
+    struct endpoint key;
+    if (t->items == NULL || strlen(id) >= sizeof key.id) return NULL;
+    snprintf(key.id, sizeof key.id, "%s", id);
+    return bsearch(&key, t->items, t->n, sizeof *t->items, by_id);
+}
+
+void endpoints_free(struct endpoint_table *t)
+{
+    free(t->items);
+    if (t->vault) sodium_free(t->vault); /* sodium_free wipes before releasing */
+    memset(t, 0, sizeof *t);
+}

@@ -1,0 +1,39 @@
+/* endpoints.h - the worker's in-memory copy of the endpoints and their
+ * decrypted secrets, loaded from PostgreSQL at connect, on NOTIFY and SIGHUP. */
+#ifndef PADDLEHOOK_ENDPOINTS_H
+#define PADDLEHOOK_ENDPOINTS_H
+
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+#include "limits.h"
+#include "masterkey.h"
+#include "sig.h"
+
+struct endpoint {
+    char id[MAX_ID_LEN + 1];
+    char environment[8];
+    int tolerance;
+    int enabled;
+    size_t n_secrets;
+    struct sig_secret secrets[MAX_SECRETS_PER_ENDPOINT]; /* keys point into the table's vault */
+};
+
+struct endpoint_table {
+    struct endpoint *items; /* sorted by id */
+    size_t n;
+    unsigned char *vault;   /* sodium_malloc'd secret bytes */
+    size_t vault_len;
+};
+
+/* Replaces *t with the endpoints in the database. On failure *t is left as
+ * it was and -1 is returned with a reason in err. */
+int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_table *t,
+                   char *err, size_t errlen);
+
+const struct endpoint *endpoints_find(const struct endpoint_table *t, const char *id);
+
+void endpoints_free(struct endpoint_table *t);
+
+#endif

@@ -1,0 +1,60 @@
+/* main.c - paddlehook: receive Paddle Billing webhooks into PostgreSQL.
+ * Dispatches to the subcommands; see paddlehook(8) and README.md. */
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "commands.h"
+#include "config.h"
+#include "endpoint_cmd.h"
+#include "log.h"
+
+static void usage(FILE *out)
+{
+    fputs("usage: paddlehook COMMAND [OPTIONS]\n"
+          "\n"
+          "commands:\n"
+          "  migrate                          apply the SQL migrations (idempotent)\n"
+          "  keygen --out FILE                write a new master key (mode 0600)\n"
+          "  endpoint add NAME [--environment sandbox|live] [--tolerance SECONDS]  (secret on stdin)\n"
+          "  endpoint list | rotate ID | retire-secret ID | disable ID | enable ID\n"
+          "  serve [--listen unix:/PATH | HOST:PORT] [--workers N] [--max-body BYTES]\n"
+          "  sign --secret-file FILE [--ts UNIX]   print a Paddle-Signature for stdin\n"
+          "\n"
+          "common options:\n"
+          "  --db CONNINFO      database (else PADDLEHOOK_DB, else libpq's PG* defaults)\n"
+          "  --key-file FILE    master key (else PADDLEHOOK_KEY_FILE)\n"
+          "  --log-level LEVEL  error, warn, info (default) or debug\n",
+          out);
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    char err[256];
+    const char *cmd;
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "paddlehook: libsodium failed to initialise\n");
+        return 1;
+    }
+    cmd = argv[1];
+    if (config_parse(argc - 1, argv + 1, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "paddlehook %s: %s\n", cmd, err);
+        return 2;
+    }
+    log_set_level(cfg.log_level);
+    if (strcmp(cmd, "migrate") == 0) return command_migrate(&cfg);
+    if (strcmp(cmd, "keygen") == 0) return command_keygen(&cfg);
+    if (strcmp(cmd, "endpoint") == 0) return endpoint_cmd_run(&cfg);
+    if (strcmp(cmd, "serve") == 0) return command_serve(&cfg);
+    if (strcmp(cmd, "sign") == 0) return command_sign(&cfg);
+    fprintf(stderr, "paddlehook: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,88 @@
+/* migrate.c - idempotent schema migrations, recorded in a table. */
+#include "migrate.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "db.h"
+#include "log.h"
+#include "migrations.h"
+
+#define MIGRATE_LOCK "SELECT pg_advisory_lock(hashtext('paddlehook.migrate'))"
+#define MIGRATE_UNLOCK "SELECT pg_advisory_unlock(hashtext('paddlehook.migrate'))"
+#define MIGRATE_BOOTSTRAP                                                        \
+    "SET client_min_messages = warning;"                                         \
+    "CREATE SCHEMA IF NOT EXISTS paddle;"                                        \
+    "CREATE TABLE IF NOT EXISTS paddle.schema_migrations ("                      \
+    " version text PRIMARY KEY,"                                                 \
+    " applied_at timestamptz NOT NULL DEFAULT now())"
+
+static int is_applied(PGconn *conn, const char *version, int *applied, char *err, size_t errlen)
+{
+    const char *params[1] = {version};
+    PGresult *res = PQexecParams(conn, "SELECT 1 FROM paddle.schema_migrations WHERE version = $1",
+                                 1, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+
+    if (ok) *applied = PQntuples(res) > 0;
+    else db_error_line(conn, res, err, errlen);
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+static int apply_one(PGconn *conn, const struct migration *m, char *err, size_t errlen)
+{
+    const char *params[1] = {m->version};
+    PGresult *res = NULL;
+    char why[512];
+    int rc = -1;
+
+    if (db_exec(conn, "BEGIN", why, sizeof why) != 0) goto fail;
+    if (db_exec(conn, m->sql, why, sizeof why) != 0) goto fail;
+    res = PQexecParams(conn, "INSERT INTO paddle.schema_migrations (version) VALUES ($1)", 1, NULL,
+                       params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        db_error_line(conn, res, why, sizeof why);
+        goto fail;
+    }
+    if (db_exec(conn, "COMMIT", why, sizeof why) != 0) goto fail;
+    rc = 0;
+    goto out;
+fail:
+    snprintf(err, errlen, "migration %s failed: %s", m->version, why);
+    db_exec(conn, "ROLLBACK", why, sizeof why);
+out:
+    PQclear(res);
+    return rc;
+}
+
+int migrate_apply(PGconn *conn, unsigned *applied, char *err, size_t errlen)
+{
+    char why[512];
+    int rc = -1;
+
+    *applied = 0;
+    if (db_exec(conn, MIGRATE_LOCK, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cannot take the migration lock: %s", why);
+        return -1;
+    }
+    if (db_exec(conn, MIGRATE_BOOTSTRAP, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cannot create paddle.schema_migrations: %s", why);
+        goto out;
+    }
+    for (unsigned i = 0; i < migrations_count; i++) {
+        int done = 0;
+        if (is_applied(conn, migrations[i].version, &done, why, sizeof why) != 0) {
+            snprintf(err, errlen, "cannot read paddle.schema_migrations: %s", why);
+            goto out;
+        }
+        if (done) continue;
+        if (apply_one(conn, &migrations[i], err, errlen) != 0) goto out;
+        log_line(LOG_INFO, "event=migration_applied version=%s", migrations[i].version);
+        (*applied)++;
+    }
+    rc = 0;
+out:
+    db_exec(conn, MIGRATE_UNLOCK, why, sizeof why);
+    return rc;
+}

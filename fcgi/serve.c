@@ -1,0 +1,225 @@
+/* serve.c - pre-fork supervisor in the manner of fcgiwrap and spawn-fcgi.
+ *
+ * The supervisor only opens the socket, forks workers and watches signals
+ * with sigtimedwait(), so it holds no database connection and cannot be
+ * wedged by a slow request. A worker that dies is replaced; one that dies
+ * right after starting is replaced after a pause, so a broken configuration
+ * does not turn into a fork storm.
+ */
+#include "serve.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fcgiapp.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define LISTEN_BACKLOG 1024
+#define RESPAWN_PAUSE_MS 1000
+#define STOP_GRACE_MS 30000
+#define TICK_MS 250
+
+struct slot {
+    pid_t pid;               /* 0 = not running */
+    long long started_ms;
+    long long respawn_at_ms; /* when to start it again, 0 = now */
+};
+
+struct supervisor {
+    const struct config *cfg;
+    const struct masterkey *mk;
+    int listen_fd;
+    struct slot slots[MAX_WORKERS];
+    int stopping;
+    long long stop_deadline_ms;
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int open_listener(const struct config *cfg, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd, on = 0;
+    socklen_t len = sizeof on;
+
+    if (cfg->listen == NULL) {
+        /* Inherited socket (systemd socket activation, spawn-fcgi) on fd 0. */
+        if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 || !on) {
+            snprintf(err, errlen, "no --listen given and fd 0 is not a listening socket");
+            return -1;
+        }
+        return 0;
+    }
+    if (strncmp(cfg->listen, "unix:", 5) == 0) {
+        const char *path = cfg->listen + 5;
+        if (*path != '/' || strchr(path, ':') != NULL) {
+            snprintf(err, errlen, "--listen unix: needs an absolute path without ':'");
+            return -1;
+        }
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path); /* stale socket */
+        fd = FCGX_OpenSocket(path, LISTEN_BACKLOG);
+        if (fd >= 0 && chmod(path, cfg->socket_mode) != 0) {
+            snprintf(err, errlen, "chmod %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+    } else {
+        if (strchr(cfg->listen, ':') == NULL) {
+            snprintf(err, errlen, "--listen takes unix:/PATH or HOST:PORT");
+            return -1;
+        }
+        fd = FCGX_OpenSocket(cfg->listen, LISTEN_BACKLOG);
+    }
+    if (fd < 0) snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen, strerror(errno));
+    return fd;
+}
+
+static void start_worker(struct supervisor *sv, struct slot *slot)
+{
+    pid_t pid = fork();
+    sigset_t none;
+
+    if (pid < 0) {
+        log_line(LOG_ERROR, "event=fork_failed reason=\"%s\"", strerror(errno));
+        slot->respawn_at_ms = now_ms() + RESPAWN_PAUSE_MS;
+        return;
+    }
+    if (pid == 0) {
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        /* Workers never outlive a supervisor that was killed outright. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() == 1) _exit(0);
+        _exit(worker_run(sv->cfg, sv->mk, sv->listen_fd));
+    }
+    slot->pid = pid;
+    slot->started_ms = now_ms();
+    slot->respawn_at_ms = 0;
+}
+
+static struct slot *slot_of(struct supervisor *sv, pid_t pid)
+{
+    for (int i = 0; i < sv->cfg->workers; i++)
+        if (sv->slots[i].pid == pid) return &sv->slots[i];
+    return NULL;
+}
+
+static void reap(struct supervisor *sv)
+{
+    int status;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        struct slot *slot = slot_of(sv, pid);
+        if (slot == NULL) continue;
+        if (WIFSIGNALED(status))
+            log_line(sv->stopping ? LOG_INFO : LOG_WARN, "event=worker_exited worker=%ld signal=%d",
+                     (long)pid, WTERMSIG(status));
+        else
+            log_line(sv->stopping ? LOG_INFO : LOG_WARN, "event=worker_exited worker=%ld status=%d",
+                     (long)pid, WEXITSTATUS(status));
+        slot->pid = 0;
+        slot->respawn_at_ms = now_ms() - slot->started_ms < RESPAWN_PAUSE_MS
+                                  ? now_ms() + RESPAWN_PAUSE_MS : 0;
+    }
+}
+
+static void signal_workers(struct supervisor *sv, int sig)
+{
+    for (int i = 0; i < sv->cfg->workers; i++)
+        if (sv->slots[i].pid > 0) kill(sv->slots[i].pid, sig);
+}
+
+static int running(const struct supervisor *sv)
+{
+    int n = 0;
+    for (int i = 0; i < sv->cfg->workers; i++) n += sv->slots[i].pid > 0;
+    return n;
+}
+
+static void begin_stop(struct supervisor *sv)
+{
+    if (sv->stopping) return;
+    sv->stopping = 1;
+    sv->stop_deadline_ms = now_ms() + STOP_GRACE_MS;
+    log_line(LOG_INFO, "event=stopping workers=%d", running(sv));
+    signal_workers(sv, SIGTERM);
+}
+
+static void tick(struct supervisor *sv)
+{
+    if (sv->stopping) {
+        /* Resent because a signal landing just before accept() is missed. */
+        signal_workers(sv, now_ms() > sv->stop_deadline_ms ? SIGKILL : SIGTERM);
+        return;
+    }
+    for (int i = 0; i < sv->cfg->workers; i++) {
+        struct slot *slot = &sv->slots[i];
+        if (slot->pid == 0 && now_ms() >= slot->respawn_at_ms) start_worker(sv, slot);
+    }
+}
+
+int serve_run(const struct config *cfg, const struct masterkey *mk)
+{
+    struct supervisor sv;
+    struct timespec timeout = {0, TICK_MS * 1000000L};
+    char err[256];
+    sigset_t watched;
+
+    memset(&sv, 0, sizeof sv);
+    sv.cfg = cfg;
+    sv.mk = mk;
+    if (FCGX_Init() != 0) {
+        log_line(LOG_ERROR, "event=fcgi_init_failed");
+        return 1;
+    }
+    sv.listen_fd = open_listener(cfg, err, sizeof err);
+    if (sv.listen_fd < 0) {
+        log_line(LOG_ERROR, "event=listen_failed reason=\"%s\"", err);
+        return 1;
+    }
+    sigemptyset(&watched);
+    sigaddset(&watched, SIGCHLD);
+    sigaddset(&watched, SIGTERM);
+    sigaddset(&watched, SIGINT);
+    sigaddset(&watched, SIGHUP);
+    sigprocmask(SIG_BLOCK, &watched, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    log_line(LOG_INFO, "event=serving listen=%s workers=%d max_body=%zu",
+             cfg->listen ? cfg->listen : "fd:0", cfg->workers, cfg->max_body);
+    tick(&sv);
+    while (!sv.stopping || running(&sv) > 0) {
+        int sig = sigtimedwait(&watched, NULL, &timeout);
+        switch (sig) {
+        case SIGCHLD: reap(&sv); break;
+        case SIGTERM:
+        case SIGINT: begin_stop(&sv); break;
+        case SIGHUP:
+            log_line(LOG_INFO, "event=reload");
+            signal_workers(&sv, SIGHUP);
+            break;
+        default: break; /* timeout */
+        }
+        if (sig < 0 || sig == SIGCHLD) tick(&sv);
+    }
+    if (cfg->listen && strncmp(cfg->listen, "unix:", 5) == 0) unlink(cfg->listen + 5);
+    log_line(LOG_INFO, "event=stopped");
+    return 0;
+}

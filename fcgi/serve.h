@@ -1,0 +1,11 @@
+/* serve.h - the supervisor: one listening socket, N pre-forked workers. */
+#ifndef PADDLEHOOK_SERVE_H
+#define PADDLEHOOK_SERVE_H
+
+#include "config.h"
+#include "masterkey.h"
+
+/* Runs until SIGTERM/SIGINT; returns the process exit status. */
+int serve_run(const struct config *cfg, const struct masterkey *mk);
+
+#endif

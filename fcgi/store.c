@@ -1,0 +1,197 @@
+/* store.c - one connection per worker, one prepared statement per event.
+ *
+ * paddle.ingest_event() deduplicates, stores and projects in a single
+ * autocommit statement, so a successful result means the event is durably
+ * committed: only then may the worker answer 2xx.
+ */
+#include "store.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+#include "log.h"
+
+#define STORE_RETRY_MS 500
+#define INGEST_STMT "paddlehook_ingest"
+#define INGEST_SQL "SELECT paddle.ingest_event($1, $2, $3::timestamptz, $4, $5, $6, $7::jsonb)"
+/* Keep every statement inside Paddle's 5-second delivery window. */
+#define SESSION_SETUP "SET statement_timeout = '4s'; SET lock_timeout = '3s'; " \
+                      "LISTEN " DB_ENDPOINTS_CHANNEL
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void store_init(struct store *s, const char *conninfo)
+{
+    memset(s, 0, sizeof *s);
+    s->conninfo = conninfo;
+}
+
+static void drop(struct store *s)
+{
+    PQfinish(s->conn);
+    s->conn = NULL;
+    s->prepared = 0;
+}
+
+void store_close(struct store *s) { drop(s); }
+
+int store_ready(struct store *s)
+{
+    char err[256];
+
+    if (s->conn && PQstatus(s->conn) == CONNECTION_OK) return 0;
+    if (s->conn) {
+        log_line(LOG_WARN, "event=db_connection_lost");
+        drop(s);
+    }
+    if (now_ms() < s->next_attempt_ms) return -1;
+    s->conn = db_connect(s->conninfo, err, sizeof err);
+    if (s->conn == NULL || db_exec(s->conn, SESSION_SETUP, err, sizeof err) != 0) {
+        log_line(LOG_ERROR, "event=db_connect_failed reason=\"%s\"", err);
+        drop(s);
+        s->next_attempt_ms = now_ms() + STORE_RETRY_MS;
+        return -1;
+    }
+    s->reconnected = 1;
+    log_line(LOG_INFO, "event=db_connected");
+    return 0;
+}
+
+static int prepare(struct store *s)
+{
+    PGresult *res;
+    int ok;
+
+    if (s->prepared) return 0;
+    res = PQprepare(s->conn, INGEST_STMT, INGEST_SQL, 7, NULL);
+    ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok) {
+        char err[256];
+        db_error_line(s->conn, res, err, sizeof err);
+        log_line(LOG_ERROR, "event=db_prepare_failed reason=\"%s\"", err);
+    }
+    PQclear(res);
+    s->prepared = ok;
+    return ok ? 0 : -1;
+}
+
+static enum store_result classify_failure(struct store *s, PGresult *res)
+{
+    char err[256];
+    enum store_result r = STORE_ERROR;
+
+    db_error_line(s->conn, res, err, sizeof err);
+    if (db_error_is_transient(s->conn, res)) r = STORE_UNAVAILABLE;
+    else if (db_error_is_data(res)) r = STORE_BAD_PAYLOAD;
+    log_line(r == STORE_BAD_PAYLOAD ? LOG_WARN : LOG_ERROR, "event=db_error outcome=%s reason=\"%s\"",
+             store_result_name(r), err);
+    if (PQstatus(s->conn) != CONNECTION_OK) drop(s);
+    return r;
+}
+
+static enum store_result ingest_once(struct store *s, const struct event_envelope *ev,
+                                    const char *endpoint_id, const char *environment,
+                                    const char *body)
+{
+    const char *params[7] = {ev->event_id, ev->event_type, ev->occurred_at,
+                             ev->notification_id[0] ? ev->notification_id : NULL,
+                             endpoint_id, environment, body};
+    enum store_result r = STORE_ERROR;
+    PGresult *res = NULL;
+
+    if (store_ready(s) != 0) return STORE_UNAVAILABLE;
+    if (prepare(s) != 0) {
+        r = PQstatus(s->conn) == CONNECTION_OK ? STORE_ERROR : STORE_UNAVAILABLE;
+        if (r == STORE_UNAVAILABLE) drop(s);
+        return r;
+    }
+    res = PQexecPrepared(s->conn, INGEST_STMT, 7, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        r = classify_failure(s, res);
+        goto out;
+    }
+    r = strcmp(PQgetvalue(res, 0, 0), "duplicate") == 0 ? STORE_DUPLICATE : STORE_STORED;
+out:
+    PQclear(res);
+    return r;
+}
+
+/* A connection that was idle across a server restart fails on first use;
+ * such a failure earns one retry on a fresh connection. Retrying is safe:
+ * if the first attempt did commit, the retry reports a duplicate. */
+static int was_stale(const struct store *s, int had_connection)
+{
+    return had_connection && s->conn == NULL;
+}
+
+enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
+                               const char *endpoint_id, const char *environment,
+                               const char *body)
+{
+    int had_connection = s->conn != NULL;
+    enum store_result r = ingest_once(s, ev, endpoint_id, environment, body);
+
+    if (r == STORE_UNAVAILABLE && was_stale(s, had_connection))
+        r = ingest_once(s, ev, endpoint_id, environment, body);
+    return r;
+}
+
+static int ping_once(struct store *s)
+{
+    PGresult *res;
+    int ok;
+
+    if (store_ready(s) != 0) return -1;
+    res = PQexec(s->conn, "SELECT 1");
+    ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok) classify_failure(s, res);
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+int store_ping(struct store *s)
+{
+    int had_connection = s->conn != NULL;
+    int rc = ping_once(s);
+
+    if (rc != 0 && was_stale(s, had_connection)) rc = ping_once(s);
+    return rc;
+}
+
+int store_endpoints_changed(struct store *s)
+{
+    PGnotify *n;
+    int changed = 0;
+
+    if (s->conn == NULL) return 0;
+    if (PQconsumeInput(s->conn) == 0) {
+        /* The server went away while we were idle; reconnect on next use. */
+        log_line(LOG_WARN, "event=db_connection_lost");
+        drop(s);
+        return 0;
+    }
+    while ((n = PQnotifies(s->conn)) != NULL) {
+        changed = 1;
+        PQfreemem(n);
+    }
+    return changed;
+}
+
+const char *store_result_name(enum store_result r)
+{
+    switch (r) {
+    case STORE_STORED: return "stored";
+    case STORE_DUPLICATE: return "duplicate";
+    case STORE_UNAVAILABLE: return "database_unavailable";
+    case STORE_BAD_PAYLOAD: return "unsupported_json";
+    case STORE_ERROR: return "internal_error";
+    }
+    return "internal_error";
+}

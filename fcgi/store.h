@@ -1,0 +1,45 @@
+/* store.h - the worker's one persistent PostgreSQL connection: ingest an
+ * event in one round trip, health checks, endpoint change notifications. */
+#ifndef PADDLEHOOK_STORE_H
+#define PADDLEHOOK_STORE_H
+
+#include <libpq-fe.h>
+
+#include "event.h"
+
+enum store_result {
+    STORE_STORED = 0,
+    STORE_DUPLICATE,
+    STORE_UNAVAILABLE, /* database down or busy: answer 503, Paddle retries */
+    STORE_BAD_PAYLOAD, /* PostgreSQL refused the JSON (e.g. \u0000 in jsonb) */
+    STORE_ERROR        /* anything else: answer 500 and log */
+};
+
+struct store {
+    const char *conninfo;
+    PGconn *conn;
+    int prepared;
+    long long next_attempt_ms; /* no reconnect storm while the database is down */
+    int reconnected;           /* set on every new connection; cleared by the caller */
+};
+
+void store_init(struct store *s, const char *conninfo);
+
+/* Connects if needed (rate-limited). 0 when a connection is ready. */
+int store_ready(struct store *s);
+
+enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
+                               const char *endpoint_id, const char *environment,
+                               const char *body);
+
+/* 0 when the database answers a trivial query. */
+int store_ping(struct store *s);
+
+/* 1 when an endpoint change was announced since the last call. Never blocks. */
+int store_endpoints_changed(struct store *s);
+
+const char *store_result_name(enum store_result r);
+
+void store_close(struct store *s);
+
+#endif

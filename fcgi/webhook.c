@@ -1,0 +1,192 @@
+/* webhook.c - the HTTP contract (README, "HTTP contract").
+ *
+ * Order matters: cheap checks first, the signature before any JSON parsing,
+ * and the database only for a request that is signed and well formed.
+ */
+#include "webhook.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "event.h"
+#include "log.h"
+#include "sig.h"
+
+#define RETRY_AFTER "Retry-After: 5\r\n"
+
+/* What one request came to, for its log line. */
+struct outcome {
+    int code;
+    const char *word; /* status or error code */
+    const char *endpoint_id;
+    char event_id[MAX_ID_LEN + 1];
+    char event_type[MAX_EVENT_TYPE_LEN + 1];
+};
+
+static long long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void error(struct http_request *req, struct outcome *o, int code, const char *err,
+                  const char *message, const char *headers)
+{
+    o->code = code;
+    o->word = err;
+    http_respond_error(req, code, err, message, headers);
+}
+
+static int valid_endpoint_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > MAX_ID_LEN) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+static void handle_healthz(struct worker *w, struct http_request *req, struct outcome *o)
+{
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+        error(req, o, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD\r\n");
+        return;
+    }
+    if (store_ping(&w->store) != 0) {
+        error(req, o, 503, "database_unavailable", "the database is not reachable", RETRY_AFTER);
+        return;
+    }
+    o->code = 200;
+    o->word = "ok";
+    http_respond_status(req, 200, "ok");
+}
+
+static void handle_event(struct worker *w, struct http_request *req, struct outcome *o,
+                         const struct endpoint *ep, size_t len)
+{
+    struct event_envelope ev;
+    struct sig_header hdr;
+    const char *detail = NULL;
+    enum sig_result sr;
+    enum event_error er;
+    enum store_result st;
+
+    if (http_read_body(req, w->body, len) != 0) {
+        error(req, o, 400, "incomplete_body", "the body does not match its Content-Length", NULL);
+        return;
+    }
+    sr = sig_parse(req->signature, req->signature ? strlen(req->signature) : 0, &hdr);
+    if (sr == SIG_OK)
+        sr = sig_verify(&hdr, w->body, len, ep->secrets, ep->n_secrets, (int64_t)time(NULL),
+                        ep->tolerance);
+    switch (sr) {
+    case SIG_OK: break;
+    case SIG_MISSING:
+        error(req, o, 401, "missing_signature", "the Paddle-Signature header is missing", NULL);
+        return;
+    case SIG_MALFORMED:
+        error(req, o, 401, "invalid_signature", "the Paddle-Signature header is malformed", NULL);
+        return;
+    case SIG_TS_OUT_OF_RANGE:
+        error(req, o, 401, "timestamp_out_of_range",
+              "the signature timestamp is outside the endpoint's tolerance", NULL);
+        return;
+    case SIG_MISMATCH:
+        error(req, o, 401, "invalid_signature", "no signature matches this endpoint's secrets", NULL);
+        return;
+    }
+    er = event_parse(w->body, len, &ev, &detail);
+    if (er != EVENT_OK) {
+        error(req, o, 400, event_error_code(er), detail ? detail : "invalid notification", NULL);
+        return;
+    }
+    memcpy(o->event_id, ev.event_id, sizeof o->event_id);
+    memcpy(o->event_type, ev.event_type, sizeof o->event_type);
+    st = store_ingest(&w->store, &ev, ep->id, ep->environment, (const char *)w->body);
+    switch (st) {
+    case STORE_STORED:
+    case STORE_DUPLICATE:
+        o->code = 200;
+        o->word = store_result_name(st);
+        http_respond_status(req, 200, o->word);
+        break;
+    case STORE_UNAVAILABLE:
+        error(req, o, 503, "database_unavailable", "the database is unavailable; retry later", RETRY_AFTER);
+        break;
+    case STORE_BAD_PAYLOAD:
+        error(req, o, 400, "unsupported_json",
+              "PostgreSQL cannot store this JSON (for example a \\u0000 escape)", NULL);
+        break;
+    case STORE_ERROR:
+        error(req, o, 500, "internal_error", "the event could not be stored; see the server log", NULL);
+        break;
+    }
+}
+
+static void handle_webhook(struct worker *w, struct http_request *req, struct outcome *o)
+{
+    const char *id = req->path + strlen(WEBHOOK_PATH_PREFIX);
+    const struct endpoint *ep = NULL;
+    size_t len = 0;
+
+    if (strcmp(req->method, "POST") != 0) {
+        error(req, o, 405, "method_not_allowed", "webhooks are delivered with POST", "Allow: POST\r\n");
+        return;
+    }
+    if (!valid_endpoint_id(id)) {
+        error(req, o, 404, "unknown_endpoint", "no endpoint has this id", NULL);
+        return;
+    }
+    o->endpoint_id = id;
+    if (http_content_length(req, &len) != 0) {
+        error(req, o, 411, "length_required", "a Content-Length header is required", NULL);
+        return;
+    }
+    if (len > w->cfg->max_body) {
+        error(req, o, 413, "body_too_large", "request body exceeds the configured limit", NULL);
+        return;
+    }
+    if (len == 0) {
+        error(req, o, 400, "empty_body", "the request body is empty", NULL);
+        return;
+    }
+    switch (worker_endpoint(w, id, &ep)) {
+    case ENDPOINT_FOUND: break;
+    case ENDPOINT_UNKNOWN:
+        error(req, o, 404, "unknown_endpoint", "no endpoint has this id", NULL);
+        return;
+    case ENDPOINT_UNAVAILABLE:
+        error(req, o, 503, "database_unavailable", "endpoints cannot be loaded; retry later", RETRY_AFTER);
+        return;
+    }
+    if (!ep->enabled) {
+        error(req, o, 410, "endpoint_disabled", "this endpoint is disabled", NULL);
+        return;
+    }
+    handle_event(w, req, o, ep, len);
+}
+
+void webhook_handle(struct worker *w, struct http_request *req)
+{
+    struct outcome o = {0};
+    long long start = now_us();
+
+    if (strncmp(req->path, WEBHOOK_PATH_PREFIX, strlen(WEBHOOK_PATH_PREFIX)) == 0)
+        handle_webhook(w, req, &o);
+    else if (strcmp(req->path, HEALTHZ_PATH) == 0)
+        handle_healthz(w, req, &o);
+    else
+        error(req, &o, 404, "not_found", "no such path", NULL);
+
+    log_line(o.code >= 500 ? LOG_WARN : LOG_INFO,
+             "event=request endpoint=%s event_id=%s event_type=%s status=%d outcome=%s "
+             "duration_ms=%.3f",
+             o.endpoint_id ? o.endpoint_id : "-", o.event_id[0] ? o.event_id : "-",
+             o.event_type[0] ? o.event_type : "-", o.code, o.word,
+             (double)(now_us() - start) / 1000.0);
+}

@@ -1,0 +1,28 @@
+/* worker.h - one worker process: accept FastCGI requests until told to stop. */
+#ifndef PADDLEHOOK_WORKER_H
+#define PADDLEHOOK_WORKER_H
+
+#include "config.h"
+#include "endpoints.h"
+#include "masterkey.h"
+#include "store.h"
+
+struct worker {
+    const struct config *cfg;
+    const struct masterkey *mk;
+    struct store store;
+    struct endpoint_table endpoints;
+    int endpoints_loaded;
+    long long next_reload_ms;
+    unsigned char *body; /* cfg->max_body + 1 bytes, reused by every request */
+};
+
+enum endpoint_lookup { ENDPOINT_FOUND, ENDPOINT_UNKNOWN, ENDPOINT_UNAVAILABLE };
+
+/* Finds an endpoint, reloading from the database (rate-limited) on a miss. */
+enum endpoint_lookup worker_endpoint(struct worker *w, const char *id, const struct endpoint **out);
+
+/* Runs the accept loop on listen_fd; returns the process exit status. */
+int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_fd);
+
+#endif

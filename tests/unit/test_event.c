@@ -1,0 +1,156 @@
+/* Event envelope parsing: every fixture, and every way a body can be wrong. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "tap.h"
+
+static enum event_error parse(const char *body, struct event_envelope *ev)
+{
+    return event_parse((const unsigned char *)body, strlen(body), ev, NULL);
+}
+
+static int is_json(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 5 && strcmp(name + n - 5, ".json") == 0;
+}
+
+/* Every complete notification in envelopes/ and signed/ parses, and its
+ * event_type matches the file it came from. */
+static void test_fixture_dir(const char *sub, int names_are_types)
+{
+    char dir[512];
+    struct dirent **list = NULL;
+    int n;
+
+    snprintf(dir, sizeof dir, "%s/%s", tap_fixtures_dir(), sub);
+    n = scandir(dir, &list, NULL, alphasort);
+    tap_ok(n > 2, "fixture directory %s is readable", dir);
+    for (int i = 0; i < n; i++) {
+        char path[1024];
+        size_t len = 0;
+        char *body;
+        struct event_envelope ev;
+        const char *detail = NULL;
+        enum event_error e;
+
+        if (!is_json(list[i]->d_name)) {
+            free(list[i]);
+            continue;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, list[i]->d_name);
+        body = tap_read_file(path, &len);
+        e = body ? event_parse((unsigned char *)body, len, &ev, &detail) : EVENT_EMPTY;
+        if (names_are_types) {
+            size_t tn = strlen(list[i]->d_name) - 5;
+            tap_ok(e == EVENT_OK && strlen(ev.event_type) == tn &&
+                       strncmp(ev.event_type, list[i]->d_name, tn) == 0 &&
+                       strncmp(ev.event_id, "evt_", 4) == 0 && ev.notification_id[0] != '\0',
+                   "%s/%s parses (%s)", sub, list[i]->d_name, e == EVENT_OK ? ev.event_type : detail);
+        } else {
+            tap_ok(e == EVENT_OK, "%s/%s parses (%s)", sub, list[i]->d_name,
+                   e == EVENT_OK ? ev.event_type : detail);
+        }
+        free(body);
+        free(list[i]);
+    }
+    free(list);
+}
+
+#define ENV_HEAD "{\"event_id\":\"evt_01\",\"event_type\":\"customer.created\","
+#define GOOD ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38.286848Z\",\"notification_id\":\"ntf_01\",\"data\":{}}"
+
+static void test_envelope_rules(void)
+{
+    struct event_envelope ev;
+    char *deep;
+    size_t depth = MAX_JSON_DEPTH + 1;
+
+    tap_ok(parse(GOOD, &ev) == EVENT_OK && strcmp(ev.event_id, "evt_01") == 0 &&
+               strcmp(ev.occurred_at, "2024-03-15T10:32:38.286848Z") == 0 &&
+               strcmp(ev.notification_id, "ntf_01") == 0,
+           "a minimal envelope parses and its fields are copied");
+    tap_ok(event_parse((const unsigned char *)"", 0, &ev, NULL) == EVENT_EMPTY, "empty body");
+    tap_ok(parse("{", &ev) == EVENT_MALFORMED_JSON, "truncated JSON");
+    tap_ok(parse("[1,2]", &ev) == EVENT_MALFORMED_JSON, "top-level array");
+    tap_ok(parse("\"x\"", &ev) == EVENT_MALFORMED_JSON, "top-level string");
+    tap_ok(parse(GOOD " {}", &ev) == EVENT_MALFORMED_JSON, "trailing second value");
+    tap_ok(parse("{\"a\":1 /* c */}", &ev) == EVENT_MALFORMED_JSON, "comments are not JSON");
+    tap_ok(parse("{\"event_id\":\"evt_\xff\"}", &ev) == EVENT_MALFORMED_JSON, "invalid UTF-8");
+    tap_ok(parse("\xef\xbb\xbf" GOOD, &ev) == EVENT_MALFORMED_JSON, "a byte-order mark is not JSON");
+    tap_ok(event_parse((const unsigned char *)GOOD, sizeof GOOD, &ev, NULL) == EVENT_MALFORMED_JSON,
+           "a NUL byte after the body");
+    tap_ok(parse("{\"event_type\":\"a.b\",\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{}}", &ev) ==
+               EVENT_MISSING_FIELD, "missing event_id");
+    tap_ok(parse("{\"event_id\":\"e\",\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{}}", &ev) ==
+               EVENT_MISSING_FIELD, "missing event_type");
+    tap_ok(parse(ENV_HEAD "\"data\":{}}", &ev) == EVENT_MISSING_FIELD, "missing occurred_at");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\"}", &ev) == EVENT_MISSING_FIELD, "missing data");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{}}", &ev) == EVENT_OK &&
+               ev.notification_id[0] == '\0', "notification_id is optional");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"notification_id\":null,\"data\":{}}", &ev) ==
+               EVENT_OK, "notification_id may be null");
+    tap_ok(parse("{\"event_id\":12,\"event_type\":\"a.b\",\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{}}", &ev) ==
+               EVENT_INVALID_FIELD, "numeric event_id");
+    tap_ok(parse("{\"event_id\":\"x'; DROP TABLE t;--\",\"event_type\":\"a.b\",\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{}}", &ev) ==
+               EVENT_INVALID_FIELD, "event_id with SQL metacharacters");
+    tap_ok(parse("{\"event_id\":\"e\",\"event_type\":\"A B\",\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{}}", &ev) ==
+               EVENT_INVALID_FIELD, "event_type with spaces");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":\"yesterday\",\"data\":{}}", &ev) == EVENT_INVALID_FIELD,
+           "occurred_at not a timestamp");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":{},\"data\":{}}", &ev) == EVENT_INVALID_FIELD, "occurred_at an object");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":\"x\"}", &ev) == EVENT_INVALID_FIELD,
+           "data a string");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":[]}", &ev) == EVENT_INVALID_FIELD,
+           "data an array");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":null}", &ev) == EVENT_INVALID_FIELD,
+           "data null");
+    tap_ok(parse(ENV_HEAD "\"event_id\":\"evt_02\",\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{}}", &ev) ==
+               EVENT_INVALID_FIELD, "an envelope field twice");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{\"n\":1e999999,\"m\":-123456789012345678901234567890}}", &ev) ==
+               EVENT_OK, "huge numbers inside data are fine (not converted)");
+    tap_ok(parse(ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{\"k\":1,\"k\":2}}", &ev) == EVENT_OK,
+           "duplicate keys inside data are left to jsonb (last wins)");
+
+    deep = malloc(2 * depth + 256);
+    {
+        size_t p = (size_t)sprintf(deep, ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":");
+        for (size_t i = 1; i < depth; i++) deep[p++] = '[';
+        for (size_t i = 1; i < depth; i++) deep[p++] = ']';
+        deep[p++] = '}';
+        deep[p] = '\0';
+        tap_ok(parse(deep, &ev) == EVENT_INVALID_FIELD, "deep data array is still just not an object");
+        p = (size_t)sprintf(deep, ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{\"x\":");
+        for (size_t i = 2; i < depth; i++) deep[p++] = '[';
+        for (size_t i = 2; i < depth; i++) deep[p++] = ']';
+        deep[p++] = '}';
+        deep[p++] = '}';
+        deep[p] = '\0';
+        tap_ok(parse(deep, &ev) == EVENT_TOO_DEEP, "nesting deeper than %d is rejected", MAX_JSON_DEPTH);
+    }
+    free(deep);
+}
+
+static void test_timestamps(void)
+{
+    static const char *good[] = {"2024-03-15T10:32:38Z", "2024-03-15T10:32:38.1Z", "2024-03-15T10:32:38.123456789Z",
+                                 "2024-03-15T10:32:38+02:00", "2024-03-15t10:32:38.5-05:30"};
+    static const char *bad[] = {"2024-03-15 10:32:38Z", "2024-03-15T10:32:38", "2024-13-15T10:32:38Z",
+                                "2024-03-15T24:00:00Z", "2024-03-15T10:32:38.Z", "2024-03-15T10:32:38.1234567890Z",
+                                "2024-03-15T10:32:38+2:00", "0000-03-15T10:32:38Z", "2024-03-15T10:32:38ZZ"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        tap_ok(event_is_timestamp(good[i], strlen(good[i])), "timestamp accepted: %s", good[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        tap_ok(!event_is_timestamp(bad[i], strlen(bad[i])), "timestamp rejected: %s", bad[i]);
+}
+
+void test_event(void)
+{
+    test_fixture_dir("envelopes", 1);
+    test_fixture_dir("signed", 0);
+    test_envelope_rules();
+    test_timestamps();
+}
