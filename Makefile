@@ -39,22 +39,28 @@ $(BUILD):
 	@mkdir -p $(BUILD) $(BUILD)/asan
 
 $(BUILD)/migrations.c: $(MIGRATIONS) fcgi/embed-sql.sh | $(BUILD)
-	sh fcgi/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+	@echo "  GEN   $@"
+	@sh fcgi/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/%.o: fcgi/%.c fcgi/*.h | $(BUILD)
-	$(CC) $(ALL_CFLAGS) $(HARDEN) -c -o $@ $<
+	@echo "  CC    $<"
+	@$(CC) $(ALL_CFLAGS) $(HARDEN) -c -o $@ $<
 
 $(BUILD)/migrations.o: $(BUILD)/migrations.c fcgi/migrations.h
-	$(CC) $(ALL_CFLAGS) $(HARDEN) -Wno-overlength-strings -c -o $@ $<
+	@echo "  CC    $<"
+	@$(CC) $(ALL_CFLAGS) $(HARDEN) -c -o $@ $<
 
 $(BUILD)/paddlehook: $(OBJS) $(BUILD)/main.o
-	$(CC) $(ALL_CFLAGS) $(LDHARDEN) -o $@ $^ $(LDLIBS_ALL)
+	@echo "  LINK  $@"
+	@$(CC) $(ALL_CFLAGS) $(LDHARDEN) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/unit-tests: $(UNIT) $(CORE) fcgi/*.h | $(BUILD)
-	$(CC) $(ALL_CFLAGS) $(HARDEN) $(LDHARDEN) -o $@ $(UNIT) $(CORE) $(LDLIBS_ALL)
+	@echo "  LINK  $@"
+	@$(CC) $(ALL_CFLAGS) $(HARDEN) $(LDHARDEN) -o $@ $(UNIT) $(CORE) $(LDLIBS_ALL)
 
 $(BUILD)/asan/unit-tests: $(UNIT) $(CORE) fcgi/*.h | $(BUILD)
-	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -o $@ $(UNIT) $(CORE) $(LDLIBS_ALL)
+	@echo "  LINK  $@ (ASan+UBSan)"
+	@$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -o $@ $(UNIT) $(CORE) $(LDLIBS_ALL)
 
 unit: $(BUILD)/unit-tests $(BUILD)/asan/unit-tests
 

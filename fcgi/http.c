@@ -35,6 +35,10 @@ void http_request_init(struct http_request *req, FCGX_Request *fcgx)
     req->method = FCGX_GetParam("REQUEST_METHOD", fcgx->envp);
     req->content_length = FCGX_GetParam("CONTENT_LENGTH", fcgx->envp);
     req->signature = FCGX_GetParam("HTTP_PADDLE_SIGNATURE", fcgx->envp);
+    /* nginx passes a repeated header as repeated parameters; GetParam would
+     * silently pick the first. */
+    for (char **e = fcgx->envp; e && *e; e++)
+        req->signature_count += strncmp(*e, "HTTP_PADDLE_SIGNATURE=", 22) == 0;
     if (req->method == NULL) req->method = "";
     /* DOCUMENT_URI is nginx's normalised path; REQUEST_URI is the fallback
      * other servers send. */

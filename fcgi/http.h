@@ -13,6 +13,7 @@ struct http_request {
     const char *method;
     const char *content_length; /* NULL when nginx sent none */
     const char *signature;      /* Paddle-Signature, NULL when absent */
+    int signature_count;        /* >1 when the header was sent more than once */
     char path[MAX_URI_LEN + 1]; /* without the query string; "" when too long */
 };
 

@@ -80,7 +80,9 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
         error(req, o, 400, "incomplete_body", "the body does not match its Content-Length", NULL);
         return;
     }
-    sr = sig_parse(req->signature, req->signature ? strlen(req->signature) : 0, &hdr);
+    sr = req->signature_count > 1
+             ? SIG_MALFORMED
+             : sig_parse(req->signature, req->signature ? strlen(req->signature) : 0, &hdr);
     if (sr == SIG_OK)
         sr = sig_verify(&hdr, w->body, len, ep->secrets, ep->n_secrets, (int64_t)time(NULL),
                         ep->tolerance);
