@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""paddlehook's test runner (`make check`).
+
+    python3 tests/run.py [--unit BINARY ...] [-k SUBSTRING ...] [--no-integration] [-q]
+
+1. Runs each C unit-test binary; they print TAP (`ok N - name`,
+   `not ok N - name`, optional plan `1..N`) and exit non-zero on failure.
+2. Discovers and runs the integration suite (tests/test_*.py, unittest); each
+   module shares one harness (PostgreSQL + paddlehook serve + nginx).
+3. Prints every failure with its traceback, then ONE last line exactly
+   `N passed, N failed` (unit + integration), and exits 1 if anything failed.
+
+-k keeps integration tests whose id (module.Class.method) contains the
+substring (case-sensitive); several -k are OR-ed.  Skipped tests count as
+neither passed nor failed (they are listed above the last line).
+"""
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+TAP_LINE = re.compile(r"^(not ok|ok)\b\s*(\d+)?\s*(?:-\s*)?(.*)$")
+TAP_PLAN = re.compile(r"^1\.\.(\d+)")
+
+
+# --------------------------------------------------------------------------
+# C unit tests (TAP)
+# --------------------------------------------------------------------------
+
+def run_unit(binary, timeout, out):
+    """Run one TAP binary; return (passed, failed, failure descriptions)."""
+    name = os.path.basename(binary)
+    try:
+        p = subprocess.run([binary], capture_output=True, text=True, timeout=timeout,
+                           errors="replace")
+    except FileNotFoundError:
+        return 0, 1, ["%s: not found" % binary]
+    except PermissionError:
+        return 0, 1, ["%s: not executable" % binary]
+    except subprocess.TimeoutExpired as exc:
+        text = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode("utf-8", "replace")
+        return 0, 1, ["%s: timed out after %ss\n%s" % (binary, timeout, text[-2000:])]
+
+    passed = failed = 0
+    plan = None
+    failures = []
+    lines = p.stdout.splitlines()
+    for i, line in enumerate(lines):
+        m = TAP_PLAN.match(line)
+        if m:
+            plan = int(m.group(1))
+            continue
+        m = TAP_LINE.match(line)
+        if not m:
+            continue
+        ok = m.group(1) == "ok"
+        desc = m.group(3)
+        todo = re.search(r"#\s*TODO\b", desc, re.I)
+        if ok or todo:
+            passed += 1 if ok else 0
+            continue
+        failed += 1
+        # Diagnostics follow a failing line as "# ..." lines.
+        diag = []
+        for nxt in lines[i + 1:]:
+            if nxt.startswith("#"):
+                diag.append(nxt)
+            else:
+                break
+        failures.append("%s: %s%s" % (name, line, ("\n" + "\n".join(diag)) if diag else ""))
+    ran = passed + failed
+    if plan is not None and ran < plan:
+        failed += plan - ran
+        failures.append("%s: planned %d tests but only %d ran" % (name, plan, ran))
+    if p.returncode != 0 and failed == 0:
+        failed += 1
+        failures.append("%s: exited with status %d but reported no failing test\n%s"
+                        % (name, p.returncode, (p.stderr or "")[-2000:]))
+    if p.returncode == 0 and ran == 0:
+        failed += 1
+        failures.append("%s: printed no TAP results" % name)
+    out.write("unit %-30s %d passed, %d failed\n" % (binary, passed, failed))
+    if p.stderr and failed:
+        failures.append("%s stderr (tail):\n%s" % (name, "\n".join(p.stderr.splitlines()[-20:])))
+    return passed, failed, failures
+
+
+# --------------------------------------------------------------------------
+# Integration tests (unittest)
+# --------------------------------------------------------------------------
+
+class CountingResult(unittest.TextTestResult):
+    """Counts distinct tests: a test with several failing subtests is one
+    failure; module/class fixture errors count one failure each."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.failed_ids = []
+        self.fixture_errors = 0
+        self.passed_ids = []
+        self._current_failed = False
+        self.durations_ = []
+        self._t0 = None
+
+    def startTest(self, test):
+        self._current_failed = False
+        self._t0 = time.monotonic()
+        super().startTest(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        if self._t0 is not None:
+            self.durations_.append((time.monotonic() - self._t0, test.id()))
+
+    def _mark_failed(self, test):
+        if isinstance(test, unittest.suite._ErrorHolder):
+            self.fixture_errors += 1
+            return
+        tid = getattr(test, "test_case", test).id()
+        if tid not in self.failed_ids:
+            self.failed_ids.append(tid)
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._mark_failed(test)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._mark_failed(test)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._mark_failed(subtest)
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self._mark_failed(test)
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed_ids.append(test.id())
+
+    def printErrors(self):
+        """Failures are reported by main(), once, after the unit results."""
+
+
+def filter_suite(suite, substrings):
+    """A flat suite of the tests whose id contains one of the substrings
+    (keeps module order so setUpModule/tearDownModule pair up)."""
+    out = unittest.TestSuite()
+
+    def walk(s):
+        for t in s:
+            if isinstance(t, unittest.TestSuite):
+                walk(t)
+            elif isinstance(t, unittest.loader._FailedTest) or \
+                    any(sub in t.id() for sub in substrings):
+                out.addTest(t)
+    walk(suite)
+    return out
+
+
+def run_integration(patterns, verbosity, stream):
+    if TESTS_DIR not in sys.path:
+        sys.path.insert(0, TESTS_DIR)
+    loader = unittest.TestLoader()
+    suite = loader.discover(start_dir=TESTS_DIR, pattern="test_*.py", top_level_dir=TESTS_DIR)
+    if patterns:
+        suite = filter_suite(suite, patterns)
+    runner = unittest.TextTestRunner(stream=stream, verbosity=verbosity,
+                                     resultclass=CountingResult)
+    # The runner prints its own failure report and summary; we print ours
+    # afterwards so the last line is ours.
+    result = runner.run(suite)
+    return result
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--unit", action="extend", nargs="+", default=[], metavar="BINARY",
+                    help="C unit-test binary printing TAP (repeatable)")
+    ap.add_argument("-k", action="append", default=[], metavar="SUBSTRING", dest="patterns",
+                    help="only integration tests whose id contains SUBSTRING")
+    ap.add_argument("--no-integration", action="store_true", help="run the unit binaries only")
+    ap.add_argument("--unit-timeout", type=float, default=300)
+    ap.add_argument("-q", "--quiet", action="store_true", help="dots instead of test names")
+    ap.add_argument("--durations", type=int, default=0, metavar="N",
+                    help="print the N slowest integration tests")
+    args = ap.parse_args(argv)
+
+    # SIGTERM (e.g. from make or CI) unwinds like Ctrl-C so harness teardown runs.
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, on_term)
+
+    out = sys.stdout
+    passed = failed = 0
+    unit_failures = []
+    for b in args.unit:
+        p, f, fl = run_unit(b, args.unit_timeout, out)
+        passed += p
+        failed += f
+        unit_failures.extend(fl)
+    out.flush()
+
+    result = None
+    if not args.no_integration:
+        try:
+            result = run_integration(args.patterns, 1 if args.quiet else 2, out)
+        except KeyboardInterrupt:
+            out.write("\ninterrupted\n")
+            out.write("%d passed, %d failed\n" % (passed, failed + 1))
+            return 1
+        out.flush()
+        passed += len(result.passed_ids)
+        failed += len(result.failed_ids) + result.fixture_errors
+
+    # Failure report (stdout), then the one summary line.
+    if unit_failures:
+        out.write("\n==== unit test failures ====\n")
+        for f in unit_failures:
+            out.write(f + "\n")
+    if result is not None and (result.failures or result.errors or result.unexpectedSuccesses):
+        out.write("\n==== integration test failures ====\n")
+        for kind, items in (("FAIL", result.failures), ("ERROR", result.errors)):
+            for test, tb in items:
+                out.write("---- %s: %s\n%s\n" % (kind, test.id() if hasattr(test, "id") else test, tb))
+        for test in result.unexpectedSuccesses:
+            out.write("---- UNEXPECTED SUCCESS: %s\n" % test.id())
+    if result is not None:
+        if result.skipped:
+            out.write("\nskipped %d:\n" % len(result.skipped))
+            for test, reason in result.skipped:
+                out.write("  %s: %s\n" % (test.id(), reason))
+        if args.durations:
+            out.write("\nslowest tests:\n")
+            for d, tid in sorted(result.durations_, reverse=True)[:args.durations]:
+                out.write("  %6.2fs %s\n" % (d, tid))
+        if result.failed_ids or result.fixture_errors:
+            out.write("\nfailed tests:\n")
+            for tid in result.failed_ids:
+                out.write("  %s\n" % tid)
+            if result.fixture_errors:
+                out.write("  (%d module/class set-up or tear-down errors)\n" % result.fixture_errors)
+    out.write("%d passed, %d failed\n" % (passed, failed))
+    out.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The paddlehook command line: migrate, keygen, endpoint management, --db."""
+
+import base64
+import binascii
+import os
+import stat
+
+import harness
+from harness import Harness, HarnessTestCase, new_secret
+
+H = Harness(workers=1)
+
+
+def setUpModule():
+    H.start(serve=False, nginx=False)
+
+
+def tearDownModule():
+    H.stop()
+
+
+def key_bytes(data):
+    """The 32-byte key in raw, hex or base64 form; None if none of them."""
+    if len(data) == 32:
+        return data
+    text = data.strip()
+    for decode in (binascii.unhexlify, base64.b64decode):
+        try:
+            raw = decode(text)
+        except (binascii.Error, ValueError):
+            continue
+        if len(raw) == 32:
+            return raw
+    return None
+
+
+class Migrate(HarnessTestCase):
+    harness = H
+
+    def test_migrate_is_idempotent_and_recorded(self):
+        before = H.sql("SELECT * FROM paddle.schema_migrations ORDER BY 1")
+        self.assertTrue(before, "paddle.schema_migrations is empty after migrate")
+        files = sorted(f for f in os.listdir(os.path.join(harness.REPO_ROOT, "sql", "migrations"))
+                       if f.endswith(".sql"))
+        self.assertEqual(len(before), len(files), "one schema_migrations row per migration file")
+        digest = H.digest()
+        H.migrate()
+        H.migrate()
+        self.assertEqual(H.sql("SELECT * FROM paddle.schema_migrations ORDER BY 1"), before)
+        self.assertEqual(H.digest(), digest)
+
+
+class Keygen(HarnessTestCase):
+    harness = H
+
+    def test_keygen_writes_a_32_byte_key_with_mode_0600(self):
+        path = os.path.join(H.tmpdir, "k1.key")
+        H.cli("keygen", "--out", path)
+        st = os.stat(path)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
+        with open(path, "rb") as f:
+            k1 = key_bytes(f.read())
+        self.assertIsNotNone(k1, "not a 32-byte key (raw, hex or base64)")
+        path2 = os.path.join(H.tmpdir, "k2.key")
+        H.cli("keygen", "--out", path2)
+        with open(path2, "rb") as f:
+            self.assertNotEqual(key_bytes(f.read()), k1, "two keygens wrote the same key")
+
+    def test_keygen_never_overwrites_an_existing_key(self):
+        path = os.path.join(H.tmpdir, "k3.key")
+        H.cli("keygen", "--out", path)
+        with open(path, "rb") as f:
+            first = f.read()
+        p = H.cli("keygen", "--out", path, check=False)
+        self.assertNotEqual(p.returncode, 0, "keygen overwrote an existing key file")
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), first)
+
+    def test_key_file_readable_by_others_is_refused(self):
+        path = os.path.join(H.tmpdir, "loose.key")
+        with open(H.key_file, "rb") as src, open(path, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(path, 0o644)
+        p = H.cli("endpoint", "add", "loose-key", "--key-file", path, input=new_secret() + "\n",
+                  check=False)
+        self.assertNotEqual(p.returncode, 0, "a world-readable key file was accepted")
+
+
+class Endpoints(HarnessTestCase):
+    harness = H
+
+    def test_endpoint_add_prints_a_distinct_id_on_its_last_line(self):
+        a = H.add_endpoint()
+        b = H.add_endpoint(environment="live", tolerance=60)
+        self.assertNotEqual(a.id, b.id)
+        for ep in (a, b):
+            self.assertRegex(ep.id, r"^[A-Za-z0-9_-]{4,64}$")
+        rows = dict(H.sql("SELECT id, environment FROM paddle.endpoints WHERE id IN (%s, %s)"
+                          % (H.lit(a.id), H.lit(b.id))))
+        self.assertEqual(rows, {a.id: "sandbox", b.id: "live"})
+        self.assertEqual(H.sql_value("SELECT tolerance_seconds FROM paddle.endpoints WHERE id = %s"
+                                     % H.lit(b.id)), "60")
+        out = H.list_endpoints()
+        self.assertIn(a.id, out)
+        self.assertIn(b.id, out)
+
+    def test_secrets_are_not_stored_in_clear(self):
+        ep = H.add_endpoint()
+        dump = H.psql("SELECT row_to_json(s)::text FROM paddle.endpoint_secrets s; "
+                      "SELECT row_to_json(e)::text FROM paddle.endpoints e;")
+        self.assertNotIn(ep.secret, dump)
+        self.assertNotIn(ep.secret[-20:], dump)
+
+    def test_commands_on_unknown_endpoint_fail(self):
+        for args in (("rotate", "ep_doesnotexist"), ("retire-secret", "ep_doesnotexist"),
+                     ("disable", "ep_doesnotexist"), ("enable", "ep_doesnotexist")):
+            with self.subTest(args=args):
+                p = H.cli("endpoint", *args, input=new_secret() + "\n", check=False)
+                self.assertNotEqual(p.returncode, 0, "endpoint %s succeeded" % " ".join(args))
+
+    def test_db_option_overrides_environment(self):
+        env_bad = "host=127.0.0.1 port=1 user=postgres dbname=nope connect_timeout=2"
+        argv = [H.binary, "endpoint", "list", "--db", H.conninfo]
+        env = dict(H.env(), PADDLEHOOK_DB=env_bad)
+        p = harness.subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, "--db ignored: %s" % p.stderr)
+        env = H.env()
+        p = harness.subprocess.run([H.binary, "endpoint", "list", "--db", env_bad], env=env,
+                                   capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0, "--db did not override PADDLEHOOK_DB")

@@ -1,0 +1,304 @@
+"""Every error the HTTP contract names, through nginx.
+
+Each test asserts the status, the JSON `error` code, a non-empty `message`,
+and that payment_events and the state tables did not change.  Requests that
+should fail for one reason only are otherwise valid (correctly signed, fresh
+timestamp), so the test proves which check fired.
+
+The worker here runs with --max-body 262144 so its own 413 is reachable below
+nginx's 1 MiB limit.
+"""
+
+import json
+import time
+
+import harness
+from harness import (Harness, HarnessTestCase, make_event, paddle_id, py_sign,
+                     sample_subscription)
+
+WORKER_MAX_BODY = 262144
+H = Harness(workers=2, max_body=WORKER_MAX_BODY)
+
+
+def setUpModule():
+    H.start()
+
+
+def tearDownModule():
+    H.stop()
+
+
+class ErrorCase(HarnessTestCase):
+    harness = H
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ep = H.add_endpoint()
+
+    def setUp(self):
+        self.before = H.digest()
+
+    def assertNothingChanged(self):
+        self.assertEqual(H.digest(), self.before, "payment_events/state tables changed")
+
+    def event(self, **kw):
+        return make_event("subscription.created", sample_subscription(), **kw)
+
+    def post_signed(self, body, path=None, secret=None):
+        path = path or self.ep.path
+        return H.post(path, body, signature=py_sign(body, secret or self.ep.secret))
+
+    def expect(self, r, status, code, what=""):
+        self.assertErrorResponse(r, status, code, what)
+        self.assertNothingChanged()
+
+
+class SignatureErrors(ErrorCase):
+
+    def test_missing_signature_header_is_401_missing_signature(self):
+        r = H.post(self.ep.path, self.event())
+        self.expect(r, 401, "missing_signature")
+
+    def test_empty_signature_header_is_401(self):
+        r = H.post(self.ep.path, self.event(), signature="")
+        j = self.assertStatusJSON(r, 401)
+        self.assertIn(j.get("error"), ("missing_signature", "invalid_signature"), r)
+        self.assertTrue(j.get("message"))
+        self.assertNothingChanged()
+
+    def test_garbled_signature_header_is_401_invalid_signature(self):
+        body = self.event()
+        for header in ("garbage", "ts=;h1=", "h1=" + "0" * 64, "ts=%d" % time.time(),
+                       "ts=abc;h1=" + "0" * 64, "ts=%d;h1=" % time.time(),
+                       "%s" % py_sign(body, self.ep.secret).replace(";", ",")):
+            with self.subTest(header=header):
+                r = H.post(self.ep.path, body, signature=header)
+                self.expect(r, 401, "invalid_signature", header)
+
+    def test_garbage_and_duplicated_bad_h1_are_401_invalid_signature(self):
+        body = self.event()
+        ts = int(time.time())
+        for header in ("ts=%d;h1=zzzz" % ts,
+                       "ts=%d;h1=%s" % (ts, "g" * 64),
+                       "ts=%d;h1=%s;h1=%s" % (ts, "ab" * 32, "ab" * 32),
+                       "ts=%d;h1=%s" % (ts, "0" * 63)):
+            with self.subTest(header=header):
+                r = H.post(self.ep.path, body, signature=header)
+                self.expect(r, 401, "invalid_signature", header)
+
+    def test_wrong_secret_is_401_invalid_signature(self):
+        body = self.event()
+        r = H.post(self.ep.path, body, signature=py_sign(body, harness.new_secret()))
+        self.expect(r, 401, "invalid_signature")
+
+    def test_body_changed_after_signing_is_401_invalid_signature(self):
+        body = self.event()
+        sig = py_sign(body, self.ep.secret)
+        changed = json.dumps(json.loads(body), indent=1).encode()  # same JSON, other bytes
+        r = H.post(self.ep.path, changed, signature=sig)
+        self.expect(r, 401, "invalid_signature")
+
+    def test_timestamp_400s_old_is_401_timestamp_out_of_range(self):
+        body = self.event()
+        r = H.post(self.ep.path, body, signature=py_sign(body, self.ep.secret, ts=int(time.time()) - 400))
+        self.expect(r, 401, "timestamp_out_of_range")
+
+    def test_timestamp_400s_in_future_is_401_timestamp_out_of_range(self):
+        body = self.event()
+        r = H.post(self.ep.path, body, signature=py_sign(body, self.ep.secret, ts=int(time.time()) + 400))
+        self.expect(r, 401, "timestamp_out_of_range")
+
+    def test_bad_signature_is_checked_before_json(self):
+        # Not JSON and wrongly signed: the signature verdict must come first.
+        r = H.post(self.ep.path, b"{not json", signature=py_sign(b"{not json", harness.new_secret()))
+        self.expect(r, 401, "invalid_signature")
+
+
+class MethodAndPathErrors(ErrorCase):
+
+    def test_get_on_webhook_path_is_405(self):
+        r = H.get(self.ep.path)
+        self.expect(r, 405, "method_not_allowed", "GET")
+
+    def test_put_and_delete_on_webhook_path_are_405(self):
+        body = self.event()
+        for method in ("PUT", "DELETE", "PATCH"):
+            with self.subTest(method=method):
+                r = H.request(method, self.ep.path, body=body,
+                              headers={"Paddle-Signature": py_sign(body, self.ep.secret)})
+                self.expect(r, 405, "method_not_allowed", method)
+
+    def test_unknown_endpoint_is_404_unknown_endpoint(self):
+        body = self.event()
+        for eid in (paddle_id("ep"), "ep_doesnotexist", "nope"):
+            with self.subTest(endpoint=eid):
+                r = H.post("/paddle/webhooks/%s" % eid, body, signature=py_sign(body, self.ep.secret))
+                self.expect(r, 404, "unknown_endpoint", eid)
+
+    def test_other_paths_are_404_not_found(self):
+        for path in ("/paddle/", "/paddle/nope", "/paddle/webhooks",
+                     "/paddle/webhooks/%s/extra" % self.ep.id):
+            with self.subTest(path=path):
+                body = self.event()
+                r = H.post(path, body, signature=py_sign(body, self.ep.secret))
+                j = self.assertStatusJSON(r, 404, path)
+                self.assertIn(j.get("error"), ("not_found", "unknown_endpoint"), r)
+                self.assertTrue(j.get("message"), r)
+                self.assertNothingChanged()
+        r = H.get("/paddle/nope")
+        self.expect(r, 404, "not_found", "GET /paddle/nope")
+
+    def test_disabled_endpoint_is_410_until_enabled_again(self):
+        ep = H.add_endpoint()
+        H.disable_endpoint(ep)
+        # Workers pick the change up "within a moment": poll with fresh events.
+        r = harness.wait_until(
+            lambda: (lambda r: r if r.status != 200 else None)(H.post_event(ep, self.event())),
+            timeout=10, what="endpoint disable to take effect")
+        self.assertErrorResponse(r, 410, "endpoint_disabled")
+        self.before = H.digest()
+        self.expect(H.post_event(ep, self.event()), 410, "endpoint_disabled", "next request")
+
+        H.enable_endpoint(ep)
+        body = self.event()
+        r = harness.wait_until(
+            lambda: (lambda r: r if r.status != 410 else None)(H.post_event(ep, body)),
+            timeout=10, what="endpoint enable to take effect")
+        self.assertStored(r, "after enable")
+        self.assertEqual(H.event_count(), self.before[harness.EVENT_TABLE][0] + 1)
+
+
+class BodyErrors(ErrorCase):
+
+    def test_post_without_content_length_is_411(self):
+        sig = py_sign(b"", self.ep.secret)
+        raw = ("POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               "Paddle-Signature: %s\r\nConnection: close\r\n\r\n" % (self.ep.path, sig)).encode()
+        r = H.raw_request(raw)
+        self.expect(r, 411, "length_required")
+
+    def test_empty_body_is_400_empty_body(self):
+        r = self.post_signed(b"")
+        self.expect(r, 400, "empty_body")
+
+    def test_body_over_1mib_is_413_from_nginx(self):
+        pad = "x" * (1024 * 1024)
+        body = make_event("subscription.created", {"id": paddle_id("sub"), "pad": pad})
+        sig = py_sign(body, self.ep.secret)
+        raw = ("POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               "Paddle-Signature: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+               % (self.ep.path, sig, len(body))).encode() + body
+        r = H.raw_request(raw)
+        self.expect(r, 413, "body_too_large")
+
+    def test_body_over_worker_max_body_is_413_from_worker(self):
+        body = make_event("subscription.created",
+                          {"id": paddle_id("sub"), "pad": "x" * WORKER_MAX_BODY})
+        self.assertGreater(len(body), WORKER_MAX_BODY)
+        self.assertLess(len(body), 1024 * 1024)
+        r = self.post_signed(body)
+        self.expect(r, 413, "body_too_large")
+
+    def test_content_length_shorter_than_body_is_401(self):
+        # nginx forwards only Content-Length bytes: the signature (over the
+        # full body) cannot match the truncated body.
+        body = self.event()
+        sig = py_sign(body, self.ep.secret)
+        raw = ("POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               "Paddle-Signature: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+               % (self.ep.path, sig, len(body) - 10)).encode() + body
+        r = H.raw_request(raw)
+        self.expect(r, 401, "invalid_signature")
+
+    def test_content_length_longer_than_body_is_not_stored(self):
+        body = self.event()
+        sig = py_sign(body, self.ep.secret)
+        raw = ("POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               "Paddle-Signature: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+               % (self.ep.path, sig, len(body) + 100)).encode() + body
+        r = H.raw_request(raw, shutdown_write=True)
+        if r is not None:
+            self.assertGreaterEqual(r.status, 400, r)
+        self.assertNothingChanged()
+
+    def test_invalid_utf8_is_400_malformed_json(self):
+        body = self.event().replace(b'"subscription.created"', b'"subscription.created\xff"', 1)
+        self.expect(self.post_signed(body), 400, "malformed_json")
+        body = self.event()
+        body = body.replace(b'"status":"active"', b'"status":"act\xc3\x28ive"', 1)
+        self.expect(self.post_signed(body), 400, "malformed_json", "invalid continuation byte")
+
+    def test_invalid_json_is_400_malformed_json(self):
+        good = self.event()
+        for body in (good[:-1], good + b"x", good + b"{}", b"{", b"nul", b"{'a': 1}",
+                     good.replace(b'"event_id"', b'event_id', 1), b"{\"a\":1,}"):
+            with self.subTest(body=body[:40]):
+                self.expect(self.post_signed(body), 400, "malformed_json", body[:60])
+
+    def test_200_deep_nesting_is_400_nesting_too_deep(self):
+        deep = "[" * 200 + "]" * 200
+        body = ('{"event_id":"%s","event_type":"subscription.created","occurred_at":"%s",'
+                '"notification_id":"%s","data":{"id":"%s","x":%s}}'
+                % (paddle_id("evt"), harness.rfc3339(), paddle_id("ntf"), paddle_id("sub"), deep)).encode()
+        json.loads(body)  # valid JSON, only too deep
+        self.expect(self.post_signed(body), 400, "nesting_too_deep")
+        objs = '{"a":' * 200 + "1" + "}" * 200
+        body = make_event("subscription.created", {"id": paddle_id("sub")}).replace(
+            b'"data":{', b'"data":{"deep":' + objs.encode() + b',', 1)
+        json.loads(body)
+        self.expect(self.post_signed(body), 400, "nesting_too_deep", "objects")
+
+    def test_missing_envelope_fields_are_400_missing_field(self):
+        for field in ("event_id", "event_type", "occurred_at", "data"):
+            with self.subTest(field=field):
+                env = make_event("subscription.created", sample_subscription(), as_dict=True)
+                del env[field]
+                body = json.dumps(env).encode()
+                self.expect(self.post_signed(body), 400, "missing_field", field)
+
+    def test_wrongly_typed_envelope_fields_are_400_invalid_field(self):
+        cases = [
+            ("event_id", 12345),
+            ("event_id", ""),
+            ("event_type", 7),
+            ("occurred_at", "yesterday"),
+            ("occurred_at", 1700000000),
+            ("occurred_at", "2024-13-45T99:00:00Z"),
+            ("data", "a string"),
+            ("data", 42),
+            ("data", [1, 2]),
+        ]
+        for field, value in cases:
+            with self.subTest(field=field, value=value):
+                env = make_event("subscription.created", sample_subscription(), as_dict=True)
+                env[field] = value
+                body = json.dumps(env).encode()
+                self.expect(self.post_signed(body), 400, "invalid_field", "%s=%r" % (field, value))
+
+    def test_error_responses_are_application_json(self):
+        r = H.post(self.ep.path, self.event())
+        self.assertEqual(r.status, 401)
+        self.assertTrue(r.headers.get("content-type", "").startswith("application/json"), r.headers)
+        r = self.post_signed(b"{")
+        self.assertEqual(r.status, 400)
+        self.assertTrue(r.headers.get("content-type", "").startswith("application/json"), r.headers)
+
+
+class UnknownEventType(ErrorCase):
+
+    def test_unknown_event_type_is_stored_without_projection(self):
+        data = sample_subscription()      # looks like a subscription, but the type is unknown
+        env = make_event("foo.bar", data, as_dict=True)
+        body = json.dumps(env).encode()
+        r = self.post_signed(body)
+        self.assertStored(r)
+        rows = H.sql_json("SELECT event_type, payload FROM paddle.payment_events WHERE event_id = %s"
+                          % H.lit(env["event_id"]))
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows[0]["event_type"], "foo.bar")
+        self.assertEqual(rows[0]["payload"], json.loads(body))
+        after = H.digest()
+        for table in harness.STATE_TABLES:
+            if table in self.before:
+                self.assertEqual(after[table], self.before[table], "%s changed" % table)
+        self.assertEqual(after[harness.EVENT_TABLE][0], self.before[harness.EVENT_TABLE][0] + 1)

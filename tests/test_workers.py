@@ -1,0 +1,160 @@
+"""The serve supervisor: workers SIGKILLed under traffic, worker unreachable,
+graceful stop."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import harness
+from harness import (Harness, HarnessTestCase, make_event, paddle_id, sample_subscription,
+                     sample_transaction, wait_until)
+
+WORKERS = 3
+H = Harness(workers=WORKERS)
+
+
+def setUpModule():
+    H.start()
+
+
+def tearDownModule():
+    H.stop()
+
+
+class WorkerCrash(HarnessTestCase):
+    harness = H
+
+    def setUp(self):
+        if H.serve_proc is None or H.serve_proc.poll() is not None:
+            H.start_serve()
+
+    def test_sigkilled_workers_lose_and_double_nothing(self):
+        ep = H.add_endpoint()
+        total, threads, kills_at = 300, 8, (40, 110, 180, 250)
+        envs = []
+        for i in range(total):
+            if i % 2:
+                data = sample_subscription(paddle_id("sub"))
+                envs.append(make_event("subscription.created", data, as_dict=True))
+            else:
+                data = sample_transaction(paddle_id("txn"))
+                envs.append(make_event("transaction.completed", data, as_dict=True))
+        bodies = [json.dumps(e).encode() for e in envs]
+        attempts = [[] for _ in range(total)]      # per event: (status, word or error)
+        progress = [0]
+        lock = threading.Lock()
+        next_index = [0]
+        killed = []
+        done = threading.Event()
+
+        def sender():
+            while True:
+                with lock:
+                    i = next_index[0]
+                    next_index[0] += 1
+                if i >= total:
+                    return
+                for attempt in range(12):
+                    try:
+                        r = H.post_event(ep, bodies[i], timeout=20)
+                        word = (r.json() or {}).get("status") or (r.json() or {}).get("error")
+                        attempts[i].append((r.status, word))
+                        if 200 <= r.status < 300:
+                            break
+                    except Exception as exc:  # noqa: BLE001 - a failed delivery, retried
+                        attempts[i].append((None, repr(exc)))
+                    time.sleep(0.05 * (attempt + 1))
+                with lock:
+                    progress[0] += 1
+
+        def killer():
+            for mark in kills_at:
+                while progress[0] < mark and not done.is_set():
+                    time.sleep(0.002)
+                if done.is_set():
+                    return
+                pids = H.worker_pids()
+                if pids:
+                    victim = pids[len(killed) % len(pids)]
+                    if harness.kill_pid(victim, signal.SIGKILL):
+                        killed.append(victim)
+
+        serve_pid = H.serve_pid()
+        ts = [threading.Thread(target=sender) for _ in range(threads)]
+        k = threading.Thread(target=killer)
+        k.start()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(240)
+        done.set()
+        k.join(10)
+
+        self.assertGreaterEqual(len(killed), 3, "killed only %s" % killed)
+        failures = [(envs[i]["event_id"], a) for i, a in enumerate(attempts)
+                    if not a or not (a[-1][0] == 200 and a[-1][1] in ("stored", "duplicate"))]
+        self.assertEqual(failures, [], "events never acknowledged with 200 after retries")
+        for i, a in enumerate(attempts):
+            words = [w for s, w in a if s == 200]
+            self.assertLessEqual(words.count("stored"), 1, "stored twice: %s %s" % (envs[i]["event_id"], a))
+            if a[0][0] == 200:
+                self.assertEqual(a[0][1], "stored", "first delivery of a new event answered %s" % (a,))
+            for s, w in a:
+                self.assertTrue(s is None or s == 200 or s >= 500,
+                                "unexpected non-5xx failure for %s: %s" % (envs[i]["event_id"], a))
+        ids = ",".join(H.lit(e["event_id"]) for e in envs)
+        rows = H.sql("SELECT event_id, count(*) FROM paddle.payment_events WHERE event_id IN (%s) "
+                     "GROUP BY event_id" % ids)
+        self.assertEqual(len(rows), total, "stored %d of %d acknowledged events" % (len(rows), total))
+        self.assertTrue(all(r[1] == "1" for r in rows))
+        subs = [e["data"]["id"] for e in envs if e["event_type"].startswith("subscription.")]
+        n = int(H.sql_value("SELECT count(*) FROM paddle.subscriptions WHERE id IN (%s)"
+                            % ",".join(H.lit(s) for s in subs)))
+        self.assertEqual(n, len(subs), "state rows missing for acknowledged events")
+
+        self.assertEqual(H.serve_pid(), serve_pid)
+        self.assertTrue(harness.pid_alive(serve_pid), "serve supervisor died")
+        H.wait_workers(WORKERS, exclude=killed, timeout=20)
+        for pid in killed:
+            self.assertFalse(harness.pid_alive(pid))
+        for _ in range(2 * WORKERS):
+            self.assertEqual(H.get("/paddle/healthz").status, 200)
+
+    def test_idle_worker_killed_is_replaced(self):
+        before = H.worker_pids()
+        self.assertEqual(len(before), WORKERS)
+        victim = before[0]
+        os.kill(victim, signal.SIGKILL)
+        after = H.wait_workers(WORKERS, exclude=[victim], timeout=20)
+        self.assertNotIn(victim, after)
+        self.assertEqual(H.get("/paddle/healthz").status, 200)
+
+    def test_unreachable_worker_gives_json_503_with_retry_after(self):
+        ep = H.add_endpoint()
+        H.stop_serve()
+        try:
+            body = make_event("subscription.created", sample_subscription())
+            r = H.post_event(ep, body)
+            self.assertErrorResponse(r, 503, "worker_unavailable")
+            self.assertIn("retry-after", r.headers)
+        finally:
+            H.start_serve()
+        wait_until(lambda: H.post_event(ep, body).status == 200, timeout=20,
+                   what="delivery after serve restart")
+
+    def test_sigterm_stops_serve_and_its_workers(self):
+        workers = H.worker_pids()
+        p = H.serve_proc
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(15)
+        except Exception:  # noqa: BLE001
+            self.fail("serve did not exit within 15s of SIGTERM")
+        self.assertEqual(rc, 0, "serve exit status after SIGTERM")
+        wait_until(lambda: not any(harness.pid_alive(w) for w in workers), timeout=10,
+                   what="workers to exit")
+        H.serve_proc = None
+        H.start_serve()
+        H.wait_healthy()
