@@ -32,7 +32,7 @@ static const char *env_or(const char *name, const char *fallback)
 int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
 {
     enum { O_DB = 256, O_KEY, O_LISTEN, O_WORKERS, O_MAX_BODY, O_SOCKET_MODE, O_LOG_LEVEL,
-           O_ENV, O_TOL, O_OUT, O_SECRET_FILE, O_TS };
+           O_ENV, O_TOL, O_OUT, O_SECRET_FILE, O_TS, O_SINCE, O_FORMAT };
     static const struct option opts[] = {
         {"db", required_argument, NULL, O_DB},
         {"key-file", required_argument, NULL, O_KEY},
@@ -46,6 +46,8 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
         {"out", required_argument, NULL, O_OUT},
         {"secret-file", required_argument, NULL, O_SECRET_FILE},
         {"ts", required_argument, NULL, O_TS},
+        {"since", required_argument, NULL, O_SINCE},
+        {"format", required_argument, NULL, O_FORMAT},
         {NULL, 0, NULL, 0},
     };
     const char *workers = env_or("PADDLEHOOK_WORKERS", NULL);
@@ -60,7 +62,7 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
     cfg->workers = DEFAULT_WORKERS;
     cfg->max_body = MAX_BODY_DEFAULT;
     cfg->socket_mode = DEFAULT_SOCKET_MODE;
-    cfg->environment = "sandbox";
+    cfg->format = "table";
     cfg->tolerance = SIG_TOLERANCE_DEFAULT;
 
     optind = 1;
@@ -76,6 +78,8 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
         case O_ENV: cfg->environment = optarg; break;
         case O_OUT: cfg->out = optarg; break;
         case O_SECRET_FILE: cfg->secret_file = optarg; break;
+        case O_SINCE: cfg->since = optarg; break;
+        case O_FORMAT: cfg->format = optarg; break;
         case O_SOCKET_MODE: {
             char *end = NULL;
             unsigned long m = strtoul(optarg, &end, 8);
@@ -123,8 +127,14 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
         snprintf(err, errlen, "log level must be error, warn, info or debug");
         return -1;
     }
-    if (strcmp(cfg->environment, "sandbox") != 0 && strcmp(cfg->environment, "live") != 0) {
+    if (cfg->environment && strcmp(cfg->environment, "sandbox") != 0 &&
+        strcmp(cfg->environment, "live") != 0) {
         snprintf(err, errlen, "--environment must be sandbox or live");
+        return -1;
+    }
+    if (strcmp(cfg->format, "table") != 0 && strcmp(cfg->format, "csv") != 0 &&
+        strcmp(cfg->format, "json") != 0) {
+        snprintf(err, errlen, "--format must be table, csv or json");
         return -1;
     }
     cfg->args = argv + optind;

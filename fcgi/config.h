@@ -16,7 +16,9 @@ struct config {
     size_t max_body;          /* --max-body, PADDLEHOOK_MAX_BODY */
     unsigned socket_mode;     /* --socket-mode (octal) for unix sockets */
     enum log_level log_level; /* --log-level, PADDLEHOOK_LOG_LEVEL */
-    const char *environment;  /* endpoint add --environment */
+    const char *environment;  /* --environment sandbox|live; NULL = not given */
+    const char *since;        /* report/reproject --since */
+    const char *format;       /* report --format table|csv|json */
     int tolerance;            /* endpoint add --tolerance */
     const char *out;          /* keygen --out */
     const char *secret_file;  /* sign --secret-file */

@@ -147,6 +147,7 @@ static int cmd_add(const struct config *cfg, PGconn *conn)
 {
     unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
     char id[MAX_ID_LEN + 1], hint[SECRET_HINT_CHARS + 1], tolerance[16];
+    const char *environment = cfg->environment ? cfg->environment : "sandbox";
     size_t sealed_len = 0;
     PGresult *res;
 
@@ -159,14 +160,14 @@ static int cmd_add(const struct config *cfg, PGconn *conn)
     new_endpoint_id(id, sizeof id);
     snprintf(tolerance, sizeof tolerance, "%d", cfg->tolerance);
     {
-        const char *values[6] = {id, cfg->args[1], cfg->environment, tolerance, (char *)sealed, hint};
+        const char *values[6] = {id, cfg->args[1], environment, tolerance, (char *)sealed, hint};
         const int lengths[6] = {0, 0, 0, 0, (int)sealed_len, 0};
         const int formats[6] = {0, 0, 0, 0, 1, 0};
         res = run(conn, SQL_ADD, 6, values, lengths, formats);
     }
     if (res == NULL) return 1;
     PQclear(res);
-    printf("endpoint %s added (%s, tolerance %ds, secret ...%s)\n", cfg->args[1], cfg->environment,
+    printf("endpoint %s added (%s, tolerance %ds, secret ...%s)\n", cfg->args[1], environment,
            cfg->tolerance, hint);
     printf("webhook URL path: /paddle/webhooks/%s\n", id);
     printf("%s\n", id);

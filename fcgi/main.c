@@ -9,6 +9,7 @@
 #include "config.h"
 #include "endpoint_cmd.h"
 #include "log.h"
+#include "report.h"
 
 static void usage(FILE *out)
 {
@@ -21,6 +22,8 @@ static void usage(FILE *out)
           "  endpoint list | rotate ID | retire-secret ID | disable ID | enable ID\n"
           "  serve [--listen unix:/PATH | HOST:PORT] [--workers N] [--max-body BYTES]\n"
           "  sign --secret-file FILE [--ts UNIX]   print a Paddle-Signature for stdin\n"
+          "  report [NAME] [--environment E] [--since DATE] [--format table|csv|json]\n"
+          "  reproject [--since TIMESTAMP]    rebuild the state tables from the stored events\n"
           "\n"
           "common options:\n"
           "  --db CONNINFO      database (else PADDLEHOOK_DB, else libpq's PG* defaults)\n"
@@ -54,6 +57,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "endpoint") == 0) return endpoint_cmd_run(&cfg);
     if (strcmp(cmd, "serve") == 0) return command_serve(&cfg);
     if (strcmp(cmd, "sign") == 0) return command_sign(&cfg);
+    if (strcmp(cmd, "report") == 0) return report_cmd_run(&cfg);
+    if (strcmp(cmd, "reproject") == 0) return report_reproject_run(&cfg);
     fprintf(stderr, "paddlehook: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

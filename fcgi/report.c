@@ -1,0 +1,298 @@
+/* report.c - print the report views of sql/ as a table, CSV or JSON.
+ *
+ * The view, its time column and its ordering come from paddle.report_catalog,
+ * so adding a report is a migration, not a code change. User input (the
+ * report name, environment, date) only ever travels as query parameters;
+ * identifiers read from the catalog are quoted with PQescapeIdentifier.
+ */
+#include "report.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+#include <yajl/yajl_gen.h>
+
+#include "db.h"
+
+#define REPORT_SQL_MAX 2048
+#define REPORT_MAX_COLUMNS 64
+#define ORDER_TERMS_MAX 8
+
+/* PostgreSQL type oids printed unquoted / right-aligned. */
+#define OID_BOOL 16
+#define OID_INT8 20
+#define OID_INT2 21
+#define OID_INT4 23
+#define OID_FLOAT4 700
+#define OID_FLOAT8 701
+#define OID_NUMERIC 1700
+
+#define SQL_CATALOG_LIST "SELECT name, description FROM paddle.report_catalog ORDER BY name"
+#define SQL_CATALOG_ONE \
+    "SELECT view_name, time_column, order_by FROM paddle.report_catalog WHERE name = $1"
+
+static int is_number_type(Oid t)
+{
+    return t == OID_INT8 || t == OID_INT2 || t == OID_INT4 || t == OID_FLOAT4 || t == OID_FLOAT8 ||
+           t == OID_NUMERIC;
+}
+
+static PGresult *query(PGconn *conn, const char *sql, int n, const char *const *values)
+{
+    PGresult *res = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK) {
+        char err[512];
+        db_error_line(conn, res, err, sizeof err);
+        fprintf(stderr, "paddlehook: %s\n", err);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static int list_reports(PGconn *conn)
+{
+    PGresult *res = query(conn, SQL_CATALOG_LIST, 0, NULL);
+    if (res == NULL) return 1;
+    printf("reports (paddlehook report NAME [--environment sandbox|live] [--since DATE] "
+           "[--format table|csv|json]):\n");
+    for (int r = 0; r < PQntuples(res); r++)
+        printf("  %-28s %s\n", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1));
+    PQclear(res);
+    return 0;
+}
+
+/* Appends the identifier, quoted, to sql. */
+static int append_ident(PGconn *conn, char *sql, size_t cap, const char *ident, size_t len)
+{
+    char *quoted = PQescapeIdentifier(conn, ident, len);
+    size_t used = strlen(sql);
+    int n;
+
+    if (quoted == NULL) return -1;
+    n = snprintf(sql + used, cap - used, "%s", quoted);
+    PQfreemem(quoted);
+    return n < 0 || (size_t)n >= cap - used ? -1 : 0;
+}
+
+static int append(char *sql, size_t cap, const char *text)
+{
+    size_t used = strlen(sql);
+    int n = snprintf(sql + used, cap - used, "%s", text);
+    return n < 0 || (size_t)n >= cap - used ? -1 : 0;
+}
+
+/* order_by is "col [ASC|DESC], ..." from the catalog; each column is quoted. */
+static int append_order(PGconn *conn, char *sql, size_t cap, const char *order_by)
+{
+    const char *p = order_by;
+    int terms = 0;
+
+    while (*p && terms++ < ORDER_TERMS_MAX) {
+        size_t term_len = strcspn(p, ","), col_len;
+        const char *dir = "";
+        while (*p == ' ') { p++; term_len--; }
+        col_len = strcspn(p, " ,");
+        if (col_len > term_len) col_len = term_len;
+        if (strncmp(p + col_len, " DESC", 5) == 0 || strncmp(p + col_len, " desc", 5) == 0) dir = " DESC";
+        if (append(sql, cap, terms > 1 ? ", " : " ORDER BY ") != 0 ||
+            append_ident(conn, sql, cap, p, col_len) != 0 || append(sql, cap, dir) != 0)
+            return -1;
+        p += term_len;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
+static void print_table(const PGresult *res)
+{
+    int cols = PQnfields(res), rows = PQntuples(res);
+    size_t width[REPORT_MAX_COLUMNS];
+
+    for (int c = 0; c < cols; c++) {
+        width[c] = strlen(PQfname(res, c));
+        for (int r = 0; r < rows; r++)
+            if ((size_t)PQgetlength(res, r, c) > width[c]) width[c] = (size_t)PQgetlength(res, r, c);
+    }
+    for (int c = 0; c < cols; c++)
+        printf("%s%-*s", c ? "  " : "", (int)width[c], PQfname(res, c));
+    putchar('\n');
+    for (int c = 0; c < cols; c++) {
+        printf("%s", c ? "  " : "");
+        for (size_t i = 0; i < width[c]; i++) putchar('-');
+    }
+    putchar('\n');
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++) {
+            const char *v = PQgetisnull(res, r, c) ? "" : PQgetvalue(res, r, c);
+            if (is_number_type(PQftype(res, c)))
+                printf("%s%*s", c ? "  " : "", (int)width[c], v);
+            else
+                printf("%s%-*s", c ? "  " : "", (int)width[c], v);
+        }
+        putchar('\n');
+    }
+    printf("(%d row%s)\n", rows, rows == 1 ? "" : "s");
+}
+
+static void print_csv_field(const char *v)
+{
+    if (strpbrk(v, ",\"\r\n") == NULL) {
+        fputs(v, stdout);
+        return;
+    }
+    putchar('"');
+    for (; *v; v++) {
+        if (*v == '"') putchar('"');
+        putchar(*v);
+    }
+    putchar('"');
+}
+
+static void print_csv(const PGresult *res)
+{
+    int cols = PQnfields(res);
+    for (int c = 0; c < cols; c++) {
+        if (c) putchar(',');
+        print_csv_field(PQfname(res, c));
+    }
+    fputs("\r\n", stdout);
+    for (int r = 0; r < PQntuples(res); r++) {
+        for (int c = 0; c < cols; c++) {
+            if (c) putchar(',');
+            if (!PQgetisnull(res, r, c)) print_csv_field(PQgetvalue(res, r, c));
+        }
+        fputs("\r\n", stdout);
+    }
+}
+
+static int print_json(const PGresult *res)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    const unsigned char *buf;
+    size_t len;
+
+    if (g == NULL) return -1;
+    yajl_gen_config(g, yajl_gen_beautify, 1);
+    yajl_gen_array_open(g);
+    for (int r = 0; r < PQntuples(res); r++) {
+        yajl_gen_map_open(g);
+        for (int c = 0; c < PQnfields(res); c++) {
+            const char *name = PQfname(res, c), *v = PQgetvalue(res, r, c);
+            Oid t = PQftype(res, c);
+            yajl_gen_string(g, (const unsigned char *)name, strlen(name));
+            if (PQgetisnull(res, r, c)) yajl_gen_null(g);
+            else if (t == OID_BOOL) yajl_gen_bool(g, v[0] == 't');
+            /* numeric stays exact: its digits are written as they are. */
+            else if (is_number_type(t)) yajl_gen_number(g, v, strlen(v));
+            else yajl_gen_string(g, (const unsigned char *)v, strlen(v));
+        }
+        yajl_gen_map_close(g);
+    }
+    yajl_gen_array_close(g);
+    yajl_gen_get_buf(g, &buf, &len);
+    fwrite(buf, 1, len, stdout);
+    yajl_gen_free(g);
+    return 0;
+}
+
+static int show_report(const struct config *cfg, PGconn *conn)
+{
+    const char *name[1] = {cfg->args[0]};
+    const char *params[2] = {cfg->environment, cfg->since};
+    char sql[REPORT_SQL_MAX] = "SELECT * FROM paddle.";
+    PGresult *cat = NULL, *res = NULL;
+    int rc = 1;
+
+    cat = query(conn, SQL_CATALOG_ONE, 1, name);
+    if (cat == NULL) goto out;
+    if (PQntuples(cat) != 1) {
+        fprintf(stderr, "paddlehook: no report named '%s'; 'paddlehook report' lists them\n", cfg->args[0]);
+        goto out;
+    }
+    if (append_ident(conn, sql, sizeof sql, PQgetvalue(cat, 0, 0), (size_t)PQgetlength(cat, 0, 0)) != 0 ||
+        append(sql, sizeof sql, " WHERE ($1::text IS NULL OR environment = $1)") != 0)
+        goto bad_catalog;
+    if (!PQgetisnull(cat, 0, 1)) {
+        if (append(sql, sizeof sql, " AND ($2::date IS NULL OR ") != 0 ||
+            append_ident(conn, sql, sizeof sql, PQgetvalue(cat, 0, 1), (size_t)PQgetlength(cat, 0, 1)) != 0 ||
+            append(sql, sizeof sql, " >= $2::date)") != 0)
+            goto bad_catalog;
+    } else if (cfg->since) {
+        fprintf(stderr, "paddlehook: report '%s' has no time column; --since does not apply\n", cfg->args[0]);
+        goto out;
+    } else if (append(sql, sizeof sql, " AND $2::date IS NULL") != 0) {
+        goto bad_catalog;
+    }
+    if (append_order(conn, sql, sizeof sql, PQgetvalue(cat, 0, 2)) != 0) goto bad_catalog;
+
+    res = query(conn, sql, 2, params);
+    if (res == NULL) goto out;
+    if (PQnfields(res) > REPORT_MAX_COLUMNS) goto bad_catalog;
+    if (strcmp(cfg->format, "csv") == 0) print_csv(res);
+    else if (strcmp(cfg->format, "json") == 0) print_json(res);
+    else print_table(res);
+    rc = 0;
+    goto out;
+bad_catalog:
+    fprintf(stderr, "paddlehook: paddle.report_catalog entry for '%s' is invalid\n", cfg->args[0]);
+out:
+    PQclear(res);
+    PQclear(cat);
+    return rc;
+}
+
+int report_cmd_run(const struct config *cfg)
+{
+    char err[512];
+    PGconn *conn;
+    int rc;
+
+    if (cfg->n_args > 1) {
+        fprintf(stderr, "usage: paddlehook report [NAME] [--environment sandbox|live] [--since DATE] "
+                        "[--format table|csv|json]\n");
+        return 2;
+    }
+    conn = db_connect(cfg->db, err, sizeof err);
+    if (conn == NULL) {
+        fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
+        return 1;
+    }
+    rc = cfg->n_args == 0 ? list_reports(conn) : show_report(cfg, conn);
+    PQfinish(conn);
+    return rc;
+}
+
+int report_reproject_run(const struct config *cfg)
+{
+    const char *params[1] = {cfg->since};
+    char err[512];
+    PGconn *conn = db_connect(cfg->db, err, sizeof err);
+    PGresult *res = NULL;
+    int rc = 1;
+
+    if (conn == NULL) {
+        fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
+        return 1;
+    }
+    /* One transaction: readers see the old state until the new one commits. */
+    if (db_exec(conn, "BEGIN", err, sizeof err) != 0) goto fail;
+    res = PQexecParams(conn, "SELECT paddle.reproject($1::timestamptz)", 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        db_error_line(conn, res, err, sizeof err);
+        goto fail;
+    }
+    if (db_exec(conn, "COMMIT", err, sizeof err) != 0) goto fail;
+    printf("replayed %s event(s)%s%s into the state tables\n", PQgetvalue(res, 0, 0),
+           cfg->since ? " of entities changed since " : "", cfg->since ? cfg->since : "");
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "paddlehook: reproject failed, nothing changed: %s\n", err);
+out:
+    PQclear(res);
+    PQfinish(conn);
+    return rc;
+}
