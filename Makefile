@@ -25,8 +25,9 @@ LDHARDEN    = -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
 SAN_FLAGS   = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 SRCS := $(filter-out fcgi/main.c,$(wildcard fcgi/*.c))
-OBJS := $(patsubst fcgi/%.c,$(BUILD)/%.o,$(SRCS)) $(BUILD)/migrations.o
+OBJS := $(patsubst fcgi/%.c,$(BUILD)/%.o,$(SRCS)) $(BUILD)/migrations.o $(BUILD)/scenarios.o
 MIGRATIONS := $(sort $(wildcard sql/migrations/*.sql))
+SCENARIOS := $(sort $(wildcard fcgi/scenarios/*.json))
 # The pure core that unit tests and fuzzers link without FastCGI or libpq.
 CORE := fcgi/sig.c fcgi/event.c
 UNIT := $(sort $(wildcard tests/unit/*.c))
@@ -38,15 +39,19 @@ all: $(BUILD)/paddlehook
 $(BUILD):
 	@mkdir -p $(BUILD) $(BUILD)/asan
 
-$(BUILD)/migrations.c: $(MIGRATIONS) fcgi/embed-sql.sh | $(BUILD)
+$(BUILD)/migrations.c: $(MIGRATIONS) fcgi/embed.sh | $(BUILD)
 	@echo "  GEN   $@"
-	@sh fcgi/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+	@sh fcgi/embed.sh migrations $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/scenarios.c: $(SCENARIOS) fcgi/embed.sh | $(BUILD)
+	@echo "  GEN   $@"
+	@sh fcgi/embed.sh scenarios $(SCENARIOS) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/%.o: fcgi/%.c fcgi/*.h | $(BUILD)
 	@echo "  CC    $<"
 	@$(CC) $(ALL_CFLAGS) $(HARDEN) -c -o $@ $<
 
-$(BUILD)/migrations.o: $(BUILD)/migrations.c fcgi/migrations.h
+$(BUILD)/migrations.o $(BUILD)/scenarios.o: $(BUILD)/%.o: $(BUILD)/%.c fcgi/embedded.h
 	@echo "  CC    $<"
 	@$(CC) $(ALL_CFLAGS) $(HARDEN) -c -o $@ $<
 

@@ -32,7 +32,7 @@ static const char *env_or(const char *name, const char *fallback)
 int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
 {
     enum { O_DB = 256, O_KEY, O_LISTEN, O_WORKERS, O_MAX_BODY, O_SOCKET_MODE, O_LOG_LEVEL,
-           O_ENV, O_TOL, O_OUT, O_SECRET_FILE, O_TS, O_SINCE, O_FORMAT };
+           O_ENV, O_TOL, O_OUT, O_SECRET_FILE, O_TS, O_SINCE, O_FORMAT, O_URL };
     static const struct option opts[] = {
         {"db", required_argument, NULL, O_DB},
         {"key-file", required_argument, NULL, O_KEY},
@@ -48,6 +48,7 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
         {"ts", required_argument, NULL, O_TS},
         {"since", required_argument, NULL, O_SINCE},
         {"format", required_argument, NULL, O_FORMAT},
+        {"url", required_argument, NULL, O_URL},
         {NULL, 0, NULL, 0},
     };
     const char *workers = env_or("PADDLEHOOK_WORKERS", NULL);
@@ -80,6 +81,7 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
         case O_SECRET_FILE: cfg->secret_file = optarg; break;
         case O_SINCE: cfg->since = optarg; break;
         case O_FORMAT: cfg->format = optarg; break;
+        case O_URL: cfg->url = optarg; break;
         case O_SOCKET_MODE: {
             char *end = NULL;
             unsigned long m = strtoul(optarg, &end, 8);

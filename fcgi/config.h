@@ -19,6 +19,7 @@ struct config {
     const char *environment;  /* --environment sandbox|live; NULL = not given */
     const char *since;        /* report/reproject --since */
     const char *format;       /* report --format table|csv|json */
+    const char *url;          /* simulate --url */
     int tolerance;            /* endpoint add --tolerance */
     const char *out;          /* keygen --out */
     const char *secret_file;  /* sign --secret-file */

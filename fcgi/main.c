@@ -10,6 +10,7 @@
 #include "endpoint_cmd.h"
 #include "log.h"
 #include "report.h"
+#include "simulate.h"
 
 static void usage(FILE *out)
 {
@@ -24,6 +25,7 @@ static void usage(FILE *out)
           "  sign --secret-file FILE [--ts UNIX]   print a Paddle-Signature for stdin\n"
           "  report [NAME] [--environment E] [--since DATE] [--format table|csv|json]\n"
           "  reproject [--since TIMESTAMP]    rebuild the state tables from the stored events\n"
+          "  simulate [SCENARIO|all] --url URL --secret-file FILE   send a signed lifecycle\n"
           "\n"
           "common options:\n"
           "  --db CONNINFO      database (else PADDLEHOOK_DB, else libpq's PG* defaults)\n"
@@ -59,6 +61,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "sign") == 0) return command_sign(&cfg);
     if (strcmp(cmd, "report") == 0) return report_cmd_run(&cfg);
     if (strcmp(cmd, "reproject") == 0) return report_reproject_run(&cfg);
+    if (strcmp(cmd, "simulate") == 0) return simulate_run(&cfg);
     fprintf(stderr, "paddlehook: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -6,7 +6,7 @@
 
 #include "db.h"
 #include "log.h"
-#include "migrations.h"
+#include "embedded.h"
 
 #define MIGRATE_LOCK "SELECT pg_advisory_lock(hashtext('paddlehook.migrate'))"
 #define MIGRATE_UNLOCK "SELECT pg_advisory_unlock(hashtext('paddlehook.migrate'))"
@@ -30,15 +30,15 @@ static int is_applied(PGconn *conn, const char *version, int *applied, char *err
     return ok ? 0 : -1;
 }
 
-static int apply_one(PGconn *conn, const struct migration *m, char *err, size_t errlen)
+static int apply_one(PGconn *conn, const struct embedded_file *m, char *err, size_t errlen)
 {
-    const char *params[1] = {m->version};
+    const char *params[1] = {m->name};
     PGresult *res = NULL;
     char why[512];
     int rc = -1;
 
     if (db_exec(conn, "BEGIN", why, sizeof why) != 0) goto fail;
-    if (db_exec(conn, m->sql, why, sizeof why) != 0) goto fail;
+    if (db_exec(conn, m->text, why, sizeof why) != 0) goto fail;
     res = PQexecParams(conn, "INSERT INTO paddle.schema_migrations (version) VALUES ($1)", 1, NULL,
                        params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -49,7 +49,7 @@ static int apply_one(PGconn *conn, const struct migration *m, char *err, size_t 
     rc = 0;
     goto out;
 fail:
-    snprintf(err, errlen, "migration %s failed: %s", m->version, why);
+    snprintf(err, errlen, "migration %s failed: %s", m->name, why);
     db_exec(conn, "ROLLBACK", why, sizeof why);
 out:
     PQclear(res);
@@ -72,13 +72,13 @@ int migrate_apply(PGconn *conn, unsigned *applied, char *err, size_t errlen)
     }
     for (unsigned i = 0; i < migrations_count; i++) {
         int done = 0;
-        if (is_applied(conn, migrations[i].version, &done, why, sizeof why) != 0) {
+        if (is_applied(conn, migrations[i].name, &done, why, sizeof why) != 0) {
             snprintf(err, errlen, "cannot read paddle.schema_migrations: %s", why);
             goto out;
         }
         if (done) continue;
         if (apply_one(conn, &migrations[i], err, errlen) != 0) goto out;
-        log_line(LOG_INFO, "event=migration_applied version=%s", migrations[i].version);
+        log_line(LOG_INFO, "event=migration_applied version=%s", migrations[i].name);
         (*applied)++;
     }
     rc = 0;

@@ -1,0 +1,461 @@
+/* simulate.c - replay a billing lifecycle against a receiver.
+ *
+ * A scenario (fcgi/scenarios/NAME.json, compiled in) lists events with an
+ * offset and a Paddle-shaped `data` snapshot whose strings may hold
+ * placeholders: {{id:ctm:a}} becomes a fresh Paddle-style id, the same for
+ * every use of that key in one run, and {{time:+30d}} a timestamp relative to
+ * the run's base time. Each event is wrapped in an envelope, signed like
+ * Paddle signs it, and POSTed with curl (so https URLs work too).
+ */
+#include "simulate.h"
+
+#include <errno.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "embedded.h"
+#include "endpoint_cmd.h"
+#include "limits.h"
+#include "sig.h"
+
+#define SIM_MAX_IDS 64
+#define SIM_KEY_MAX 48
+#define SIM_ID_RANDOM_CHARS 26
+#define SIM_MAX_OUTPUT 65536
+#define SIM_MAX_DEPTH 32
+#define SIM_TS_LEN 27 /* 2026-01-01T00:00:00.000000Z */
+#define SIM_URL_MAX 2048
+
+extern char **environ;
+
+struct id_map {
+    char key[SIM_MAX_IDS][SIM_KEY_MAX];
+    char id[SIM_MAX_IDS][MAX_ID_LEN + 1];
+    int n;
+};
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static int buf_add(struct buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->cap ? b->cap : 4096);
+        char *p;
+        while (cap < b->len + n + 1) cap *= 2;
+        p = realloc(b->p, cap);
+        if (p == NULL) return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+int simulate_offset(const char *s, long long *seconds)
+{
+    long long total = 0;
+
+    if (strcmp(s, "0") == 0) {
+        *seconds = 0;
+        return 0;
+    }
+    while (*s) {
+        int sign = 1;
+        long long n = 0, unit;
+        if (*s == '+' || *s == '-') sign = *s++ == '-' ? -1 : 1;
+        if (*s < '0' || *s > '9') return -1;
+        while (*s >= '0' && *s <= '9' && n < 100000000) n = n * 10 + (*s++ - '0');
+        switch (*s++) {
+        case 'd': unit = 86400; break;
+        case 'h': unit = 3600; break;
+        case 'm': unit = 60; break;
+        case 's': unit = 1; break;
+        default: return -1;
+        }
+        total += sign * n * unit;
+    }
+    *seconds = total;
+    return 0;
+}
+
+static void format_time(long long t, char out[SIM_TS_LEN + 1])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    size_t n;
+
+    gmtime_r(&tt, &tm);
+    n = strftime(out, SIM_TS_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, SIM_TS_LEN + 1 - n, ".000000Z");
+}
+
+static void random_id(const char *prefix, char *out, size_t cap)
+{
+    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+    size_t p = (size_t)snprintf(out, cap, "%s_01", prefix);
+    for (int i = 2; i < SIM_ID_RANDOM_CHARS && p + 1 < cap; i++)
+        out[p++] = alphabet[randombytes_uniform(sizeof alphabet - 1)];
+    out[p] = '\0';
+}
+
+/* "id:ctm:a" -> a stable fresh id for that key. */
+static const char *lookup_id(struct id_map *ids, const char *key, size_t len)
+{
+    const char *prefix = key + 3, *colon;
+    size_t prefix_len;
+
+    if (len >= SIM_KEY_MAX) return NULL;
+    for (int i = 0; i < ids->n; i++)
+        if (strlen(ids->key[i]) == len && memcmp(ids->key[i], key, len) == 0) return ids->id[i];
+    colon = memchr(prefix, ':', len - 3);
+    prefix_len = colon ? (size_t)(colon - prefix) : len - 3;
+    if (ids->n == SIM_MAX_IDS || prefix_len == 0 || prefix_len > 8) return NULL;
+    for (size_t i = 0; i < prefix_len; i++)
+        if (prefix[i] < 'a' || prefix[i] > 'z') return NULL;
+    memcpy(ids->key[ids->n], key, len);
+    ids->key[ids->n][len] = '\0';
+    {
+        char p[9];
+        memcpy(p, prefix, prefix_len);
+        p[prefix_len] = '\0';
+        random_id(p, ids->id[ids->n], sizeof ids->id[ids->n]);
+    }
+    return ids->id[ids->n++];
+}
+
+char *simulate_expand(const char *tmpl, long long base, char *err, size_t errlen)
+{
+    struct id_map *ids = calloc(1, sizeof *ids);
+    struct buf out = {0};
+    const char *p = tmpl;
+
+    if (ids == NULL) goto oom;
+    while (*p) {
+        const char *open = strstr(p, "{{"), *close;
+        char key[SIM_KEY_MAX + 1], ts[SIM_TS_LEN + 1];
+        size_t len;
+        if (open == NULL) {
+            if (buf_add(&out, p, strlen(p)) != 0) goto oom;
+            break;
+        }
+        close = strstr(open, "}}");
+        len = close ? (size_t)(close - open - 2) : 0;
+        if (close == NULL || len == 0 || len > SIM_KEY_MAX) {
+            snprintf(err, errlen, "unterminated or over-long placeholder near '%.20s'", open);
+            goto fail;
+        }
+        memcpy(key, open + 2, len);
+        key[len] = '\0';
+        if (buf_add(&out, p, (size_t)(open - p)) != 0) goto oom;
+        if (strncmp(key, "id:", 3) == 0) {
+            const char *id = lookup_id(ids, key, len);
+            if (id == NULL) {
+                snprintf(err, errlen, "bad id placeholder {{%s}}", key);
+                goto fail;
+            }
+            if (buf_add(&out, id, strlen(id)) != 0) goto oom;
+        } else if (strncmp(key, "time:", 5) == 0) {
+            long long off;
+            if (simulate_offset(key + 5, &off) != 0) {
+                snprintf(err, errlen, "bad time placeholder {{%s}}", key);
+                goto fail;
+            }
+            format_time(base + off, ts);
+            if (buf_add(&out, ts, strlen(ts)) != 0) goto oom;
+        } else {
+            snprintf(err, errlen, "unknown placeholder {{%s}}", key);
+            goto fail;
+        }
+        p = close + 2;
+    }
+    free(ids);
+    return out.p ? out.p : strdup("");
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    free(ids);
+    free(out.p);
+    return NULL;
+}
+
+/* Writes a yajl tree back out as compact JSON (numbers keep their digits). */
+static int gen_value(yajl_gen g, yajl_val v, int depth)
+{
+    if (depth > SIM_MAX_DEPTH) return -1;
+    if (YAJL_IS_STRING(v)) return yajl_gen_string(g, (const unsigned char *)v->u.string, strlen(v->u.string));
+    if (YAJL_IS_NUMBER(v)) return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
+    if (YAJL_IS_TRUE(v)) return yajl_gen_bool(g, 1);
+    if (YAJL_IS_FALSE(v)) return yajl_gen_bool(g, 0);
+    if (YAJL_IS_NULL(v)) return yajl_gen_null(g);
+    if (YAJL_IS_ARRAY(v)) {
+        yajl_gen_array_open(g);
+        for (size_t i = 0; i < v->u.array.len; i++)
+            if (gen_value(g, v->u.array.values[i], depth + 1) != 0) return -1;
+        return yajl_gen_array_close(g);
+    }
+    yajl_gen_map_open(g);
+    for (size_t i = 0; i < v->u.object.len; i++) {
+        yajl_gen_string(g, (const unsigned char *)v->u.object.keys[i], strlen(v->u.object.keys[i]));
+        if (gen_value(g, v->u.object.values[i], depth + 1) != 0) return -1;
+    }
+    return yajl_gen_map_close(g);
+}
+
+static const struct embedded_file *find_scenario(const char *name)
+{
+    for (unsigned i = 0; i < scenarios_count; i++)
+        if (strcmp(scenarios[i].name, name) == 0) return &scenarios[i];
+    return NULL;
+}
+
+static const char *tree_string(yajl_val obj, const char *key)
+{
+    const char *path[] = {key, NULL};
+    yajl_val v = yajl_tree_get(obj, path, yajl_t_string);
+    return v ? v->u.string : NULL;
+}
+
+static yajl_val tree_events(yajl_val root)
+{
+    const char *path[] = {"events", NULL};
+    return yajl_tree_get(root, path, yajl_t_array);
+}
+
+/* The latest event offset, so that by default the last event happens now. */
+static int scenario_span(const char *text, long long *span, char *err, size_t errlen)
+{
+    yajl_val root = yajl_tree_parse(text, err, errlen), events;
+    int rc = -1;
+
+    *span = 0;
+    if (root == NULL || (events = tree_events(root)) == NULL) goto out;
+    for (size_t i = 0; i < events->u.array.len; i++) {
+        const char *at = tree_string(events->u.array.values[i], "at");
+        long long off;
+        if (at == NULL || simulate_offset(at, &off) != 0) {
+            snprintf(err, errlen, "event %zu has no valid \"at\" offset", i + 1);
+            goto out;
+        }
+        if (off > *span) *span = off;
+    }
+    rc = 0;
+out:
+    yajl_tree_free(root);
+    return rc;
+}
+
+/* POSTs body with curl; returns the HTTP status (0 when curl failed) and
+ * leaves the response body in resp. */
+static int post(const char *url, const char *signature, const char *body, size_t len,
+                char *resp, size_t resp_cap)
+{
+    char header[SIG_HEADER_BUF + 32], target[SIM_URL_MAX];
+    char *argv[] = {"curl", "-sS", "--max-time", "30", "-o", "-", "-w", "\n%{http_code}",
+                    "-H", "Content-Type: application/json", "-H", header, "--data-binary", "@-",
+                    target, NULL};
+    posix_spawn_file_actions_t fa;
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, status = 0, code = 0;
+    size_t got = 0;
+    pid_t pid = -1;
+    ssize_t n;
+    char *nl;
+
+    snprintf(header, sizeof header, "Paddle-Signature: %s", signature);
+    resp[0] = '\0';
+    if (strlen(url) >= sizeof target) {
+        snprintf(resp, resp_cap, "URL too long");
+        return 0;
+    }
+    memcpy(target, url, strlen(url) + 1);
+    if (pipe(in) != 0 || pipe(out) != 0) goto out;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addclose(&fa, in[1]);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    if (posix_spawnp(&pid, "curl", &fa, NULL, argv, environ) != 0) pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    close(in[0]);
+    close(out[1]);
+    in[0] = out[1] = -1;
+    if (pid < 0) {
+        snprintf(resp, resp_cap, "cannot run curl (apt-get install curl)");
+        goto out;
+    }
+    for (size_t off = 0; off < len; off += (size_t)n)
+        if ((n = write(in[1], body + off, len - off)) <= 0) break;
+    close(in[1]);
+    in[1] = -1;
+    while (got + 1 < resp_cap && (n = read(out[0], resp + got, resp_cap - got - 1)) > 0) got += (size_t)n;
+    while (got > 0 && (resp[got - 1] == '\n' || resp[got - 1] == '\r')) got--;
+    resp[got] = '\0';
+    waitpid(pid, &status, 0);
+    nl = strrchr(resp, '\n');
+    if (nl && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        code = atoi(nl + 1);
+        *nl = '\0';
+    }
+out:
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0) close(in[i]);
+        if (out[i] >= 0) close(out[i]);
+    }
+    return code;
+}
+
+/* Wraps data in an envelope. Every envelope value is generated here or was
+ * checked against event_parse's rules, so plain formatting is safe. */
+static char *envelope(const char *event_type, const char *occurred_at, const unsigned char *data,
+                      size_t data_len, size_t *len)
+{
+    char event_id[MAX_ID_LEN + 1], notification_id[MAX_ID_LEN + 1];
+    struct buf b = {0};
+    char head[512];
+    int n;
+
+    random_id("evt", event_id, sizeof event_id);
+    random_id("ntf", notification_id, sizeof notification_id);
+    n = snprintf(head, sizeof head,
+                 "{\"event_id\":\"%s\",\"event_type\":\"%s\",\"occurred_at\":\"%s\","
+                 "\"notification_id\":\"%s\",\"data\":",
+                 event_id, event_type, occurred_at, notification_id);
+    if (buf_add(&b, head, (size_t)n) != 0 || buf_add(&b, (const char *)data, data_len) != 0 ||
+        buf_add(&b, "}", 1) != 0) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
+static int valid_event_type(const char *t)
+{
+    size_t n = strlen(t);
+    if (n == 0 || n > MAX_EVENT_TYPE_LEN) return 0;
+    for (; *t; t++)
+        if (!((*t >= 'a' && *t <= 'z') || *t == '_' || *t == '.')) return 0;
+    return 1;
+}
+
+static int run_scenario(const struct config *cfg, const struct embedded_file *sc,
+                        const struct sig_secret *secret, int *failed)
+{
+    char err[256], *text = NULL, resp[SIM_MAX_OUTPUT];
+    yajl_val root = NULL, events;
+    long long span = 0, base;
+    int rc = -1;
+
+    if (scenario_span(sc->text, &span, err, sizeof err) != 0) goto fail;
+    base = (long long)time(NULL) - span;
+    if ((text = simulate_expand(sc->text, base, err, sizeof err)) == NULL) goto fail;
+    if ((root = yajl_tree_parse(text, err, sizeof err)) == NULL || (events = tree_events(root)) == NULL)
+        goto fail;
+    printf("scenario %s: %zu events\n", sc->name, events->u.array.len);
+    for (size_t i = 0; i < events->u.array.len; i++) {
+        yajl_val ev = events->u.array.values[i];
+        const char *path[] = {"data", NULL}, *type = tree_string(ev, "event_type");
+        yajl_val data = yajl_tree_get(ev, path, yajl_t_object);
+        char occurred_at[SIM_TS_LEN + 1], header[SIG_HEADER_BUF];
+        const unsigned char *data_json;
+        size_t data_len, body_len;
+        long long off = 0;
+        yajl_gen g;
+        char *body;
+        int code;
+
+        if (type == NULL || !valid_event_type(type) || data == NULL) {
+            snprintf(err, sizeof err, "event %zu needs an event_type and a data object", i + 1);
+            goto fail;
+        }
+        simulate_offset(tree_string(ev, "at"), &off);
+        format_time(base + off, occurred_at);
+        g = yajl_gen_alloc(NULL);
+        if (g == NULL || gen_value(g, data, 0) != 0 ||
+            yajl_gen_get_buf(g, &data_json, &data_len) != yajl_gen_status_ok ||
+            (body = envelope(type, occurred_at, data_json, data_len, &body_len)) == NULL) {
+            if (g) yajl_gen_free(g);
+            snprintf(err, sizeof err, "cannot build event %zu", i + 1);
+            goto fail;
+        }
+        yajl_gen_free(g);
+        sig_format(secret, (int64_t)time(NULL), (const unsigned char *)body, body_len, header);
+        code = post(cfg->url, header, body, body_len, resp, sizeof resp);
+        free(body);
+        printf("  %-28s %s  %d %s\n", type, occurred_at, code, resp);
+        if (code < 200 || code > 299) (*failed)++;
+    }
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "paddlehook: scenario %s: %s\n", sc->name, err);
+out:
+    yajl_tree_free(root);
+    free(text);
+    return rc;
+}
+
+static void list_scenarios(void)
+{
+    printf("scenarios (paddlehook simulate NAME|all --url URL --secret-file FILE):\n");
+    for (unsigned i = 0; i < scenarios_count; i++) {
+        yajl_val root = yajl_tree_parse(scenarios[i].text, NULL, 0);
+        const char *d = root ? tree_string(root, "description") : NULL;
+        printf("  %-28s %s\n", scenarios[i].name, d ? d : "");
+        yajl_tree_free(root);
+    }
+}
+
+int simulate_run(const struct config *cfg)
+{
+    char secret[MAX_SECRET_LEN + 2], err[256];
+    const char *name = cfg->n_args == 1 ? cfg->args[0] : NULL;
+    int len, failed = 0, rc = 1;
+    FILE *f = NULL;
+
+    if (name == NULL || cfg->url == NULL || cfg->secret_file == NULL) {
+        list_scenarios();
+        return name == NULL && cfg->n_args == 0 ? 0 : 2;
+    }
+    if (strcmp(name, "all") != 0 && find_scenario(name) == NULL) {
+        fprintf(stderr, "paddlehook: no scenario '%s'\n", name);
+        list_scenarios();
+        return 2;
+    }
+    f = fopen(cfg->secret_file, "r");
+    if (f == NULL) {
+        fprintf(stderr, "paddlehook: cannot open %s: %s\n", cfg->secret_file, strerror(errno));
+        return 1;
+    }
+    len = endpoint_cmd_read_secret(f, secret, sizeof secret, err, sizeof err);
+    fclose(f);
+    if (len < 0) {
+        fprintf(stderr, "paddlehook: %s: %s\n", cfg->secret_file, err);
+        goto out;
+    }
+    {
+        struct sig_secret s = {secret, (size_t)len};
+        for (unsigned i = 0; i < scenarios_count; i++) {
+            if (strcmp(name, "all") != 0 && strcmp(name, scenarios[i].name) != 0) continue;
+            if (run_scenario(cfg, &scenarios[i], &s, &failed) != 0) goto out;
+        }
+    }
+    if (failed) fprintf(stderr, "paddlehook: %d deliveries were not acknowledged with 2xx\n", failed);
+    rc = failed ? 1 : 0;
+out:
+    sodium_memzero(secret, sizeof secret);
+    return rc;
+}
