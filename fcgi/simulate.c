@@ -301,12 +301,12 @@ static int post(const char *url, const char *signature, const char *body, size_t
     close(in[1]);
     in[1] = -1;
     while (got + 1 < resp_cap && (n = read(out[0], resp + got, resp_cap - got - 1)) > 0) got += (size_t)n;
-    while (got > 0 && (resp[got - 1] == '\n' || resp[got - 1] == '\r')) got--;
     resp[got] = '\0';
     waitpid(pid, &status, 0);
     nl = strrchr(resp, '\n');
     if (nl && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         code = atoi(nl + 1);
+        while (nl > resp && (nl[-1] == '\n' || nl[-1] == '\r')) nl--;
         *nl = '\0';
     }
 out:

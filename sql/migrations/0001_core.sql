@@ -599,10 +599,11 @@ BEGIN
          created_at, updated_at, occurred_at, event_id)
     SELECT p_id, r.status, paddle.to_key(r.customer_id), r.address_id, r.business_id, r.currency_code, r.collection_mode,
            r.billing_cycle ->> 'interval', paddle.to_int(r.billing_cycle ->> 'frequency'),
-           paddle.to_ts(cbp.starts_at), paddle.to_ts(cbp.ends_at),
+           paddle.to_ts(r.current_billing_period ->> 'starts_at'), paddle.to_ts(r.current_billing_period ->> 'ends_at'),
            paddle.to_ts(r.next_billed_at), paddle.to_ts(r.started_at), paddle.to_ts(r.first_billed_at),
            paddle.to_ts(r.paused_at), paddle.to_ts(r.canceled_at),
-           sc.action, paddle.to_ts(sc.effective_at), paddle.to_ts(sc.resume_at),
+           r.scheduled_change ->> 'action', paddle.to_ts(r.scheduled_change ->> 'effective_at'),
+           paddle.to_ts(r.scheduled_change ->> 'resume_at'),
            r.discount ->> 'id', r.discount, r.custom_data, r.import_meta, r.billing_details, r.transaction_id,
            paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at), p_occurred_at, p_event_id
     FROM jsonb_to_record(paddle.as_object(p_data)) AS r(
@@ -611,10 +612,6 @@ BEGIN
         started_at text, first_billed_at text, paused_at text, canceled_at text, scheduled_change jsonb,
         discount jsonb, custom_data jsonb, import_meta jsonb, billing_details jsonb, transaction_id text,
         created_at text, updated_at text)
-    CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(r.current_billing_period))
-        AS cbp(starts_at text, ends_at text)
-    CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(r.scheduled_change))
-        AS sc(action text, effective_at text, resume_at text)
     ON CONFLICT (id) DO UPDATE SET
         status                           = EXCLUDED.status,
         customer_id                      = EXCLUDED.customer_id,
@@ -661,23 +658,20 @@ BEGIN
          trial_period_interval, trial_period_frequency, next_billed_at, previously_billed_at, trial_dates,
          created_at, updated_at, occurred_at, event_id)
     SELECT DISTINCT ON (x.price_id)
-           p_id, x.price_id, COALESCE(x.product_id, x.product ->> 'id'), paddle.to_int(x.quantity), x.status,
-           paddle.to_bool(x.recurring),
-           paddle.to_amount(x.unit_price ->> 'amount'), x.unit_price ->> 'currency_code',
-           x.billing_cycle ->> 'interval', paddle.to_int(x.billing_cycle ->> 'frequency'),
-           x.trial_period ->> 'interval', paddle.to_int(x.trial_period ->> 'frequency'),
+           p_id, x.price_id, COALESCE(x.price ->> 'product_id', x.product ->> 'id'), paddle.to_int(x.quantity),
+           x.status, paddle.to_bool(x.recurring),
+           paddle.to_amount(x.price -> 'unit_price' ->> 'amount'), x.price -> 'unit_price' ->> 'currency_code',
+           x.price -> 'billing_cycle' ->> 'interval', paddle.to_int(x.price -> 'billing_cycle' ->> 'frequency'),
+           x.price -> 'trial_period' ->> 'interval', paddle.to_int(x.price -> 'trial_period' ->> 'frequency'),
            paddle.to_ts(x.next_billed_at), paddle.to_ts(x.previously_billed_at), x.trial_dates,
            paddle.to_ts(x.created_at), paddle.to_ts(x.updated_at), p_occurred_at, p_event_id
     FROM (
-        SELECT e.n, paddle.to_key(pr.id) AS price_id, pr.product_id, pr.unit_price, pr.billing_cycle,
-               pr.trial_period, i.product, i.quantity, i.status, i.recurring, i.next_billed_at,
-               i.previously_billed_at, i.trial_dates, i.created_at, i.updated_at
+        SELECT e.n, paddle.to_key(i.price ->> 'id') AS price_id, i.price, i.product, i.quantity, i.status,
+               i.recurring, i.next_billed_at, i.previously_billed_at, i.trial_dates, i.created_at, i.updated_at
         FROM jsonb_array_elements(paddle.as_array(v_items)) WITH ORDINALITY AS e(item, n)
         CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(e.item)) AS i(
             price jsonb, product jsonb, quantity text, status text, recurring text, next_billed_at text,
             previously_billed_at text, trial_dates jsonb, created_at text, updated_at text)
-        CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(i.price)) AS pr(
-            id text, product_id text, unit_price jsonb, billing_cycle jsonb, trial_period jsonb)
     ) AS x
     WHERE x.price_id IS NOT NULL
     ORDER BY x.price_id, x.n;
@@ -725,19 +719,29 @@ BEGIN
          occurred_at, event_id)
     SELECT p_id, r.status, r.origin, paddle.to_key(r.customer_id), r.address_id, r.business_id,
            paddle.to_key(r.subscription_id), r.invoice_id, r.invoice_number,
-           r.discount_id, r.currency_code, r.collection_mode, paddle.to_ts(bp.starts_at), paddle.to_ts(bp.ends_at),
+           r.discount_id, r.currency_code, r.collection_mode,
+           paddle.to_ts(r.billing_period ->> 'starts_at'), paddle.to_ts(r.billing_period ->> 'ends_at'),
            r.custom_data, r.billing_details, r.checkout ->> 'url', paddle.to_ts(r.billed_at),
            paddle.to_ts(r.revised_at), paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at),
-           paddle.to_amount(tt.subtotal), paddle.to_amount(tt.discount), paddle.to_amount(tt.tax),
-           paddle.to_amount(tt.total), paddle.to_amount(tt.credit), paddle.to_amount(tt.credit_to_balance),
-           paddle.to_amount(tt.balance), paddle.to_amount(tt.grand_total), paddle.to_amount(tt.grand_total_tax),
-           paddle.to_amount(tt.fee), paddle.to_amount(tt.earnings), tt.currency_code,
-           paddle.to_amount(adt.subtotal), paddle.to_amount(adt.tax), paddle.to_amount(adt.total),
-           paddle.to_amount(adt.grand_total), paddle.to_amount(adt.fee), paddle.to_amount(adt.earnings),
-           paddle.to_amount(pt.subtotal), paddle.to_amount(pt.discount), paddle.to_amount(pt.tax),
-           paddle.to_amount(pt.total), paddle.to_amount(pt.credit), paddle.to_amount(pt.credit_to_balance),
-           paddle.to_amount(pt.balance), paddle.to_amount(pt.grand_total), paddle.to_amount(pt.fee),
-           paddle.to_amount(pt.earnings), pt.currency_code, paddle.to_decimal(pt.exchange_rate),
+           -- details.totals
+           paddle.to_amount(d.totals ->> 'subtotal'), paddle.to_amount(d.totals ->> 'discount'),
+           paddle.to_amount(d.totals ->> 'tax'), paddle.to_amount(d.totals ->> 'total'),
+           paddle.to_amount(d.totals ->> 'credit'), paddle.to_amount(d.totals ->> 'credit_to_balance'),
+           paddle.to_amount(d.totals ->> 'balance'), paddle.to_amount(d.totals ->> 'grand_total'),
+           paddle.to_amount(d.totals ->> 'grand_total_tax'), paddle.to_amount(d.totals ->> 'fee'),
+           paddle.to_amount(d.totals ->> 'earnings'), d.totals ->> 'currency_code',
+           -- details.adjusted_totals
+           paddle.to_amount(d.adjusted_totals ->> 'subtotal'), paddle.to_amount(d.adjusted_totals ->> 'tax'),
+           paddle.to_amount(d.adjusted_totals ->> 'total'), paddle.to_amount(d.adjusted_totals ->> 'grand_total'),
+           paddle.to_amount(d.adjusted_totals ->> 'fee'), paddle.to_amount(d.adjusted_totals ->> 'earnings'),
+           -- details.payout_totals
+           paddle.to_amount(d.payout_totals ->> 'subtotal'), paddle.to_amount(d.payout_totals ->> 'discount'),
+           paddle.to_amount(d.payout_totals ->> 'tax'), paddle.to_amount(d.payout_totals ->> 'total'),
+           paddle.to_amount(d.payout_totals ->> 'credit'), paddle.to_amount(d.payout_totals ->> 'credit_to_balance'),
+           paddle.to_amount(d.payout_totals ->> 'balance'), paddle.to_amount(d.payout_totals ->> 'grand_total'),
+           paddle.to_amount(d.payout_totals ->> 'fee'), paddle.to_amount(d.payout_totals ->> 'earnings'),
+           d.payout_totals ->> 'currency_code', paddle.to_decimal(d.payout_totals ->> 'exchange_rate'),
+           -- payments[]
            v_attempts, v_last ->> 'status', v_last ->> 'error_code', paddle.to_ts(v_last ->> 'created_at'),
            p_occurred_at, p_event_id
     FROM jsonb_to_record(paddle.as_object(p_data)) AS r(
@@ -745,17 +749,8 @@ BEGIN
         invoice_id text, invoice_number text, discount_id text, currency_code text, collection_mode text,
         billing_period jsonb, custom_data jsonb, billing_details jsonb, checkout jsonb, billed_at text,
         revised_at text, created_at text, updated_at text, details jsonb)
-    CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(r.billing_period)) AS bp(starts_at text, ends_at text)
     CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(r.details)) AS d(
         totals jsonb, adjusted_totals jsonb, payout_totals jsonb)
-    CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(d.totals)) AS tt(
-        subtotal text, discount text, tax text, total text, credit text, credit_to_balance text, balance text,
-        grand_total text, grand_total_tax text, fee text, earnings text, currency_code text)
-    CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(d.adjusted_totals)) AS adt(
-        subtotal text, tax text, total text, grand_total text, fee text, earnings text)
-    CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(d.payout_totals)) AS pt(
-        subtotal text, discount text, tax text, total text, credit text, credit_to_balance text, balance text,
-        grand_total text, fee text, earnings text, currency_code text, exchange_rate text)
     ON CONFLICT (id) DO UPDATE SET
         status                   = EXCLUDED.status,
         origin                   = EXCLUDED.origin,
@@ -827,47 +822,40 @@ BEGIN
 
     IF jsonb_array_length(v_line_items) > 0 THEN
         -- details.line_items carry the per-line totals; items[] (same prices) carry the catalog unit price.
-        WITH ip AS MATERIALIZED (
-            SELECT DISTINCT ON (1) COALESCE(pr.id, i.price_id) AS price_id, pr.product_id, pr.unit_price
-            FROM jsonb_array_elements(v_items) WITH ORDINALITY AS it(item, m)
-            CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(it.item)) AS i(price jsonb, price_id text)
-            CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(i.price)) AS pr(
-                id text, product_id text, unit_price jsonb)
-            ORDER BY 1, it.m
-        )
         INSERT INTO paddle.transaction_items
             (transaction_id, position, id, price_id, product_id, quantity, tax_rate,
              unit_price_amount, unit_price_currency_code, subtotal, discount, tax, total,
              unit_subtotal, unit_discount, unit_tax, unit_total, proration, occurred_at, event_id)
-        SELECT p_id, li.n::integer, l.id, l.price_id, COALESCE(l.product ->> 'id', ip.product_id),
+        SELECT p_id, li.n::integer, l.id, l.price_id, COALESCE(l.product ->> 'id', ip.price ->> 'product_id'),
                paddle.to_int(l.quantity), paddle.to_decimal(l.tax_rate),
-               paddle.to_amount(ip.unit_price ->> 'amount'), ip.unit_price ->> 'currency_code',
-               paddle.to_amount(lt.subtotal), paddle.to_amount(lt.discount), paddle.to_amount(lt.tax),
-               paddle.to_amount(lt.total),
-               paddle.to_amount(lu.subtotal), paddle.to_amount(lu.discount), paddle.to_amount(lu.tax),
-               paddle.to_amount(lu.total), l.proration, p_occurred_at, p_event_id
+               paddle.to_amount(ip.price -> 'unit_price' ->> 'amount'), ip.price -> 'unit_price' ->> 'currency_code',
+               paddle.to_amount(l.totals ->> 'subtotal'), paddle.to_amount(l.totals ->> 'discount'),
+               paddle.to_amount(l.totals ->> 'tax'), paddle.to_amount(l.totals ->> 'total'),
+               paddle.to_amount(l.unit_totals ->> 'subtotal'), paddle.to_amount(l.unit_totals ->> 'discount'),
+               paddle.to_amount(l.unit_totals ->> 'tax'), paddle.to_amount(l.unit_totals ->> 'total'),
+               l.proration, p_occurred_at, p_event_id
         FROM jsonb_array_elements(v_line_items) WITH ORDINALITY AS li(line_item, n)
         CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(li.line_item)) AS l(
             id text, price_id text, quantity text, tax_rate text, totals jsonb, unit_totals jsonb,
             product jsonb, proration jsonb)
-        CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(l.totals)) AS lt(
-            subtotal text, discount text, tax text, total text)
-        CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(l.unit_totals)) AS lu(
-            subtotal text, discount text, tax text, total text)
-        LEFT JOIN ip ON ip.price_id = l.price_id;
+        -- the price of the first items[] entry with the same price id (items[].price.id, or items[].price_id)
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN l.price_id IS NOT NULL THEN
+                       jsonb_path_query_first(v_items, '$[*] ? (@.price.id == $id || @.price_id == $id).price',
+                                              jsonb_build_object('id', l.price_id), true)
+                   END AS price
+        ) AS ip;
     ELSE
         -- No line items in this snapshot: keep what items[] says (no per-line totals).
         INSERT INTO paddle.transaction_items
             (transaction_id, position, price_id, product_id, quantity, unit_price_amount, unit_price_currency_code,
              proration, occurred_at, event_id)
-        SELECT p_id, it.n::integer, COALESCE(pr.id, i.price_id), pr.product_id, paddle.to_int(i.quantity),
-               paddle.to_amount(pr.unit_price ->> 'amount'), pr.unit_price ->> 'currency_code',
-               i.proration, p_occurred_at, p_event_id
+        SELECT p_id, it.n::integer, COALESCE(i.price ->> 'id', i.price_id), i.price ->> 'product_id',
+               paddle.to_int(i.quantity), paddle.to_amount(i.price -> 'unit_price' ->> 'amount'),
+               i.price -> 'unit_price' ->> 'currency_code', i.proration, p_occurred_at, p_event_id
         FROM jsonb_array_elements(v_items) WITH ORDINALITY AS it(item, n)
         CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(it.item)) AS i(
-            price jsonb, price_id text, quantity text, proration jsonb)
-        CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(i.price)) AS pr(
-            id text, product_id text, unit_price jsonb);
+            price jsonb, price_id text, quantity text, proration jsonb);
     END IF;
 END
 $$;
@@ -889,22 +877,21 @@ BEGIN
          payout_chargeback_fee, payout_currency_code, created_at, updated_at, occurred_at, event_id)
     SELECT p_id, r.action, r.type, r.status, r.reason, paddle.to_key(r.transaction_id), r.subscription_id,
            r.customer_id, r.currency_code, paddle.to_bool(r.credit_applied_to_balance),
-           paddle.to_amount(tt.subtotal), paddle.to_amount(tt.tax), paddle.to_amount(tt.total),
-           paddle.to_amount(tt.fee), paddle.to_amount(tt.earnings), paddle.to_amount(tt.retained_fee),
-           tt.currency_code,
-           paddle.to_amount(pt.subtotal), paddle.to_amount(pt.tax), paddle.to_amount(pt.total),
-           paddle.to_amount(pt.fee), paddle.to_amount(pt.earnings), paddle.to_amount(pt.retained_fee),
-           paddle.to_amount(pt.chargeback_fee ->> 'amount'), pt.currency_code,
+           -- totals
+           paddle.to_amount(r.totals ->> 'subtotal'), paddle.to_amount(r.totals ->> 'tax'),
+           paddle.to_amount(r.totals ->> 'total'), paddle.to_amount(r.totals ->> 'fee'),
+           paddle.to_amount(r.totals ->> 'earnings'), paddle.to_amount(r.totals ->> 'retained_fee'),
+           r.totals ->> 'currency_code',
+           -- payout_totals
+           paddle.to_amount(r.payout_totals ->> 'subtotal'), paddle.to_amount(r.payout_totals ->> 'tax'),
+           paddle.to_amount(r.payout_totals ->> 'total'), paddle.to_amount(r.payout_totals ->> 'fee'),
+           paddle.to_amount(r.payout_totals ->> 'earnings'), paddle.to_amount(r.payout_totals ->> 'retained_fee'),
+           paddle.to_amount(r.payout_totals -> 'chargeback_fee' ->> 'amount'), r.payout_totals ->> 'currency_code',
            paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at), p_occurred_at, p_event_id
     FROM jsonb_to_record(paddle.as_object(p_data)) AS r(
         action text, type text, status text, reason text, transaction_id text, subscription_id text,
         customer_id text, currency_code text, credit_applied_to_balance text, totals jsonb,
         payout_totals jsonb, created_at text, updated_at text)
-    CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(r.totals)) AS tt(
-        subtotal text, tax text, total text, fee text, earnings text, retained_fee text, currency_code text)
-    CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(r.payout_totals)) AS pt(
-        subtotal text, tax text, total text, fee text, earnings text, retained_fee text, chargeback_fee jsonb,
-        currency_code text)
     ON CONFLICT (id) DO UPDATE SET
         action                    = EXCLUDED.action,
         type                      = EXCLUDED.type,
@@ -948,12 +935,12 @@ BEGIN
     INSERT INTO paddle.adjustment_items
         (adjustment_id, position, id, item_id, type, amount, subtotal, tax, total, proration, occurred_at, event_id)
     SELECT p_id, e.n::integer, i.id, i.item_id, i.type, paddle.to_amount(i.amount),
-           paddle.to_amount(it.subtotal), paddle.to_amount(it.tax), paddle.to_amount(it.total),
+           paddle.to_amount(i.totals ->> 'subtotal'), paddle.to_amount(i.totals ->> 'tax'),
+           paddle.to_amount(i.totals ->> 'total'),
            i.proration, p_occurred_at, p_event_id
     FROM jsonb_array_elements(paddle.as_array(v_items)) WITH ORDINALITY AS e(item, n)
     CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(e.item)) AS i(
-        id text, item_id text, type text, amount text, totals jsonb, proration jsonb)
-    CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(i.totals)) AS it(subtotal text, tax text, total text);
+        id text, item_id text, type text, amount text, totals jsonb, proration jsonb);
 END
 $$;
 
