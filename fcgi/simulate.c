@@ -26,171 +26,13 @@
 #include "endpoint_cmd.h"
 #include "limits.h"
 #include "sig.h"
+#include "template.h"
 
-#define SIM_MAX_IDS 64
-#define SIM_KEY_MAX 48
-#define SIM_ID_RANDOM_CHARS 26
 #define SIM_MAX_OUTPUT 65536
 #define SIM_MAX_DEPTH 32
-#define SIM_TS_LEN 27 /* 2026-01-01T00:00:00.000000Z */
 #define SIM_URL_MAX 2048
 
 extern char **environ;
-
-struct id_map {
-    char key[SIM_MAX_IDS][SIM_KEY_MAX];
-    char id[SIM_MAX_IDS][MAX_ID_LEN + 1];
-    int n;
-};
-
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static int buf_add(struct buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->cap ? b->cap : 4096);
-        char *p;
-        while (cap < b->len + n + 1) cap *= 2;
-        p = realloc(b->p, cap);
-        if (p == NULL) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
-int simulate_offset(const char *s, long long *seconds)
-{
-    long long total = 0;
-
-    if (strcmp(s, "0") == 0) {
-        *seconds = 0;
-        return 0;
-    }
-    while (*s) {
-        int sign = 1;
-        long long n = 0, unit;
-        if (*s == '+' || *s == '-') sign = *s++ == '-' ? -1 : 1;
-        if (*s < '0' || *s > '9') return -1;
-        while (*s >= '0' && *s <= '9' && n < 100000000) n = n * 10 + (*s++ - '0');
-        switch (*s++) {
-        case 'd': unit = 86400; break;
-        case 'h': unit = 3600; break;
-        case 'm': unit = 60; break;
-        case 's': unit = 1; break;
-        default: return -1;
-        }
-        total += sign * n * unit;
-    }
-    *seconds = total;
-    return 0;
-}
-
-static void format_time(long long t, char out[SIM_TS_LEN + 1])
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    size_t n;
-
-    gmtime_r(&tt, &tm);
-    n = strftime(out, SIM_TS_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, SIM_TS_LEN + 1 - n, ".000000Z");
-}
-
-static void random_id(const char *prefix, char *out, size_t cap)
-{
-    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
-    size_t p = (size_t)snprintf(out, cap, "%s_01", prefix);
-    for (int i = 2; i < SIM_ID_RANDOM_CHARS && p + 1 < cap; i++)
-        out[p++] = alphabet[randombytes_uniform(sizeof alphabet - 1)];
-    out[p] = '\0';
-}
-
-/* "id:ctm:a" -> a stable fresh id for that key. */
-static const char *lookup_id(struct id_map *ids, const char *key, size_t len)
-{
-    const char *prefix = key + 3, *colon;
-    size_t prefix_len;
-
-    if (len >= SIM_KEY_MAX) return NULL;
-    for (int i = 0; i < ids->n; i++)
-        if (strlen(ids->key[i]) == len && memcmp(ids->key[i], key, len) == 0) return ids->id[i];
-    colon = memchr(prefix, ':', len - 3);
-    prefix_len = colon ? (size_t)(colon - prefix) : len - 3;
-    if (ids->n == SIM_MAX_IDS || prefix_len == 0 || prefix_len > 8) return NULL;
-    for (size_t i = 0; i < prefix_len; i++)
-        if (prefix[i] < 'a' || prefix[i] > 'z') return NULL;
-    memcpy(ids->key[ids->n], key, len);
-    ids->key[ids->n][len] = '\0';
-    {
-        char p[9];
-        memcpy(p, prefix, prefix_len);
-        p[prefix_len] = '\0';
-        random_id(p, ids->id[ids->n], sizeof ids->id[ids->n]);
-    }
-    return ids->id[ids->n++];
-}
-
-char *simulate_expand(const char *tmpl, long long base, char *err, size_t errlen)
-{
-    struct id_map *ids = calloc(1, sizeof *ids);
-    struct buf out = {0};
-    const char *p = tmpl;
-
-    if (ids == NULL) goto oom;
-    while (*p) {
-        const char *open = strstr(p, "{{"), *close;
-        char key[SIM_KEY_MAX + 1], ts[SIM_TS_LEN + 1];
-        size_t len;
-        if (open == NULL) {
-            if (buf_add(&out, p, strlen(p)) != 0) goto oom;
-            break;
-        }
-        close = strstr(open, "}}");
-        len = close ? (size_t)(close - open - 2) : 0;
-        if (close == NULL || len == 0 || len > SIM_KEY_MAX) {
-            snprintf(err, errlen, "unterminated or over-long placeholder near '%.20s'", open);
-            goto fail;
-        }
-        memcpy(key, open + 2, len);
-        key[len] = '\0';
-        if (buf_add(&out, p, (size_t)(open - p)) != 0) goto oom;
-        if (strncmp(key, "id:", 3) == 0) {
-            const char *id = lookup_id(ids, key, len);
-            if (id == NULL) {
-                snprintf(err, errlen, "bad id placeholder {{%s}}", key);
-                goto fail;
-            }
-            if (buf_add(&out, id, strlen(id)) != 0) goto oom;
-        } else if (strncmp(key, "time:", 5) == 0) {
-            long long off;
-            if (simulate_offset(key + 5, &off) != 0) {
-                snprintf(err, errlen, "bad time placeholder {{%s}}", key);
-                goto fail;
-            }
-            format_time(base + off, ts);
-            if (buf_add(&out, ts, strlen(ts)) != 0) goto oom;
-        } else {
-            snprintf(err, errlen, "unknown placeholder {{%s}}", key);
-            goto fail;
-        }
-        p = close + 2;
-    }
-    free(ids);
-    return out.p ? out.p : strdup("");
-oom:
-    snprintf(err, errlen, "out of memory");
-fail:
-    free(ids);
-    free(out.p);
-    return NULL;
-}
 
 /* Writes a yajl tree back out as compact JSON (numbers keep their digits). */
 static int gen_value(yajl_gen g, yajl_val v, int depth)
@@ -246,7 +88,7 @@ static int scenario_span(const char *text, long long *span, char *err, size_t er
     for (size_t i = 0; i < events->u.array.len; i++) {
         const char *at = tree_string(events->u.array.values[i], "at");
         long long off;
-        if (at == NULL || simulate_offset(at, &off) != 0) {
+        if (at == NULL || template_offset(at, &off) != 0) {
             snprintf(err, errlen, "event %zu has no valid \"at\" offset", i + 1);
             goto out;
         }
@@ -322,24 +164,23 @@ out:
 static char *envelope(const char *event_type, const char *occurred_at, const unsigned char *data,
                       size_t data_len, size_t *len)
 {
-    char event_id[MAX_ID_LEN + 1], notification_id[MAX_ID_LEN + 1];
-    struct buf b = {0};
-    char head[512];
+    char event_id[MAX_ID_LEN + 1], notification_id[MAX_ID_LEN + 1], head[512];
+    char *body;
     int n;
 
-    random_id("evt", event_id, sizeof event_id);
-    random_id("ntf", notification_id, sizeof notification_id);
+    template_id("evt", event_id, sizeof event_id);
+    template_id("ntf", notification_id, sizeof notification_id);
     n = snprintf(head, sizeof head,
                  "{\"event_id\":\"%s\",\"event_type\":\"%s\",\"occurred_at\":\"%s\","
                  "\"notification_id\":\"%s\",\"data\":",
                  event_id, event_type, occurred_at, notification_id);
-    if (buf_add(&b, head, (size_t)n) != 0 || buf_add(&b, (const char *)data, data_len) != 0 ||
-        buf_add(&b, "}", 1) != 0) {
-        free(b.p);
-        return NULL;
-    }
-    *len = b.len;
-    return b.p;
+    body = malloc((size_t)n + data_len + 2);
+    if (body == NULL) return NULL;
+    memcpy(body, head, (size_t)n);
+    memcpy(body + n, data, data_len);
+    memcpy(body + (size_t)n + data_len, "}", 2);
+    *len = (size_t)n + data_len + 1;
+    return body;
 }
 
 static int valid_event_type(const char *t)
@@ -361,7 +202,7 @@ static int run_scenario(const struct config *cfg, const struct embedded_file *sc
 
     if (scenario_span(sc->text, &span, err, sizeof err) != 0) goto fail;
     base = (long long)time(NULL) - span;
-    if ((text = simulate_expand(sc->text, base, err, sizeof err)) == NULL) goto fail;
+    if ((text = template_expand(sc->text, base, err, sizeof err)) == NULL) goto fail;
     if ((root = yajl_tree_parse(text, err, sizeof err)) == NULL || (events = tree_events(root)) == NULL)
         goto fail;
     printf("scenario %s: %zu events\n", sc->name, events->u.array.len);
@@ -369,7 +210,7 @@ static int run_scenario(const struct config *cfg, const struct embedded_file *sc
         yajl_val ev = events->u.array.values[i];
         const char *path[] = {"data", NULL}, *type = tree_string(ev, "event_type");
         yajl_val data = yajl_tree_get(ev, path, yajl_t_object);
-        char occurred_at[SIM_TS_LEN + 1], header[SIG_HEADER_BUF];
+        char occurred_at[TEMPLATE_TS_LEN + 1], header[SIG_HEADER_BUF];
         const unsigned char *data_json;
         size_t data_len, body_len;
         long long off = 0;
@@ -381,8 +222,8 @@ static int run_scenario(const struct config *cfg, const struct embedded_file *sc
             snprintf(err, sizeof err, "event %zu needs an event_type and a data object", i + 1);
             goto fail;
         }
-        simulate_offset(tree_string(ev, "at"), &off);
-        format_time(base + off, occurred_at);
+        template_offset(tree_string(ev, "at"), &off);
+        template_time(base + off, occurred_at);
         g = yajl_gen_alloc(NULL);
         if (g == NULL || gen_value(g, data, 0) != 0 ||
             yajl_gen_get_buf(g, &data_json, &data_len) != yajl_gen_status_ok ||

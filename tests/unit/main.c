@@ -49,6 +49,7 @@ int main(void)
     if (sodium_init() < 0) return 1;
     test_sig();
     test_event();
+    test_template();
     printf("1..%d\n# %d passed, %d failed\n", n_run, n_run - n_failed, n_failed);
     return n_failed ? 1 : 0;
 }

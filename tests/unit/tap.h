@@ -15,5 +15,6 @@ const char *tap_fixtures_dir(void);
 
 void test_sig(void);
 void test_event(void);
+void test_template(void);
 
 #endif
