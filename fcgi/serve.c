@@ -9,6 +9,7 @@
 #include "serve.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +31,8 @@
 #define RESPAWN_PAUSE_MS 1000
 #define STOP_GRACE_MS 30000
 #define TICK_MS 250
+/* systemd socket activation passes its first socket as fd 3. */
+#define SD_LISTEN_FDS_START 3
 
 struct slot {
     pid_t pid;               /* 0 = not running */
@@ -37,6 +41,7 @@ struct slot {
 };
 
 struct supervisor {
+    pid_t pid;
     const struct config *cfg;
     const struct masterkey *mk;
     int listen_fd;
@@ -52,27 +57,62 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int open_listener(const struct config *cfg, char *err, size_t errlen)
+/* fd handed over by systemd (LISTEN_PID/LISTEN_FDS) or, as spawn-fcgi and
+ * inetd-style managers do, on fd 0. -1 when neither is a listening socket. */
+static int inherited_listener(void)
 {
-    struct stat st;
-    int fd, on = 0;
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    int on = 0, fd = 0;
     socklen_t len = sizeof on;
 
+    if (pid && fds && atol(pid) == (long)getpid() && atoi(fds) >= 1) fd = SD_LISTEN_FDS_START;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 || !on) return -1;
+    return fd;
+}
+
+/* libfcgi unlinks whatever is at a unix socket path before binding, so look
+ * first: only a stale socket (nobody accepting on it) may be replaced. */
+static int unix_path_free(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat st;
+    int fd, live;
+
+    if (*path != '/' || strchr(path, ':') != NULL || strlen(path) >= sizeof sa.sun_path) {
+        snprintf(err, errlen, "--listen unix: needs an absolute path without ':' (at most %zu bytes)",
+                 sizeof sa.sun_path - 1);
+        return -1;
+    }
+    if (lstat(path, &st) != 0) return 0;
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "%s exists and is not a socket; refusing to replace it", path);
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    live = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (fd >= 0) close(fd);
+    if (live) {
+        snprintf(err, errlen, "%s is in use by a running server", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int open_listener(const struct config *cfg, char *err, size_t errlen)
+{
+    int fd;
+
     if (cfg->listen == NULL) {
-        /* Inherited socket (systemd socket activation, spawn-fcgi) on fd 0. */
-        if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 || !on) {
-            snprintf(err, errlen, "no --listen given and fd 0 is not a listening socket");
-            return -1;
-        }
-        return 0;
+        fd = inherited_listener();
+        if (fd < 0)
+            snprintf(err, errlen, "no --listen given and no listening socket was inherited "
+                                  "(fd 0, or fd 3 with systemd socket activation)");
+        return fd;
     }
     if (strncmp(cfg->listen, "unix:", 5) == 0) {
         const char *path = cfg->listen + 5;
-        if (*path != '/' || strchr(path, ':') != NULL) {
-            snprintf(err, errlen, "--listen unix: needs an absolute path without ':'");
-            return -1;
-        }
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path); /* stale socket */
+        if (unix_path_free(path, err, errlen) != 0) return -1;
         fd = FCGX_OpenSocket(path, LISTEN_BACKLOG);
         if (fd >= 0 && chmod(path, cfg->socket_mode) != 0) {
             snprintf(err, errlen, "chmod %s: %s", path, strerror(errno));
@@ -93,7 +133,6 @@ static int open_listener(const struct config *cfg, char *err, size_t errlen)
 static void start_worker(struct supervisor *sv, struct slot *slot)
 {
     pid_t pid = fork();
-    sigset_t none;
 
     if (pid < 0) {
         log_line(LOG_ERROR, "event=fork_failed reason=\"%s\"", strerror(errno));
@@ -101,11 +140,10 @@ static void start_worker(struct supervisor *sv, struct slot *slot)
         return;
     }
     if (pid == 0) {
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        /* Signals stay blocked until worker_run has its handlers in place. */
         /* Workers never outlive a supervisor that was killed outright. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() == 1) _exit(0);
+        if (getppid() != sv->pid) _exit(0);
         _exit(worker_run(sv->cfg, sv->mk, sv->listen_fd));
     }
     slot->pid = pid;
@@ -165,8 +203,7 @@ static void begin_stop(struct supervisor *sv)
 static void tick(struct supervisor *sv)
 {
     if (sv->stopping) {
-        /* Resent because a signal landing just before accept() is missed. */
-        signal_workers(sv, now_ms() > sv->stop_deadline_ms ? SIGKILL : SIGTERM);
+        if (now_ms() > sv->stop_deadline_ms) signal_workers(sv, SIGKILL);
         return;
     }
     for (int i = 0; i < sv->cfg->workers; i++) {
@@ -183,8 +220,12 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
     sigset_t watched;
 
     memset(&sv, 0, sizeof sv);
+    sv.pid = getpid();
     sv.cfg = cfg;
     sv.mk = mk;
+    /* Before FCGX_Init, which would otherwise install a SIGUSR1 handler whose
+     * effect every worker forked later inherits. */
+    signal(SIGUSR1, SIG_IGN);
     if (FCGX_Init() != 0) {
         log_line(LOG_ERROR, "event=fcgi_init_failed");
         return 1;
@@ -192,6 +233,12 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
     sv.listen_fd = open_listener(cfg, err, sizeof err);
     if (sv.listen_fd < 0) {
         log_line(LOG_ERROR, "event=listen_failed reason=\"%s\"", err);
+        return 1;
+    }
+    /* Workers wait in ppoll(); whoever loses the race to accept gets EAGAIN
+     * instead of blocking where signals cannot reach it. */
+    if (fcntl(sv.listen_fd, F_SETFL, fcntl(sv.listen_fd, F_GETFL) | O_NONBLOCK) != 0) {
+        log_line(LOG_ERROR, "event=listen_failed reason=\"%s\"", strerror(errno));
         return 1;
     }
     sigemptyset(&watched);

@@ -13,7 +13,7 @@
 #include "db.h"
 #include "log.h"
 
-#define STORE_RETRY_MS 500
+#define STORE_RETRY_MS 100
 #define INGEST_STMT "paddlehook_ingest"
 #define INGEST_SQL "SELECT paddle.ingest_event($1, $2, $3::timestamptz, $4, $5, $6, $7::jsonb)"
 /* Keep every statement inside Paddle's 5-second delivery window. */

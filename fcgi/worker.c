@@ -1,11 +1,14 @@
-/* worker.c - a worker's life: accept a request, handle it, repeat.
+/* worker.c - a worker's life: wait for a connection, handle it, repeat.
  *
- * SIGTERM and SIGHUP only set flags; they are blocked while a request is
- * handled, so an in-flight request always finishes, and unblocked around
- * accept(), which they interrupt (FCGI_FAIL_ACCEPT_ON_INTR).
+ * SIGTERM and SIGHUP only set flags, and they are blocked at all times except
+ * inside ppoll() on the (non-blocking) listening socket. So a signal can
+ * neither be lost between a flag check and a blocking call, nor interrupt
+ * libfcgi halfway through reading an accepted request.
  */
 #include "worker.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,7 @@
 /* accept() failing this often in a row means the socket is broken: exit and
  * let the supervisor start a fresh worker. */
 #define MAX_ACCEPT_FAILURES 100
+#define ACCEPT_BACKOFF_MS 10
 
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reload_requested;
@@ -49,6 +53,8 @@ static void install_handlers(sigset_t *handled)
     sigaction(SIGHUP, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
+    /* libfcgi turns SIGUSR1 into "stop accepting" for good; we don't use it. */
+    sigaction(SIGUSR1, &sa, NULL);
 
     sigemptyset(handled);
     sigaddset(handled, SIGTERM);
@@ -76,6 +82,10 @@ static void refresh(struct worker *w)
 {
     int changed = store_endpoints_changed(&w->store);
 
+    /* A connection found dead just now: reconnect first, so that the request
+     * is checked against endpoints as they are, not as they were. */
+    if (w->store.conn == NULL) store_ready(&w->store);
+
     if (reload_requested) {
         reload_requested = 0;
         reload(w, "sighup");
@@ -99,44 +109,58 @@ enum endpoint_lookup worker_endpoint(struct worker *w, const char *id, const str
     return w->endpoints_loaded ? ENDPOINT_UNKNOWN : ENDPOINT_UNAVAILABLE;
 }
 
+/* Sleeps in ppoll() with the signals unblocked until the socket has a
+ * connection or a signal arrives. 1 = try accepting, 0 = signal. */
+static int wait_for_connection(int listen_fd, const sigset_t *waiting_mask)
+{
+    struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
+    int n = ppoll(&pfd, 1, NULL, waiting_mask);
+    return n > 0 ? 1 : 0;
+}
+
+static void backoff(void)
+{
+    struct timespec ts = {0, ACCEPT_BACKOFF_MS * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_fd)
 {
     struct worker w;
     FCGX_Request fcgx;
-    sigset_t handled;
-    int accept_failures = 0, rc = 1;
+    sigset_t handled, waiting_mask;
+    int accepted, accept_failures = 0, rc = 1;
 
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
     w.mk = mk;
     store_init(&w.store, cfg->db);
     install_handlers(&handled);
-    sigprocmask(SIG_BLOCK, &handled, NULL);
+    sigprocmask(SIG_BLOCK, &handled, &waiting_mask);
+    sigdelset(&waiting_mask, SIGTERM);
+    sigdelset(&waiting_mask, SIGINT);
+    sigdelset(&waiting_mask, SIGHUP);
 
     w.body = malloc(cfg->max_body + 1);
     if (w.body == NULL || FCGX_Init() != 0 ||
-        FCGX_InitRequest(&fcgx, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
+        FCGX_InitRequest(&fcgx, listen_fd, 0) != 0) {
         log_line(LOG_ERROR, "event=worker_init_failed");
         goto out;
     }
     refresh(&w);
     log_line(LOG_INFO, "event=worker_started");
     while (!stop_requested) {
-        int accepted;
-
-        sigprocmask(SIG_UNBLOCK, &handled, NULL);
-        accepted = stop_requested ? -1 : FCGX_Accept_r(&fcgx);
-        sigprocmask(SIG_BLOCK, &handled, NULL);
-        if (accepted < 0) {
-            if (stop_requested) break;
-            if (reload_requested) {
-                refresh(&w);
-                continue;
-            }
+        if (reload_requested) refresh(&w);
+        if (!wait_for_connection(listen_fd, &waiting_mask)) continue;
+        if ((accepted = FCGX_Accept_r(&fcgx)) < 0) {
+            /* libfcgi returns -errno; EAGAIN: another worker took the connection. */
+            if (-accepted == EAGAIN || -accepted == EWOULDBLOCK) continue;
+            log_line(LOG_WARN, "event=accept_failed reason=\"%s\"", strerror(-accepted));
             if (++accept_failures > MAX_ACCEPT_FAILURES) {
                 log_line(LOG_ERROR, "event=accept_failing");
                 goto out;
             }
+            backoff();
             continue;
         }
         accept_failures = 0;

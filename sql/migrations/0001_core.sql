@@ -19,7 +19,10 @@
 --     field names (nested objects flattened with "_": billing_cycle.interval -> billing_cycle_interval).
 --   * Money: Paddle sends strings of integers in the currency's minor unit ("3000" = 30.00 USD, JPY has no
 --     minor unit). Stored as numeric holding that exact integer, never float. Rates ("0.08875") are numeric.
---   * Every state row records the snapshot it holds: occurred_at + event_id of the notification.
+--     Totals: transactions' details.totals.* and adjustments' totals.* are plain columns (subtotal, tax, total,
+--     ...); details.adjusted_totals.* -> adjusted_*; payout_totals.* -> payout_*.
+--   * Every state row records the snapshot it holds: occurred_at + event_id of the notification, and
+--     updated_in_db_at = when paddlehook last wrote the row (database time, unlike Paddle's updated_at).
 --     An upsert only applies when (occurred_at, event_id) is strictly greater than the stored pair, so
 --     late/out-of-order/replayed deliveries never overwrite newer state. Item rows are replaced only when
 --     their parent row was written by the same snapshot.
@@ -188,9 +191,24 @@ CREATE TABLE paddle.payment_events (
     projection_error text
 );
 
+-- Payloads are 0.5-15 kB; above ~2 kB PostgreSQL compresses them on insert. lz4 does that several times faster
+-- than the default pglz (measurable on the hot path); use it when the server is built with lz4 (the Debian,
+-- Ubuntu and PGDG packages are), otherwise keep the default.
+DO $$
+BEGIN
+    ALTER TABLE paddle.payment_events ALTER COLUMN payload SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    RAISE NOTICE 'lz4 not available, payment_events.payload keeps the default compression';
+END
+$$;
+
 -- Per-type time ranges ("transaction.payment_failed last week"). No index on occurred_at alone: reports
 -- are per type, and every index costs on the hot insert path; add one later if cross-type scans matter.
 CREATE INDEX payment_events_event_type_occurred_at_idx ON paddle.payment_events (event_type, occurred_at);
+
+-- Events whose projection failed (monitoring / re-projection). Partial: normal inserts add no entry.
+CREATE INDEX payment_events_projection_error_idx ON paddle.payment_events (received_at)
+    WHERE projection_error IS NOT NULL;
 
 COMMENT ON TABLE paddle.payment_events IS
     'Every Paddle notification received, one row per distinct event_id (retries, replays and deliveries to other destinations of the same event are not stored again). Written by paddle.ingest_event.';
@@ -220,6 +238,7 @@ CREATE TABLE paddle.customers (
     created_at        timestamptz,
     updated_at        timestamptz,
     occurred_at       timestamptz NOT NULL,
+    environment       text        NOT NULL CHECK (environment IN ('sandbox', 'live')),
     event_id          text        NOT NULL,
     updated_in_db_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -228,6 +247,7 @@ COMMENT ON TABLE paddle.customers IS 'Latest known snapshot of each Paddle custo
 COMMENT ON COLUMN paddle.customers.import_meta IS 'Paddle import_meta (external_id, imported_from) for customers imported from another billing platform.';
 COMMENT ON COLUMN paddle.customers.created_at IS 'Paddle created_at of the customer.';
 COMMENT ON COLUMN paddle.customers.updated_at IS 'Paddle updated_at of the customer.';
+COMMENT ON COLUMN paddle.customers.environment IS 'sandbox or live: environment of the endpoint that delivered the snapshot. A snapshot from the other environment never changes this row (a sandbox secret cannot alter live state).';
 COMMENT ON COLUMN paddle.customers.occurred_at IS 'occurred_at of the event whose snapshot this row holds; older snapshots never overwrite it.';
 COMMENT ON COLUMN paddle.customers.event_id IS 'event_id (paddle.payment_events) of the snapshot this row holds; breaks occurred_at ties.';
 COMMENT ON COLUMN paddle.customers.updated_in_db_at IS 'When paddlehook last wrote this row (not a Paddle time).';
@@ -261,6 +281,7 @@ CREATE TABLE paddle.subscriptions (
     created_at                       timestamptz,
     updated_at                       timestamptz,
     occurred_at                      timestamptz NOT NULL,
+    environment                      text        NOT NULL CHECK (environment IN ('sandbox', 'live')),
     event_id                         text        NOT NULL,
     updated_in_db_at                 timestamptz NOT NULL DEFAULT now()
 );
@@ -282,6 +303,7 @@ COMMENT ON COLUMN paddle.subscriptions.billing_details IS 'billing_details as se
 COMMENT ON COLUMN paddle.subscriptions.transaction_id IS 'transaction_id of the snapshot: the transaction that created the subscription. Paddle sends it in subscription.created only, so it is NULL once a later snapshot is stored (kept a pure snapshot so the final state does not depend on delivery order); the creating transaction is also findable as paddle.transactions.subscription_id = id, or in payment_events.';
 COMMENT ON COLUMN paddle.subscriptions.created_at IS 'Paddle created_at of the subscription.';
 COMMENT ON COLUMN paddle.subscriptions.updated_at IS 'Paddle updated_at of the subscription.';
+COMMENT ON COLUMN paddle.subscriptions.environment IS 'sandbox or live: environment of the endpoint that delivered the snapshot. A snapshot from the other environment never changes this row (a sandbox secret cannot alter live state).';
 COMMENT ON COLUMN paddle.subscriptions.occurred_at IS 'occurred_at of the event whose snapshot this row holds; older snapshots never overwrite it.';
 COMMENT ON COLUMN paddle.subscriptions.event_id IS 'event_id (paddle.payment_events) of the snapshot this row holds; breaks occurred_at ties.';
 COMMENT ON COLUMN paddle.subscriptions.updated_in_db_at IS 'When paddlehook last wrote this row (not a Paddle time).';
@@ -384,6 +406,7 @@ CREATE TABLE paddle.transactions (
     last_payment_error_code  text,
     last_payment_created_at  timestamptz,
     occurred_at              timestamptz NOT NULL,
+    environment              text        NOT NULL CHECK (environment IN ('sandbox', 'live')),
     event_id                 text        NOT NULL,
     updated_in_db_at         timestamptz NOT NULL DEFAULT now()
 );
@@ -419,6 +442,7 @@ COMMENT ON COLUMN paddle.transactions.payment_attempts IS 'Number of elements in
 COMMENT ON COLUMN paddle.transactions.last_payment_status IS 'status of the most recent payments[] attempt (greatest created_at; Paddle lists newest first): captured, error, ...';
 COMMENT ON COLUMN paddle.transactions.last_payment_error_code IS 'error_code of the most recent payment attempt (declined, authentication_failed, ...), NULL if it did not fail.';
 COMMENT ON COLUMN paddle.transactions.last_payment_created_at IS 'created_at of the most recent payment attempt.';
+COMMENT ON COLUMN paddle.transactions.environment IS 'sandbox or live: environment of the endpoint that delivered the snapshot. A snapshot from the other environment never changes this row (a sandbox secret cannot alter live state).';
 COMMENT ON COLUMN paddle.transactions.occurred_at IS 'occurred_at of the event whose snapshot this row holds; older snapshots never overwrite it.';
 COMMENT ON COLUMN paddle.transactions.event_id IS 'event_id (paddle.payment_events) of the snapshot this row holds; breaks occurred_at ties.';
 COMMENT ON COLUMN paddle.transactions.updated_in_db_at IS 'When paddlehook last wrote this row (not a Paddle time).';
@@ -494,6 +518,7 @@ CREATE TABLE paddle.adjustments (
     created_at                timestamptz,
     updated_at                timestamptz,
     occurred_at               timestamptz NOT NULL,
+    environment               text        NOT NULL CHECK (environment IN ('sandbox', 'live')),
     event_id                  text        NOT NULL,
     updated_in_db_at          timestamptz NOT NULL DEFAULT now()
 );
@@ -510,6 +535,7 @@ COMMENT ON COLUMN paddle.adjustments.totals_currency_code IS 'totals.currency_co
 COMMENT ON COLUMN paddle.adjustments.payout_total IS 'payout_totals.total in payout_currency_code (likewise the other payout_* amounts); NULL when absent.';
 COMMENT ON COLUMN paddle.adjustments.payout_chargeback_fee IS 'payout_totals.chargeback_fee.amount (chargebacks).';
 COMMENT ON COLUMN paddle.adjustments.updated_at IS 'Paddle updated_at. Note: Paddle''s docs example for adjustment.created sends 0001-01-01T00:00:00Z (an unset Go time); it is stored as is.';
+COMMENT ON COLUMN paddle.adjustments.environment IS 'sandbox or live: environment of the endpoint that delivered the snapshot. A snapshot from the other environment never changes this row (a sandbox secret cannot alter live state).';
 COMMENT ON COLUMN paddle.adjustments.occurred_at IS 'occurred_at of the event whose snapshot this row holds; older snapshots never overwrite it.';
 COMMENT ON COLUMN paddle.adjustments.event_id IS 'event_id (paddle.payment_events) of the snapshot this row holds; breaks occurred_at ties.';
 COMMENT ON COLUMN paddle.adjustments.updated_in_db_at IS 'When paddlehook last wrote this row (not a Paddle time).';
@@ -549,16 +575,18 @@ COMMENT ON COLUMN paddle.adjustment_items.event_id IS 'event_id of the snapshot 
 -- jsonb_to_record raises on non-objects (and returns one all-NULL row for SQL NULL, which is what we want).
 -------------------------------------------------------------------------------------------------------------
 
-CREATE FUNCTION paddle.project_customer(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb)
+CREATE FUNCTION paddle.project_customer(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb,
+                                  p_environment text)
     RETURNS void
     LANGUAGE plpgsql
 AS $$
 BEGIN
     INSERT INTO paddle.customers AS t
         (id, name, email, status, locale, marketing_consent, custom_data, import_meta,
-         created_at, updated_at, occurred_at, event_id)
-    SELECT p_id, r.name, r.email, r.status, r.locale, paddle.to_bool(r.marketing_consent), r.custom_data, r.import_meta,
-           paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at), p_occurred_at, p_event_id
+         created_at, updated_at, occurred_at, event_id, environment)
+    SELECT p_id, r.name, r.email, r.status, r.locale, paddle.to_bool(r.marketing_consent), r.custom_data,
+           r.import_meta,
+           paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at), p_occurred_at, p_event_id, p_environment
     FROM jsonb_to_record(paddle.as_object(p_data)) AS r(
         name text, email text, status text, locale text, marketing_consent text, custom_data jsonb,
         import_meta jsonb, created_at text, updated_at text)
@@ -575,14 +603,17 @@ BEGIN
         occurred_at       = EXCLUDED.occurred_at,
         event_id          = EXCLUDED.event_id,
         updated_in_db_at  = now()
-    WHERE (t.occurred_at, t.event_id) < (EXCLUDED.occurred_at, EXCLUDED.event_id);
+    -- A snapshot from the other environment never touches this row (see environment).
+    WHERE t.environment = EXCLUDED.environment
+      AND (t.occurred_at, t.event_id) < (EXCLUDED.occurred_at, EXCLUDED.event_id);
 END
 $$;
 
-COMMENT ON FUNCTION paddle.project_customer(text, text, timestamptz, jsonb) IS
+COMMENT ON FUNCTION paddle.project_customer(text, text, timestamptz, jsonb, text) IS
     'Upsert a customer snapshot (called by paddle.project_event) unless a newer or equal snapshot is stored.';
 
-CREATE FUNCTION paddle.project_subscription(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb)
+CREATE FUNCTION paddle.project_subscription(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb,
+                                  p_environment text)
     RETURNS void
     LANGUAGE plpgsql
 AS $$
@@ -596,16 +627,17 @@ BEGIN
          next_billed_at, started_at, first_billed_at, paused_at, canceled_at,
          scheduled_change_action, scheduled_change_effective_at, scheduled_change_resume_at,
          discount_id, discount, custom_data, import_meta, billing_details, transaction_id,
-         created_at, updated_at, occurred_at, event_id)
-    SELECT p_id, r.status, paddle.to_key(r.customer_id), r.address_id, r.business_id, r.currency_code, r.collection_mode,
-           r.billing_cycle ->> 'interval', paddle.to_int(r.billing_cycle ->> 'frequency'),
-           paddle.to_ts(r.current_billing_period ->> 'starts_at'), paddle.to_ts(r.current_billing_period ->> 'ends_at'),
+         created_at, updated_at, occurred_at, event_id, environment)
+    SELECT p_id, r.status, paddle.to_key(r.customer_id), r.address_id, r.business_id, r.currency_code,
+           r.collection_mode, r.billing_cycle ->> 'interval', paddle.to_int(r.billing_cycle ->> 'frequency'),
+           paddle.to_ts(r.current_billing_period ->> 'starts_at'),
+           paddle.to_ts(r.current_billing_period ->> 'ends_at'),
            paddle.to_ts(r.next_billed_at), paddle.to_ts(r.started_at), paddle.to_ts(r.first_billed_at),
            paddle.to_ts(r.paused_at), paddle.to_ts(r.canceled_at),
            r.scheduled_change ->> 'action', paddle.to_ts(r.scheduled_change ->> 'effective_at'),
            paddle.to_ts(r.scheduled_change ->> 'resume_at'),
            r.discount ->> 'id', r.discount, r.custom_data, r.import_meta, r.billing_details, r.transaction_id,
-           paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at), p_occurred_at, p_event_id
+           paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at), p_occurred_at, p_event_id, p_environment
     FROM jsonb_to_record(paddle.as_object(p_data)) AS r(
         status text, customer_id text, address_id text, business_id text, currency_code text,
         collection_mode text, billing_cycle jsonb, current_billing_period jsonb, next_billed_at text,
@@ -642,7 +674,9 @@ BEGIN
         occurred_at                      = EXCLUDED.occurred_at,
         event_id                         = EXCLUDED.event_id,
         updated_in_db_at                 = now()
-    WHERE (t.occurred_at, t.event_id) < (EXCLUDED.occurred_at, EXCLUDED.event_id);
+    -- A snapshot from the other environment never touches this row (see environment).
+    WHERE t.environment = EXCLUDED.environment
+      AND (t.occurred_at, t.event_id) < (EXCLUDED.occurred_at, EXCLUDED.event_id);
 
     IF NOT FOUND THEN
         RETURN;  -- an equal or newer snapshot is stored: leave its items alone
@@ -678,10 +712,11 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION paddle.project_subscription(text, text, timestamptz, jsonb) IS
+COMMENT ON FUNCTION paddle.project_subscription(text, text, timestamptz, jsonb, text) IS
     'Upsert a subscription snapshot and, if it was applied, replace its subscription_items (called by paddle.project_event).';
 
-CREATE FUNCTION paddle.project_transaction(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb)
+CREATE FUNCTION paddle.project_transaction(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb,
+                                  p_environment text)
     RETURNS void
     LANGUAGE plpgsql
 AS $$
@@ -716,7 +751,7 @@ BEGIN
          payout_balance, payout_grand_total, payout_fee, payout_earnings, payout_currency_code,
          payout_exchange_rate,
          payment_attempts, last_payment_status, last_payment_error_code, last_payment_created_at,
-         occurred_at, event_id)
+         occurred_at, event_id, environment)
     SELECT p_id, r.status, r.origin, paddle.to_key(r.customer_id), r.address_id, r.business_id,
            paddle.to_key(r.subscription_id), r.invoice_id, r.invoice_number,
            r.discount_id, r.currency_code, r.collection_mode,
@@ -743,7 +778,7 @@ BEGIN
            d.payout_totals ->> 'currency_code', paddle.to_decimal(d.payout_totals ->> 'exchange_rate'),
            -- payments[]
            v_attempts, v_last ->> 'status', v_last ->> 'error_code', paddle.to_ts(v_last ->> 'created_at'),
-           p_occurred_at, p_event_id
+           p_occurred_at, p_event_id, p_environment
     FROM jsonb_to_record(paddle.as_object(p_data)) AS r(
         status text, origin text, customer_id text, address_id text, business_id text, subscription_id text,
         invoice_id text, invoice_number text, discount_id text, currency_code text, collection_mode text,
@@ -809,7 +844,9 @@ BEGIN
         occurred_at              = EXCLUDED.occurred_at,
         event_id                 = EXCLUDED.event_id,
         updated_in_db_at         = now()
-    WHERE (t.occurred_at, t.event_id) < (EXCLUDED.occurred_at, EXCLUDED.event_id);
+    -- A snapshot from the other environment never touches this row (see environment).
+    WHERE t.environment = EXCLUDED.environment
+      AND (t.occurred_at, t.event_id) < (EXCLUDED.occurred_at, EXCLUDED.event_id);
 
     IF NOT FOUND THEN
         RETURN;  -- an equal or newer snapshot is stored: leave its items alone
@@ -860,10 +897,11 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION paddle.project_transaction(text, text, timestamptz, jsonb) IS
+COMMENT ON FUNCTION paddle.project_transaction(text, text, timestamptz, jsonb, text) IS
     'Upsert a transaction snapshot and, if it was applied, replace its transaction_items (called by paddle.project_event).';
 
-CREATE FUNCTION paddle.project_adjustment(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb)
+CREATE FUNCTION paddle.project_adjustment(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb,
+                                  p_environment text)
     RETURNS void
     LANGUAGE plpgsql
 AS $$
@@ -874,7 +912,7 @@ BEGIN
         (id, action, type, status, reason, transaction_id, subscription_id, customer_id, currency_code,
          credit_applied_to_balance, subtotal, tax, total, fee, earnings, retained_fee, totals_currency_code,
          payout_subtotal, payout_tax, payout_total, payout_fee, payout_earnings, payout_retained_fee,
-         payout_chargeback_fee, payout_currency_code, created_at, updated_at, occurred_at, event_id)
+         payout_chargeback_fee, payout_currency_code, created_at, updated_at, occurred_at, event_id, environment)
     SELECT p_id, r.action, r.type, r.status, r.reason, paddle.to_key(r.transaction_id), r.subscription_id,
            r.customer_id, r.currency_code, paddle.to_bool(r.credit_applied_to_balance),
            -- totals
@@ -887,7 +925,7 @@ BEGIN
            paddle.to_amount(r.payout_totals ->> 'total'), paddle.to_amount(r.payout_totals ->> 'fee'),
            paddle.to_amount(r.payout_totals ->> 'earnings'), paddle.to_amount(r.payout_totals ->> 'retained_fee'),
            paddle.to_amount(r.payout_totals -> 'chargeback_fee' ->> 'amount'), r.payout_totals ->> 'currency_code',
-           paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at), p_occurred_at, p_event_id
+           paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at), p_occurred_at, p_event_id, p_environment
     FROM jsonb_to_record(paddle.as_object(p_data)) AS r(
         action text, type text, status text, reason text, transaction_id text, subscription_id text,
         customer_id text, currency_code text, credit_applied_to_balance text, totals jsonb,
@@ -922,7 +960,9 @@ BEGIN
         occurred_at               = EXCLUDED.occurred_at,
         event_id                  = EXCLUDED.event_id,
         updated_in_db_at          = now()
-    WHERE (t.occurred_at, t.event_id) < (EXCLUDED.occurred_at, EXCLUDED.event_id);
+    -- A snapshot from the other environment never touches this row (see environment).
+    WHERE t.environment = EXCLUDED.environment
+      AND (t.occurred_at, t.event_id) < (EXCLUDED.occurred_at, EXCLUDED.event_id);
 
     IF NOT FOUND THEN
         RETURN;  -- an equal or newer snapshot is stored: leave its items alone
@@ -944,14 +984,15 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION paddle.project_adjustment(text, text, timestamptz, jsonb) IS
+COMMENT ON FUNCTION paddle.project_adjustment(text, text, timestamptz, jsonb, text) IS
     'Upsert an adjustment snapshot and, if it was applied, replace its adjustment_items (called by paddle.project_event).';
 
 -------------------------------------------------------------------------------------------------------------
 -- Dispatch, ingest, re-projection
 -------------------------------------------------------------------------------------------------------------
 
-CREATE FUNCTION paddle.project_event(p_event_id text, p_event_type text, p_occurred_at timestamptz, p_data jsonb)
+CREATE FUNCTION paddle.project_event(p_event_id text, p_event_type text, p_occurred_at timestamptz, p_data jsonb,
+                                  p_environment text)
     RETURNS void
     LANGUAGE plpgsql
 AS $$
@@ -967,16 +1008,16 @@ BEGIN
     END IF;
     -- Keep this list in sync with the one in paddle.ingest_event.
     CASE split_part(p_event_type, '.', 1)
-        WHEN 'customer'     THEN PERFORM paddle.project_customer(v_id, p_event_id, p_occurred_at, p_data);
-        WHEN 'subscription' THEN PERFORM paddle.project_subscription(v_id, p_event_id, p_occurred_at, p_data);
-        WHEN 'transaction'  THEN PERFORM paddle.project_transaction(v_id, p_event_id, p_occurred_at, p_data);
-        WHEN 'adjustment'   THEN PERFORM paddle.project_adjustment(v_id, p_event_id, p_occurred_at, p_data);
+        WHEN 'customer'     THEN PERFORM paddle.project_customer(v_id, p_event_id, p_occurred_at, p_data, p_environment);
+        WHEN 'subscription' THEN PERFORM paddle.project_subscription(v_id, p_event_id, p_occurred_at, p_data, p_environment);
+        WHEN 'transaction'  THEN PERFORM paddle.project_transaction(v_id, p_event_id, p_occurred_at, p_data, p_environment);
+        WHEN 'adjustment'   THEN PERFORM paddle.project_adjustment(v_id, p_event_id, p_occurred_at, p_data, p_environment);
         ELSE NULL;  -- other event types are stored only
     END CASE;
 END
 $$;
 
-COMMENT ON FUNCTION paddle.project_event(text, text, timestamptz, jsonb) IS
+COMMENT ON FUNCTION paddle.project_event(text, text, timestamptz, jsonb, text) IS
     'Project the data snapshot of one event into the state tables by the event type''s entity (part before the first dot): customer, subscription, transaction, adjustment; other types do nothing. Data that is not an object or lacks an id projects nothing. Older snapshots never overwrite newer ones.';
 
 CREATE FUNCTION paddle.ingest_event(
@@ -1005,8 +1046,14 @@ BEGIN
     -- Keep this list in sync with the CASE in paddle.project_event.
     IF split_part(p_event_type, '.', 1) IN ('customer', 'subscription', 'transaction', 'adjustment') THEN
         BEGIN
-            PERFORM paddle.project_event(p_event_id, p_event_type, p_occurred_at, p_payload -> 'data');
+            PERFORM paddle.project_event(p_event_id, p_event_type, p_occurred_at, p_payload -> 'data',
+                                         p_environment);
         EXCEPTION WHEN OTHERS THEN
+            -- Contention and resource errors are not the data's fault: fail the whole delivery so
+            -- the worker answers 503 and Paddle retries, instead of acknowledging stale state.
+            IF SQLSTATE IN ('40001', '40P01', '55P03', '57014') OR left(SQLSTATE, 2) IN ('53', '08', '57') THEN
+                RAISE;
+            END IF;
             -- The block's savepoint was rolled back: no partial projection rows remain; keep the event.
             UPDATE paddle.payment_events
                SET projection_error = SQLSTATE || ': ' || SQLERRM
@@ -1034,7 +1081,7 @@ BEGIN
     END IF;
     BEGIN
         PERFORM paddle.project_event(v_event.event_id, v_event.event_type, v_event.occurred_at,
-                                     v_event.payload -> 'data');
+                                     v_event.payload -> 'data', v_event.environment);
         UPDATE paddle.payment_events SET projection_error = NULL WHERE event_id = p_event_id;
         RETURN 'ok';
     EXCEPTION WHEN OTHERS THEN
