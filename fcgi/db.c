@@ -4,13 +4,19 @@
 #include <stdio.h>
 #include <string.h>
 
-#define DB_CONNECT_TIMEOUT "5"
+/* Connecting must fit well inside Paddle's 5-second window, and a server that
+ * vanishes from the network must be noticed in seconds, not at TCP's pace. */
+#define DB_CONNECT_TIMEOUT "3"
+#define DB_TCP_USER_TIMEOUT_MS "10000"
 
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
 {
     /* Our defaults come first so that anything in conninfo overrides them. */
-    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *const vals[] = {DB_CONNECT_TIMEOUT, "paddlehook", conninfo ? conninfo : "", NULL};
+    const char *const keys[] = {"connect_timeout", "keepalives", "keepalives_idle",
+                                "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                                "client_encoding", "fallback_application_name", "dbname", NULL};
+    const char *const vals[] = {DB_CONNECT_TIMEOUT, "1", "30", "10", "3", DB_TCP_USER_TIMEOUT_MS,
+                                "UTF8", "paddlehook", conninfo ? conninfo : "", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
 
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "log.h"
 
 #define ENDPOINTS_QUERY                                                                  \
@@ -44,8 +45,7 @@ int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_tab
     int rc = -1;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(err, errlen, "%s", PQresultErrorMessage(res));
-        err[strcspn(err, "\n")] = '\0';
+        db_error_line(conn, res, err, errlen);
         goto out;
     }
     rows = (size_t)PQntuples(res);

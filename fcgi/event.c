@@ -56,6 +56,20 @@ static int digits(const char *s, size_t n, int lo, int hi)
     return v >= lo && v <= hi;
 }
 
+static int days_in_month(int year, int month)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    return month == 2 && leap ? 29 : days[month - 1];
+}
+
+static int number(const char *s, size_t n)
+{
+    int v = 0;
+    for (size_t i = 0; i < n; i++) v = v * 10 + (s[i] - '0');
+    return v;
+}
+
 int event_is_timestamp(const char *s, size_t len)
 {
     size_t i = 19;
@@ -65,6 +79,8 @@ int event_is_timestamp(const char *s, size_t len)
         !digits(s + 8, 2, 1, 31) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2, 0, 23) ||
         s[13] != ':' || !digits(s + 14, 2, 0, 59) || s[16] != ':' || !digits(s + 17, 2, 0, 59))
         return 0;
+    /* PostgreSQL refuses 2024-02-30; so must we, or it becomes a 400 of the wrong kind. */
+    if (number(s + 8, 2) > days_in_month(number(s, 4), number(s + 5, 2))) return 0;
     if (s[i] == '.') {
         size_t start = ++i;
         while (i < len && s[i] >= '0' && s[i] <= '9') i++;

@@ -57,10 +57,11 @@ int http_content_length(const struct http_request *req, size_t *len)
     const char *s = req->content_length;
     size_t v = 0;
 
-    if (s == NULL || *s == '\0' || strlen(s) > 18) return -1;
+    if (s == NULL || *s == '\0') return -1;
     for (; *s; s++) {
         if (*s < '0' || *s > '9') return -1;
-        v = v * 10 + (size_t)(*s - '0');
+        /* Saturate: any length past the ceiling is simply "too large". */
+        v = v > MAX_BODY_CEILING ? v : v * 10 + (size_t)(*s - '0');
     }
     *len = v;
     return 0;

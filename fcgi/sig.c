@@ -49,6 +49,8 @@ enum sig_result sig_parse(const char *header, size_t len, struct sig_header *out
     memset(out, 0, sizeof *out);
     if (header == NULL || len == 0) return SIG_MISSING;
     if (len > MAX_SIG_HEADER) return SIG_MALFORMED;
+    /* Proxies join a repeated header with ", "; Paddle never sends a comma. */
+    if (memchr(header, ',', len) != NULL) return SIG_MALFORMED;
 
     while (p <= end) {
         const char *semi = memchr(p, ';', (size_t)(end - p));

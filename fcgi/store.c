@@ -84,9 +84,12 @@ static int prepare(struct store *s)
 
 static enum store_result classify_failure(struct store *s, PGresult *res)
 {
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     char err[256];
     enum store_result r = STORE_ERROR;
 
+    /* The statement vanished (DISCARD ALL, a pooler): prepare it again next time. */
+    if (state && strcmp(state, "26000") == 0) s->prepared = 0;
     db_error_line(s->conn, res, err, sizeof err);
     if (db_error_is_transient(s->conn, res)) r = STORE_UNAVAILABLE;
     else if (db_error_is_data(res)) r = STORE_BAD_PAYLOAD;
@@ -138,7 +141,8 @@ enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
     int had_connection = s->conn != NULL;
     enum store_result r = ingest_once(s, ev, endpoint_id, environment, body);
 
-    if (r == STORE_UNAVAILABLE && was_stale(s, had_connection))
+    if ((r == STORE_UNAVAILABLE && was_stale(s, had_connection)) ||
+        (r == STORE_ERROR && s->conn != NULL && !s->prepared))
         r = ingest_once(s, ev, endpoint_id, environment, body);
     return r;
 }

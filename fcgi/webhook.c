@@ -31,7 +31,7 @@ static long long now_us(void)
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static void error(struct http_request *req, struct outcome *o, int code, const char *err,
+static void respond_error(struct http_request *req, struct outcome *o, int code, const char *err,
                   const char *message, const char *headers)
 {
     o->code = code;
@@ -54,11 +54,11 @@ static int valid_endpoint_id(const char *id)
 static void handle_healthz(struct worker *w, struct http_request *req, struct outcome *o)
 {
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
-        error(req, o, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD\r\n");
+        respond_error(req, o, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD\r\n");
         return;
     }
     if (store_ping(&w->store) != 0) {
-        error(req, o, 503, "database_unavailable", "the database is not reachable", RETRY_AFTER);
+        respond_error(req, o, 503, "database_unavailable", "the database is not reachable", RETRY_AFTER);
         return;
     }
     o->code = 200;
@@ -77,7 +77,7 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
     enum store_result st;
 
     if (http_read_body(req, w->body, len) != 0) {
-        error(req, o, 400, "incomplete_body", "the body does not match its Content-Length", NULL);
+        respond_error(req, o, 400, "incomplete_body", "the body does not match its Content-Length", NULL);
         return;
     }
     sr = req->signature_count > 1
@@ -89,22 +89,22 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
     switch (sr) {
     case SIG_OK: break;
     case SIG_MISSING:
-        error(req, o, 401, "missing_signature", "the Paddle-Signature header is missing", NULL);
+        respond_error(req, o, 401, "missing_signature", "the Paddle-Signature header is missing", NULL);
         return;
     case SIG_MALFORMED:
-        error(req, o, 401, "invalid_signature", "the Paddle-Signature header is malformed", NULL);
+        respond_error(req, o, 401, "invalid_signature", "the Paddle-Signature header is malformed", NULL);
         return;
     case SIG_TS_OUT_OF_RANGE:
-        error(req, o, 401, "timestamp_out_of_range",
+        respond_error(req, o, 401, "timestamp_out_of_range",
               "the signature timestamp is outside the endpoint's tolerance", NULL);
         return;
     case SIG_MISMATCH:
-        error(req, o, 401, "invalid_signature", "no signature matches this endpoint's secrets", NULL);
+        respond_error(req, o, 401, "invalid_signature", "no signature matches this endpoint's secrets", NULL);
         return;
     }
     er = event_parse(w->body, len, &ev, &detail);
     if (er != EVENT_OK) {
-        error(req, o, 400, event_error_code(er), detail ? detail : "invalid notification", NULL);
+        respond_error(req, o, 400, event_error_code(er), detail ? detail : "invalid notification", NULL);
         return;
     }
     memcpy(o->event_id, ev.event_id, sizeof o->event_id);
@@ -118,14 +118,14 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
         http_respond_status(req, 200, o->word);
         break;
     case STORE_UNAVAILABLE:
-        error(req, o, 503, "database_unavailable", "the database is unavailable; retry later", RETRY_AFTER);
+        respond_error(req, o, 503, "database_unavailable", "the database is unavailable; retry later", RETRY_AFTER);
         break;
     case STORE_BAD_PAYLOAD:
-        error(req, o, 400, "unsupported_json",
+        respond_error(req, o, 400, "unsupported_json",
               "PostgreSQL cannot store this JSON (for example a \\u0000 escape)", NULL);
         break;
     case STORE_ERROR:
-        error(req, o, 500, "internal_error", "the event could not be stored; see the server log", NULL);
+        respond_error(req, o, 500, "internal_error", "the event could not be stored; see the server log", NULL);
         break;
     }
 }
@@ -137,37 +137,37 @@ static void handle_webhook(struct worker *w, struct http_request *req, struct ou
     size_t len = 0;
 
     if (strcmp(req->method, "POST") != 0) {
-        error(req, o, 405, "method_not_allowed", "webhooks are delivered with POST", "Allow: POST\r\n");
+        respond_error(req, o, 405, "method_not_allowed", "webhooks are delivered with POST", "Allow: POST\r\n");
         return;
     }
     if (!valid_endpoint_id(id)) {
-        error(req, o, 404, "unknown_endpoint", "no endpoint has this id", NULL);
+        respond_error(req, o, 404, "unknown_endpoint", "no endpoint has this id", NULL);
         return;
     }
     o->endpoint_id = id;
     if (http_content_length(req, &len) != 0) {
-        error(req, o, 411, "length_required", "a Content-Length header is required", NULL);
+        respond_error(req, o, 411, "length_required", "a Content-Length header is required", NULL);
         return;
     }
     if (len > w->cfg->max_body) {
-        error(req, o, 413, "body_too_large", "request body exceeds the configured limit", NULL);
+        respond_error(req, o, 413, "body_too_large", "request body exceeds the configured limit", NULL);
         return;
     }
     if (len == 0) {
-        error(req, o, 400, "empty_body", "the request body is empty", NULL);
+        respond_error(req, o, 400, "empty_body", "the request body is empty", NULL);
         return;
     }
     switch (worker_endpoint(w, id, &ep)) {
     case ENDPOINT_FOUND: break;
     case ENDPOINT_UNKNOWN:
-        error(req, o, 404, "unknown_endpoint", "no endpoint has this id", NULL);
+        respond_error(req, o, 404, "unknown_endpoint", "no endpoint has this id", NULL);
         return;
     case ENDPOINT_UNAVAILABLE:
-        error(req, o, 503, "database_unavailable", "endpoints cannot be loaded; retry later", RETRY_AFTER);
+        respond_error(req, o, 503, "database_unavailable", "endpoints cannot be loaded; retry later", RETRY_AFTER);
         return;
     }
     if (!ep->enabled) {
-        error(req, o, 410, "endpoint_disabled", "this endpoint is disabled", NULL);
+        respond_error(req, o, 410, "endpoint_disabled", "this endpoint is disabled", NULL);
         return;
     }
     handle_event(w, req, o, ep, len);
@@ -183,7 +183,7 @@ void webhook_handle(struct worker *w, struct http_request *req)
     else if (strcmp(req->path, HEALTHZ_PATH) == 0)
         handle_healthz(w, req, &o);
     else
-        error(req, &o, 404, "not_found", "no such path", NULL);
+        respond_error(req, &o, 404, "not_found", "no such path", NULL);
 
     log_line(o.code >= 500 ? LOG_WARN : LOG_INFO,
              "event=request endpoint=%s event_id=%s event_type=%s status=%d outcome=%s "

@@ -114,6 +114,8 @@ static void test_parser_edges(void)
     tap_ok(parse("ts=1") == SIG_MALFORMED, "no h1 is malformed");
     tap_ok(parse("garbage") == SIG_MALFORMED, "no '=' is malformed");
     tap_ok(parse("=1;h1=" HEX64) == SIG_MALFORMED, "empty key is malformed");
+    tap_ok(parse("ts=1;h1=" HEX64 ", ts=1;h1=" HEX64) == SIG_MALFORMED,
+           "a header joined from two (', ') is malformed");
 
     {
         size_t p = (size_t)snprintf(big, sizeof big, "ts=1");
