@@ -1,5 +1,5 @@
 /* main.c - paddlehook: receive Paddle Billing webhooks into PostgreSQL.
- * Dispatches to the subcommands; see paddlehook(8) and README.md. */
+ * Dispatches to the subcommands; README.md describes them. */
 #include <stdio.h>
 #include <string.h>
 
