@@ -84,7 +84,10 @@ static int scenario_span(const char *text, long long *span, char *err, size_t er
     int rc = -1;
 
     *span = 0;
-    if (root == NULL || (events = tree_events(root)) == NULL) goto out;
+    if (root == NULL || (events = tree_events(root)) == NULL || events->u.array.len == 0) {
+        snprintf(err, errlen, "no events");
+        goto out;
+    }
     for (size_t i = 0; i < events->u.array.len; i++) {
         const char *at = tree_string(events->u.array.values[i], "at");
         long long off;
@@ -92,7 +95,7 @@ static int scenario_span(const char *text, long long *span, char *err, size_t er
             snprintf(err, errlen, "event %zu has no valid \"at\" offset", i + 1);
             goto out;
         }
-        if (off > *span) *span = off;
+        if (i == 0 || off > *span) *span = off;
     }
     rc = 0;
 out:
@@ -106,9 +109,9 @@ static int post(const char *url, const char *signature, const char *body, size_t
                 char *resp, size_t resp_cap)
 {
     char header[SIG_HEADER_BUF + 32], target[SIM_URL_MAX];
-    char *argv[] = {"curl", "-sS", "--max-time", "30", "-o", "-", "-w", "\n%{http_code}",
-                    "-H", "Content-Type: application/json", "-H", header, "--data-binary", "@-",
-                    target, NULL};
+    char *argv[] = {"curl", "-sS", "--max-time", "30", "--proto", "=http,https", "-o", "-",
+                    "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "-H", header,
+                    "--data-binary", "@-", "--url", target, NULL};
     posix_spawn_file_actions_t fa;
     int in[2] = {-1, -1}, out[2] = {-1, -1}, status = 0, code = 0;
     size_t got = 0;
@@ -142,7 +145,13 @@ static int post(const char *url, const char *signature, const char *body, size_t
         if ((n = write(in[1], body + off, len - off)) <= 0) break;
     close(in[1]);
     in[1] = -1;
-    while (got + 1 < resp_cap && (n = read(out[0], resp + got, resp_cap - got - 1)) > 0) got += (size_t)n;
+    for (;;) {
+        char sink[4096];
+        /* Keep draining past the cap, or curl blocks on a full pipe. */
+        n = got + 1 < resp_cap ? read(out[0], resp + got, resp_cap - got - 1) : read(out[0], sink, sizeof sink);
+        if (n <= 0) break;
+        if (got + 1 < resp_cap) got += (size_t)n;
+    }
     resp[got] = '\0';
     waitpid(pid, &status, 0);
     nl = strrchr(resp, '\n');
@@ -223,7 +232,9 @@ static int run_scenario(const struct config *cfg, const struct embedded_file *sc
             goto fail;
         }
         template_offset(tree_string(ev, "at"), &off);
-        template_time(base + off, occurred_at);
+        /* The event's position as microseconds: events at the same offset keep
+         * their file order, as Paddle's own occurred_at would. */
+        template_time(base + off, (int)i, occurred_at);
         g = yajl_gen_alloc(NULL);
         if (g == NULL || gen_value(g, data, 0) != 0 ||
             yajl_gen_get_buf(g, &data_json, &data_len) != yajl_gen_status_ok ||

@@ -71,7 +71,7 @@ int template_offset(const char *s, long long *seconds)
     return 0;
 }
 
-void template_time(long long t, char out[TEMPLATE_TS_LEN + 1])
+void template_time(long long t, int micros, char out[TEMPLATE_TS_LEN + 1])
 {
     time_t tt = (time_t)t;
     struct tm tm;
@@ -79,7 +79,7 @@ void template_time(long long t, char out[TEMPLATE_TS_LEN + 1])
 
     gmtime_r(&tt, &tm);
     n = strftime(out, TEMPLATE_TS_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, TEMPLATE_TS_LEN + 1 - n, ".000000Z");
+    snprintf(out + n, TEMPLATE_TS_LEN + 1 - n, ".%06dZ", micros % 1000000);
 }
 
 void template_id(const char *prefix, char *out, size_t cap)
@@ -153,7 +153,7 @@ char *template_expand(const char *tmpl, long long base, char *err, size_t errlen
                 snprintf(err, errlen, "bad time placeholder {{%s}}", key);
                 goto fail;
             }
-            template_time(base + off, ts);
+            template_time(base + off, 0, ts);
             if (buf_add(&out, ts, strlen(ts)) != 0) goto oom;
         } else {
             snprintf(err, errlen, "unknown placeholder {{%s}}", key);

@@ -15,8 +15,8 @@ char *template_expand(const char *tmpl, long long base, char *err, size_t errlen
 /* "+30d", "-2h", "+1d+30m", "0" -> seconds. 0, or -1 when malformed. */
 int template_offset(const char *s, long long *seconds);
 
-/* Unix seconds -> "YYYY-MM-DDTHH:MM:SS.000000Z". */
-void template_time(long long t, char out[TEMPLATE_TS_LEN + 1]);
+/* Unix seconds + microseconds -> "YYYY-MM-DDTHH:MM:SS.uuuuuuZ". */
+void template_time(long long t, int micros, char out[TEMPLATE_TS_LEN + 1]);
 
 /* "PREFIX_01" + 24 random base32 characters, like Paddle's ids. */
 void template_id(const char *prefix, char *out, size_t cap);

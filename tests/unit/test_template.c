@@ -36,8 +36,10 @@ static void test_expand(void)
         tap_ok(0, "expanded template has the expected shape");
     }
     free(out);
-    template_time(0, t);
+    template_time(0, 0, t);
     tap_ok(strcmp(t, "1970-01-01T00:00:00.000000Z") == 0, "template_time formats RFC 3339");
+    template_time(86400, 42, t);
+    tap_ok(strcmp(t, "1970-01-02T00:00:00.000042Z") == 0, "template_time carries microseconds");
     tap_ok(template_expand("{{nope}}", 0, err, sizeof err) == NULL, "unknown placeholder is an error");
     tap_ok(template_expand("{{id:ctm:x", 0, err, sizeof err) == NULL, "unterminated placeholder is an error");
     tap_ok(template_expand("{{id:CTM:x}}", 0, err, sizeof err) == NULL, "id prefix must be lower-case letters");
