@@ -34,6 +34,9 @@ UNIT := $(sort $(wildcard tests/unit/*.c))
 
 .PHONY: all check unit demo deps install uninstall clean
 
+# Larger targets keep their rules beside their files.
+include $(wildcard tests/fuzz/fuzz.mk bench/bench.mk tests/chaos.mk)
+
 all: $(BUILD)/paddlehook
 
 $(BUILD):
