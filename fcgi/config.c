@@ -1,7 +1,10 @@
-/* config.c - getopt_long over every subcommand's options, so all commands
- * spell options the same way, with PADDLEHOOK_* environment fallbacks. */
+/* config.c - one table of settings, filled in three layers: the config file
+ * (`key = value` lines), then PADDLEHOOK_* environment variables, then
+ * command-line options. Values are validated once, after all layers, so an
+ * error names the setting whatever layer it came from. */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,95 +13,237 @@
 #include "limits.h"
 
 #define DEFAULT_WORKERS 4
-#define DEFAULT_SOCKET_MODE 0660
+#define DEFAULT_SOCKET_MODE "0660"
+#define CONFIG_LINE_MAX 1024
+#define CONFIG_MAX_LINES 1000
+
+/* Settings that the file, the environment and an option can all set. */
+enum { S_DB, S_KEY_FILE, S_LISTEN, S_WORKERS, S_MAX_BODY, S_SOCKET_MODE, S_LOG_LEVEL, S_LOG_FORMAT,
+       S_TOLERANCE, S_STATS_FILE, S_COUNT };
+
+static const struct {
+    const char *key;  /* in the file and, with --, as option */
+    const char *env;
+} settings[S_COUNT] = {
+    [S_DB] = {"db", "PADDLEHOOK_DB"},
+    [S_KEY_FILE] = {"key_file", "PADDLEHOOK_KEY_FILE"},
+    [S_LISTEN] = {"listen", "PADDLEHOOK_LISTEN"},
+    [S_WORKERS] = {"workers", "PADDLEHOOK_WORKERS"},
+    [S_MAX_BODY] = {"max_body", "PADDLEHOOK_MAX_BODY"},
+    [S_SOCKET_MODE] = {"socket_mode", "PADDLEHOOK_SOCKET_MODE"},
+    [S_LOG_LEVEL] = {"log_level", "PADDLEHOOK_LOG_LEVEL"},
+    [S_LOG_FORMAT] = {"log_format", "PADDLEHOOK_LOG_FORMAT"},
+    [S_TOLERANCE] = {"tolerance", "PADDLEHOOK_TOLERANCE"},
+    [S_STATS_FILE] = {"stats_file", "PADDLEHOOK_STATS_FILE"},
+};
+
+/* Options that belong to one command only. */
+enum { O_CONFIG = S_COUNT + 256, O_ENV, O_OUT, O_SECRET_FILE, O_TS, O_SINCE, O_FORMAT, O_URL,
+       O_OLD_KEY };
 
 static int parse_long(const char *s, long min, long max, long *out)
 {
     char *end = NULL;
     long v;
     if (s == NULL || *s == '\0') return -1;
+    errno = 0;
     v = strtol(s, &end, 10);
-    if (*end != '\0' || v < min || v > max) return -1;
+    if (errno || *end != '\0' || v < min || v > max) return -1;
     *out = v;
     return 0;
 }
 
-static const char *env_or(const char *name, const char *fallback)
+static char *trim(char *s)
 {
-    const char *v = getenv(name);
-    return (v && *v) ? v : fallback;
+    char *e;
+    while (*s == ' ' || *s == '\t') s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) *--e = '\0';
+    return s;
+}
+
+/* Reads `key = value` lines into values[]; strings are kept for the
+ * process's lifetime (configuration is read once). */
+static int read_file(const char *path, int required, const char *values[S_COUNT], char *err,
+                     size_t errlen)
+{
+    char line[CONFIG_LINE_MAX];
+    FILE *f = fopen(path, "r");
+    int n = 0, rc = -1;
+
+    if (f == NULL) {
+        if (!required && errno == ENOENT) return 1;
+        snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof line, f)) {
+        char *key, *value, *eq;
+        int s;
+        n++;
+        if (n > CONFIG_MAX_LINES || (strlen(line) == sizeof line - 1 && line[sizeof line - 2] != '\n')) {
+            snprintf(err, errlen, "%s:%d: line too long or file too large", path, n);
+            goto out;
+        }
+        key = trim(line);
+        if (*key == '\0' || *key == '#') continue;
+        eq = strchr(key, '=');
+        if (eq == NULL) {
+            snprintf(err, errlen, "%s:%d: expected key = value", path, n);
+            goto out;
+        }
+        *eq = '\0';
+        key = trim(key);
+        value = trim(eq + 1);
+        for (s = 0; s < S_COUNT && strcmp(settings[s].key, key) != 0; s++) continue;
+        if (s == S_COUNT) {
+            snprintf(err, errlen, "%s:%d: unknown setting '%s'", path, n, key);
+            goto out;
+        }
+        values[s] = strdup(value);
+        if (values[s] == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    fclose(f);
+    return rc;
+}
+
+/* The config file named by --config, PADDLEHOOK_CONFIG, or the default. */
+static const char *config_path(int argc, char **argv, int *required)
+{
+    const char *env = getenv("PADDLEHOOK_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) break;
+        if (strncmp(argv[i], "--config=", 9) == 0) return *required = 1, argv[i] + 9;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) return *required = 1, argv[i + 1];
+    }
+    if (env && *env) return *required = 1, env;
+    *required = 0;
+    return CONFIG_DEFAULT_FILE;
+}
+
+static int validate(const char *values[S_COUNT], struct config *cfg, char *err, size_t errlen)
+{
+    long v;
+    char *end = NULL;
+    unsigned long mode;
+
+    cfg->db = values[S_DB] ? values[S_DB] : "";
+    cfg->key_file = values[S_KEY_FILE];
+    cfg->listen = values[S_LISTEN] && *values[S_LISTEN] ? values[S_LISTEN] : NULL;
+    cfg->stats_file = values[S_STATS_FILE] ? values[S_STATS_FILE] : CONFIG_DEFAULT_STATS_FILE;
+    if (parse_long(values[S_WORKERS], 1, MAX_WORKERS, &v) != 0) {
+        snprintf(err, errlen, "workers must be from 1 to %d", MAX_WORKERS);
+        return -1;
+    }
+    cfg->workers = (int)v;
+    if (parse_long(values[S_MAX_BODY], 1, MAX_BODY_CEILING, &v) != 0) {
+        snprintf(err, errlen, "max_body must be from 1 to %d bytes", MAX_BODY_CEILING);
+        return -1;
+    }
+    cfg->max_body = (size_t)v;
+    if (parse_long(values[S_TOLERANCE], 1, SIG_TOLERANCE_MAX, &v) != 0) {
+        snprintf(err, errlen, "tolerance takes seconds from 1 to %d", SIG_TOLERANCE_MAX);
+        return -1;
+    }
+    cfg->tolerance = (int)v;
+    mode = strtoul(values[S_SOCKET_MODE], &end, 8);
+    if (*values[S_SOCKET_MODE] == '\0' || *end != '\0' || mode > 0777) {
+        snprintf(err, errlen, "socket_mode takes an octal mode such as 0660");
+        return -1;
+    }
+    cfg->socket_mode = (unsigned)mode;
+    if (log_level_parse(values[S_LOG_LEVEL], &cfg->log_level) != 0) {
+        snprintf(err, errlen, "log_level must be error, warn, info or debug");
+        return -1;
+    }
+    if (strcmp(values[S_LOG_FORMAT], "kv") != 0 && strcmp(values[S_LOG_FORMAT], "json") != 0) {
+        snprintf(err, errlen, "log_format must be kv or json");
+        return -1;
+    }
+    cfg->log_json = strcmp(values[S_LOG_FORMAT], "json") == 0;
+    if (cfg->environment && strcmp(cfg->environment, "sandbox") != 0 &&
+        strcmp(cfg->environment, "live") != 0) {
+        snprintf(err, errlen, "--environment must be sandbox or live");
+        return -1;
+    }
+    if (strcmp(cfg->format, "table") != 0 && strcmp(cfg->format, "csv") != 0 &&
+        strcmp(cfg->format, "json") != 0) {
+        snprintf(err, errlen, "--format must be table, csv or json");
+        return -1;
+    }
+    return 0;
 }
 
 int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
 {
-    enum { O_DB = 256, O_KEY, O_LISTEN, O_WORKERS, O_MAX_BODY, O_SOCKET_MODE, O_LOG_LEVEL,
-           O_ENV, O_TOL, O_OUT, O_SECRET_FILE, O_TS, O_SINCE, O_FORMAT, O_URL };
+    static char workers_default[16], max_body_default[16], tolerance_default[16];
     static const struct option opts[] = {
-        {"db", required_argument, NULL, O_DB},
-        {"key-file", required_argument, NULL, O_KEY},
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"workers", required_argument, NULL, O_WORKERS},
-        {"max-body", required_argument, NULL, O_MAX_BODY},
-        {"socket-mode", required_argument, NULL, O_SOCKET_MODE},
-        {"log-level", required_argument, NULL, O_LOG_LEVEL},
+        {"db", required_argument, NULL, S_DB + 256},
+        {"key-file", required_argument, NULL, S_KEY_FILE + 256},
+        {"listen", required_argument, NULL, S_LISTEN + 256},
+        {"workers", required_argument, NULL, S_WORKERS + 256},
+        {"max-body", required_argument, NULL, S_MAX_BODY + 256},
+        {"socket-mode", required_argument, NULL, S_SOCKET_MODE + 256},
+        {"log-level", required_argument, NULL, S_LOG_LEVEL + 256},
+        {"log-format", required_argument, NULL, S_LOG_FORMAT + 256},
+        {"tolerance", required_argument, NULL, S_TOLERANCE + 256},
+        {"stats-file", required_argument, NULL, S_STATS_FILE + 256},
+        {"config", required_argument, NULL, O_CONFIG},
         {"environment", required_argument, NULL, O_ENV},
-        {"tolerance", required_argument, NULL, O_TOL},
         {"out", required_argument, NULL, O_OUT},
         {"secret-file", required_argument, NULL, O_SECRET_FILE},
         {"ts", required_argument, NULL, O_TS},
         {"since", required_argument, NULL, O_SINCE},
         {"format", required_argument, NULL, O_FORMAT},
         {"url", required_argument, NULL, O_URL},
+        {"old-key-file", required_argument, NULL, O_OLD_KEY},
         {NULL, 0, NULL, 0},
     };
-    const char *workers = env_or("PADDLEHOOK_WORKERS", NULL);
-    const char *max_body = env_or("PADDLEHOOK_MAX_BODY", NULL);
-    const char *log_level = env_or("PADDLEHOOK_LOG_LEVEL", "info");
+    const char *values[S_COUNT] = {0};
+    int required, c, r;
     long v;
-    int c;
 
     memset(cfg, 0, sizeof *cfg);
-    cfg->db = env_or("PADDLEHOOK_DB", "");
-    cfg->key_file = env_or("PADDLEHOOK_KEY_FILE", NULL);
-    cfg->workers = DEFAULT_WORKERS;
-    cfg->max_body = MAX_BODY_DEFAULT;
-    cfg->socket_mode = DEFAULT_SOCKET_MODE;
     cfg->format = "table";
-    cfg->tolerance = SIG_TOLERANCE_DEFAULT;
+    snprintf(workers_default, sizeof workers_default, "%d", DEFAULT_WORKERS);
+    snprintf(max_body_default, sizeof max_body_default, "%d", MAX_BODY_DEFAULT);
+    snprintf(tolerance_default, sizeof tolerance_default, "%d", SIG_TOLERANCE_DEFAULT);
+    values[S_WORKERS] = workers_default;
+    values[S_MAX_BODY] = max_body_default;
+    values[S_TOLERANCE] = tolerance_default;
+    values[S_SOCKET_MODE] = DEFAULT_SOCKET_MODE;
+    values[S_LOG_LEVEL] = "info";
+    values[S_LOG_FORMAT] = "kv";
+
+    cfg->config_file = config_path(argc, argv, &required);
+    r = read_file(cfg->config_file, required, values, err, errlen);
+    if (r < 0) return -1;
+    if (r > 0) cfg->config_file = NULL;
+    for (int s = 0; s < S_COUNT; s++) {
+        const char *e = getenv(settings[s].env);
+        if (e && *e) values[s] = e;
+    }
 
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c >= 256 && c < 256 + S_COUNT) {
+            values[c - 256] = optarg;
+            continue;
+        }
         switch (c) {
-        case O_DB: cfg->db = optarg; break;
-        case O_KEY: cfg->key_file = optarg; break;
-        case O_LISTEN: cfg->listen = optarg; break;
-        case O_WORKERS: workers = optarg; break;
-        case O_MAX_BODY: max_body = optarg; break;
-        case O_LOG_LEVEL: log_level = optarg; break;
+        case O_CONFIG: break; /* read above */
         case O_ENV: cfg->environment = optarg; break;
         case O_OUT: cfg->out = optarg; break;
         case O_SECRET_FILE: cfg->secret_file = optarg; break;
         case O_SINCE: cfg->since = optarg; break;
         case O_FORMAT: cfg->format = optarg; break;
         case O_URL: cfg->url = optarg; break;
-        case O_SOCKET_MODE: {
-            char *end = NULL;
-            unsigned long m = strtoul(optarg, &end, 8);
-            if (*optarg == '\0' || *end != '\0' || m > 0777) {
-                snprintf(err, errlen, "--socket-mode takes an octal mode such as 0660");
-                return -1;
-            }
-            cfg->socket_mode = (unsigned)m;
-            break;
-        }
-        case O_TOL:
-            if (parse_long(optarg, 1, SIG_TOLERANCE_MAX, &v) != 0) {
-                snprintf(err, errlen, "--tolerance takes seconds from 1 to %d", SIG_TOLERANCE_MAX);
-                return -1;
-            }
-            cfg->tolerance = (int)v;
-            break;
+        case O_OLD_KEY: cfg->old_key_file = optarg; break;
         case O_TS:
             if (parse_long(optarg, 1, 999999999999L, &v) != 0) {
                 snprintf(err, errlen, "--ts takes unix seconds");
@@ -111,34 +256,7 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
             return -1;
         }
     }
-    if (workers) {
-        if (parse_long(workers, 1, MAX_WORKERS, &v) != 0) {
-            snprintf(err, errlen, "workers must be from 1 to %d", MAX_WORKERS);
-            return -1;
-        }
-        cfg->workers = (int)v;
-    }
-    if (max_body) {
-        if (parse_long(max_body, 1, MAX_BODY_CEILING, &v) != 0) {
-            snprintf(err, errlen, "max body must be from 1 to %d bytes", MAX_BODY_CEILING);
-            return -1;
-        }
-        cfg->max_body = (size_t)v;
-    }
-    if (log_level_parse(log_level, &cfg->log_level) != 0) {
-        snprintf(err, errlen, "log level must be error, warn, info or debug");
-        return -1;
-    }
-    if (cfg->environment && strcmp(cfg->environment, "sandbox") != 0 &&
-        strcmp(cfg->environment, "live") != 0) {
-        snprintf(err, errlen, "--environment must be sandbox or live");
-        return -1;
-    }
-    if (strcmp(cfg->format, "table") != 0 && strcmp(cfg->format, "csv") != 0 &&
-        strcmp(cfg->format, "json") != 0) {
-        snprintf(err, errlen, "--format must be table, csv or json");
-        return -1;
-    }
+    if (validate(values, cfg, err, errlen) != 0) return -1;
     cfg->args = argv + optind;
     cfg->n_args = argc - optind;
     return 0;

@@ -1,5 +1,6 @@
-/* config.h - command-line options and their environment fallbacks.
- * Read once at start; read-only afterwards. */
+/* config.h - settings from the config file, the environment and the
+ * command line (each overriding the one before). Read once at start;
+ * read-only afterwards. */
 #ifndef PADDLEHOOK_CONFIG_H
 #define PADDLEHOOK_CONFIG_H
 
@@ -16,6 +17,10 @@ struct config {
     size_t max_body;          /* --max-body, PADDLEHOOK_MAX_BODY */
     unsigned socket_mode;     /* --socket-mode (octal) for unix sockets */
     enum log_level log_level; /* --log-level, PADDLEHOOK_LOG_LEVEL */
+    int log_json;             /* --log-format json */
+    const char *stats_file;   /* --stats-file: counters shared by workers */
+    const char *config_file;  /* the file read, NULL when none */
+    const char *old_key_file; /* rekey --old-key-file */
     const char *environment;  /* --environment sandbox|live; NULL = not given */
     const char *since;        /* report/reproject --since */
     const char *format;       /* report --format table|csv|json */
@@ -28,7 +33,12 @@ struct config {
     int n_args;
 };
 
-/* Parses argv (argv[0] is the subcommand). 0, or -1 with a message in err. */
+#define CONFIG_DEFAULT_FILE "/etc/paddlehook/paddlehook.conf"
+#define CONFIG_DEFAULT_STATS_FILE "/run/paddlehook/stats"
+
+/* Parses argv (argv[0] is the subcommand) over the environment over the
+ * config file (--config, PADDLEHOOK_CONFIG, else CONFIG_DEFAULT_FILE when it
+ * exists). 0, or -1 with a message in err. */
 int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen);
 
 #endif

@@ -1,5 +1,6 @@
 /* log.c - timestamped key=value lines on stderr, written with one write(2)
- * so lines from concurrent workers never interleave. */
+ * so lines from concurrent workers never interleave; optionally the same
+ * fields as one JSON object per line. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -9,11 +10,65 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <yajl/yajl_gen.h>
+
 #define LOG_LINE_MAX 1024
 
 static enum log_level max_level = LOG_INFO;
+static int as_json;
 
 void log_set_level(enum log_level max) { max_level = max; }
+void log_set_json(int json) { as_json = json; }
+
+static int is_number(const char *s, size_t n)
+{
+    size_t dots = 0;
+    if (n == 0 || n > 18) return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '.') dots++;
+        else if (s[i] < '0' || s[i] > '9') return 0;
+    }
+    return dots <= 1 && s[0] != '.' && s[n - 1] != '.';
+}
+
+/* Rewrites `key=value key="quoted value" ...` in line as a JSON object.
+ * Values never contain '"' (callers sanitise them), so quoting is simple. */
+static int to_json(char *line, int n, size_t cap)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    const unsigned char *out;
+    size_t out_len;
+    char *p = line, *end = line + n;
+
+    if (g == NULL) return n;
+    yajl_gen_map_open(g);
+    while (p < end) {
+        char *eq = memchr(p, '=', (size_t)(end - p)), *v, *v_end;
+        if (eq == NULL) break;
+        yajl_gen_string(g, (unsigned char *)p, (size_t)(eq - p));
+        v = eq + 1;
+        if (*v == '"') {
+            v++;
+            v_end = memchr(v, '"', (size_t)(end - v));
+            if (v_end == NULL) v_end = end;
+            p = v_end + 1;
+        } else {
+            v_end = memchr(v, ' ', (size_t)(end - v));
+            if (v_end == NULL) v_end = end;
+            p = v_end;
+        }
+        if (is_number(v, (size_t)(v_end - v))) yajl_gen_number(g, v, (size_t)(v_end - v));
+        else yajl_gen_string(g, (unsigned char *)v, (size_t)(v_end - v));
+        while (p < end && *p == ' ') p++;
+    }
+    yajl_gen_map_close(g);
+    if (yajl_gen_get_buf(g, &out, &out_len) == yajl_gen_status_ok && out_len < cap) {
+        memcpy(line, out, out_len);
+        n = (int)out_len;
+    }
+    yajl_gen_free(g);
+    return n;
+}
 
 int log_level_parse(const char *name, enum log_level *out)
 {
@@ -45,6 +100,7 @@ void log_line(enum log_level level, const char *fmt, ...)
     n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
     if (n >= (int)sizeof line - 1) n = (int)sizeof line - 2;
+    if (as_json) n = to_json(line, n, sizeof line - 1);
     line[n++] = '\n';
     (void)!write(STDERR_FILENO, line, (size_t)n);
 }

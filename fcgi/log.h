@@ -7,6 +7,9 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 /* Lines above this level are dropped (configuration, set once at start). */
 void log_set_level(enum log_level max);
+
+/* 1: each line becomes one JSON object, for log shippers. */
+void log_set_json(int json);
 int log_level_parse(const char *name, enum log_level *out);
 
 /* fmt continues the line with " key=value" pairs. */

@@ -5,6 +5,7 @@
 
 #include <sodium.h>
 
+#include "admin.h"
 #include "commands.h"
 #include "config.h"
 #include "endpoint_cmd.h"
@@ -26,11 +27,17 @@ static void usage(FILE *out)
           "  report [NAME] [--environment E] [--since DATE] [--format table|csv|json]\n"
           "  reproject [--since TIMESTAMP]    rebuild the state tables from the stored events\n"
           "  simulate [SCENARIO|all] --url URL --secret-file FILE   send a signed lifecycle\n"
+          "  status                           per endpoint: last event, outcomes in the last hour/day\n"
+          "  check-config                     validate configuration, key, database and schema\n"
+          "  rekey --old-key-file OLD --key-file NEW   re-seal endpoint secrets with a new key\n"
           "\n"
           "common options:\n"
           "  --db CONNINFO      database (else PADDLEHOOK_DB, else libpq's PG* defaults)\n"
           "  --key-file FILE    master key (else PADDLEHOOK_KEY_FILE)\n"
-          "  --log-level LEVEL  error, warn, info (default) or debug\n",
+          "  --log-level LEVEL  error, warn, info (default) or debug\n"
+          "  --log-format FMT   kv (default) or json\n"
+          "  --config FILE      settings file (else PADDLEHOOK_CONFIG, else " CONFIG_DEFAULT_FILE ")\n"
+          "  --stats-file FILE  shared counters of serve (default " CONFIG_DEFAULT_STATS_FILE ")\n",
           out);
 }
 
@@ -54,6 +61,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(cfg.log_level);
+    log_set_json(cfg.log_json);
     if (strcmp(cmd, "migrate") == 0) return command_migrate(&cfg);
     if (strcmp(cmd, "keygen") == 0) return command_keygen(&cfg);
     if (strcmp(cmd, "endpoint") == 0) return endpoint_cmd_run(&cfg);
@@ -62,6 +70,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "report") == 0) return report_cmd_run(&cfg);
     if (strcmp(cmd, "reproject") == 0) return report_reproject_run(&cfg);
     if (strcmp(cmd, "simulate") == 0) return simulate_run(&cfg);
+    if (strcmp(cmd, "status") == 0) return admin_status(&cfg);
+    if (strcmp(cmd, "check-config") == 0) return admin_check_config(&cfg);
+    if (strcmp(cmd, "rekey") == 0) return admin_rekey(&cfg);
     fprintf(stderr, "paddlehook: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -25,6 +25,7 @@
 #include <fcgiapp.h>
 
 #include "log.h"
+#include "stats.h"
 #include "worker.h"
 
 #define LISTEN_BACKLOG 1024
@@ -48,6 +49,7 @@ struct supervisor {
     struct slot slots[MAX_WORKERS];
     int stopping;
     long long stop_deadline_ms;
+    struct stats *stats;
 };
 
 static long long now_ms(void)
@@ -144,7 +146,7 @@ static void start_worker(struct supervisor *sv, struct slot *slot)
         /* Workers never outlive a supervisor that was killed outright. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != sv->pid) _exit(0);
-        _exit(worker_run(sv->cfg, sv->mk, sv->listen_fd));
+        _exit(worker_run(sv->cfg, sv->mk, sv->listen_fd, sv->stats));
     }
     slot->pid = pid;
     slot->started_ms = now_ms();
@@ -173,6 +175,7 @@ static void reap(struct supervisor *sv)
             log_line(sv->stopping ? LOG_INFO : LOG_WARN, "event=worker_exited worker=%ld status=%d",
                      (long)pid, WEXITSTATUS(status));
         slot->pid = 0;
+        if (!sv->stopping) stats_count(sv->stats, STATS_WORKER_RESTARTS);
         slot->respawn_at_ms = now_ms() - slot->started_ms < RESPAWN_PAUSE_MS
                                   ? now_ms() + RESPAWN_PAUSE_MS : 0;
     }
@@ -241,6 +244,15 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
         log_line(LOG_ERROR, "event=listen_failed reason=\"%s\"", strerror(errno));
         return 1;
     }
+    {
+        const char *note = NULL;
+        sv.stats = stats_create(cfg->stats_file, &note);
+        if (sv.stats == NULL) {
+            log_line(LOG_ERROR, "event=stats_failed reason=\"cannot map shared counters\"");
+            return 1;
+        }
+        if (note) log_line(LOG_WARN, "event=stats_private file=%s reason=\"%s\"", cfg->stats_file, note);
+    }
     sigemptyset(&watched);
     sigaddset(&watched, SIGCHLD);
     sigaddset(&watched, SIGTERM);
@@ -267,6 +279,7 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
         if (sig < 0 || sig == SIGCHLD) tick(&sv);
     }
     if (cfg->listen && strncmp(cfg->listen, "unix:", 5) == 0) unlink(cfg->listen + 5);
+    stats_close(sv.stats);
     log_line(LOG_INFO, "event=stopped");
     return 0;
 }

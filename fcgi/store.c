@@ -27,10 +27,11 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void store_init(struct store *s, const char *conninfo)
+void store_init(struct store *s, const char *conninfo, struct stats *stats)
 {
     memset(s, 0, sizeof *s);
     s->conninfo = conninfo;
+    s->stats = stats;
 }
 
 static void drop(struct store *s)
@@ -60,6 +61,7 @@ int store_ready(struct store *s)
         return -1;
     }
     s->reconnected = 1;
+    stats_count(s->stats, STATS_DB_RECONNECTS);
     log_line(LOG_INFO, "event=db_connected");
     return 0;
 }
@@ -91,6 +93,7 @@ static enum store_result classify_failure(struct store *s, PGresult *res)
     /* The statement vanished (DISCARD ALL, a pooler): prepare it again next time. */
     if (state && strcmp(state, "26000") == 0) s->prepared = 0;
     db_error_line(s->conn, res, err, sizeof err);
+    stats_count(s->stats, STATS_DB_ERRORS);
     if (db_error_is_transient(s->conn, res)) r = STORE_UNAVAILABLE;
     else if (db_error_is_data(res)) r = STORE_BAD_PAYLOAD;
     log_line(r == STORE_BAD_PAYLOAD ? LOG_WARN : LOG_ERROR, "event=db_error outcome=%s reason=\"%s\"",

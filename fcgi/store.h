@@ -6,6 +6,7 @@
 #include <libpq-fe.h>
 
 #include "event.h"
+#include "stats.h"
 
 enum store_result {
     STORE_STORED = 0,
@@ -21,9 +22,10 @@ struct store {
     int prepared;
     long long next_attempt_ms; /* no reconnect storm while the database is down */
     int reconnected;           /* set on every new connection; cleared by the caller */
+    struct stats *stats;       /* counts connections and errors; may be NULL */
 };
 
-void store_init(struct store *s, const char *conninfo);
+void store_init(struct store *s, const char *conninfo, struct stats *stats);
 
 /* Connects if needed (rate-limited). 0 when a connection is ready. */
 int store_ready(struct store *s);

@@ -20,6 +20,8 @@ struct outcome {
     int code;
     const char *word; /* status or error code */
     const char *endpoint_id;
+    int endpoint_known;     /* endpoint_id names a configured endpoint */
+    int reached_database;   /* the delivery was handed to ingest_event */
     char event_id[MAX_ID_LEN + 1];
     char event_type[MAX_EVENT_TYPE_LEN + 1];
 };
@@ -109,6 +111,7 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
     }
     memcpy(o->event_id, ev.event_id, sizeof o->event_id);
     memcpy(o->event_type, ev.event_type, sizeof o->event_type);
+    o->reached_database = 1;
     st = store_ingest(&w->store, &ev, ep->id, ep->environment, (const char *)w->body);
     switch (st) {
     case STORE_STORED:
@@ -158,7 +161,9 @@ static void handle_webhook(struct worker *w, struct http_request *req, struct ou
         return;
     }
     switch (worker_endpoint(w, id, &ep)) {
-    case ENDPOINT_FOUND: break;
+    case ENDPOINT_FOUND:
+        o->endpoint_known = 1;
+        break;
     case ENDPOINT_UNKNOWN:
         respond_error(req, o, 404, "unknown_endpoint", "no endpoint has this id", NULL);
         return;
@@ -173,22 +178,50 @@ static void handle_webhook(struct worker *w, struct http_request *req, struct ou
     handle_event(w, req, o, ep, len);
 }
 
+static void emit_to_request(void *ctx, const char *text)
+{
+    struct http_request *req = ctx;
+    FCGX_PutS(text, req->fcgx->out);
+}
+
+static void handle_metrics(struct worker *w, struct http_request *req, struct outcome *o)
+{
+    if (strcmp(req->method, "GET") != 0) {
+        respond_error(req, o, 405, "method_not_allowed", "use GET", "Allow: GET\r\n");
+        return;
+    }
+    o->code = 200;
+    o->word = "ok";
+    FCGX_PutS("Status: 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+              "Cache-Control: no-store\r\n\r\n", req->fcgx->out);
+    stats_render_prometheus(w->stats, &w->endpoints, emit_to_request, req);
+}
+
 void webhook_handle(struct worker *w, struct http_request *req)
 {
     struct outcome o = {0};
     long long start = now_us();
+    int delivery = strncmp(req->path, WEBHOOK_PATH_PREFIX, strlen(WEBHOOK_PATH_PREFIX)) == 0;
+    double duration_ms;
 
-    if (strncmp(req->path, WEBHOOK_PATH_PREFIX, strlen(WEBHOOK_PATH_PREFIX)) == 0)
+    if (delivery)
         handle_webhook(w, req, &o);
     else if (strcmp(req->path, HEALTHZ_PATH) == 0)
         handle_healthz(w, req, &o);
+    else if (strcmp(req->path, METRICS_PATH) == 0)
+        handle_metrics(w, req, &o);
     else
         respond_error(req, &o, 404, "not_found", "no such path", NULL);
 
+    duration_ms = (double)(now_us() - start) / 1000.0;
+    /* Only deliveries are counted; an unknown endpoint id is attacker-chosen,
+     * so it never becomes a label. */
+    if (delivery)
+        stats_record(w->stats, o.endpoint_known ? o.endpoint_id : NULL,
+                     o.event_type[0] ? o.event_type : NULL, o.word, o.reached_database ? duration_ms : -1);
     log_line(o.code >= 500 ? LOG_WARN : LOG_INFO,
              "event=request endpoint=%s event_id=%s event_type=%s status=%d outcome=%s "
              "duration_ms=%.3f",
              o.endpoint_id ? o.endpoint_id : "-", o.event_id[0] ? o.event_id : "-",
-             o.event_type[0] ? o.event_type : "-", o.code, o.word,
-             (double)(now_us() - start) / 1000.0);
+             o.event_type[0] ? o.event_type : "-", o.code, o.word, duration_ms);
 }

@@ -7,6 +7,7 @@
 
 #define WEBHOOK_PATH_PREFIX "/paddle/webhooks/"
 #define HEALTHZ_PATH "/paddle/healthz"
+#define METRICS_PATH "/paddle/metrics"
 
 void webhook_handle(struct worker *w, struct http_request *req);
 

@@ -124,7 +124,8 @@ static void backoff(void)
     nanosleep(&ts, NULL);
 }
 
-int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_fd)
+int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_fd,
+               struct stats *stats)
 {
     struct worker w;
     FCGX_Request fcgx;
@@ -134,7 +135,8 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
     w.mk = mk;
-    store_init(&w.store, cfg->db);
+    w.stats = stats;
+    store_init(&w.store, cfg->db, stats);
     install_handlers(&handled);
     sigprocmask(SIG_BLOCK, &handled, &waiting_mask);
     sigdelset(&waiting_mask, SIGTERM);

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "endpoints.h"
 #include "masterkey.h"
+#include "stats.h"
 #include "store.h"
 
 struct worker {
@@ -15,6 +16,7 @@ struct worker {
     int endpoints_loaded;
     long long next_reload_ms;
     unsigned char *body; /* cfg->max_body + 1 bytes, reused by every request */
+    struct stats *stats; /* shared with the supervisor and the other workers */
 };
 
 enum endpoint_lookup { ENDPOINT_FOUND, ENDPOINT_UNKNOWN, ENDPOINT_UNAVAILABLE };
@@ -23,6 +25,7 @@ enum endpoint_lookup { ENDPOINT_FOUND, ENDPOINT_UNKNOWN, ENDPOINT_UNAVAILABLE };
 enum endpoint_lookup worker_endpoint(struct worker *w, const char *id, const struct endpoint **out);
 
 /* Runs the accept loop on listen_fd; returns the process exit status. */
-int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_fd);
+int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_fd,
+               struct stats *stats);
 
 #endif

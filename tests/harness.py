@@ -347,6 +347,8 @@ class Harness:
         e = dict(os.environ)
         e["PADDLEHOOK_DB"] = self.conninfo
         e["PADDLEHOOK_KEY_FILE"] = self.key_file
+        # Each stack its own shared counters (metrics, `paddlehook status`).
+        e["PADDLEHOOK_STATS_FILE"] = self._p("stats")
         e["PGTZ"] = "UTC"
         return e
 

@@ -1,0 +1,301 @@
+/* admin.c - the operator's commands: status, check-config, rekey.
+ *
+ * status joins what only the database knows (endpoints) with what only the
+ * running server knows (every outcome, including requests that never
+ * reached the database, from the shared stats file).
+ */
+#include "admin.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+#include <sodium.h>
+
+#include "db.h"
+#include "embedded.h"
+#include "limits.h"
+#include "masterkey.h"
+#include "stats.h"
+
+#define SQL_ENDPOINTS                                                                         \
+    "SELECT e.id, e.name, e.environment, CASE WHEN e.enabled THEN 'enabled' ELSE 'disabled' END, " \
+    "count(s.id) FROM paddle.endpoints e LEFT JOIN paddle.endpoint_secrets s "               \
+    "ON s.endpoint_id = e.id AND s.retired_at IS NULL GROUP BY e.id ORDER BY e.created_at, e.id"
+#define SQL_LAST_EVENTS                                                                       \
+    "SELECT endpoint_id, to_char(max(received_at) AT TIME ZONE 'UTC', "                       \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM paddle.payment_events GROUP BY endpoint_id"
+#define SQL_SECRETS "SELECT id, encode(sealed, 'hex') FROM paddle.endpoint_secrets ORDER BY id FOR UPDATE"
+#define SQL_RESEAL "UPDATE paddle.endpoint_secrets SET sealed = $2::bytea WHERE id = $1"
+#define SQL_NOTIFY "SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', 'rekey')"
+#define SQL_APPLIED "SELECT version FROM paddle.schema_migrations"
+#define SQL_ACTIVE_SECRETS                                                                    \
+    "SELECT endpoint_id, encode(sealed, 'hex') FROM paddle.endpoint_secrets WHERE retired_at IS NULL"
+
+static PGresult *query(PGconn *conn, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) return res;
+    db_error_line(conn, res, err, errlen);
+    PQclear(res);
+    return NULL;
+}
+
+static PGconn *connect_or_say(const struct config *cfg)
+{
+    char err[512];
+    PGconn *conn = db_connect(cfg->db, err, sizeof err);
+    if (conn == NULL) fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
+    return conn;
+}
+
+static void format_ago(long long t, char *buf, size_t cap)
+{
+    long long ago = (long long)time(NULL) - t;
+    struct tm tm;
+    time_t tt = (time_t)t;
+    char when[32];
+
+    gmtime_r(&tt, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (ago < 120) snprintf(buf, cap, "%s (%llds ago)", when, ago);
+    else if (ago < 7200) snprintf(buf, cap, "%s (%lldm ago)", when, ago / 60);
+    else snprintf(buf, cap, "%s (%lldh ago)", when, ago / 3600);
+}
+
+int admin_status(const struct config *cfg)
+{
+    struct stats *st = stats_open_readonly(cfg->stats_file);
+    PGresult *eps = NULL, *last = NULL;
+    char err[512];
+    PGconn *conn = connect_or_say(cfg);
+    int rc = 1;
+
+    if (conn == NULL) goto out;
+    if ((eps = query(conn, SQL_ENDPOINTS, err, sizeof err)) == NULL) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        goto out;
+    }
+    /* Without the live counters, fall back to the event log for "last event". */
+    if (st == NULL && (last = query(conn, SQL_LAST_EVENTS, err, sizeof err)) == NULL) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        goto out;
+    }
+    if (st == NULL)
+        printf("note: no live counters at %s (is `paddlehook serve` running with this --stats-file?);\n"
+               "      showing the last stored event only\n\n", cfg->stats_file);
+    printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", "ENDPOINT", "NAME", "ENV", "STATE",
+           "SECRETS", "LAST EVENT STORED", "STORED 1h/1d", "DUPS 1h/1d", "SIG FAIL 1h/1d", "ERRORS 1h/1d");
+    for (int r = 0; r < PQntuples(eps); r++) {
+        const char *id = PQgetvalue(eps, r, 0);
+        struct stats_window hour = {0}, day = {0};
+        char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-";
+        long long last_at = 0;
+
+        if (st && stats_endpoint_windows(st, id, &hour, &day, &last_at) == 0) {
+            if (last_at) format_ago(last_at, when, sizeof when);
+            snprintf(c1, sizeof c1, "%llu/%llu", hour.stored, day.stored);
+            snprintf(c2, sizeof c2, "%llu/%llu", hour.duplicate, day.duplicate);
+            snprintf(c3, sizeof c3, "%llu/%llu", hour.signature_failures, day.signature_failures);
+            snprintf(c4, sizeof c4, "%llu/%llu", hour.other_errors, day.other_errors);
+        } else if (st) {
+            snprintf(c1, sizeof c1, "0/0");
+            snprintf(c2, sizeof c2, "0/0");
+            snprintf(c3, sizeof c3, "0/0");
+            snprintf(c4, sizeof c4, "0/0");
+        }
+        for (int l = 0; last && l < PQntuples(last); l++)
+            if (strcmp(PQgetvalue(last, l, 0), id) == 0) snprintf(when, sizeof when, "%s", PQgetvalue(last, l, 1));
+        printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id, PQgetvalue(eps, r, 1),
+               PQgetvalue(eps, r, 2), PQgetvalue(eps, r, 3), PQgetvalue(eps, r, 4), when, c1, c2, c3, c4);
+    }
+    rc = 0;
+out:
+    PQclear(last);
+    PQclear(eps);
+    PQfinish(conn);
+    stats_close(st);
+    return rc;
+}
+
+/* One line per check: "ok" or "problem", and the reason in plain words. */
+static int check(int ok, const char *what, const char *detail)
+{
+    printf("%-8s %s%s%s\n", ok ? "ok" : "PROBLEM", what, detail && *detail ? ": " : "", detail ? detail : "");
+    return ok ? 0 : 1;
+}
+
+static int check_secrets(PGconn *conn, const struct masterkey *mk)
+{
+    char err[512], detail[600];
+    PGresult *res = query(conn, SQL_ACTIVE_SECRETS, err, sizeof err);
+    int bad = 0, n;
+
+    if (res == NULL) return check(0, "endpoint secrets readable", err);
+    n = PQntuples(res);
+    for (int r = 0; r < n; r++) {
+        unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD], plain[MAX_SECRET_LEN];
+        const char *hex = PQgetvalue(res, r, 1);
+        size_t sealed_len = 0, len = 0;
+        if (sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) != 0 ||
+            masterkey_open(mk, sealed, sealed_len, plain, sizeof plain, &len) != 0)
+            bad++;
+        sodium_memzero(plain, sizeof plain);
+    }
+    PQclear(res);
+    snprintf(detail, sizeof detail, bad ? "%d of %d active secrets were sealed with another master key"
+                                        : "%d active secrets open with this master key", bad ? bad : n, n);
+    return check(bad == 0, "endpoint secrets", detail);
+}
+
+static int check_schema(PGconn *conn)
+{
+    char err[512], missing[512] = "";
+    PGresult *res = query(conn, SQL_APPLIED, err, sizeof err);
+
+    if (res == NULL) return check(0, "schema", "paddle.schema_migrations is missing: run `paddlehook migrate`");
+    for (unsigned i = 0; i < migrations_count; i++) {
+        int found = 0;
+        for (int r = 0; r < PQntuples(res) && !found; r++) found = strcmp(PQgetvalue(res, r, 0), migrations[i].name) == 0;
+        if (!found) {
+            size_t used = strlen(missing);
+            snprintf(missing + used, sizeof missing - used, "%s%s", used ? ", " : "", migrations[i].name);
+        }
+    }
+    PQclear(res);
+    if (*missing) {
+        char detail[700];
+        snprintf(detail, sizeof detail, "not applied: %s; run `paddlehook migrate`", missing);
+        return check(0, "schema", detail);
+    }
+    return check(1, "schema", "every migration of this version is applied");
+}
+
+int admin_check_config(const struct config *cfg)
+{
+    struct masterkey mk;
+    char detail[600];
+    PGconn *conn = NULL;
+    int problems = 0, have_key;
+
+    snprintf(detail, sizeof detail, "%s", cfg->config_file ? cfg->config_file : "none (defaults, environment, options)");
+    check(1, "config file", detail);
+    have_key = masterkey_load(cfg->key_file, &mk, detail, sizeof detail) == 0;
+    problems += check(have_key, "master key", have_key ? cfg->key_file : detail);
+    if (cfg->listen && strncmp(cfg->listen, "unix:", 5) == 0) {
+        char dir[MAX_URI_LEN];
+        char *slash;
+        snprintf(dir, sizeof dir, "%s", cfg->listen + 5);
+        slash = strrchr(dir, '/');
+        if (slash && slash != dir) *slash = '\0';
+        snprintf(detail, sizeof detail, "%s %s", dir, access(dir, W_OK) == 0 ? "is writable" : strerror(errno));
+        problems += check(access(dir, W_OK) == 0, "socket directory", detail);
+    }
+    {
+        char dir[MAX_URI_LEN];
+        char *slash;
+        snprintf(dir, sizeof dir, "%s", cfg->stats_file);
+        slash = strrchr(dir, '/');
+        if (slash && slash != dir) *slash = '\0';
+        snprintf(detail, sizeof detail, "%s: %s", cfg->stats_file,
+                 access(dir, W_OK) == 0 ? "can be created" : "its directory is not writable; metrics stay private to serve and `status` cannot read them");
+        check(1, "stats file", detail);
+    }
+    conn = db_connect(cfg->db, detail, sizeof detail);
+    problems += check(conn != NULL, "database connection", conn ? PQdb(conn) : detail);
+    if (conn) {
+        problems += check_schema(conn);
+        if (have_key) problems += check_secrets(conn, &mk);
+    }
+    PQfinish(conn);
+    masterkey_wipe(&mk);
+    printf("%s\n", problems ? "configuration has problems" : "configuration is good");
+    return problems ? 1 : 0;
+}
+
+static int reseal(PGconn *conn, const struct masterkey *old_key, const struct masterkey *new_key, int *count)
+{
+    char err[512];
+    PGresult *res = query(conn, SQL_SECRETS, err, sizeof err);
+    int rc = -1;
+
+    if (res == NULL) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        return -1;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD], plain[MAX_SECRET_LEN];
+        const char *hex = PQgetvalue(res, r, 1);
+        size_t sealed_len = 0, len = 0;
+        PGresult *up;
+        int ok;
+
+        if (sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) != 0 ||
+            masterkey_open(old_key, sealed, sealed_len, plain, sizeof plain, &len) != 0) {
+            fprintf(stderr, "paddlehook: secret %s was not sealed with the old key; nothing changed\n",
+                    PQgetvalue(res, r, 0));
+            goto out;
+        }
+        masterkey_seal(new_key, plain, len, sealed, sizeof sealed);
+        sodium_memzero(plain, sizeof plain);
+        {
+            const char *values[2] = {PQgetvalue(res, r, 0), (const char *)sealed};
+            const int lengths[2] = {0, (int)(len + MASTERKEY_SEAL_OVERHEAD)};
+            const int formats[2] = {0, 1};
+            up = PQexecParams(conn, SQL_RESEAL, 2, NULL, values, lengths, formats, 0);
+        }
+        ok = PQresultStatus(up) == PGRES_COMMAND_OK;
+        if (!ok) db_error_line(conn, up, err, sizeof err);
+        PQclear(up);
+        if (!ok) {
+            fprintf(stderr, "paddlehook: %s\n", err);
+            goto out;
+        }
+        (*count)++;
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+int admin_rekey(const struct config *cfg)
+{
+    struct masterkey old_key, new_key;
+    char err[512];
+    PGconn *conn = NULL;
+    int count = 0, rc = 1;
+
+    memset(&old_key, 0, sizeof old_key);
+    memset(&new_key, 0, sizeof new_key);
+    if (cfg->old_key_file == NULL || cfg->key_file == NULL) {
+        fprintf(stderr, "usage: paddlehook rekey --old-key-file OLD --key-file NEW\n");
+        return 2;
+    }
+    if (masterkey_load(cfg->old_key_file, &old_key, err, sizeof err) != 0 ||
+        masterkey_load(cfg->key_file, &new_key, err, sizeof err) != 0) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        goto out;
+    }
+    if ((conn = connect_or_say(cfg)) == NULL) goto out;
+    /* One transaction: every secret moves to the new key, or none does. */
+    if (db_exec(conn, "BEGIN", err, sizeof err) != 0 || reseal(conn, &old_key, &new_key, &count) != 0 ||
+        db_exec(conn, SQL_NOTIFY, err, sizeof err) != 0 || db_exec(conn, "COMMIT", err, sizeof err) != 0) {
+        db_exec(conn, "ROLLBACK", err, sizeof err);
+        fprintf(stderr, "paddlehook: rekey failed; every secret is still sealed with the old key\n");
+        goto out;
+    }
+    printf("re-sealed %d endpoint secret(s) with %s; point PADDLEHOOK_KEY_FILE (or key_file) at it and "
+           "restart or reload `serve`, then retire the old key file\n", count, cfg->key_file);
+    rc = 0;
+out:
+    PQfinish(conn);
+    masterkey_wipe(&old_key);
+    masterkey_wipe(&new_key);
+    return rc;
+}

@@ -1,0 +1,211 @@
+"""Operations: metrics, status, check-config, rekey, JSON logs, config file layering."""
+
+import json
+import os
+import re
+import time
+
+from harness import Harness, HarnessTestCase, make_event, new_secret, sample_customer
+
+H = None
+
+
+def setUpModule():
+    global H
+    H = Harness(workers=2)
+    H.start()
+    HarnessTestCase.harness = H
+
+
+def tearDownModule():
+    H.stop()
+
+
+def metric_values(text, name):
+    """{labels-string: value} for one metric family."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^%s(\{[^}]*\})? (\S+)$" % re.escape(name), line)
+        if m:
+            out[m.group(1) or ""] = float(m.group(2))
+    return out
+
+
+class Metrics(HarnessTestCase):
+    def scrape(self):
+        r = self.H.get("/paddle/metrics")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("text/plain", r.headers.get("content-type", ""))
+        return r.body.decode()
+
+    def test_metrics_count_each_outcome_exactly(self):
+        ep = self.H.add_endpoint()
+        before = metric_values(self.scrape(), "paddlehook_deliveries_total")
+        body = make_event("customer.created", sample_customer())
+        for _ in range(2):
+            self.H.post_event(ep, body)                       # stored, then duplicate
+        for _ in range(3):
+            self.H.post_event(ep, make_event("customer.created", sample_customer()), secret="pdl_wrong")
+        self.H.post_event(ep, b'{"not": "an event"}')        # missing_field
+        text = self.scrape()
+        after = metric_values(text, "paddlehook_deliveries_total")
+
+        def delta(event_type, outcome):
+            key = '{endpoint="%s",event_type="%s",outcome="%s"}' % (ep.id, event_type, outcome)
+            return after.get(key, 0) - before.get(key, 0)
+
+        self.assertEqual(delta("customer.created", "stored"), 1)
+        self.assertEqual(delta("customer.created", "duplicate"), 1)
+        self.assertEqual(delta("", "invalid_signature"), 3)
+        self.assertEqual(delta("", "missing_field"), 1)
+        secrets = metric_values(text, "paddlehook_endpoint_secrets")
+        self.assertEqual(secrets.get('{endpoint="%s",enabled="true"}' % ep.id), 1)
+        hist = metric_values(text, "paddlehook_ingest_duration_seconds_count")
+        self.assertGreaterEqual(hist[""], 2)
+
+    def test_unknown_endpoint_ids_never_become_labels(self):
+        self.H.post("/paddle/webhooks/ep_attacker_chosen_label", b"{}", signature="ts=1;h1=00")
+        self.assertNotIn("ep_attacker_chosen_label", self.scrape())
+
+    def test_worker_restarts_are_counted(self):
+        before = metric_values(self.scrape(), "paddlehook_worker_restarts_total")[""]
+        victim = self.H.worker_pids()[0]
+        os.kill(victim, 9)
+        self.H.wait_workers(count=2, exclude=(victim,))
+        # Scrape until the supervisor's count shows (it is written when reaped).
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            now = metric_values(self.scrape(), "paddlehook_worker_restarts_total")[""]
+            if now >= before + 1:
+                break
+            time.sleep(0.05)
+        self.assertEqual(now, before + 1)
+
+
+class Status(HarnessTestCase):
+    def test_status_shows_outcomes_per_endpoint(self):
+        ep = self.H.add_endpoint(name="status-check")
+        for _ in range(2):
+            self.H.post_event(ep, make_event("customer.created", sample_customer()))
+        self.H.post_event(ep, make_event("customer.created", sample_customer()), secret="pdl_wrong")
+        out = self.H.cli("status").stdout
+        line = next(l for l in out.splitlines() if l.startswith(ep.id))
+        cols = line.split()
+        self.assertIn("status-check", cols)
+        self.assertIn("ago)", line, "last event time is shown")
+        # STORED, DUPS, SIG FAIL, ERRORS as hour/day; the readiness probes of
+        # add_endpoint are unsigned POSTs, so signature failures are >= 1.
+        stored, dups, sig, _errors = cols[-4:]
+        self.assertEqual(stored, "2/2")
+        self.assertEqual(dups, "0/0")
+        h, d = (int(x) for x in sig.split("/"))
+        self.assertGreaterEqual(h, 1)
+        self.assertEqual(h, d)
+
+    def test_status_without_live_counters_falls_back_to_the_database(self):
+        p = self.H.cli("status", "--stats-file", os.path.join(self.H.tmpdir, "no-such-stats"))
+        self.assertIn("no live counters", p.stdout)
+
+
+class CheckConfig(HarnessTestCase):
+    def test_good_configuration_passes(self):
+        p = self.H.cli("check-config")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("configuration is good", p.stdout)
+
+    def test_problems_are_named_in_plain_words(self):
+        loose = os.path.join(self.H.tmpdir, "loose.key")
+        with open(self.H.key_file) as src, open(loose, "w") as dst:
+            dst.write(src.read())
+        os.chmod(loose, 0o644)
+        p = self.H.cli("check-config", "--key-file", loose, "--db", "host=127.0.0.1 port=1 connect_timeout=2",
+                       check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertRegex(p.stdout, r"PROBLEM +master key: .*readable by group or others")
+        self.assertRegex(p.stdout, r"PROBLEM +database connection")
+        self.assertIn("configuration has problems", p.stdout)
+
+    def test_a_secret_sealed_with_another_key_is_reported(self):
+        self.H.add_endpoint()
+        other = os.path.join(self.H.tmpdir, "other-%d.key" % time.time_ns())
+        self.H.cli("keygen", "--out", other)
+        p = self.H.cli("check-config", "--key-file", other, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertRegex(p.stdout, r"PROBLEM +endpoint secrets: \d+ of \d+ active secrets were sealed with another")
+
+
+class Rekey(HarnessTestCase):
+    def test_rekey_moves_every_secret_to_the_new_key(self):
+        ep = self.H.add_endpoint()
+        new_key = os.path.join(self.H.tmpdir, "new-%d.key" % time.time_ns())
+        self.H.cli("keygen", "--out", new_key)
+        p = self.H.cli("rekey", "--old-key-file", self.H.key_file, "--key-file", new_key)
+        self.assertIn("re-sealed", p.stdout)
+        ok_new = self.H.cli("check-config", "--key-file", new_key, check=False)
+        self.assertIn("active secrets open with this master key", ok_new.stdout)
+        ok_old = self.H.cli("check-config", check=False)
+        self.assertIn("sealed with another master key", ok_old.stdout)
+        # Put everything back under the harness key for the other tests.
+        self.H.cli("rekey", "--old-key-file", new_key, "--key-file", self.H.key_file)
+        self.assertStored(self.H.post_event(ep, make_event("customer.created", sample_customer())))
+
+    def test_rekey_with_the_wrong_old_key_changes_nothing(self):
+        wrong = os.path.join(self.H.tmpdir, "wrong-%d.key" % time.time_ns())
+        self.H.cli("keygen", "--out", wrong)
+        p = self.H.cli("rekey", "--old-key-file", wrong, "--key-file", self.H.key_file, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("nothing changed", p.stderr)
+        self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
+
+
+class ConfigLayers(HarnessTestCase):
+    def write_config(self, text):
+        path = os.path.join(self.H.tmpdir, "paddlehook-%d.conf" % time.time_ns())
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_option_beats_environment_beats_file(self):
+        conf = self.write_config("# comment\ntolerance = 111\nworkers = 3\n")
+        secret = new_secret()
+        p = self.H.cli("endpoint", "add", "layer-file-%d" % time.time_ns(), "--config", conf, input=secret + "\n")
+        self.assertIn("tolerance 111s", p.stdout)
+        env = dict(self.H.env(), PADDLEHOOK_CONFIG=conf, PADDLEHOOK_TOLERANCE="222")
+        p = self.H._run([self.H.binary, "endpoint", "add", "layer-env-%d" % time.time_ns()],
+                        input=secret + "\n", env=env, check=False)
+        self.assertIn("tolerance 222s", p.stdout, p.stderr)
+        p = self.H._run([self.H.binary, "endpoint", "add", "layer-opt-%d" % time.time_ns(), "--tolerance", "333"],
+                        input=secret + "\n", env=env, check=False)
+        self.assertIn("tolerance 333s", p.stdout, p.stderr)
+
+    def test_config_file_errors_name_the_line(self):
+        conf = self.write_config("workers = 2\nwrokers = 3\n")
+        p = self.H.cli("check-config", "--config", conf, check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(":2: unknown setting 'wrokers'", p.stderr)
+
+    def test_missing_explicit_config_file_is_an_error(self):
+        p = self.H.cli("check-config", "--config", "/nonexistent/paddlehook.conf", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("cannot read config file", p.stderr)
+
+
+class JsonLogs(HarnessTestCase):
+    def test_log_format_json_writes_one_object_per_line(self):
+        p = self.H.cli("migrate", "--log-format", "json", "--log-level", "debug")
+        for line in p.stderr.splitlines():
+            obj = json.loads(line)
+            self.assertIn("ts", obj)
+            self.assertIn("level", obj)
+
+    def test_request_log_lines_never_carry_secrets_or_payloads(self):
+        ep = self.H.add_endpoint()
+        marker = "payload-marker-%d" % time.time_ns()
+        body = make_event("customer.created", sample_customer(name=marker))
+        self.assertStored(self.H.post_event(ep, body))
+        with open(self.H.serve_log) as f:
+            log = f.read()
+        self.assertNotIn(marker, log)
+        self.assertNotIn(ep.secret, log)
+        self.assertRegex(log, r"event=request endpoint=%s event_id=evt_\w+ event_type=customer.created "
+                              r"status=200 outcome=stored duration_ms=[\d.]+" % ep.id)
