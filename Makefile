@@ -94,15 +94,42 @@ deps:
 	fi
 
 install: all
+	@echo "  GEN   $(BUILD)/dist (units and man page for PREFIX=$(PREFIX))"
+	@mkdir -p $(BUILD)/dist
+	@for f in paddlehook.socket paddlehook.service paddlehook-listen.service; do \
+	  sed 's|/usr/local/bin/paddlehook|$(PREFIX)/bin/paddlehook|g' systemd/$$f > $(BUILD)/dist/$$f || exit 1; \
+	done
+	@sed 's|/usr/local/|$(PREFIX)/|g' docs/paddlehook.8 > $(BUILD)/dist/paddlehook.8
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/paddlehook/sql/migrations \
-	  $(DESTDIR)$(PREFIX)/share/paddlehook/nginx
+	  $(DESTDIR)$(PREFIX)/share/paddlehook/nginx $(DESTDIR)$(PREFIX)/lib/systemd/system \
+	  $(DESTDIR)$(PREFIX)/lib/sysusers.d $(DESTDIR)$(PREFIX)/lib/tmpfiles.d \
+	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/doc/paddlehook
 	install -m 0755 $(BUILD)/paddlehook $(DESTDIR)$(PREFIX)/bin/paddlehook
 	install -m 0644 $(MIGRATIONS) $(DESTDIR)$(PREFIX)/share/paddlehook/sql/migrations/
-	install -m 0644 nginx/*.conf $(DESTDIR)$(PREFIX)/share/paddlehook/nginx/
+	install -m 0644 nginx/paddlehook-upstream.conf nginx/paddlehook.conf nginx/paddle-ips.conf \
+	  $(DESTDIR)$(PREFIX)/share/paddlehook/nginx/
+	install -m 0644 $(BUILD)/dist/paddlehook.socket $(BUILD)/dist/paddlehook.service \
+	  $(BUILD)/dist/paddlehook-listen.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -m 0644 systemd/paddlehook.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/paddlehook.conf
+	install -m 0644 systemd/paddlehook.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/paddlehook.conf
+	install -m 0644 $(BUILD)/dist/paddlehook.8 $(DESTDIR)$(PREFIX)/share/man/man8/paddlehook.8
+	install -m 0644 docs/paddlehook.conf.example $(DESTDIR)$(PREFIX)/share/doc/paddlehook/
 
+# Removes the files install put there, then paddlehook's own directories if
+# nothing else is left in them.
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/paddlehook
-	rm -rf $(DESTDIR)$(PREFIX)/share/paddlehook
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/paddlehook/sql/migrations/,$(notdir $(MIGRATIONS)))
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/share/paddlehook/nginx/,paddlehook-upstream.conf \
+	  paddlehook.conf paddle-ips.conf)
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/lib/systemd/system/,paddlehook.socket \
+	  paddlehook.service paddlehook-listen.service)
+	rm -f $(DESTDIR)$(PREFIX)/lib/sysusers.d/paddlehook.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/paddlehook.conf
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/paddlehook.8
+	rm -f $(DESTDIR)$(PREFIX)/share/doc/paddlehook/paddlehook.conf.example
+	rmdir $(DESTDIR)$(PREFIX)/share/paddlehook/sql/migrations $(DESTDIR)$(PREFIX)/share/paddlehook/sql \
+	  $(DESTDIR)$(PREFIX)/share/paddlehook/nginx $(DESTDIR)$(PREFIX)/share/paddlehook \
+	  $(DESTDIR)$(PREFIX)/share/doc/paddlehook 2>/dev/null || true
 
 clean:
 	rm -rf $(BUILD)
