@@ -290,8 +290,9 @@ int admin_rekey(const struct config *cfg)
         fprintf(stderr, "paddlehook: rekey failed; every secret is still sealed with the old key\n");
         goto out;
     }
-    printf("re-sealed %d endpoint secret(s) with %s; point PADDLEHOOK_KEY_FILE (or key_file) at it and "
-           "restart or reload `serve`, then retire the old key file\n", count, cfg->key_file);
+    printf("re-sealed %d endpoint secret(s) with %s; put the new key where serve's key_file points and "
+           "reload serve (SIGHUP, systemctl reload paddlehook); running workers keep verifying with the "
+           "secrets they hold until then\n", count, cfg->key_file);
     rc = 0;
 out:
     PQfinish(conn);

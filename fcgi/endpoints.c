@@ -36,6 +36,25 @@ static int open_secret(const struct masterkey *mk, const char *hex, unsigned cha
     return 0;
 }
 
+/* Copies into e the secrets the previous table held for it. */
+static void keep_previous(const struct endpoint_table *prev, struct endpoint *e, unsigned char *vault,
+                          size_t cap, size_t *used)
+{
+    const struct endpoint *old = endpoints_find(prev, e->id);
+
+    if (old == NULL) return;
+    e->n_secrets = 0;
+    for (size_t i = 0; i < old->n_secrets && *used + old->secrets[i].len <= cap; i++) {
+        memcpy(vault + *used, old->secrets[i].key, old->secrets[i].len);
+        e->secrets[e->n_secrets].key = (const char *)vault + *used;
+        e->secrets[e->n_secrets].len = old->secrets[i].len;
+        e->n_secrets++;
+        *used += old->secrets[i].len;
+    }
+    log_line(LOG_WARN, "event=endpoint_secret_unreadable endpoint=%s kept=previous "
+             "reason=\"not sealed with the loaded master key; reload (SIGHUP) after rekey\"", e->id);
+}
+
 int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_table *t,
                    char *err, size_t errlen)
 {
@@ -54,7 +73,7 @@ int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_tab
         goto out;
     }
     next.items = calloc(rows ? rows : 1, sizeof *next.items);
-    next.vault_len = (rows ? rows : 1) * MAX_SECRET_LEN;
+    next.vault_len = (rows + t->n * MAX_SECRETS_PER_ENDPOINT + 1) * MAX_SECRET_LEN;
     next.vault = sodium_malloc(next.vault_len);
     if (next.items == NULL || next.vault == NULL) {
         snprintf(err, errlen, "out of memory loading endpoints");
@@ -74,11 +93,17 @@ int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_tab
         if (PQgetisnull(res, (int)r, 4) || e->n_secrets == MAX_SECRETS_PER_ENDPOINT) continue;
         if (open_secret(mk, PQgetvalue(res, (int)r, 4), next.vault, next.vault_len, &used,
                         &e->secrets[e->n_secrets]) != 0) {
-            log_line(LOG_ERROR, "event=endpoint_secret_unreadable endpoint=%s "
-                     "reason=\"not sealed with this master key\"", e->id);
+            e->unreadable = 1;
             continue;
         }
         e->n_secrets++;
+    }
+    for (size_t i = 0; i < next.n; i++) {
+        if (!next.items[i].unreadable) continue;
+        next.unreadable++;
+        if (endpoints_find(t, next.items[i].id)) keep_previous(t, &next.items[i], next.vault, next.vault_len, &used);
+        else log_line(LOG_ERROR, "event=endpoint_secret_unreadable endpoint=%s "
+                      "reason=\"not sealed with the loaded master key\"", next.items[i].id);
     }
     qsort(next.items, next.n, sizeof *next.items, by_id);
     sodium_mprotect_readonly(next.vault);

@@ -18,6 +18,7 @@ struct endpoint {
     int enabled;
     size_t n_secrets;
     struct sig_secret secrets[MAX_SECRETS_PER_ENDPOINT]; /* keys point into the table's vault */
+    int unreadable;  /* a stored secret did not open with the master key */
 };
 
 struct endpoint_table {
@@ -25,10 +26,14 @@ struct endpoint_table {
     size_t n;
     unsigned char *vault;   /* sodium_malloc'd secret bytes */
     size_t vault_len;
+    size_t unreadable;      /* endpoints with a secret the master key did not open */
 };
 
-/* Replaces *t with the endpoints in the database. On failure *t is left as
- * it was and -1 is returned with a reason in err. */
+/* Replaces *t with the endpoints in the database. A secret that does not
+ * open with mk (the database was re-keyed before this process re-read its
+ * key file) is replaced by the secrets *t already held for that endpoint,
+ * so a key rotation never opens a window of rejected deliveries. On failure
+ * *t is left as it was and -1 is returned with a reason in err. */
 int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_table *t,
                    char *err, size_t errlen);
 

@@ -44,7 +44,7 @@ struct slot {
 struct supervisor {
     pid_t pid;
     const struct config *cfg;
-    const struct masterkey *mk;
+    struct masterkey key; /* handed to each new worker; re-read on SIGHUP */
     int listen_fd;
     struct slot slots[MAX_WORKERS];
     int stopping;
@@ -146,7 +146,7 @@ static void start_worker(struct supervisor *sv, struct slot *slot)
         /* Workers never outlive a supervisor that was killed outright. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != sv->pid) _exit(0);
-        _exit(worker_run(sv->cfg, sv->mk, sv->listen_fd, sv->stats));
+        _exit(worker_run(sv->cfg, &sv->key, sv->listen_fd, sv->stats));
     }
     slot->pid = pid;
     slot->started_ms = now_ms();
@@ -225,7 +225,7 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
     memset(&sv, 0, sizeof sv);
     sv.pid = getpid();
     sv.cfg = cfg;
-    sv.mk = mk;
+    sv.key = *mk;
     /* Before FCGX_Init, which would otherwise install a SIGUSR1 handler whose
      * effect every worker forked later inherits. */
     signal(SIGUSR1, SIG_IGN);
@@ -262,7 +262,8 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
     signal(SIGPIPE, SIG_IGN);
 
     log_line(LOG_INFO, "event=serving listen=%s workers=%d max_body=%zu",
-             cfg->listen ? cfg->listen : "fd:0", cfg->workers, cfg->max_body);
+             cfg->listen ? cfg->listen : (sv.listen_fd == SD_LISTEN_FDS_START ? "fd:3" : "fd:0"),
+             cfg->workers, cfg->max_body);
     tick(&sv);
     while (!sv.stopping || running(&sv) > 0) {
         int sig = sigtimedwait(&watched, NULL, &timeout);
@@ -272,6 +273,8 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
         case SIGINT: begin_stop(&sv); break;
         case SIGHUP:
             log_line(LOG_INFO, "event=reload");
+            if (cfg->key_file && masterkey_load(cfg->key_file, &sv.key, err, sizeof err) != 0)
+                log_line(LOG_ERROR, "event=key_reload_failed reason=\"%s\" kept=previous", err);
             signal_workers(&sv, SIGHUP);
             break;
         default: break; /* timeout */
@@ -280,6 +283,7 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
     }
     if (cfg->listen && strncmp(cfg->listen, "unix:", 5) == 0) unlink(cfg->listen + 5);
     stats_close(sv.stats);
+    masterkey_wipe(&sv.key);
     log_line(LOG_INFO, "event=stopped");
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include <fcgiapp.h>
+#include <sodium.h>
 
 #include "http.h"
 #include "log.h"
@@ -68,9 +69,22 @@ static int reload(struct worker *w, const char *why)
 
     w->next_reload_ms = now_ms() + RELOAD_MIN_INTERVAL_MS;
     if (store_ready(&w->store) != 0) return -1;
-    if (endpoints_load(w->store.conn, w->mk, &w->endpoints, err, sizeof err) != 0) {
+    if (endpoints_load(w->store.conn, &w->key, &w->endpoints, err, sizeof err) != 0) {
         log_line(LOG_ERROR, "event=endpoints_load_failed reason=\"%s\"", err);
         return -1;
+    }
+    if (w->endpoints.unreadable && w->cfg->key_file) {
+        /* Re-keyed, and perhaps the new key file is already in place. */
+        struct masterkey fresh;
+        if (masterkey_load(w->cfg->key_file, &fresh, err, sizeof err) == 0 &&
+            sodium_memcmp(fresh.key, w->key.key, sizeof fresh.key) != 0) {
+            w->key = fresh;
+            if (endpoints_load(w->store.conn, &w->key, &w->endpoints, err, sizeof err) != 0)
+                log_line(LOG_ERROR, "event=endpoints_load_failed reason=\"%s\"", err);
+            else
+                log_line(LOG_INFO, "event=key_reloaded why=secrets_sealed_with_new_key");
+        }
+        masterkey_wipe(&fresh);
     }
     w->endpoints_loaded = 1;
     log_line(LOG_DEBUG, "event=endpoints_loaded count=%zu why=%s", w->endpoints.n, why);
@@ -87,7 +101,11 @@ static void refresh(struct worker *w)
     if (w->store.conn == NULL) store_ready(&w->store);
 
     if (reload_requested) {
+        char err[256];
         reload_requested = 0;
+        /* A rotated master key (`paddlehook rekey`) takes effect here. */
+        if (w->cfg->key_file && masterkey_load(w->cfg->key_file, &w->key, err, sizeof err) != 0)
+            log_line(LOG_ERROR, "event=key_reload_failed reason=\"%s\" kept=previous", err);
         reload(w, "sighup");
     } else if (changed || w->store.reconnected || !w->endpoints_loaded) {
         if (store_ready(&w->store) == 0) {
@@ -134,7 +152,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
 
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
-    w.mk = mk;
+    w.key = *mk;
     w.stats = stats;
     store_init(&w.store, cfg->db, stats);
     install_handlers(&handled);
@@ -178,6 +196,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
     rc = 0;
 out:
     endpoints_free(&w.endpoints);
+    masterkey_wipe(&w.key);
     store_close(&w.store);
     free(w.body);
     return rc;

@@ -10,7 +10,7 @@
 
 struct worker {
     const struct config *cfg;
-    const struct masterkey *mk;
+    struct masterkey key; /* re-read from the key file on SIGHUP */
     struct store store;
     struct endpoint_table endpoints;
     int endpoints_loaded;

@@ -135,19 +135,53 @@ class CheckConfig(HarnessTestCase):
 
 
 class Rekey(HarnessTestCase):
-    def test_rekey_moves_every_secret_to_the_new_key(self):
+    def replace_key_file(self, source):
+        with open(source) as src:
+            text = src.read()
+        with open(self.H.key_file, "w") as dst:
+            dst.write(text)
+
+    def test_rekey_rotates_the_master_key_without_rejecting_a_delivery(self):
         ep = self.H.add_endpoint()
-        new_key = os.path.join(self.H.tmpdir, "new-%d.key" % time.time_ns())
+        # Every worker has seen the endpoint (with its secret) before the rotation.
+        os.kill(self.H.serve_pid(), 1)
+        time.sleep(0.5)
+        stamp = time.time_ns()
+        original, new_key = (os.path.join(self.H.tmpdir, "%s-%d.key" % (n, stamp)) for n in ("orig", "new"))
         self.H.cli("keygen", "--out", new_key)
+        fd = os.open(original, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f, open(self.H.key_file) as src:
+            f.write(src.read())
+
+        def delivered():
+            self.assertStored(self.H.post_event(ep, make_event("customer.created", sample_customer())))
+
         p = self.H.cli("rekey", "--old-key-file", self.H.key_file, "--key-file", new_key)
         self.assertIn("re-sealed", p.stdout)
-        ok_new = self.H.cli("check-config", "--key-file", new_key, check=False)
-        self.assertIn("active secrets open with this master key", ok_new.stdout)
-        ok_old = self.H.cli("check-config", check=False)
-        self.assertIn("sealed with another master key", ok_old.stdout)
-        # Put everything back under the harness key for the other tests.
-        self.H.cli("rekey", "--old-key-file", new_key, "--key-file", self.H.key_file)
-        self.assertStored(self.H.post_event(ep, make_event("customer.created", sample_customer())))
+        self.assertIn("active secrets open with this master key",
+                      self.H.cli("check-config", "--key-file", new_key, check=False).stdout)
+        # Workers still hold the old key: they keep the secrets they had.
+        for _ in range(4):
+            delivered()
+        # The new key goes where serve reads it; SIGHUP makes serve and workers re-read it.
+        self.replace_key_file(new_key)
+        os.kill(self.H.serve_pid(), 1)
+        time.sleep(0.5)
+        for _ in range(4):
+            delivered()
+        # A worker forked after the reload gets the new key from the supervisor.
+        victim = self.H.worker_pids()[0]
+        os.kill(victim, 9)
+        self.H.wait_workers(count=2, exclude=(victim,))
+        for _ in range(4):
+            delivered()
+        # Back to the harness key for the other tests.
+        self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
+        self.replace_key_file(original)
+        os.kill(self.H.serve_pid(), 1)
+        time.sleep(0.5)
+        delivered()
+        self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
 
     def test_rekey_with_the_wrong_old_key_changes_nothing(self):
         wrong = os.path.join(self.H.tmpdir, "wrong-%d.key" % time.time_ns())
