@@ -19,6 +19,11 @@
 /* Keep every statement inside Paddle's 5-second delivery window. */
 #define SESSION_SETUP "SET statement_timeout = '4s'; SET lock_timeout = '3s'; " \
                       "LISTEN " DB_ENDPOINTS_CHANNEL
+/* A 2xx promises the event survives a crash; synchronous_commit = off (a
+ * common throughput setting) would break that promise, so it is raised to
+ * local for this session. Stronger settings (remote_apply, ...) are kept. */
+#define DURABLE_COMMIT "SELECT set_config('synchronous_commit', 'local', false) " \
+                       "WHERE current_setting('synchronous_commit') = 'off'"
 
 static long long now_ms(void)
 {
@@ -43,6 +48,23 @@ static void drop(struct store *s)
 
 void store_close(struct store *s) { drop(s); }
 
+static int ensure_durable_commit(struct store *s)
+{
+    PGresult *res = PQexec(s->conn, DURABLE_COMMIT);
+    int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+
+    if (ok && PQntuples(res) > 0)
+        log_line(LOG_WARN, "event=synchronous_commit_raised from=off to=local "
+                 "reason=\"an acknowledged event must survive a database crash\"");
+    if (!ok) {
+        char err[256];
+        db_error_line(s->conn, res, err, sizeof err);
+        log_line(LOG_ERROR, "event=db_setup_failed reason=\"%s\"", err);
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
 int store_ready(struct store *s)
 {
     char err[256];
@@ -56,6 +78,11 @@ int store_ready(struct store *s)
     s->conn = db_connect(s->conninfo, err, sizeof err);
     if (s->conn == NULL || db_exec(s->conn, SESSION_SETUP, err, sizeof err) != 0) {
         log_line(LOG_ERROR, "event=db_connect_failed reason=\"%s\"", err);
+        drop(s);
+        s->next_attempt_ms = now_ms() + STORE_RETRY_MS;
+        return -1;
+    }
+    if (ensure_durable_commit(s) != 0) {
         drop(s);
         s->next_attempt_ms = now_ms() + STORE_RETRY_MS;
         return -1;

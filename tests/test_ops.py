@@ -243,3 +243,13 @@ class JsonLogs(HarnessTestCase):
         self.assertNotIn(ep.secret, log)
         self.assertRegex(log, r"event=request endpoint=%s event_id=evt_\w+ event_type=customer.created "
                               r"status=200 outcome=stored duration_ms=[\d.]+" % ep.id)
+
+
+class Durability(HarnessTestCase):
+    def test_synchronous_commit_off_is_raised_for_the_worker_sessions(self):
+        # The harness runs PostgreSQL with synchronous_commit = off for speed;
+        # a 2xx must still mean the commit reached WAL on disk.
+        self.assertEqual(self.H.sql_value("SHOW synchronous_commit"), "off")
+        with open(self.H.serve_log) as f:
+            log = f.read()
+        self.assertIn("event=synchronous_commit_raised from=off to=local", log)
