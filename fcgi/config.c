@@ -62,8 +62,11 @@ static char *trim(char *s)
     return s;
 }
 
-/* Reads `key = value` lines into values[]; strings are kept for the
- * process's lifetime (configuration is read once). */
+/* Values read from the config file, kept for the process's lifetime
+ * (configuration is read once; struct config points into them). */
+static char *file_values[S_COUNT];
+
+/* Reads `key = value` lines into values[]. */
 static int read_file(const char *path, int required, const char *values[S_COUNT], char *err,
                      size_t errlen)
 {
@@ -99,7 +102,8 @@ static int read_file(const char *path, int required, const char *values[S_COUNT]
             snprintf(err, errlen, "%s:%d: unknown setting '%s'", path, n, key);
             goto out;
         }
-        values[s] = strdup(value);
+        free(file_values[s]);
+        values[s] = file_values[s] = strdup(value);
         if (values[s] == NULL) {
             snprintf(err, errlen, "out of memory");
             goto out;

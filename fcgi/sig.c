@@ -44,10 +44,12 @@ static int parse_h1(const char *v, size_t len, unsigned char out[SIG_HMAC_BYTES]
 enum sig_result sig_parse(const char *header, size_t len, struct sig_header *out)
 {
     int have_ts = 0, saw_h1 = 0;
-    const char *p = header, *end = header + len;
+    const char *p, *end;
 
     memset(out, 0, sizeof *out);
     if (header == NULL || len == 0) return SIG_MISSING;
+    p = header;
+    end = header + len;
     if (len > MAX_SIG_HEADER) return SIG_MALFORMED;
     /* Proxies join a repeated header with ", "; Paddle never sends a comma. */
     if (memchr(header, ',', len) != NULL) return SIG_MALFORMED;

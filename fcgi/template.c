@@ -75,11 +75,13 @@ void template_time(long long t, int micros, char out[TEMPLATE_TS_LEN + 1])
 {
     time_t tt = (time_t)t;
     struct tm tm;
-    size_t n;
 
     gmtime_r(&tt, &tm);
-    n = strftime(out, TEMPLATE_TS_LEN + 1, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, TEMPLATE_TS_LEN + 1 - n, ".%06dZ", micros % 1000000);
+    /* %04d, not strftime's %Y: RFC 3339 needs four digits for early years. */
+    snprintf(out, TEMPLATE_TS_LEN + 1, "%04u-%02u-%02uT%02u:%02u:%02u.%06uZ",
+             (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)(tm.tm_mon + 1) % 100u, (unsigned)tm.tm_mday % 100u,
+             (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u,
+             (unsigned)micros % 1000000u);
 }
 
 void template_id(const char *prefix, char *out, size_t cap)

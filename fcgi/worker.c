@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,11 +27,17 @@
  * let the supervisor start a fresh worker. */
 #define MAX_ACCEPT_FAILURES 100
 #define ACCEPT_BACKOFF_MS 10
+/* A peer that starts a request and stalls must not hold a worker: past this
+ * deadline SIGALRM interrupts libfcgi's blocking read and the connection is
+ * dropped. libpq retries its own waits on EINTR, so a slow database is not
+ * affected. */
+#define REQUEST_DEADLINE_S 5
 
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reload_requested;
 
 static void on_stop(int sig) { (void)sig; stop_requested = 1; }
+static void on_deadline(int sig) { (void)sig; }
 static void on_reload(int sig) { (void)sig; reload_requested = 1; }
 
 static long long now_ms(void)
@@ -52,6 +59,8 @@ static void install_handlers(sigset_t *handled)
     sigaction(SIGINT, &sa, NULL);
     sa.sa_handler = on_reload;
     sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = on_deadline;
+    sigaction(SIGALRM, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     /* libfcgi turns SIGUSR1 into "stop accepting" for good; we don't use it. */
@@ -136,6 +145,12 @@ static int wait_for_connection(int listen_fd, const sigset_t *waiting_mask)
     return n > 0 ? 1 : 0;
 }
 
+static void set_deadline(int seconds)
+{
+    struct itimerval t = {.it_value = {.tv_sec = seconds}};
+    setitimer(ITIMER_REAL, &t, NULL);
+}
+
 static void backoff(void)
 {
     struct timespec ts = {0, ACCEPT_BACKOFF_MS * 1000000L};
@@ -172,7 +187,9 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
     while (!stop_requested) {
         if (reload_requested) refresh(&w);
         if (!wait_for_connection(listen_fd, &waiting_mask)) continue;
+        set_deadline(REQUEST_DEADLINE_S);
         if ((accepted = FCGX_Accept_r(&fcgx)) < 0) {
+            set_deadline(0);
             /* libfcgi returns -errno; EAGAIN: another worker took the connection. */
             if (-accepted == EAGAIN || -accepted == EWOULDBLOCK) continue;
             log_line(LOG_WARN, "event=accept_failed reason=\"%s\"", strerror(-accepted));
@@ -191,6 +208,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
             webhook_handle(&w, &req);
         }
         FCGX_Finish_r(&fcgx);
+        set_deadline(0);
     }
     log_line(LOG_INFO, "event=worker_stopped");
     rc = 0;
