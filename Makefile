@@ -84,11 +84,13 @@ check: deps all unit
 demo: deps all
 	python3 tests/demo.py
 
-# Installs missing Debian packages when root; otherwise says what to run.
-deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+# Installs the missing Debian packages $(1) when root; otherwise says what to run.
+# $(2): more shell that may append to $$missing (used by bench-deps).
+define install_missing_debs
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	$(2) \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
@@ -98,6 +100,10 @@ deps:
 	    echo "  apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
+endef
+
+deps:
+	$(call install_missing_debs,$(DEB_PKGS),)
 
 install: all
 	@echo "  GEN   $(BUILD)/dist (units and man page for PREFIX=$(PREFIX))"
