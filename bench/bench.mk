@@ -5,6 +5,7 @@
 #                       prints the table and rewrites its section of docs/performance.md
 #   make bench-soak     200,000 events through paddlehook: worker RSS over time
 #   make bench-profile  perf + pg_stat_statements (nested) + WAL: where the time goes
+#   make bench-ingest   callgrind instruction counts of paddle.ingest_event per event in PostgreSQL
 #
 #   BENCH_ARGS='--events 10000 --levels 16'   passed to bench/run.py (see --help)
 #
@@ -19,7 +20,7 @@ BENCH_PEER  := $(BENCH_DIR)/peer-node
 # Debian packages the benchmarks need on top of DEB_PKGS (nodejs: see bench-deps).
 BENCH_DEB_PKGS := wrk valgrind linux-perf
 
-.PHONY: bench bench-soak bench-profile bench-deps bench-peer
+.PHONY: bench bench-soak bench-profile bench-ingest bench-deps bench-peer
 
 bench: deps all bench-deps bench-peer $(BENCH_DIR)/profile-event
 	timeout 2400 python3 bench/run.py bench $(BENCH_ARGS)
@@ -29,6 +30,9 @@ bench-soak: deps all bench-deps
 
 bench-profile: deps all bench-deps
 	timeout 1800 python3 bench/run.py profile $(BENCH_ARGS)
+
+bench-ingest: deps all
+	timeout 1800 python3 bench/ingest_ir.py
 
 # Same rule as `deps`: install when root, else print the apt-get line.
 bench-deps:

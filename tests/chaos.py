@@ -26,7 +26,7 @@ after each.
 Then it checks: every event is in payment_events exactly once; every 2xx was
 for a stored event; no event got two "stored" answers; every state row holds
 the projection of its entity's newest snapshot by (occurred_at, event_id); no
-item row is orphaned or from another snapshot than its parent; no projection
+item row is orphaned or from another snapshot than the one its parent names; no projection
 errors; no signed event got a 4xx; the serve supervisor survived and has all
 its workers, healthz 200; no worker died other than those killed.  It prints
 the figures and exits 1 when anything failed (the logs are kept then).  A
@@ -833,9 +833,11 @@ class Checker:
         for child, parent, key in (("subscription_items", "subscriptions", "subscription_id"),
                                    ("transaction_items", "transactions", "transaction_id"),
                                    ("adjustment_items", "adjustments", "adjustment_id")):
+            # Item rows are written by the snapshot named in items_event_id (unchanged items stay).
             q.append("SELECT '%s', count(*) FROM paddle.%s i LEFT JOIN paddle.%s p ON p.id = i.%s "
-                     "WHERE p.id IS NULL OR p.event_id IS DISTINCT FROM i.event_id "
-                     "OR p.occurred_at IS DISTINCT FROM i.occurred_at" % (child, child, parent, key))
+                     "LEFT JOIN paddle.payment_events e ON e.event_id = p.items_event_id "
+                     "WHERE p.id IS NULL OR p.items_event_id IS DISTINCT FROM i.event_id "
+                     "OR e.occurred_at IS DISTINCT FROM i.occurred_at" % (child, child, parent, key))
         rows = self.h.sql(" UNION ALL ".join(q))
         total = sum(int(r[1]) for r in rows)
         self.figures["orphan item rows"] = total

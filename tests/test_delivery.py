@@ -83,7 +83,8 @@ class Duplicates(HarnessTestCase):
         self.assertEqual(row["endpoint_id"], live.id)
 
 
-class OutOfOrder(HarnessTestCase):
+class SnapshotCase(HarnessTestCase):
+    """Posts snapshots at BASE + seconds to an endpoint of its own."""
     harness = H
 
     @classmethod
@@ -94,6 +95,9 @@ class OutOfOrder(HarnessTestCase):
         env = make_event(event_type, data, occurred_at=at(BASE, seconds), as_dict=True)
         self.assertStored(H.post_event(self.ep, json.dumps(env).encode()), event_type)
         return env
+
+
+class OutOfOrder(SnapshotCase):
 
     def test_older_created_after_newer_paused_keeps_paused(self):
         sid, cid = paddle_id("sub"), paddle_id("ctm")
@@ -175,6 +179,103 @@ class OutOfOrder(HarnessTestCase):
         self.assertEqual(row["status"], "paused", "a 1 microsecond newer snapshot lost")
         self.assertEqual(row["event_id"], e2["event_id"])
 
+
+
+class UnchangedItems(SnapshotCase):
+    """A newer snapshot with the same items updates the parent row only; other
+    items, or a row written before items were tracked, rewrite the item rows."""
+
+    def post(self, event_type, data, seconds):
+        return super().post(event_type, data, seconds)["event_id"]
+
+    def items(self, table, key_column, entity_id):
+        return H.sql("SELECT event_id, ctid::text FROM %s WHERE %s = %s ORDER BY 2"
+                     % (table, key_column, H.lit(entity_id)))
+
+    def test_same_items_are_not_rewritten(self):
+        tid, cid = paddle_id("txn"), paddle_id("ctm")
+        data = sample_transaction(tid, "billed", cid, items=((3000, 2),))
+        first = self.post("transaction.billed", data, 0)
+        before = self.items("paddle.transaction_items", "transaction_id", tid)
+        self.assertEqual([r[0] for r in before], [first])
+        # Same items and line items in another key order: the same JSON value.
+        data = json.loads(json.dumps(data, sort_keys=True))
+        data["status"] = "paid"
+        paid = self.post("transaction.paid", data, 10)
+        row = H.state_row("paddle.transactions", tid)
+        self.assertEqual((row["status"], row["event_id"], row["items_event_id"]), ("paid", paid, first))
+        self.assertEqual(self.items("paddle.transaction_items", "transaction_id", tid), before,
+                         "unchanged items were rewritten")
+
+    def test_changed_items_are_rewritten(self):
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        self.post("subscription.created", sample_subscription(sid, "active", cid, items=((500, 1),)), 0)
+        upd = self.post("subscription.updated",
+                        sample_subscription(sid, "active", cid, items=((500, 1), (900, 2))), 10)
+        row = H.state_row("paddle.subscriptions", sid)
+        self.assertEqual(row["items_event_id"], upd)
+        self.assertEqual([r[0] for r in self.items("paddle.subscription_items", "subscription_id", sid)],
+                         [upd, upd])
+
+    def test_late_older_snapshot_with_other_items_changes_nothing(self):
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        newer = self.post("subscription.updated", sample_subscription(sid, "active", cid, items=((500, 1),)), 60)
+        self.post("subscription.created",
+                  sample_subscription(sid, "active", cid, items=((500, 1), (900, 2))), 0)
+        self.assertEqual([r[0] for r in self.items("paddle.subscription_items", "subscription_id", sid)],
+                         [newer])
+        self.assertEqual(H.state_row("paddle.subscriptions", sid)["items_event_id"], newer)
+
+    def test_rows_without_a_digest_get_their_items_rewritten(self):
+        # As left by a version that did not track items: the next snapshot rewrites them.
+        aid, tid = paddle_id("adj"), paddle_id("txn")
+        self.post("adjustment.created", harness.sample_adjustment(aid, "pending_approval", tid, amount=1100), 0)
+        H.sql("UPDATE paddle.adjustments SET items_digest = NULL, items_event_id = NULL WHERE id = %s"
+              % H.lit(aid))
+        upd = self.post("adjustment.updated", harness.sample_adjustment(aid, "approved", tid, amount=1100), 10)
+        self.assertEqual(H.state_row("paddle.adjustments", aid)["items_event_id"], upd)
+        self.assertEqual({r[0] for r in self.items("paddle.adjustment_items", "adjustment_id", aid)}, {upd})
+
+
+class TimestampConverter(HarnessTestCase):
+    """paddle.to_ts: Paddle's layout on its fast path, everything else on the
+    general one; impossible dates are NULL, never an error."""
+    harness = H
+
+    CASES = [
+        ("2024-04-12T10:18:47.635628Z", "2024-04-12 10:18:47.635628+00"),
+        ("2024-02-28T23:59:59.999999Z", "2024-02-28 23:59:59.999999+00"),
+        ("2024-02-29T00:00:00.000000Z", "2024-02-29 00:00:00+00"),
+        ("2023-02-29T00:00:00.000000Z", None),
+        ("2100-02-29T00:00:00.000000Z", None),
+        ("2000-02-29T00:00:00.000000Z", "2000-02-29 00:00:00+00"),
+        ("2024-04-31T00:00:00.000000Z", None),
+        ("2024-01-31T12:00:00.000000Z", "2024-01-31 12:00:00+00"),
+        ("0000-01-01T00:00:00.000000Z", None),
+        ("2024-00-10T00:00:00.000000Z", None),
+        ("2024-13-10T00:00:00.000000Z", None),
+        ("2024-01-00T00:00:00.000000Z", None),
+        ("2024-01-10T24:00:00.000000Z", None),
+        ("2024-01-10T23:60:00.000000Z", None),
+        ("2024-01-10T23:59:60.000000Z", None),
+        ("2024-01-10T23:59:59.000000z", "2024-01-10 23:59:59+00"),
+        ("2024-01-10 23:59:59.000000Z", "2024-01-10 23:59:59+00"),
+        ("2024-01-10T23:59:59Z", "2024-01-10 23:59:59+00"),
+        ("2024-01-10T23:59:59.1234567Z", "2024-01-10 23:59:59.123457+00"),
+        ("2024-01-10T23:59:59.000000+01:30", "2024-01-10 22:29:59+00"),
+        ("2024-01-10T23:59:59.000000", None),
+        ("\uff12024-01-10T23:59:59.000000Z", None),
+        ("2024-01-10T23:59:59.000000Z ", None),
+        ("2024-1-10T23:59:59.000000Z", None),
+        ("", None),
+    ]
+
+    def test_cases(self):
+        for text, expected in self.CASES:
+            text = json.loads('"%s"' % text)
+            with self.subTest(text=text):
+                got = H.sql_value("SET TimeZone = 'UTC'; SELECT paddle.to_ts(%s)::text" % H.lit(text))
+                self.assertEqual(got, expected)
 
 def post_concurrently(bodies, endpoint, threads=8):
     """POST each body from its own thread, released together; return responses."""

@@ -1172,17 +1172,17 @@ SELECT coalesce(n.entity, s.entity), coalesce(n.entity_id, s.id), n.event_id, s.
 FROM newest n FULL JOIN state s ON s.entity = n.entity AND s.id = n.entity_id
 WHERE n.event_id IS DISTINCT FROM s.event_id
 UNION ALL
-SELECT 'subscription_items', i.subscription_id, p.event_id, i.event_id
+SELECT 'subscription_items', i.subscription_id, p.items_event_id, i.event_id
 FROM paddle.subscription_items i LEFT JOIN paddle.subscriptions p ON p.id = i.subscription_id
-WHERE p.event_id IS DISTINCT FROM i.event_id
+WHERE p.items_event_id IS DISTINCT FROM i.event_id
 UNION ALL
-SELECT 'transaction_items', i.transaction_id, p.event_id, i.event_id
+SELECT 'transaction_items', i.transaction_id, p.items_event_id, i.event_id
 FROM paddle.transaction_items i LEFT JOIN paddle.transactions p ON p.id = i.transaction_id
-WHERE p.event_id IS DISTINCT FROM i.event_id
+WHERE p.items_event_id IS DISTINCT FROM i.event_id
 UNION ALL
-SELECT 'adjustment_items', i.adjustment_id, p.event_id, i.event_id
+SELECT 'adjustment_items', i.adjustment_id, p.items_event_id, i.event_id
 FROM paddle.adjustment_items i LEFT JOIN paddle.adjustments p ON p.id = i.adjustment_id
-WHERE p.event_id IS DISTINCT FROM i.event_id
+WHERE p.items_event_id IS DISTINCT FROM i.event_id
 """
 
 
