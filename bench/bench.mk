@@ -5,6 +5,7 @@
 #                       prints the table and rewrites its section of docs/performance.md
 #   make bench-soak     200,000 events through paddlehook: worker RSS over time
 #   make bench-profile  perf + pg_stat_statements (nested) + WAL: where the time goes
+#   make bench-pinned   the 16-connection runs with PostgreSQL on CPU 0 and the rest on CPU 1
 #   make bench-ingest   callgrind instruction counts of paddle.ingest_event per event in PostgreSQL
 #
 #   BENCH_ARGS='--events 10000 --levels 16'   passed to bench/run.py (see --help)
@@ -20,10 +21,13 @@ BENCH_PEER  := $(BENCH_DIR)/peer-node
 # Debian packages the benchmarks need on top of DEB_PKGS (nodejs: see bench-deps).
 BENCH_DEB_PKGS := wrk valgrind linux-perf
 
-.PHONY: bench bench-soak bench-profile bench-ingest bench-deps bench-peer
+.PHONY: bench bench-pinned bench-soak bench-profile bench-ingest bench-deps bench-peer
 
 bench: deps all bench-deps bench-peer $(BENCH_DIR)/profile-event
 	timeout 2400 python3 bench/run.py bench $(BENCH_ARGS)
+
+bench-pinned: deps all bench-deps bench-peer
+	timeout 1200 python3 bench/run.py bench --pin --levels 16 --also-workers '' --no-callgrind $(BENCH_ARGS)
 
 bench-soak: deps all bench-deps
 	timeout 1800 python3 bench/run.py soak $(BENCH_ARGS)

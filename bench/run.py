@@ -55,6 +55,7 @@ PG_SETTINGS = {
     "max_connections": "200",
 }
 TOLERANCE = 7 * 24 * 3600          # the endpoint accepts the pre-signed ts for a week
+PIN_DB, PIN_FRONT = {0}, {1}         # --pin: CPU sets of the database and of the rest
 
 
 def log(msg):
@@ -101,6 +102,20 @@ def descendants(pid):
             out.append(c)
             todo.append(c)
     return out
+
+
+def set_affinity(pids, cpus):
+    """Pin every thread of these processes (children forked later inherit it)."""
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
 
 
 def machine_busy_ticks():
@@ -299,6 +314,19 @@ class Stack:
         except Exception as exc:  # noqa: BLE001
             log("harness stop: %s" % exc)
 
+    # -- --pin: the database on CPU 0, everything else on CPU 1 ---------------
+
+    def pin(self):
+        if not self.args.pin:
+            return
+        set_affinity(self.pg_pids(), PIN_DB)
+        set_affinity([self.H.serve_proc.pid] + self.worker_pids() + self.nginx_pids() +
+                     self.node_primary_pids() + self.node_worker_pids(), PIN_FRONT)
+
+    def pin_argv(self):
+        """Prefix for the load generators (wrk, pgbench) under --pin."""
+        return ["taskset", "-c", ",".join(str(c) for c in sorted(PIN_FRONT))] if self.args.pin else []
+
     # -- process groups -----------------------------------------------------
 
     def pg_pids(self):
@@ -424,7 +452,7 @@ def run_wrk(stack, url, replay, conns, workers_fn, label, timeout, extra_groups=
     sampler = RssSampler(workers_fn, interval=rss_interval, progress_fn=progress)
     meter = CpuMeter(groups)
     lsn0 = stack.lsn()
-    argv = ["wrk", "-t", str(threads), "-c", str(conns), "-d", "3600s", "--timeout", "30s",
+    argv = stack.pin_argv() + ["wrk", "-t", str(threads), "-c", str(conns), "-d", "3600s", "--timeout", "30s",
             "-s", os.path.join(BENCH_DIR, "replay.lua"), url, "--", replay, str(threads), done_dir]
     meter.start()
     sampler.start()
@@ -492,7 +520,7 @@ def run_pgbench(stack, clients, seconds, label="pgbench", run_id=1, variant="", 
                       "pgbench": lambda: [pgb_pid[0]] if pgb_pid[0] else []})
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     lsn0 = stack.lsn()
-    argv = [os.path.join(H.pg_bin, "pgbench"), "-h", "127.0.0.1", "-p", str(H.pg_port),
+    argv = stack.pin_argv() + [os.path.join(H.pg_bin, "pgbench"), "-h", "127.0.0.1", "-p", str(H.pg_port),
             "-U", "postgres", "-n", "-M", "prepared", "-f", script,
             "-D", "i=-1", "-D", "run=%d" % run_id, "-D", "ep=%s" % stack.ep.id,
             "-c", str(clients), "-j", str(min(2, clients)), "-T", str(seconds),
@@ -919,6 +947,7 @@ def restart_serve(stack, workers):
     H.workers = workers
     H.start_serve()
     H.wait_healthy()
+    stack.pin()
 
 
 # ---------------------------------------------------------------------------
@@ -932,6 +961,7 @@ def cmd_bench(args):
     try:
         stack.start()
         stack.start_node()
+        stack.pin()
         facts = machine_facts(stack)
         log("generating %d + %d warm-up notifications" % (args.events, args.warmup))
         replay, body_facts, evs = make_replay(stack, args.events, "replay.txt")
@@ -1016,14 +1046,21 @@ def cmd_bench(args):
                      % (time.monotonic() - t_start,
                         (" To keep the run under 15 minutes the latency-bound levels replay a prefix "
                          "of the same notifications: %s." % short) if short else ""))
-        md = render_report("bench", facts, body_facts, results, extra)
+        kind = "bench-pinned" if args.pin else "bench"
+        if args.pin:
+            extra.append("Pinned: PostgreSQL (the postmaster, so every backend) on CPU %s; nginx, paddlehook "
+                         "serve and its workers, the Node.js peer, wrk and pgbench on CPU %s. The database "
+                         "gets the same core whatever the front end costs, so events/s show whether a "
+                         "front end keeps up with the database." % (
+                             ",".join(map(str, sorted(PIN_DB))), ",".join(map(str, sorted(PIN_FRONT)))))
+        md = render_report(kind, facts, body_facts, results, extra)
         print(md)
-        raw = save_json("results-bench.json", {"facts": facts, "body": body_facts, "results": results,
+        raw = save_json("results-%s.json" % kind, {"facts": facts, "body": body_facts, "results": results,
                                                "driver": drv, "worker": wprof, "sizes": sizes,
                                                "targets": tg})
         log("raw results: %s" % raw)
         if not args.no_doc:
-            update_doc("make bench", md)
+            update_doc("make " + kind, md)
             log("updated %s" % DOC)
         return 0 if all(r["verified"] for r in results) else 1
     finally:
@@ -1379,6 +1416,8 @@ def main(argv):
                     help="seconds to wait at most for other load on the machine to calm down")
     ap.add_argument("--run-timeout", type=int, default=900, help="seconds per wrk run at most")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
+    ap.add_argument("--pin", action="store_true",
+                    help="bench: PostgreSQL on CPU 0, everything else on CPU 1 (make bench-pinned)")
     args = ap.parse_args(argv)
     args.levels = [int(x) for x in args.levels.split(",") if x]
     args.level_events = {int(a): int(b) for a, b in
@@ -1389,6 +1428,8 @@ def main(argv):
     args.skip = set(x for x in args.skip.split(",") if x)
     if args.events is None:
         args.events = {"bench": 40000, "soak": 200000, "profile": 20000}[args.command]
+    if args.pin and (os.cpu_count() or 1) < 2:
+        sys.exit("bench --pin needs at least 2 CPUs")
     if not shutil.which("wrk"):
         sys.exit("bench: wrk not found (make bench installs it with apt-get when root)")
     return {"bench": cmd_bench, "soak": cmd_soak, "profile": cmd_profile}[args.command](args)

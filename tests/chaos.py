@@ -833,16 +833,21 @@ class Checker:
         for child, parent, key in (("subscription_items", "subscriptions", "subscription_id"),
                                    ("transaction_items", "transactions", "transaction_id"),
                                    ("adjustment_items", "adjustments", "adjustment_id")):
-            # Item rows are written by the snapshot named in items_event_id (unchanged items stay).
+            # Item rows were written by the snapshot items_event_id names (later ones with equal items
+            # leave them) ...
             q.append("SELECT '%s', count(*) FROM paddle.%s i LEFT JOIN paddle.%s p ON p.id = i.%s "
                      "LEFT JOIN paddle.payment_events e ON e.event_id = p.items_event_id "
                      "WHERE p.id IS NULL OR p.items_event_id IS DISTINCT FROM i.event_id "
                      "OR e.occurred_at IS DISTINCT FROM i.occurred_at" % (child, child, parent, key))
+        # ... which carried exactly the items of the snapshot the parent holds.
+        q.append("SELECT 'parents whose items came from other data', count(*) FROM (%s) AS m"
+                 % harness.ITEMS_FROM_OTHER_DATA)
         rows = self.h.sql(" UNION ALL ".join(q))
         total = sum(int(r[1]) for r in rows)
-        self.figures["orphan item rows"] = total
+        self.figures["orphan or mismatched item rows"] = total
         if total:
-            self.fail("orphan item rows (parent missing or from another snapshot): %s" % rows)
+            self.fail("orphan or mismatched item rows (parent missing, or written from other items "
+                      "than the parent's snapshot has): %s" % rows)
 
 
 def log_counts(h):

@@ -1010,6 +1010,21 @@ def ts_text(column):
     return ("to_char((%s) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" % column)
 
 
+# Parents (entity, id, event_id, items_event_id) whose item rows were written from other items than the
+# snapshot the parent holds carries: items_event_id must name an event with the same items JSON.
+ITEMS_FROM_OTHER_DATA = """
+SELECT p.entity, p.id, p.event_id, p.items_event_id FROM (
+    SELECT 'subscription' AS entity, id, event_id, items_event_id FROM paddle.subscriptions UNION ALL
+    SELECT 'transaction', id, event_id, items_event_id FROM paddle.transactions UNION ALL
+    SELECT 'adjustment', id, event_id, items_event_id FROM paddle.adjustments) p
+JOIN paddle.payment_events a ON a.event_id = p.event_id
+LEFT JOIN paddle.payment_events b ON b.event_id = p.items_event_id
+WHERE b.event_id IS NULL
+   OR (a.payload -> 'data' -> 'items')::text IS DISTINCT FROM (b.payload -> 'data' -> 'items')::text
+   OR (a.payload -> 'data' -> 'details' -> 'line_items')::text
+      IS DISTINCT FROM (b.payload -> 'data' -> 'details' -> 'line_items')::text"""
+
+
 # --------------------------------------------------------------------------
 # unittest support
 # --------------------------------------------------------------------------

@@ -1,40 +1,50 @@
 -- paddlehook 0004_projection_cost: the same projection for less database time per event.
 --
 -- Runs once, inside the migration runner's transaction (no BEGIN/COMMIT here). PostgreSQL 15.
--- Measured with callgrind on one backend (docs/performance.md, "Projection cost").
+-- Measured with callgrind on one backend (docs/performance.md, "Changes and their effect").
 --
 -- 1. Item rows are left alone when a snapshot's items did not change. Most notifications of an entity repeat
 --    the items of the previous one (transaction.created -> ready -> paid -> completed, subscription status
---    changes); deleting and re-inserting them was the largest part of an update's projection. Each parent row
---    now keeps a hash of the JSON its item rows were built from; a newer snapshot with the same hash updates
---    the parent row only.
+--    changes); deleting and re-inserting them was the largest part of an update's projection.
 --
---      items_digest    jsonb_hash_extended() of the items JSON of the snapshot the row holds (jsonb, so key
---                      order and whitespace do not matter; no text conversion). Change detection only, not a
---                      security boundary: the payload is signed by Paddle. Should a PostgreSQL upgrade change
---                      the hash function, the next snapshot of each entity rewrites its items once.
---      items_event_id  event_id of the snapshot that last wrote the item rows (their event_id/occurred_at
---                      columns say the same). NULL on rows written before this migration: the next applied
---                      snapshot rewrites their items, as before.
+--      items_digest    hashtextextended() (64 bits) of the text form of the items JSON of the snapshot the row
+--                      holds: data.items, and for transactions data.details.line_items with another seed. The
+--                      jsonb text form is canonical for key order and whitespace and keeps number spelling
+--                      (1 vs 1.0), so equal digests mean item rows built the same way. Change detection of
+--                      data Paddle signed, not a security boundary; a chance collision is 2^-64.
+--      items_event_id  event_id of the snapshot that wrote the item rows (their event_id/occurred_at columns
+--                      say the same): the parent's, or an earlier one with the same items.
 --
---    paddle.reproject deletes parent and item rows together, so a rebuild starts from NULL hashes.
+--    The upsert computes items_event_id from the stored row it has locked (ON CONFLICT DO UPDATE), so a
+--    concurrent snapshot of the same entity cannot make it skip a rewrite, and returns it: equal to this
+--    event means "write the items". Rows written before this migration have NULL digests: their next snapshot
+--    rewrites the items. A migration that changes how item rows are built must set items_digest to NULL (or
+--    run paddle.reproject) so that existing rows are rebuilt. With deliveries out of order, items_event_id is
+--    the first applied of several snapshots with the same items, so paddle.reproject (occurred_at order) may
+--    name another one; the item rows are the same.
 --
 -- 2. paddle.to_ts checks the one layout Paddle sends (2024-04-12T10:18:47.635628Z) without a regular expression;
 --    every other input takes the unchanged general path.
 --
--- The functions are redefined whole (CREATE OR REPLACE): they are 0001's, changed only where items_digest,
+-- The functions are redefined whole (CREATE OR REPLACE): they are 0001's, changed where items_digest,
 -- items_event_id and v_items_event appear and in to_ts's first IF. 0001 stays as it was applied.
 
 ALTER TABLE paddle.subscriptions ADD COLUMN items_digest bigint, ADD COLUMN items_event_id text;
 ALTER TABLE paddle.transactions  ADD COLUMN items_digest bigint, ADD COLUMN items_event_id text;
 ALTER TABLE paddle.adjustments   ADD COLUMN items_digest bigint, ADD COLUMN items_event_id text;
 
-COMMENT ON COLUMN paddle.subscriptions.items_digest IS 'Hash of data.items of the snapshot this row holds; item rows are rewritten only when it changes.';
-COMMENT ON COLUMN paddle.subscriptions.items_event_id IS 'event_id of the snapshot that last wrote paddle.subscription_items for this subscription.';
-COMMENT ON COLUMN paddle.transactions.items_digest IS 'Hash of data.details.line_items and data.items of the snapshot this row holds; item rows are rewritten only when it changes.';
-COMMENT ON COLUMN paddle.transactions.items_event_id IS 'event_id of the snapshot that last wrote paddle.transaction_items for this transaction.';
-COMMENT ON COLUMN paddle.adjustments.items_digest IS 'Hash of data.items of the snapshot this row holds; item rows are rewritten only when it changes.';
-COMMENT ON COLUMN paddle.adjustments.items_event_id IS 'event_id of the snapshot that last wrote paddle.adjustment_items for this adjustment.';
+COMMENT ON COLUMN paddle.subscriptions.items_digest IS 'hashtextextended(data.items::text, 0) of the snapshot this row holds; item rows are rewritten only when it changes. NULL: unknown (rewrite).';
+COMMENT ON COLUMN paddle.subscriptions.items_event_id IS 'event_id of the snapshot that wrote the subscription_items rows: this row''s, or an earlier one with the same items.';
+COMMENT ON COLUMN paddle.transactions.items_digest IS 'hashtextextended() of data.details.line_items::text (seed 0) XOR data.items::text (seed 1) of the snapshot this row holds; item rows are rewritten only when it changes. NULL: unknown (rewrite).';
+COMMENT ON COLUMN paddle.transactions.items_event_id IS 'event_id of the snapshot that wrote the transaction_items rows: this row''s, or an earlier one with the same items.';
+COMMENT ON COLUMN paddle.adjustments.items_digest IS 'hashtextextended(data.items::text, 0) of the snapshot this row holds; item rows are rewritten only when it changes. NULL: unknown (rewrite).';
+COMMENT ON COLUMN paddle.adjustments.items_event_id IS 'event_id of the snapshot that wrote the adjustment_items rows: this row''s, or an earlier one with the same items.';
+COMMENT ON COLUMN paddle.subscription_items.occurred_at IS 'occurred_at of the snapshot that wrote this row (subscriptions.items_event_id).';
+COMMENT ON COLUMN paddle.subscription_items.event_id IS 'event_id of the snapshot that wrote this row (subscriptions.items_event_id).';
+COMMENT ON COLUMN paddle.transaction_items.occurred_at IS 'occurred_at of the snapshot that wrote this row (transactions.items_event_id).';
+COMMENT ON COLUMN paddle.transaction_items.event_id IS 'event_id of the snapshot that wrote this row (transactions.items_event_id).';
+COMMENT ON COLUMN paddle.adjustment_items.occurred_at IS 'occurred_at of the snapshot that wrote this row (adjustments.items_event_id).';
+COMMENT ON COLUMN paddle.adjustment_items.event_id IS 'event_id of the snapshot that wrote this row (adjustments.items_event_id).';
 
 CREATE OR REPLACE FUNCTION paddle.project_subscription(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb,
                                   p_environment text)
@@ -42,7 +52,7 @@ CREATE OR REPLACE FUNCTION paddle.project_subscription(p_id text, p_event_id tex
     LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_items_digest bigint := jsonb_hash_extended(p_data -> 'items', 0);
+    v_items_digest bigint := hashtextextended(COALESCE((p_data -> 'items')::text, ''), 0);
     v_items_event  text;
     v_items jsonb;
 BEGIN
@@ -151,8 +161,8 @@ CREATE OR REPLACE FUNCTION paddle.project_transaction(p_id text, p_event_id text
     LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_items_digest bigint := jsonb_hash_extended(p_data -> 'details' -> 'line_items', 0)
-                              # jsonb_hash_extended(p_data -> 'items', 1);
+    v_items_digest bigint := hashtextextended(COALESCE((p_data -> 'details' -> 'line_items')::text, ''), 0)
+                              # hashtextextended(COALESCE((p_data -> 'items')::text, ''), 1);
     v_items_event  text;
     v_payments   jsonb;
     v_attempts   integer;
@@ -342,7 +352,7 @@ CREATE OR REPLACE FUNCTION paddle.project_adjustment(p_id text, p_event_id text,
     LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_items_digest bigint := jsonb_hash_extended(p_data -> 'items', 0);
+    v_items_digest bigint := hashtextextended(COALESCE((p_data -> 'items')::text, ''), 0);
     v_items_event  text;
     v_items jsonb;
 BEGIN
@@ -431,11 +441,11 @@ END
 $$;
 
 COMMENT ON FUNCTION paddle.project_subscription(text, text, timestamptz, jsonb, text) IS
-    'Upsert a subscription snapshot and, if it was applied and its data.items differ from the stored snapshot''s, replace its subscription_items (called by paddle.project_event).';
+    'Upsert a subscription snapshot and, if it was applied and its data.items differ from those its item rows were built from, replace its subscription_items (called by paddle.project_event).';
 COMMENT ON FUNCTION paddle.project_transaction(text, text, timestamptz, jsonb, text) IS
-    'Upsert a transaction snapshot and, if it was applied and its details.line_items or items differ from the stored snapshot''s, replace its transaction_items (called by paddle.project_event).';
+    'Upsert a transaction snapshot and, if it was applied and its details.line_items or items differ from those its item rows were built from, replace its transaction_items (called by paddle.project_event).';
 COMMENT ON FUNCTION paddle.project_adjustment(text, text, timestamptz, jsonb, text) IS
-    'Upsert an adjustment snapshot and, if it was applied and its data.items differ from the stored snapshot''s, replace its adjustment_items (called by paddle.project_event).';
+    'Upsert an adjustment snapshot and, if it was applied and its data.items differ from those its item rows were built from, replace its adjustment_items (called by paddle.project_event).';
 
 -- As in 0001, plus the fast path for the layout Paddle sends.
 CREATE OR REPLACE FUNCTION paddle.to_ts(p text) RETURNS timestamptz
