@@ -1039,15 +1039,16 @@ def cmd_bench(args):
         short = ", ".join("%d connection%s the first %d" % (c, "" if c == 1 else "s",
                                                             min(args.events, args.level_events[c]))
                           for c in args.levels if args.level_events.get(c, args.events) < args.events)
-        extra.append("Wall time of this `make bench`: %.0f s.%s `other load` = CPU used during the "
+        kind = "bench-pinned" if args.pin else "bench"
+        extra.append("Wall time of this `make %s`: %.0f s.%s `other load` = CPU used during the "
                      "run by processes that are not part of the benchmark, as a share of the machine "
                      "(other sessions on a shared machine); above a few percent the absolute numbers "
                      "are perturbed, the ratios less so."
-                     % (time.monotonic() - t_start,
+                     % (kind, time.monotonic() - t_start,
                         (" To keep the run under 15 minutes the latency-bound levels replay a prefix "
                          "of the same notifications: %s." % short) if short else ""))
-        kind = "bench-pinned" if args.pin else "bench"
         if args.pin:
+            extra.append("")
             extra.append("Pinned: PostgreSQL (the postmaster, so every backend) on CPU %s; nginx, paddlehook "
                          "serve and its workers, the Node.js peer, wrk and pgbench on CPU %s. The database "
                          "gets the same core whatever the front end costs, so events/s show whether a "
