@@ -1,9 +1,15 @@
-/* worker.c - a worker's life: wait for a connection, handle it, repeat.
+/* worker.c - a worker's life: wait for a request, handle it, repeat.
  *
  * SIGTERM and SIGHUP only set flags, and they are blocked at all times except
  * inside ppoll() on the (non-blocking) listening socket. So a signal can
  * neither be lost between a flag check and a blocking call, nor interrupt
  * libfcgi halfway through reading an accepted request.
+ *
+ * When nginx asks to keep the connection (fastcgi_keep_conn on), the worker
+ * waits for the next request on it and on the listening socket together. A
+ * new connection waiting while the kept one is idle wins: the kept one is
+ * closed, so that no request queues behind an idle connection (nginx retries a
+ * request it sent on a cached connection that closed under it).
  */
 #include "worker.h"
 
@@ -32,6 +38,9 @@
  * dropped. libpq retries its own waits on EINTR, so a slow database is not
  * affected. */
 #define REQUEST_DEADLINE_S 5
+/* Unread request body drained to keep a connection for the next request; a
+ * larger rest (a rejected upload) closes the connection instead. */
+#define KEEP_CONN_DRAIN_MAX (64 * 1024)
 
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reload_requested;
@@ -77,6 +86,7 @@ static int reload(struct worker *w, const char *why)
     char err[256];
 
     w->next_reload_ms = now_ms() + RELOAD_MIN_INTERVAL_MS;
+    w->endpoints_stale = 1;
     if (store_ready(&w->store) != 0) return -1;
     if (endpoints_load(w->store.conn, &w->key, &w->endpoints, err, sizeof err) != 0) {
         log_line(LOG_ERROR, "event=endpoints_load_failed reason=\"%s\"", err);
@@ -96,6 +106,7 @@ static int reload(struct worker *w, const char *why)
         masterkey_wipe(&fresh);
     }
     w->endpoints_loaded = 1;
+    w->endpoints_stale = 0;
     log_line(LOG_DEBUG, "event=endpoints_loaded count=%zu why=%s", w->endpoints.n, why);
     return 0;
 }
@@ -133,16 +144,41 @@ enum endpoint_lookup worker_endpoint(struct worker *w, const char *id, const str
         *out = endpoints_find(&w->endpoints, id);
     }
     if (*out) return ENDPOINT_FOUND;
-    return w->endpoints_loaded ? ENDPOINT_UNKNOWN : ENDPOINT_UNAVAILABLE;
+    /* Unknown only if the table is current: with the database unreachable the
+     * endpoint may have been added since, and a 503 makes Paddle retry. */
+    return w->endpoints_loaded && !w->endpoints_stale ? ENDPOINT_UNKNOWN : ENDPOINT_UNAVAILABLE;
 }
 
-/* Sleeps in ppoll() with the signals unblocked until the socket has a
- * connection or a signal arrives. 1 = try accepting, 0 = signal. */
-static int wait_for_connection(int listen_fd, const sigset_t *waiting_mask)
+enum wake { WAKE_SIGNAL, WAKE_LISTEN, WAKE_KEPT };
+
+/* Sleeps in ppoll() with the signals unblocked until the listening socket has
+ * a connection, the kept connection (kept_fd >= 0) has data or hung up, or a
+ * signal arrives. The kept connection wins when both are ready. */
+static enum wake wait_for_work(int listen_fd, int kept_fd, const sigset_t *waiting_mask)
 {
-    struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
-    int n = ppoll(&pfd, 1, NULL, waiting_mask);
-    return n > 0 ? 1 : 0;
+    struct pollfd pfd[2] = {{.fd = listen_fd, .events = POLLIN}, {.fd = kept_fd, .events = POLLIN}};
+    int n = ppoll(pfd, kept_fd >= 0 ? 2 : 1, NULL, waiting_mask);
+
+    if (n <= 0) return WAKE_SIGNAL;
+    if (kept_fd >= 0 && pfd[1].revents) return WAKE_KEPT;
+    return WAKE_LISTEN;
+}
+
+/* libfcgi keeps the connection after FCGX_Finish_r only when nginx asked for
+ * it and the request's input was read to its end (otherwise the next request
+ * would start in the middle of this one's body). ipcFd and keepConnection are
+ * fields of libfcgi's public FCGX_Request. */
+static void finish_request(FCGX_Request *fcgx)
+{
+    if (fcgx->keepConnection && !FCGX_HasSeenEOF(fcgx->in)) {
+        char rest[4096];
+        size_t drained = 0;
+        int n;
+        while (drained < KEEP_CONN_DRAIN_MAX && (n = FCGX_GetStr(rest, sizeof rest, fcgx->in)) > 0)
+            drained += (size_t)n;
+        if (!FCGX_HasSeenEOF(fcgx->in)) fcgx->keepConnection = 0;
+    }
+    FCGX_Finish_r(fcgx);
 }
 
 static void set_deadline(int seconds)
@@ -185,8 +221,11 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
     refresh(&w);
     log_line(LOG_INFO, "event=worker_started");
     while (!stop_requested) {
+        enum wake wake;
         if (reload_requested) refresh(&w);
-        if (!wait_for_connection(listen_fd, &waiting_mask)) continue;
+        wake = wait_for_work(listen_fd, fcgx.ipcFd, &waiting_mask);
+        if (wake == WAKE_SIGNAL) continue;
+        if (wake == WAKE_LISTEN && fcgx.ipcFd >= 0) FCGX_Free(&fcgx, 1); /* give up the idle one */
         set_deadline(REQUEST_DEADLINE_S);
         if ((accepted = FCGX_Accept_r(&fcgx)) < 0) {
             set_deadline(0);
@@ -209,8 +248,9 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         }
         /* The deadline stays armed: if it fires later, ppoll() returns EINTR and
          * the loop goes on; the next request re-arms it. One syscall less. */
-        FCGX_Finish_r(&fcgx);
+        finish_request(&fcgx);
     }
+    FCGX_Free(&fcgx, 1);
     log_line(LOG_INFO, "event=worker_stopped");
     rc = 0;
 out:

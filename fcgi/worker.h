@@ -14,6 +14,7 @@ struct worker {
     struct store store;
     struct endpoint_table endpoints;
     int endpoints_loaded;
+    int endpoints_stale;  /* the last reload failed: a miss may be an endpoint added since */
     long long next_reload_ms;
     unsigned char *body; /* cfg->max_body + 1 bytes, reused by every request */
     struct stats *stats; /* shared with the supervisor and the other workers */

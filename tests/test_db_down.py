@@ -88,6 +88,21 @@ class DatabaseDown(HarnessTestCase):
             r = H.post(self.ep.path, body)
             self.assertErrorResponse(r, 401, "missing_signature", "#%d" % i)
 
+    def test_endpoint_added_just_before_the_outage_is_503_not_404(self):
+        # The workers have not seen the new endpoint yet and cannot look it up: an
+        # endpoint that may exist is "retry later", never "unknown".
+        self.warm_up()
+        fresh = H.add_endpoint(wait=False)
+        H.stop_postgres()
+        for i in range(3 * H.workers):
+            r = H.post_event(fresh, body_of(event()))
+            self.assertErrorResponse(r, 503, "database_unavailable", "#%d" % i)
+        H.start_postgres()
+        r = wait_until(lambda: (lambda r: r if r.status != 503 else None)(
+            H.post_event(fresh, body_of(event()))), timeout=30, interval=0.2,
+            what="the new endpoint to work after postgres restarted")
+        self.assertStored(r)
+
     def test_fast_db_restart_costs_at_most_one_503_per_worker(self):
         # Connections die while idle; each worker may fail the one request
         # that discovers it (503, Paddle retries), then must reconnect.

@@ -23,6 +23,50 @@ def tearDownModule():
     H.stop()
 
 
+def connections_to_socket(path):
+    """Connected (not listening) unix stream sockets bound to path: the workers'
+    ends of nginx's FastCGI connections."""
+    n = 0
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            # Num RefCount Protocol Flags Type St Inode Path; St 03 = connected
+            if len(parts) >= 8 and parts[7] == path and parts[5] == "03":
+                n += 1
+    return n
+
+
+class KeptConnections(HarnessTestCase):
+    """nginx keeps FastCGI connections open between requests (fastcgi_keep_conn
+    in the snippet, keepalive in the upstream); a request that ends early, with
+    its body unread, must not spoil the next one on the same connection."""
+    harness = H
+
+    def test_connections_are_reused_and_outcomes_do_not_leak(self):
+        ep = H.add_endpoint()
+        stored = []
+        for i in range(40):
+            env = make_event("subscription.created", sample_subscription(paddle_id("sub")), as_dict=True)
+            body = json.dumps(env).encode()
+            kind = i % 5
+            if kind == 1:    # body unread: bad signature, wrong method, unknown endpoint
+                self.assertErrorResponse(H.post_event(ep, body, signature="ts=1;h1=00"), 401,
+                                         "invalid_signature")
+            elif kind == 2:
+                self.assertEqual(H.request("PUT", ep.path, body).status, 405)
+            elif kind == 3:
+                self.assertErrorResponse(H.post("/paddle/webhooks/ep_nosuchendpoint00000", body), 404,
+                                         "unknown_endpoint")
+            self.assertStored(H.post_event(ep, body), "request %d" % i)
+            stored.append(env["event_id"])
+        rows = H.sql("SELECT count(*) FROM paddle.payment_events WHERE event_id IN (%s)"
+                     % ",".join(H.lit(e) for e in stored))
+        self.assertEqual(rows, [(str(len(stored)),)])
+        # Sequential requests leave nginx's idle connections open to the workers.
+        self.assertGreaterEqual(connections_to_socket(H.socket_path), 1)
+
+
 class WorkerCrash(HarnessTestCase):
     harness = H
 
@@ -99,8 +143,9 @@ class WorkerCrash(HarnessTestCase):
         for i, a in enumerate(attempts):
             words = [w for s, w in a if s == 200]
             self.assertLessEqual(words.count("stored"), 1, "stored twice: %s %s" % (envs[i]["event_id"], a))
-            if a[0][0] == 200:
-                self.assertEqual(a[0][1], "stored", "first delivery of a new event answered %s" % (a,))
+            # A first 200 may say "duplicate": the worker that stored the event was killed
+            # before answering and nginx passed the delivery to another one (storing is
+            # idempotent, so the snippet lets nginx retry). It must never be an error.
             for s, w in a:
                 self.assertTrue(s is None or s == 200 or s >= 500,
                                 "unexpected non-5xx failure for %s: %s" % (envs[i]["event_id"], a))
