@@ -1,25 +1,28 @@
 /* worker.c - a worker's life: wait for a request, handle it, repeat.
  *
- * SIGTERM and SIGHUP only set flags, and they are blocked at all times except
- * inside ppoll() on the (non-blocking) listening socket. So a signal can
- * neither be lost between a flag check and a blocking call, nor interrupt
- * libfcgi halfway through reading an accepted request.
+ * SIGTERM, SIGINT and SIGHUP stay blocked and arrive through a signalfd that
+ * is polled with the sockets: a signal is neither lost between a check and a
+ * blocking call, nor interrupts libfcgi halfway through reading a request, and
+ * a stop is seen even while requests keep arriving.
  *
  * When nginx asks to keep the connection (fastcgi_keep_conn on), the worker
  * waits for the next request on it and on the listening socket together. A
- * new connection waiting while the kept one is idle wins: the kept one is
- * closed, so that no request queues behind an idle connection (nginx retries a
- * request it sent on a cached connection that closed under it).
+ * new connection waiting while the kept one is idle is accepted and the kept
+ * one closed, so that no request queues behind an idle connection (nginx
+ * retries a request it sent on a cached connection that closed under it).
  */
 #include "worker.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <fcgiapp.h>
 #include <sodium.h>
@@ -41,13 +44,9 @@
 /* Unread request body drained to keep a connection for the next request; a
  * larger rest (a rejected upload) closes the connection instead. */
 #define KEEP_CONN_DRAIN_MAX (64 * 1024)
+#define DRAIN_DEADLINE_S 1
 
-static volatile sig_atomic_t stop_requested;
-static volatile sig_atomic_t reload_requested;
-
-static void on_stop(int sig) { (void)sig; stop_requested = 1; }
 static void on_deadline(int sig) { (void)sig; }
-static void on_reload(int sig) { (void)sig; reload_requested = 1; }
 
 static long long now_ms(void)
 {
@@ -56,18 +55,15 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void install_handlers(sigset_t *handled)
+/* Blocks stop and reload signals and returns a signalfd for them, -1 on error. */
+static int install_handlers(void)
 {
     struct sigaction sa;
+    sigset_t set;
 
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0; /* no SA_RESTART: the signal must interrupt accept() */
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = on_reload;
-    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_flags = 0; /* no SA_RESTART: the deadline must interrupt a blocking read */
     sa.sa_handler = on_deadline;
     sigaction(SIGALRM, &sa, NULL);
     sa.sa_handler = SIG_IGN;
@@ -75,10 +71,23 @@ static void install_handlers(sigset_t *handled)
     /* libfcgi turns SIGUSR1 into "stop accepting" for good; we don't use it. */
     sigaction(SIGUSR1, &sa, NULL);
 
-    sigemptyset(handled);
-    sigaddset(handled, SIGTERM);
-    sigaddset(handled, SIGINT);
-    sigaddset(handled, SIGHUP);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+/* Reads the pending stop and reload signals into the worker's flags. */
+static void take_signals(struct worker *w, int sig_fd)
+{
+    struct signalfd_siginfo si;
+
+    while (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP) w->reload_requested = 1;
+        else w->stop_requested = 1;
+    }
 }
 
 static int reload(struct worker *w, const char *why)
@@ -120,9 +129,12 @@ static void refresh(struct worker *w)
      * is checked against endpoints as they are, not as they were. */
     if (w->store.conn == NULL) store_ready(&w->store);
 
-    if (reload_requested) {
+    /* NOTIFYs sent while the connection was down are lost with it. */
+    if (w->store.conn == NULL) w->endpoints_stale = 1;
+
+    if (w->reload_requested) {
         char err[256];
-        reload_requested = 0;
+        w->reload_requested = 0;
         /* A rotated master key (`paddlehook rekey`) takes effect here. */
         if (w->cfg->key_file && masterkey_load(w->cfg->key_file, &w->key, err, sizeof err) != 0)
             log_line(LOG_ERROR, "event=key_reload_failed reason=\"%s\" kept=previous", err);
@@ -149,19 +161,45 @@ enum endpoint_lookup worker_endpoint(struct worker *w, const char *id, const str
     return w->endpoints_loaded && !w->endpoints_stale ? ENDPOINT_UNKNOWN : ENDPOINT_UNAVAILABLE;
 }
 
-enum wake { WAKE_SIGNAL, WAKE_LISTEN, WAKE_KEPT };
+enum wake { WAKE_NONE, WAKE_LISTEN, WAKE_KEPT };
 
-/* Sleeps in ppoll() with the signals unblocked until the listening socket has
- * a connection, the kept connection (kept_fd >= 0) has data or hung up, or a
- * signal arrives. The kept connection wins when both are ready. */
-static enum wake wait_for_work(int listen_fd, int kept_fd, const sigset_t *waiting_mask)
+/* Sleeps until the listening socket has a connection, the kept connection
+ * (kept_fd >= 0) has data or hung up, or a stop/reload signal arrives (then
+ * the flags are set and WAKE_NONE returned). The kept connection wins when
+ * both sockets are ready. */
+static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int kept_fd)
 {
-    struct pollfd pfd[2] = {{.fd = listen_fd, .events = POLLIN}, {.fd = kept_fd, .events = POLLIN}};
-    int n = ppoll(pfd, kept_fd >= 0 ? 2 : 1, NULL, waiting_mask);
+    struct pollfd pfd[3] = {{.fd = sig_fd, .events = POLLIN}, {.fd = listen_fd, .events = POLLIN},
+                            {.fd = kept_fd, .events = POLLIN}};
+    int n = poll(pfd, kept_fd >= 0 ? 3 : 2, -1);
 
-    if (n <= 0) return WAKE_SIGNAL;
-    if (kept_fd >= 0 && pfd[1].revents) return WAKE_KEPT;
+    if (n <= 0) return WAKE_NONE; /* EINTR: a leftover deadline */
+    if (pfd[0].revents) {
+        take_signals(w, sig_fd);
+        return WAKE_NONE;
+    }
+    if (kept_fd >= 0 && pfd[2].revents) return WAKE_KEPT;
     return WAKE_LISTEN;
+}
+
+/* A new connection waits while ours is idle: take it and drop ours (idle, so
+ * nothing of ours is lost). 0 when fcgx now holds the new connection, -1 when
+ * another worker was faster (ours is kept). libfcgi's FCGX_Accept_r reads the
+ * request from ipcFd instead of accepting when it is set. */
+static int swap_connection(FCGX_Request *fcgx, int listen_fd)
+{
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+    if (fd < 0) return -1;
+    close(fcgx->ipcFd);
+    fcgx->ipcFd = fd;
+    return 0;
+}
+
+static void set_deadline(int seconds)
+{
+    struct itimerval t = {.it_value = {.tv_sec = seconds}};
+    setitimer(ITIMER_REAL, &t, NULL);
 }
 
 /* libfcgi keeps the connection after FCGX_Finish_r only when nginx asked for
@@ -172,6 +210,7 @@ static void finish_request(FCGX_Request *fcgx)
 {
     if (fcgx->keepConnection && !FCGX_HasSeenEOF(fcgx->in)) {
         char rest[4096];
+        set_deadline(DRAIN_DEADLINE_S); /* the request's own may be spent */
         size_t drained = 0;
         int n;
         while (drained < KEEP_CONN_DRAIN_MAX && (n = FCGX_GetStr(rest, sizeof rest, fcgx->in)) > 0)
@@ -179,12 +218,6 @@ static void finish_request(FCGX_Request *fcgx)
         if (!FCGX_HasSeenEOF(fcgx->in)) fcgx->keepConnection = 0;
     }
     FCGX_Finish_r(fcgx);
-}
-
-static void set_deadline(int seconds)
-{
-    struct itimerval t = {.it_value = {.tv_sec = seconds}};
-    setitimer(ITIMER_REAL, &t, NULL);
 }
 
 static void backoff(void)
@@ -198,34 +231,28 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
 {
     struct worker w;
     FCGX_Request fcgx;
-    sigset_t handled, waiting_mask;
-    int accepted, accept_failures = 0, rc = 1;
+    int accepted, accept_failures = 0, rc = 1, sig_fd;
 
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
     w.key = *mk;
     w.stats = stats;
     store_init(&w.store, cfg->db, stats);
-    install_handlers(&handled);
-    sigprocmask(SIG_BLOCK, &handled, &waiting_mask);
-    sigdelset(&waiting_mask, SIGTERM);
-    sigdelset(&waiting_mask, SIGINT);
-    sigdelset(&waiting_mask, SIGHUP);
+    sig_fd = install_handlers();
 
     w.body = malloc(cfg->max_body + 1);
-    if (w.body == NULL || FCGX_Init() != 0 ||
+    if (sig_fd < 0 || w.body == NULL || FCGX_Init() != 0 ||
         FCGX_InitRequest(&fcgx, listen_fd, 0) != 0) {
         log_line(LOG_ERROR, "event=worker_init_failed");
         goto out;
     }
     refresh(&w);
     log_line(LOG_INFO, "event=worker_started");
-    while (!stop_requested) {
-        enum wake wake;
-        if (reload_requested) refresh(&w);
-        wake = wait_for_work(listen_fd, fcgx.ipcFd, &waiting_mask);
-        if (wake == WAKE_SIGNAL) continue;
-        if (wake == WAKE_LISTEN && fcgx.ipcFd >= 0) FCGX_Free(&fcgx, 1); /* give up the idle one */
+    while (!w.stop_requested) {
+        enum wake wake = wait_for_work(&w, sig_fd, listen_fd, fcgx.ipcFd);
+        if (w.reload_requested) refresh(&w);
+        if (wake == WAKE_NONE) continue;
+        if (wake == WAKE_LISTEN && fcgx.ipcFd >= 0 && swap_connection(&fcgx, listen_fd) != 0) continue;
         set_deadline(REQUEST_DEADLINE_S);
         if ((accepted = FCGX_Accept_r(&fcgx)) < 0) {
             set_deadline(0);
@@ -246,7 +273,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
             http_request_init(&req, &fcgx);
             webhook_handle(&w, &req);
         }
-        /* The deadline stays armed: if it fires later, ppoll() returns EINTR and
+        /* The deadline stays armed: if it fires later, poll() returns EINTR and
          * the loop goes on; the next request re-arms it. One syscall less. */
         finish_request(&fcgx);
     }
@@ -254,6 +281,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
     log_line(LOG_INFO, "event=worker_stopped");
     rc = 0;
 out:
+    if (sig_fd >= 0) close(sig_fd);
     endpoints_free(&w.endpoints);
     masterkey_wipe(&w.key);
     store_close(&w.store);

@@ -15,6 +15,8 @@ struct worker {
     struct endpoint_table endpoints;
     int endpoints_loaded;
     int endpoints_stale;  /* the last reload failed: a miss may be an endpoint added since */
+    int stop_requested;   /* SIGTERM/SIGINT seen */
+    int reload_requested; /* SIGHUP seen */
     long long next_reload_ms;
     unsigned char *body; /* cfg->max_body + 1 bytes, reused by every request */
     struct stats *stats; /* shared with the supervisor and the other workers */

@@ -92,6 +92,10 @@ class DatabaseDown(HarnessTestCase):
         # The workers have not seen the new endpoint yet and cannot look it up: an
         # endpoint that may exist is "retry later", never "unknown".
         self.warm_up()
+        # A miss makes the worker reload now, so that its next reload is a second away,
+        # inside the outage: the endpoint added next is unknown to it until then.
+        for _ in range(2 * H.workers):
+            H.post("/paddle/webhooks/ep_nosuchendpoint00000", body_of(event()))
         fresh = H.add_endpoint(wait=False)
         H.stop_postgres()
         for i in range(3 * H.workers):

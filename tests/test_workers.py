@@ -4,6 +4,8 @@ graceful stop."""
 import json
 import os
 import signal
+import socket
+import struct
 import threading
 import time
 
@@ -65,6 +67,100 @@ class KeptConnections(HarnessTestCase):
         self.assertEqual(rows, [(str(len(stored)),)])
         # Sequential requests leave nginx's idle connections open to the workers.
         self.assertGreaterEqual(connections_to_socket(H.socket_path), 1)
+
+
+def fcgi_record(rtype, content=b"", request_id=1):
+    return struct.pack(">BBHHBx", 1, rtype, request_id, len(content), 0) + content
+
+
+def fcgi_request(method, uri, body=b"", keep_conn=True):
+    """A whole FastCGI request as nginx sends it: BEGIN_REQUEST, PARAMS, STDIN."""
+    params = b""
+    for name, value in (("REQUEST_METHOD", method), ("DOCUMENT_URI", uri), ("REQUEST_URI", uri),
+                        ("CONTENT_LENGTH", str(len(body)))):
+        params += bytes([len(name), len(value)]) + name.encode() + value.encode()
+    out = fcgi_record(1, struct.pack(">HB5x", 1, 1 if keep_conn else 0))   # role responder
+    out += fcgi_record(4, params) + fcgi_record(4)
+    for i in range(0, len(body), 65535):
+        out += fcgi_record(5, body[i:i + 65535])
+    return out + fcgi_record(5)
+
+
+def fcgi_response(sock, timeout=10):
+    """STDOUT of one request up to its END_REQUEST; None if the connection closed first."""
+    sock.settimeout(timeout)
+    buf, out = b"", b""
+
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+        data, buf = buf[:n], buf[n:]
+        return data
+    while True:
+        head = need(8)
+        if head is None:
+            return None
+        _, rtype, _, length, padding = struct.unpack(">BBHHBx", head)
+        content = need(length + padding)
+        if content is None:
+            return None
+        if rtype == 6:
+            out += content[:length]
+        elif rtype == 3:
+            return out
+
+
+class RawKeptConnection(HarnessTestCase):
+    """What nginx relies on when it keeps a connection: each request on it gets
+    exactly its own answer, whatever the previous one left unread."""
+    harness = H
+
+    def test_unread_body_cannot_smuggle_a_request(self):
+        # A rejected request whose body (not read by the worker) looks like a
+        # request for /paddle/metrics: the next request must get its own answer.
+        smuggled = fcgi_request("GET", "/paddle/metrics")
+        body = (b"x" * 100 + smuggled) * 250       # ~30 KiB of records inside STDIN
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(H.socket_path)
+            s.sendall(fcgi_request("PUT", "/paddle/webhooks/ep_x", body))
+            first = fcgi_response(s)
+            self.assertIsNotNone(first, "connection closed before the first answer")
+            self.assertIn(b"Status: 405", first)
+            s.sendall(fcgi_request("GET", "/paddle/healthz"))
+            second = fcgi_response(s)
+            self.assertIsNotNone(second, "a 30 KiB unread body should be drained, the connection kept")
+            self.assertIn(b"Status: 200", second)
+            self.assertNotIn(b"paddlehook_", second, "the smuggled metrics request was answered")
+
+    def test_large_unread_body_closes_the_connection(self):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(H.socket_path)
+            s.sendall(fcgi_request("PUT", "/paddle/webhooks/ep_x", b"y" * (100 * 1024)))
+            self.assertIn(b"Status: 405", fcgi_response(s) or b"")
+            s.settimeout(10)
+            self.assertEqual(s.recv(1), b"", "kept a connection with 100 KiB left unread")
+
+    def test_idle_kept_connections_do_not_hold_up_new_ones(self):
+        # Every worker holds an idle kept connection; a delivery through nginx still
+        # gets a worker at once.
+        held = []
+        try:
+            for _ in range(WORKERS):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(H.socket_path)
+                s.sendall(fcgi_request("GET", "/paddle/healthz"))
+                self.assertIn(b"Status: 200", fcgi_response(s) or b"")
+                held.append(s)
+            t = time.monotonic()
+            self.assertEqual(H.get("/paddle/healthz", timeout=10).status, 200)
+            self.assertLess(time.monotonic() - t, 1.5)
+        finally:
+            for s in held:
+                s.close()
 
 
 class WorkerCrash(HarnessTestCase):
