@@ -205,14 +205,15 @@ static void set_deadline(int seconds)
 /* libfcgi keeps the connection after FCGX_Finish_r only when nginx asked for
  * it and the request's input was read to its end (otherwise the next request
  * would start in the middle of this one's body). ipcFd and keepConnection are
- * fields of libfcgi's public FCGX_Request. */
+ * FCGX_Request fields fcgiapp.h marks as internal; unchanged since libfcgi 2.4. */
 static void finish_request(FCGX_Request *fcgx)
 {
     if (fcgx->keepConnection && !FCGX_HasSeenEOF(fcgx->in)) {
         char rest[4096];
-        set_deadline(DRAIN_DEADLINE_S); /* the request's own may be spent */
         size_t drained = 0;
         int n;
+
+        set_deadline(DRAIN_DEADLINE_S); /* the request's own may be spent */
         while (drained < KEEP_CONN_DRAIN_MAX && (n = FCGX_GetStr(rest, sizeof rest, fcgx->in)) > 0)
             drained += (size_t)n;
         if (!FCGX_HasSeenEOF(fcgx->in)) fcgx->keepConnection = 0;
