@@ -50,8 +50,7 @@ def repeat_items(templates):
 
 
 def statements(n, seed, endpoint, workload):
-    def q(s):
-        return "'" + s.replace("'", "''") + "'"
+    q = Harness.lit
     lines = []
     for evt, etype, body in bevents.generate(n, seed=seed):
         at = json.loads(body)["occurred_at"]

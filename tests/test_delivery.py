@@ -5,6 +5,7 @@ retry carries the same event_id.  These tests prove that each event is stored
 exactly once and that a state row always holds the newest snapshot.
 """
 
+import copy
 import datetime
 import json
 import random
@@ -216,7 +217,7 @@ class UnchangedItems(SnapshotCase):
         sid, cid = paddle_id("sub"), paddle_id("ctm")
         data = sample_subscription(sid, "active", cid, items=((500, 1),))
         self.post("subscription.created", data, 0)
-        data = json.loads(json.dumps(data))
+        data = copy.deepcopy(data)
         data["items"][0]["quantity"] = 3
         upd = self.post("subscription.updated", data, 10)
         self.assertEqual(self.source("subscription", sid), upd)
@@ -227,12 +228,12 @@ class UnchangedItems(SnapshotCase):
         tid, cid = paddle_id("txn"), paddle_id("ctm")
         data = sample_transaction(tid, "billed", cid, items=((3000, 2),))
         self.post("transaction.billed", data, 0)
-        data = json.loads(json.dumps(data))
+        data = copy.deepcopy(data)
         data["details"]["line_items"][0]["tax_rate"] = "0.2"      # line_items only
         second = self.post("transaction.paid", data, 10)
         self.assertEqual(H.sql("SELECT event_id, tax_rate::text FROM paddle.transaction_items "
                                "WHERE transaction_id = %s" % H.lit(tid)), [(second, "0.2")])
-        data = json.loads(json.dumps(data))
+        data = copy.deepcopy(data)
         data["items"][0]["price"]["unit_price"]["amount"] = "2999"  # items only
         third = self.post("transaction.completed", data, 20)
         self.assertEqual(H.sql("SELECT event_id, unit_price_amount::text FROM paddle.transaction_items "
@@ -256,7 +257,7 @@ class UnchangedItems(SnapshotCase):
         unknown = ("UPDATE paddle.adjustments SET items_digest = NULL, items_event_id = NULL WHERE id = %s"
                    % H.lit(aid))
         H.sql(unknown)
-        data = json.loads(json.dumps(data))
+        data = copy.deepcopy(data)
         data["status"] = "approved"
         upd = self.post("adjustment.updated", data, 10)
         self.assertEqual(self.source("adjustment", aid), upd)
