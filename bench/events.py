@@ -2,7 +2,7 @@
 
 Every benchmark (pgbench ceiling, paddlehook through nginx, the Node.js peer)
 uses the same payload shapes: the real subscription and transaction
-notifications from Paddle's SDK fixtures (shared/paddle-fixtures/envelopes),
+notifications from Paddle's SDK fixtures (tests/fixtures/paddle/envelopes),
 compact JSON as Paddle sends it, 2.9-6.5 KB, with fresh ids.
 
 Events come in entity lifecycles, so about two thirds of them update a row

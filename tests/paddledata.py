@@ -91,13 +91,12 @@ def py_sign(body, secrets, ts=None, extra=()):
 def fixtures_dir():
     """Where the Paddle fixtures live, or None.
 
-    PADDLEHOOK_FIXTURES, then <repo>/tests/fixtures/paddle, then the shared
-    copy next to the repository (<repo>/../shared/paddle-fixtures).
+    PADDLEHOOK_FIXTURES, else the copy in the repository, tests/fixtures/paddle
+    (see its SOURCES.md).
     """
     candidates = [
         os.environ.get("PADDLEHOOK_FIXTURES"),
         os.path.join(TESTS_DIR, "fixtures", "paddle"),
-        os.path.join(os.path.dirname(REPO_ROOT), "shared", "paddle-fixtures"),
     ]
     for c in candidates:
         if c and os.path.isdir(os.path.join(c, "envelopes")):

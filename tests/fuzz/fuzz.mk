@@ -18,7 +18,7 @@ fuzz_default_goal := $(.DEFAULT_GOAL)
 FUZZ_CC       ?= clang
 FUZZ_SECONDS  ?= 60
 FUZZ_FLAGS    ?=
-FIXTURES      ?= ../shared/paddle-fixtures
+FIXTURES      ?= tests/fixtures/paddle
 FUZZ_DIR      := $(BUILD)/fuzz
 FUZZERS       := sig event template fcgi
 FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

@@ -40,8 +40,8 @@ char *tap_read_file(const char *path, size_t *len)
 
 const char *tap_fixtures_dir(void)
 {
-    const char *d = getenv("PADDLE_FIXTURES");
-    return d && *d ? d : "../shared/paddle-fixtures";
+    const char *d = getenv("PADDLEHOOK_FIXTURES");
+    return d && *d ? d : "tests/fixtures/paddle";
 }
 
 int main(void)

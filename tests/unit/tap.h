@@ -10,7 +10,7 @@ void tap_ok(int passed, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* Reads a whole file; caller frees. NULL on failure. */
 char *tap_read_file(const char *path, size_t *len);
 
-/* Directory of the shared Paddle fixtures (PADDLE_FIXTURES or ../shared/...). */
+/* Directory of the Paddle fixtures (PADDLEHOOK_FIXTURES or tests/fixtures/paddle). */
 const char *tap_fixtures_dir(void);
 
 void test_sig(void);

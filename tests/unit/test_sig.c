@@ -1,4 +1,4 @@
-/* Paddle-Signature: every vector in the shared fixtures, plus the parser's
+/* Paddle-Signature: every vector in the Paddle fixtures, plus the parser's
  * edge cases. */
 #include <stdio.h>
 #include <stdlib.h>
