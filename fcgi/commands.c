@@ -109,7 +109,7 @@ int command_sign(const struct config *cfg)
         goto out;
     }
     {
-        struct sig_secret s = {secret, (size_t)len};
+        struct sig_secret s = {.key = secret, .len = (size_t)len};
         sig_format(&s, cfg->ts ? cfg->ts : (int64_t)time(NULL), body, body_len, header);
     }
     printf("%s\n", header);

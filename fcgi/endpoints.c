@@ -2,6 +2,7 @@
  * master key into one guarded sodium_malloc region, wiped when replaced. */
 #include "endpoints.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,24 @@ static void keep_previous(const struct endpoint_table *prev, struct endpoint *e,
              "reason=\"not sealed with the loaded master key; reload (SIGHUP) after rekey\"", e->id);
 }
 
+/* Puts each secret's keyed HMAC state into the vault after the keys. */
+static int prepare_secrets(struct endpoint_table *t, size_t used)
+{
+    const size_t state_size = sizeof(crypto_auth_hmacsha256_state);
+    const size_t align = _Alignof(crypto_auth_hmacsha256_state);
+    uintptr_t at = (uintptr_t)(t->vault + used);
+
+    used += (align - at % align) % align;
+    for (size_t i = 0; i < t->n; i++) {
+        for (size_t k = 0; k < t->items[i].n_secrets; k++) {
+            if (used + state_size > t->vault_len) return -1;
+            sig_prepare(&t->items[i].secrets[k], (crypto_auth_hmacsha256_state *)(void *)(t->vault + used));
+            used += state_size;
+        }
+    }
+    return 0;
+}
+
 int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_table *t,
                    char *err, size_t errlen)
 {
@@ -73,7 +92,10 @@ int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_tab
         goto out;
     }
     next.items = calloc(rows ? rows : 1, sizeof *next.items);
-    next.vault_len = (rows + t->n * MAX_SECRETS_PER_ENDPOINT + 1) * MAX_SECRET_LEN;
+    /* Room for every key and its keyed HMAC state, plus alignment. */
+    next.vault_len = (rows + t->n * MAX_SECRETS_PER_ENDPOINT + 1) *
+                         (MAX_SECRET_LEN + sizeof(crypto_auth_hmacsha256_state)) +
+                     _Alignof(crypto_auth_hmacsha256_state);
     next.vault = sodium_malloc(next.vault_len);
     if (next.items == NULL || next.vault == NULL) {
         snprintf(err, errlen, "out of memory loading endpoints");
@@ -104,6 +126,10 @@ int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_tab
         if (endpoints_find(t, next.items[i].id)) keep_previous(t, &next.items[i], next.vault, next.vault_len, &used);
         else log_line(LOG_ERROR, "event=endpoint_secret_unreadable endpoint=%s "
                       "reason=\"not sealed with the loaded master key\"", next.items[i].id);
+    }
+    if (prepare_secrets(&next, used) != 0) {
+        snprintf(err, errlen, "out of memory preparing endpoint secrets");
+        goto out;
     }
     qsort(next.items, next.n, sizeof *next.items, by_id);
     sodium_mprotect_readonly(next.vault);

@@ -81,6 +81,12 @@ enum sig_result sig_parse(const char *header, size_t len, struct sig_header *out
     return SIG_OK;
 }
 
+void sig_prepare(struct sig_secret *secret, crypto_auth_hmacsha256_state *keyed)
+{
+    crypto_auth_hmacsha256_init(keyed, (const unsigned char *)secret->key, secret->len);
+    secret->keyed = keyed;
+}
+
 void sig_compute(const struct sig_secret *secret, int64_t ts,
                  const unsigned char *body, size_t body_len,
                  unsigned char out[SIG_HMAC_BYTES])
@@ -89,7 +95,10 @@ void sig_compute(const struct sig_secret *secret, int64_t ts,
     char prefix[MAX_SIG_TS_DIGITS + 24];
     int n = snprintf(prefix, sizeof prefix, "%" PRId64 ":", ts);
 
-    crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret->key, secret->len);
+    if (secret->keyed)
+        st = *secret->keyed;
+    else
+        crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret->key, secret->len);
     crypto_auth_hmacsha256_update(&st, (const unsigned char *)prefix, (size_t)n);
     crypto_auth_hmacsha256_update(&st, body, body_len);
     crypto_auth_hmacsha256_final(&st, out);

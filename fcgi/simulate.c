@@ -299,7 +299,7 @@ int simulate_run(const struct config *cfg)
         goto out;
     }
     {
-        struct sig_secret s = {secret, (size_t)len};
+        struct sig_secret s = {.key = secret, .len = (size_t)len};
         for (unsigned i = 0; i < scenarios_count; i++) {
             if (strcmp(name, "all") != 0 && strcmp(name, scenarios[i].name) != 0) continue;
             if (run_scenario(cfg, &scenarios[i], &s, &failed) != 0) goto out;

@@ -83,6 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static struct config cfg;
 static struct worker w;
 static struct endpoint eps[3];
+static crypto_auth_hmacsha256_state keyed[3 * MAX_SECRETS_PER_ENDPOINT];
 static FCGX_Request fcgx;
 static int listen_fd = -1;
 static char sock_name[64];
@@ -231,7 +232,7 @@ static void encode(const uint8_t *data, size_t size, struct sb *out)
     }
     size_t blen = (size_t)(end - body);
     if (flags & 2) {
-        struct sig_secret s = {SECRET_FUZZ, sizeof SECRET_FUZZ - 1};
+        struct sig_secret s = {.key = SECRET_FUZZ, .len = sizeof SECRET_FUZZ - 1};
         char sig[SIG_HEADER_BUF];
         sig_format(&s, (int64_t)time(NULL), (const unsigned char *)body, blen, sig);
         put_pair(&params, "HTTP_PADDLE_SIGNATURE", 21, sig, strlen(sig));
@@ -312,11 +313,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     static const struct endpoint init[3] = {
         {.id = "ep_disabled", .environment = "sandbox", .tolerance = 300, .enabled = 0, .n_secrets = 1,
-         .secrets = {{SECRET_OFF, sizeof SECRET_OFF - 1}}},
+         .secrets = {{.key = SECRET_OFF, .len = sizeof SECRET_OFF - 1}}},
         {.id = "ep_fuzz", .environment = "sandbox", .tolerance = 300, .enabled = 1, .n_secrets = 1,
-         .secrets = {{SECRET_FUZZ, sizeof SECRET_FUZZ - 1}}},
+         .secrets = {{.key = SECRET_FUZZ, .len = sizeof SECRET_FUZZ - 1}}},
         {.id = "ep_live", .environment = "live", .tolerance = 5, .enabled = 1, .n_secrets = 2,
-         .secrets = {{SECRET_LIVE1, sizeof SECRET_LIVE1 - 1}, {SECRET_LIVE2, sizeof SECRET_LIVE2 - 1}}},
+         .secrets = {{.key = SECRET_LIVE1, .len = sizeof SECRET_LIVE1 - 1}, {.key = SECRET_LIVE2, .len = sizeof SECRET_LIVE2 - 1}}},
     };
     const char *note = NULL;
 
@@ -328,6 +329,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
     verbose = getenv("FUZZ_FCGI_VERBOSE") != NULL;
     memcpy(eps, init, sizeof eps);
+    /* Keyed HMAC states, as endpoints.c prepares them when it loads secrets. */
+    for (size_t i = 0, k = 0; i < sizeof eps / sizeof eps[0]; i++)
+        for (size_t j = 0; j < eps[i].n_secrets; j++) sig_prepare(&eps[i].secrets[j], &keyed[k++]);
     cfg.max_body = FUZZ_MAX_BODY;
     cfg.workers = 1;
     w.cfg = &cfg;

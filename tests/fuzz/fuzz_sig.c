@@ -26,7 +26,7 @@
 #include "sig.h"
 
 static const struct sig_secret secrets[] = {
-#define S(x) {x, sizeof(x) - 1}
+#define S(x) {.key = x, .len = sizeof(x) - 1}
     S("pdl_ntfset_01hs0t3tw21j988db1pam5xg8m_GrOWLNef+vmtjJYq4mSnHNzvc8uWoJ1I"),
     S("pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_WvRO0eL4Bj9rgYYIBZY6wZhG4EHy9jzh"),
     S("pdl_ntfset_01hsdn8d43dt7mezr1ef2jtbaw_hKkRiCGyyRhbFwIUuqiTBgI7gnWoV0Gr"),

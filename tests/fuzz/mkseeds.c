@@ -240,7 +240,7 @@ static void pair(struct sb *b, const char *k, const char *v)
 static void fcgi_raw(const char *name, const char *body, size_t blen, int keep_conn, int twice)
 {
     struct sb s = {0}, p = {0};
-    struct sig_secret secret = {SECRET_FUZZ, sizeof SECRET_FUZZ - 1};
+    struct sig_secret secret = {.key = SECRET_FUZZ, .len = sizeof SECRET_FUZZ - 1};
     unsigned char begin[8] = {0, 1, (unsigned char)keep_conn, 0, 0, 0, 0, 0};
     char sig[SIG_HEADER_BUF], cl[32];
 

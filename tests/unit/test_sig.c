@@ -40,11 +40,11 @@ static void run_vector(yajl_val vec, size_t index)
     } else if (body) {
         body_len = strlen(body);
     }
-    if (secret) secrets[n_secrets++] = (struct sig_secret){secret, strlen(secret)};
+    if (secret) secrets[n_secrets++] = (struct sig_secret){.key = secret, .len = strlen(secret)};
     if (secrets_v)
         for (size_t i = 0; i < YAJL_GET_ARRAY(secrets_v)->len && n_secrets < 8; i++) {
             const char *s = YAJL_GET_STRING(YAJL_GET_ARRAY(secrets_v)->values[i]);
-            secrets[n_secrets++] = (struct sig_secret){s, strlen(s)};
+            secrets[n_secrets++] = (struct sig_secret){.key = s, .len = strlen(s)};
         }
     if (body == NULL || header == NULL) {
         tap_ok(0, "vector %zu: unreadable (body or header missing)", index);
@@ -60,6 +60,14 @@ static void run_vector(yajl_val vec, size_t index)
     }
     tap_ok((r == SIG_OK) == expect, "vector %zu (%s): expected %s, got %s", index,
            name ? name : "python/php", expect ? "valid" : "invalid", sig_result_name(r));
+    if (r != SIG_MALFORMED && r != SIG_MISSING) {
+        /* The worker verifies with prepared secrets: same answer. */
+        crypto_auth_hmacsha256_state keyed[8];
+        int64_t now = now_v ? YAJL_GET_INTEGER(now_v) : hdr.ts;
+        for (size_t i = 0; i < n_secrets; i++) sig_prepare(&secrets[i], &keyed[i]);
+        tap_ok(sig_verify(&hdr, (const unsigned char *)body, body_len, secrets, n_secrets, now, 5) == r,
+               "vector %zu (%s): prepared secrets agree", index, name ? name : "python/php");
+    }
     free(file_body);
 }
 
@@ -134,7 +142,7 @@ static void test_parser_edges(void)
 static void test_roundtrip_and_window(void)
 {
     const char *body = "{\"event_id\":\"evt_1\"}";
-    struct sig_secret good = {"pdl_ntfset_good", 15}, bad = {"pdl_ntfset_bad", 14};
+    struct sig_secret good = {.key = "pdl_ntfset_good", .len = 15}, bad = {.key = "pdl_ntfset_bad", .len = 14};
     struct sig_secret both[2] = {bad, good};
     char header[SIG_HEADER_BUF];
     struct sig_header hdr;
@@ -159,9 +167,40 @@ static void test_roundtrip_and_window(void)
            "upper-case hex h1 verifies");
 }
 
+/* A prepared secret (keyed state computed once) gives the same HMAC as the
+ * key itself, for keys shorter and longer than a SHA-256 block. */
+static void test_prepared_secrets(void)
+{
+    static const char *keys[] = {"pdl_ntfset_good",
+                                 "pdl_ntfset_01m8rzznf9x0c5wv62jnczz00f_/UQYUd+sfD4G3Lf1U3eQuIlM9RlMARUU"};
+    const unsigned char *body = (const unsigned char *)"{\"event_id\":\"evt_1\"}";
+    size_t n = strlen((const char *)body);
+
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        struct sig_secret plain = {.key = keys[i], .len = strlen(keys[i])}, prepared = plain;
+        crypto_auth_hmacsha256_state keyed;
+        unsigned char a[SIG_HMAC_BYTES], b[SIG_HMAC_BYTES];
+        char header[SIG_HEADER_BUF];
+        struct sig_header hdr;
+
+        sig_prepare(&prepared, &keyed);
+        sig_compute(&plain, 1700000000, body, n, a);
+        sig_compute(&prepared, 1700000000, body, n, b);
+        tap_ok(prepared.keyed == &keyed && memcmp(a, b, sizeof a) == 0,
+               "prepared secret gives the same HMAC (key of %zu bytes)", plain.len);
+        sig_compute(&prepared, 1700000000, body, n, b);
+        tap_ok(memcmp(a, b, sizeof a) == 0, "a prepared state is reused unchanged (key of %zu bytes)", plain.len);
+        sig_format(&plain, 1700000000, body, n, header);
+        tap_ok(sig_parse(header, strlen(header), &hdr) == SIG_OK &&
+                   sig_verify(&hdr, body, n - 1, &prepared, 1, 1700000000, 300) == SIG_MISMATCH,
+               "a prepared secret still rejects a changed body (key of %zu bytes)", plain.len);
+    }
+}
+
 void test_sig(void)
 {
     test_vectors();
     test_parser_edges();
     test_roundtrip_and_window();
+    test_prepared_secrets();
 }
