@@ -199,13 +199,13 @@ int store_ping(struct store *s)
     return rc;
 }
 
-int store_endpoints_changed(struct store *s)
+int store_endpoints_changed(struct store *s, int read_socket)
 {
     PGnotify *n;
     int changed = 0;
 
     if (s->conn == NULL) return 0;
-    if (PQconsumeInput(s->conn) == 0) {
+    if (read_socket && PQconsumeInput(s->conn) == 0) {
         /* The server went away while we were idle; reconnect on next use. */
         log_line(LOG_WARN, "event=db_connection_lost");
         drop(s);
@@ -216,6 +216,11 @@ int store_endpoints_changed(struct store *s)
         PQfreemem(n);
     }
     return changed;
+}
+
+int store_socket(const struct store *s)
+{
+    return s->conn ? PQsocket(s->conn) : -1;
 }
 
 const char *store_result_name(enum store_result r)

@@ -37,8 +37,14 @@ enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
 /* 0 when the database answers a trivial query. */
 int store_ping(struct store *s);
 
-/* 1 when an endpoint change was announced since the last call. Never blocks. */
-int store_endpoints_changed(struct store *s);
+/* 1 when an endpoint change was announced since the last call. Never blocks.
+ * With read_socket, first reads what the server sent (call it when the socket
+ * polled readable: a notification, or the connection closing); without, only
+ * looks at notifications libpq already read with a query's result, no syscall. */
+int store_endpoints_changed(struct store *s, int read_socket);
+
+/* The connection's socket for poll(), or -1 without a connection. */
+int store_socket(const struct store *s);
 
 const char *store_result_name(enum store_result r);
 

@@ -120,10 +120,13 @@ static int reload(struct worker *w, const char *why)
     return 0;
 }
 
-/* Cheap per-request check for changes announced by the endpoint commands. */
-static void refresh(struct worker *w)
+/* Applies changes announced by the endpoint commands and reconnects a lost
+ * connection. read_socket: the database socket polled readable; otherwise
+ * only notifications libpq read along with the last result are looked at, so
+ * the per-request check costs no syscall. */
+static void refresh(struct worker *w, int read_socket)
 {
-    int changed = store_endpoints_changed(&w->store);
+    int changed = store_endpoints_changed(&w->store, read_socket);
 
     /* A connection found dead just now: reconnect first, so that the request
      * is checked against endpoints as they are, not as they were. */
@@ -161,24 +164,26 @@ enum endpoint_lookup worker_endpoint(struct worker *w, const char *id, const str
     return w->endpoints_loaded && !w->endpoints_stale ? ENDPOINT_UNKNOWN : ENDPOINT_UNAVAILABLE;
 }
 
-enum wake { WAKE_NONE, WAKE_LISTEN, WAKE_KEPT };
+enum wake { WAKE_NONE, WAKE_DB, WAKE_LISTEN, WAKE_KEPT };
 
 /* Sleeps until the listening socket has a connection, the kept connection
- * (kept_fd >= 0) has data or hung up, or a stop/reload signal arrives (then
- * the flags are set and WAKE_NONE returned). The kept connection wins when
- * both sockets are ready. */
+ * (kept_fd >= 0) has data or hung up, the database sent something (a
+ * notification, or its connection closed), or a stop/reload signal arrives
+ * (then the flags are set and WAKE_NONE returned). The database goes first,
+ * so a request is checked against current endpoints; then the kept connection. */
 static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int kept_fd)
 {
-    struct pollfd pfd[3] = {{.fd = sig_fd, .events = POLLIN}, {.fd = listen_fd, .events = POLLIN},
-                            {.fd = kept_fd, .events = POLLIN}};
-    int n = poll(pfd, kept_fd >= 0 ? 3 : 2, -1);
+    struct pollfd pfd[4] = {{.fd = sig_fd, .events = POLLIN}, {.fd = store_socket(&w->store), .events = POLLIN},
+                            {.fd = listen_fd, .events = POLLIN}, {.fd = kept_fd, .events = POLLIN}};
+    int n = poll(pfd, 4, -1); /* a negative fd is skipped */
 
     if (n <= 0) return WAKE_NONE; /* EINTR: a leftover deadline */
     if (pfd[0].revents) {
         take_signals(w, sig_fd);
         return WAKE_NONE;
     }
-    if (kept_fd >= 0 && pfd[2].revents) return WAKE_KEPT;
+    if (pfd[1].revents) return WAKE_DB;
+    if (pfd[3].revents) return WAKE_KEPT;
     return WAKE_LISTEN;
 }
 
@@ -247,12 +252,12 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         log_line(LOG_ERROR, "event=worker_init_failed");
         goto out;
     }
-    refresh(&w);
+    refresh(&w, 1);
     log_line(LOG_INFO, "event=worker_started");
     while (!w.stop_requested) {
         enum wake wake = wait_for_work(&w, sig_fd, listen_fd, fcgx.ipcFd);
-        if (w.reload_requested) refresh(&w);
-        if (wake == WAKE_NONE) continue;
+        if (w.reload_requested || wake == WAKE_DB) refresh(&w, wake == WAKE_DB);
+        if (wake == WAKE_NONE || wake == WAKE_DB) continue;
         if (wake == WAKE_LISTEN && fcgx.ipcFd >= 0 && swap_connection(&fcgx, listen_fd) != 0) continue;
         set_deadline(REQUEST_DEADLINE_S);
         if ((accepted = FCGX_Accept_r(&fcgx)) < 0) {
@@ -268,7 +273,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
             continue;
         }
         accept_failures = 0;
-        refresh(&w);
+        refresh(&w, 0);
         {
             struct http_request req;
             http_request_init(&req, &fcgx);

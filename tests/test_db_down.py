@@ -1,6 +1,7 @@
 """PostgreSQL going away and coming back while serve keeps running."""
 
 import json
+import os
 
 import harness
 from harness import (Harness, HarnessTestCase, make_event, py_sign, sample_customer,
@@ -76,6 +77,25 @@ class DatabaseDown(HarnessTestCase):
         self.assertEqual(H.worker_pids(), workers, "workers were restarted instead of reconnecting")
         self.assertEqual(int(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
                                          % H.lit(env["event_id"]))), 1)
+
+    def test_idle_workers_reconnect_without_waiting_for_a_delivery(self):
+        # Each worker polls its database socket with the FastCGI sockets: a
+        # connection closed while the worker is idle is replaced at once, not
+        # on the next delivery (which would then pay for the reconnect).
+        self.warm_up()
+        backends = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'paddlehook' "
+                    "AND backend_type = 'client backend'")
+        # (nginx's kept connection may have sent every request to one worker.)
+        old = set(H.sql(backends))
+        self.assertGreaterEqual(len(old), 1)
+        log_at = os.path.getsize(H.serve_log)
+        H.sql("SELECT pg_terminate_backend(pid) FROM (%s) b" % backends)
+        wait_until(lambda: len(set(H.sql(backends)) - old) >= len(old), timeout=15, interval=0.1,
+                   what="every idle worker to reconnect without a request")
+        with open(H.serve_log) as f:
+            f.seek(log_at)
+            self.assertEqual(f.read().count("event=db_connection_lost"), len(old))
+        self.assertStored(H.post_event(self.ep, body_of(event())), "first delivery after the reconnect")
 
     def test_bad_signature_is_401_even_with_db_down(self):
         # Verification needs no database: a forged request is rejected as such.
