@@ -266,8 +266,13 @@ atexit.register(_stop_all_at_exit)
 class Harness:
     def __init__(self, workers=4, max_body=None, serve_args=(), pg_fast=True,
                  environment_name="paddlehook-test", keep_tmp=None,
-                 binary=None, snippet=None, http_port=None, pg_port=None):
+                 binary=None, snippet=None, http_port=None, pg_port=None,
+                 nginx_server_directives="", nginx_access_log_options=""):
         self.workers = workers
+        # Extra directives for the server block and options for access_log
+        # (the bench's tuned deployment: docs/deploy.md, "A busy endpoint").
+        self.nginx_server_directives = nginx_server_directives
+        self.nginx_access_log_options = nginx_access_log_options
         self.max_body = max_body
         self.serve_args = list(serve_args)
         self.pg_fast = pg_fast
@@ -870,6 +875,8 @@ class Harness:
             "NGINX_DIR": nd,
             "HTTP_PORT": str(self.http_port),
             "SNIPPET": self.snippet,
+            "SERVER_DIRECTIVES": self.nginx_server_directives,
+            "ACCESS_LOG_OPTIONS": self.nginx_access_log_options,
         }
         for k, v in subst.items():
             conf = conf.replace("@%s@" % k, v)
