@@ -4,10 +4,38 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "log.h"
+
 /* Connecting must fit well inside Paddle's 5-second window, and a server that
  * vanishes from the network must be noticed in seconds, not at TCP's pace. */
 #define DB_CONNECT_TIMEOUT "3"
 #define DB_TCP_USER_TIMEOUT_MS "10000"
+
+/* First line of msg, safe inside a log line's quotes: messages may quote input. */
+static void one_line(const char *msg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", msg);
+    buf[strcspn(buf, "\n")] = '\0';
+    for (char *p = buf; *p; p++)
+        if (*p == '"' || (unsigned char)*p < 0x20) *p = '\'';
+}
+
+/* Server notices and the goodbye of a terminated session become log lines
+ * instead of libpq's raw multi-line text on stderr. */
+static void log_notice(void *arg, const PGresult *res)
+{
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    char level[16], msg[256];
+    int serious;
+
+    (void)arg;
+    one_line(severity ? severity : "NOTICE", level, sizeof level);
+    one_line(primary ? primary : PQresultErrorMessage(res), msg, sizeof msg);
+    serious = strcmp(level, "WARNING") == 0 || strcmp(level, "ERROR") == 0 || strcmp(level, "FATAL") == 0 ||
+              strcmp(level, "PANIC") == 0;
+    log_line(serious ? LOG_WARN : LOG_INFO, "event=db_notice severity=%s message=\"%s\"", level, msg);
+}
 
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
 {
@@ -24,6 +52,7 @@ PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
         PQfinish(conn);
         return NULL;
     }
+    PQsetNoticeReceiver(conn, log_notice, NULL);
     return conn;
 }
 
@@ -61,14 +90,9 @@ int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
 void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len)
 {
     const char *msg = res ? PQresultErrorMessage(res) : NULL;
-    size_t n;
 
     if (msg == NULL || *msg == '\0') msg = conn ? PQerrorMessage(conn) : "out of memory";
     if (msg == NULL || *msg == '\0') msg = "unknown database error";
-    snprintf(buf, len, "%s", msg);
-    n = strcspn(buf, "\n");
-    buf[n] = '\0';
-    /* Messages may quote input; keep log lines single and unquoted. */
-    for (char *p = buf; *p; p++)
-        if (*p == '"' || (unsigned char)*p < 0x20) *p = '\'';
+    one_line(msg, buf, len);
 }
+

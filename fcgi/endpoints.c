@@ -128,7 +128,7 @@ int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_tab
                       "reason=\"not sealed with the loaded master key\"", next.items[i].id);
     }
     if (prepare_secrets(&next, used) != 0) {
-        snprintf(err, errlen, "out of memory preparing endpoint secrets");
+        snprintf(err, errlen, "internal error: the secrets vault is too small");
         goto out;
     }
     qsort(next.items, next.n, sizeof *next.items, by_id);

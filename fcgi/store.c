@@ -205,8 +205,9 @@ int store_endpoints_changed(struct store *s, int read_socket)
     int changed = 0;
 
     if (s->conn == NULL) return 0;
-    if (read_socket && PQconsumeInput(s->conn) == 0) {
-        /* The server went away while we were idle; reconnect on next use. */
+    /* Broken under a query (a failed reload), or the server went away while
+     * we were idle: drop it, so the caller reconnects before the request. */
+    if (PQstatus(s->conn) != CONNECTION_OK || (read_socket && PQconsumeInput(s->conn) == 0)) {
         log_line(LOG_WARN, "event=db_connection_lost");
         drop(s);
         return 0;

@@ -10,6 +10,10 @@
  * new connection waiting while the kept one is idle is accepted and the kept
  * one closed, so that no request queues behind an idle connection (nginx
  * retries a request it sent on a cached connection that closed under it).
+ *
+ * The database socket is polled too: endpoint change notifications and a
+ * connection the server closed are dealt with as they arrive, so a request
+ * costs no extra read to look for them.
  */
 #include "worker.h"
 
