@@ -317,7 +317,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         {.id = "ep_fuzz", .environment = "sandbox", .tolerance = 300, .enabled = 1, .n_secrets = 1,
          .secrets = {{.key = SECRET_FUZZ, .len = sizeof SECRET_FUZZ - 1}}},
         {.id = "ep_live", .environment = "live", .tolerance = 5, .enabled = 1, .n_secrets = 2,
-         .secrets = {{.key = SECRET_LIVE1, .len = sizeof SECRET_LIVE1 - 1}, {.key = SECRET_LIVE2, .len = sizeof SECRET_LIVE2 - 1}}},
+         .secrets = {{.key = SECRET_LIVE1, .len = sizeof SECRET_LIVE1 - 1},
+                     {.key = SECRET_LIVE2, .len = sizeof SECRET_LIVE2 - 1}}},
     };
     const char *note = NULL;
 
