@@ -614,9 +614,16 @@ def profile_driver(args, body, secret):
     bpath = os.path.join(d, "event-5k.json")
     with open(bpath, "wb") as f:
         f.write(body)
-    native = subprocess.run([exe, bpath, secret, str(args.driver_iterations)], capture_output=True, text=True,
-                            timeout=300)
-    nat = json.loads(native.stdout.strip().splitlines()[-1])
+    # The fastest of several runs: on a shared machine the others are slowed
+    # by whatever else runs on the core, which is not the worker's cost.
+    runs = []
+    for _ in range(args.driver_runs):
+        native = subprocess.run([exe, bpath, secret, str(args.driver_iterations)], capture_output=True,
+                                text=True, timeout=300)
+        runs.append(json.loads(native.stdout.strip().splitlines()[-1])["ns_per_event"])
+    runs.sort()
+    nat = {"iterations": args.driver_iterations, "runs": len(runs), "ns_per_event": runs[0],
+           "ns_median": runs[len(runs) // 2]}
     res = {"body_bytes": len(body), "native": nat}
     if shutil.which("valgrind"):
         out = os.path.join(d, "callgrind.driver.out")
@@ -1083,10 +1090,12 @@ def render_profile(drv, wprof):
                "and fcgi/event.c; one %d-byte transaction.paid, the same code path as webhook.c "
                "before the database): **%.0f Ir per event** = sig_parse %.0f + sig_verify %.0f "
                "(of which libsodium HMAC-SHA256 update %.0f) + event_parse %.0f (of which yajl_parse "
-               "%.0f) + bind %.0f. Natively %.1f µs CPU per event over %d iterations = %.3f ns per Ir."
+               "%.0f) + bind %.0f. Natively %.1f µs CPU per event, the fastest of %d runs of %d iterations "
+               "(median %.1f µs; the slower runs share the core with other load) = %.3f ns per Ir."
                % (drv["body_bytes"], drv["ir_per_event"], ir["sig_parse"], ir["sig_verify"],
                   ir["crypto_auth_hmacsha256_update"], ir["event_parse"], ir["yajl_parse"],
-                  ir["bind_params"], nat["ns_per_event"] / 1000.0, nat["iterations"], drv["ns_per_ir"]))
+                  ir["bind_params"], nat["ns_per_event"] / 1000.0, nat["runs"], nat["iterations"],
+                  nat["ns_median"] / 1000.0, drv["ns_per_ir"]))
     if wprof and "ir" in wprof:
         w = wprof["ir"]
         out.append("- The real worker (`paddlehook serve --workers 1` under callgrind, %d requests of "
@@ -1415,7 +1424,8 @@ def main(argv):
     ap.add_argument("--pgbench-seconds", type=int, default=15)
     ap.add_argument("--skip", default="", help="bench: comma list of pgbench,paddlehook,node")
     ap.add_argument("--driver", default=os.path.join(BUILD_BENCH, "profile-event"))
-    ap.add_argument("--driver-iterations", type=int, default=20000)
+    ap.add_argument("--driver-iterations", type=int, default=5000, help="per native run of the driver")
+    ap.add_argument("--driver-runs", type=int, default=7, help="native runs of the driver; the fastest counts")
     ap.add_argument("--callgrind-requests", type=int, default=1000)
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--growth-kb", type=int, default=128, help="soak: allowed RSS growth per worker")
