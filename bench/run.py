@@ -274,6 +274,7 @@ class Stack:
                          environment_name="paddlehook-bench",
                          nginx_server_directives=NGINX_SERVER_DIRECTIVES,
                          nginx_access_log_options=NGINX_ACCESS_LOG_OPTIONS)
+        self.H.nginx_upstream_keepalive = args.workers  # as many idle connections as workers
         self.extra_pg = dict(extra_pg or {})
         self.node_proc = None
         self.node_port = None
@@ -887,11 +888,13 @@ def render_report(kind, facts, body_facts, results, extra_md):
                   "events; 2/3 of them update an entity an earlier event created), bodies %d–%d "
                   "bytes, mean %.0f. Every run starts from empty event and state tables after a "
                   "CHECKPOINT and sends each notification once; wrk uses min(2, connections) "
-                  "threads." % (
+                  "threads. nginx as docs/deploy.md tunes a busy endpoint (`%s`, access log `%s`) and "
+                  "keeps as many idle connections to the workers as there are workers." % (
                       body_facts["events"],
                       sum(v for k, v in body_facts["types"].items() if k.startswith("subscription")),
                       sum(v for k, v in body_facts["types"].items() if k.startswith("transaction")),
-                      body_facts["bytes_min"], body_facts["bytes_max"], body_facts["bytes_mean"]), ""]
+                      body_facts["bytes_min"], body_facts["bytes_max"], body_facts["bytes_mean"],
+                      NGINX_SERVER_DIRECTIVES, NGINX_ACCESS_LOG_OPTIONS), ""]
     if results:
         lines += [render_table(results), ""]
     lines += extra_md
@@ -955,10 +958,15 @@ def wait_quiet(max_wait, threshold=0.25):
 
 
 def restart_serve(stack, workers):
+    """serve with another worker count, and nginx keeping as many idle
+    connections to the workers (docs/deploy.md)."""
     H = stack.H
+    H.stop_nginx()
     H.stop_serve()
     H.workers = workers
+    H.nginx_upstream_keepalive = workers
     H.start_serve()
+    H.start_nginx()
     H.wait_healthy()
     stack.pin()
 

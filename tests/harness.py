@@ -273,6 +273,9 @@ class Harness:
         # (the bench's tuned deployment: docs/deploy.md, "A busy endpoint").
         self.nginx_server_directives = nginx_server_directives
         self.nginx_access_log_options = nginx_access_log_options
+        # When set, replaces the shipped upstream's `keepalive` (idle worker
+        # connections nginx keeps; docs/deploy.md: about the worker count).
+        self.nginx_upstream_keepalive = None
         self.max_body = max_body
         self.serve_args = list(serve_args)
         self.pg_fast = pg_fast
@@ -866,6 +869,8 @@ class Harness:
         new, n = re.subn(r"server\s+unix:[^\s;]+", "server unix:%s" % self.socket_path, upstream)
         if n != 1 or not re.search(r"upstream\s+paddlehook\s*\{", new):
             new = "upstream paddlehook {\n    server unix:%s;\n}\n" % self.socket_path
+        if self.nginx_upstream_keepalive is not None:
+            new = re.sub(r"keepalive\s+\d+;", "keepalive %d;" % self.nginx_upstream_keepalive, new)
         with open(os.path.join(nd, "paddlehook-upstream.conf"), "w") as f:
             f.write(new)
         with open(os.path.join(TESTS_DIR, "nginx.conf.in")) as f:
