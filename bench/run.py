@@ -1179,7 +1179,7 @@ def cmd_soak(args):
                 rates.append((prog, (prog - prev[1]) / (t - prev[0])))
                 prev = (t, prog)
         extra = ["Worker RSS during the run (VmRSS from /proc every second; progress counted from "
-                 "nginx's access log):", ""] + md_rows + [
+                 "nginx's access log, written in batches, so up to a second behind):", ""] + md_rows + [
             "", "Growth from the 10%% mark to the highest sample of the last quarter: %s KiB per "
             "worker → %s (threshold %d KiB). Peak %.1f MiB per process, %.1f MiB for all %d workers."
             % (", ".join(str(growth[p]) for p in pids), "**no growth**" if no_growth else "**grows**",

@@ -94,7 +94,11 @@ class DatabaseDown(HarnessTestCase):
                    what="every idle worker to reconnect without a request")
         with open(H.serve_log) as f:
             f.seek(log_at)
-            self.assertEqual(f.read().count("event=db_connection_lost"), len(old))
+            log = f.read()
+        self.assertEqual(log.count("event=db_connection_lost"), len(old))
+        # The server's goodbye is a log line of ours, not libpq's raw text.
+        self.assertIn('event=db_notice severity=FATAL message="terminating connection', log)
+        self.assertNotRegex(log, r"(?m)^FATAL:")
         self.assertStored(H.post_event(self.ep, body_of(event())), "first delivery after the reconnect")
 
     def test_bad_signature_is_401_even_with_db_down(self):
