@@ -49,6 +49,9 @@
  * larger rest (a rejected upload) closes the connection instead. */
 #define KEEP_CONN_DRAIN_MAX (64 * 1024)
 #define DRAIN_DEADLINE_S 1
+/* Without a database connection an idle worker tries again this often, so a
+ * delivery after an outage finds it connected, its endpoints loaded. */
+#define IDLE_RECONNECT_MS 2000
 
 static void on_deadline(int sig) { (void)sig; }
 
@@ -172,16 +175,19 @@ enum wake { WAKE_NONE, WAKE_DB, WAKE_LISTEN, WAKE_KEPT };
 
 /* Sleeps until the listening socket has a connection, the kept connection
  * (kept_fd >= 0) has data or hung up, the database sent something (a
- * notification, or its connection closed), or a stop/reload signal arrives
- * (then the flags are set and WAKE_NONE returned). The database goes first,
- * so a request is checked against current endpoints; then the kept connection. */
+ * notification, or its connection closed) or, without a connection, it is time
+ * to reconnect (WAKE_DB), or a stop/reload signal arrives (then the flags are
+ * set and WAKE_NONE returned). The database goes first, so a request is
+ * checked against current endpoints; then the kept connection. */
 static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int kept_fd)
 {
-    struct pollfd pfd[4] = {{.fd = sig_fd, .events = POLLIN}, {.fd = store_socket(&w->store), .events = POLLIN},
+    int db_fd = store_socket(&w->store);
+    struct pollfd pfd[4] = {{.fd = sig_fd, .events = POLLIN}, {.fd = db_fd, .events = POLLIN},
                             {.fd = listen_fd, .events = POLLIN}, {.fd = kept_fd, .events = POLLIN}};
-    int n = poll(pfd, 4, -1); /* a negative fd is skipped */
+    int n = poll(pfd, 4, db_fd < 0 ? IDLE_RECONNECT_MS : -1); /* a negative fd is skipped */
 
-    if (n <= 0) return WAKE_NONE; /* EINTR: a leftover deadline */
+    if (n == 0) return WAKE_DB;
+    if (n < 0) return WAKE_NONE; /* EINTR: a leftover deadline */
     if (pfd[0].revents) {
         take_signals(w, sig_fd);
         return WAKE_NONE;

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import harness
 from harness import (Harness, HarnessTestCase, make_event, py_sign, sample_customer,
@@ -100,6 +101,19 @@ class DatabaseDown(HarnessTestCase):
         self.assertIn('event=db_notice severity=FATAL message="terminating connection', log)
         self.assertNotRegex(log, r"(?m)^FATAL:")
         self.assertStored(H.post_event(self.ep, body_of(event())), "first delivery after the reconnect")
+
+    def test_idle_workers_reconnect_after_an_outage_without_a_delivery(self):
+        self.warm_up()
+        backends = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'paddlehook' "
+                    "AND backend_type = 'client backend'")
+        before = int(H.sql_value(backends))
+        self.assertGreaterEqual(before, 1)
+        H.stop_postgres()
+        time.sleep(1.0)  # the workers see their connections close and fail to reconnect
+        H.start_postgres()
+        wait_until(lambda: int(H.sql_value(backends)) >= before, timeout=20, interval=0.2,
+                   what="idle workers to reconnect after the restart without a request")
+        self.assertStored(H.post_event(self.ep, body_of(event())), "first delivery after the outage")
 
     def test_bad_signature_is_401_even_with_db_down(self):
         # Verification needs no database: a forged request is rejected as such.
