@@ -4,6 +4,7 @@ import base64
 import binascii
 import os
 import stat
+import subprocess
 
 import harness
 from harness import Harness, HarnessTestCase, new_secret
@@ -122,9 +123,9 @@ class Endpoints(HarnessTestCase):
         env_bad = "host=127.0.0.1 port=1 user=postgres dbname=nope connect_timeout=2"
         argv = [H.binary, "endpoint", "list", "--db", H.conninfo]
         env = dict(H.env(), PADDLEHOOK_DB=env_bad)
-        p = harness.subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 0, "--db ignored: %s" % p.stderr)
         env = H.env()
-        p = harness.subprocess.run([H.binary, "endpoint", "list", "--db", env_bad], env=env,
+        p = subprocess.run([H.binary, "endpoint", "list", "--db", env_bad], env=env,
                                    capture_output=True, text=True, timeout=30)
         self.assertNotEqual(p.returncode, 0, "--db did not override PADDLEHOOK_DB")

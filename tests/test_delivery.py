@@ -7,6 +7,7 @@ exactly once and that a state row always holds the newest snapshot.
 
 import copy
 import datetime
+import http.client
 import json
 import random
 import threading
@@ -429,7 +430,7 @@ class BodySize(HarnessTestCase):
         self.assertEqual(H.digest(), before)
 
     def test_keepalive_connection_carries_several_events(self):
-        conn = harness.http.client.HTTPConnection("127.0.0.1", H.http_port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", H.http_port, timeout=30)
         try:
             for _ in range(5):
                 body = make_event("customer.created", harness.sample_customer())

@@ -25,6 +25,7 @@ import glob
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -802,7 +803,7 @@ def valgrind_load(total):
             if i and i % 500 == 0:
                 h.rotate_endpoint(live)                  # NOTIFY: endpoints reloaded
                 h.retire_secrets(live)
-                os.kill(h.serve_pid(), harness.signal.SIGHUP)
+                os.kill(h.serve_pid(), signal.SIGHUP)
                 print("valgrind-load: %d/%d requests, %.0f s" % (i, total, time.monotonic() - started),
                       flush=True)
             r, (status, code) = kinds[i % len(kinds)](i)

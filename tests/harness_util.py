@@ -1,0 +1,190 @@
+"""Helpers of the integration harness that need no running stack: where the
+repository is, the tables the contract names, bounded waits, free ports, /proc,
+and the Response and Endpoint records the harness hands to tests."""
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS_DIR = os.path.join(REPO_ROOT, "tests")
+
+DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
+DB_NAME = "paddlehook"
+
+# Tables the contract names; the digest helpers skip those not created yet.
+EVENT_TABLE = "paddle.payment_events"
+STATE_TABLES = (
+    "paddle.customers",
+    "paddle.subscriptions",
+    "paddle.subscription_items",
+    "paddle.transactions",
+    "paddle.transaction_items",
+    "paddle.adjustments",
+    "paddle.adjustment_items",
+)
+
+
+class HarnessError(RuntimeError):
+    """A component failed to start/stop; the message carries log tails."""
+
+
+# --------------------------------------------------------------------------
+# small utilities
+# --------------------------------------------------------------------------
+
+def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
+    """Poll predicate() until it returns a truthy value; return that value.
+
+    Raises TimeoutError naming `what` and the last value or exception seen.
+    """
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+            last = value
+        except Exception as exc:  # noqa: BLE001 - reported on timeout
+            last = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError("timed out after %.1fs waiting for %s (last: %r)"
+                               % (timeout, what, last))
+        time.sleep(interval)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid):
+    """True if pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X")
+
+
+def children_of(pid):
+    """PIDs whose parent is pid (from /proc), zombies excluded."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 1 and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            out.append(int(name))
+    return sorted(out)
+
+
+def kill_pid(pid, sig):
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def tail(path, lines=40):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return "(cannot read %s: %s)" % (path, exc)
+    return "\n".join(data.splitlines()[-lines:])
+
+
+_libc = None
+
+
+def _set_pdeathsig():
+    """preexec_fn: deliver SIGTERM to the child if the harness dies."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort only
+        pass
+
+
+# --------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------
+
+class Response:
+    """An HTTP response: status, headers (lower-case names), raw body."""
+
+    def __init__(self, status, reason, headers, body):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        """The body parsed as JSON, or None."""
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    @property
+    def error(self):
+        j = self.json()
+        return j.get("error") if isinstance(j, dict) else None
+
+    def __repr__(self):
+        return "<Response %s %r>" % (self.status, self.body[:300])
+
+
+def _response_from(resp):
+    body = resp.read()
+    headers = {}
+    for k, v in resp.getheaders():
+        k = k.lower()
+        headers[k] = headers[k] + ", " + v if k in headers else v
+    return Response(resp.status, resp.reason, headers, body)
+
+
+# --------------------------------------------------------------------------
+# Endpoint record
+# --------------------------------------------------------------------------
+
+class Endpoint:
+    def __init__(self, id, secret, name, environment, tolerance):
+        self.id = id
+        self.secret = secret        # the newest secret
+        self.secrets = [secret]     # all secrets handed to the binary
+        self.name = name
+        self.environment = environment
+        self.tolerance = tolerance
+
+    @property
+    def path(self):
+        return "/paddle/webhooks/%s" % self.id
+
+    def __repr__(self):
+        return "<Endpoint %s %s>" % (self.id, self.environment)
+
+
+def ts_text(column):
+    """SQL rendering a timestamp column as RFC 3339 UTC with 6 fractional digits."""
+    return ("to_char((%s) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" % column)
