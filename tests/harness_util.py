@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,3 +189,23 @@ class Endpoint:
 def ts_text(column):
     """SQL rendering a timestamp column as RFC 3339 UTC with 6 fractional digits."""
     return ("to_char((%s) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" % column)
+
+
+def stop_with_children(proc, timeout):
+    """SIGTERM proc (a Popen, or None), SIGKILL it after timeout seconds, then
+    SIGKILL any child it left behind; its exit status, None without one."""
+    if proc is None:
+        return None
+    kids = set(children_of(proc.pid))
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kids |= set(children_of(proc.pid))
+            proc.kill()
+            proc.wait(5)
+    for k in kids:
+        if pid_alive(k):
+            kill_pid(k, signal.SIGKILL)
+    return proc.returncode

@@ -6,14 +6,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
 
 from paddledata import py_sign
 from harness_util import (Endpoint, HarnessError, TESTS_DIR, _response_from, _set_pdeathsig, children_of,
-                          free_port, kill_pid, pid_alive, wait_until)
+                          free_port, stop_with_children, wait_until)
 
 
 class WebMixin:
@@ -58,23 +57,8 @@ class WebMixin:
 
     def stop_serve(self, timeout=15):
         """SIGTERM (graceful) then SIGKILL serve and any leftover workers."""
-        p = self.serve_proc
-        if p is None:
-            return None
-        kids = set(children_of(p.pid))
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                kids |= set(children_of(p.pid))
-                p.kill()
-                p.wait(5)
-        for k in kids:
-            if pid_alive(k):
-                kill_pid(k, signal.SIGKILL)
-        self.serve_proc = None
-        return p.returncode
+        p, self.serve_proc = self.serve_proc, None
+        return stop_with_children(p, timeout)
 
     def serve_pid(self):
         return self.serve_proc.pid if self.serve_proc else None
@@ -168,23 +152,8 @@ class WebMixin:
         return self.nginx_proc
 
     def stop_nginx(self, timeout=10):
-        p = self.nginx_proc
-        if p is None:
-            return None
-        kids = set(children_of(p.pid))
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                kids |= set(children_of(p.pid))
-                p.kill()
-                p.wait(5)
-        for k in kids:
-            if pid_alive(k):
-                kill_pid(k, signal.SIGKILL)
-        self.nginx_proc = None
-        return p.returncode
+        p, self.nginx_proc = self.nginx_proc, None
+        return stop_with_children(p, timeout)
 
     def wait_healthy(self, timeout=20):
         def ok():
