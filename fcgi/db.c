@@ -1,4 +1,5 @@
-/* db.c - libpq connection set-up shared by the worker and the commands. */
+/* db.c - libpq connection set-up shared by the worker and the commands;
+ * server notices become log lines. */
 #include "db.h"
 
 #include <stdio.h>
@@ -25,16 +26,20 @@ static void one_line(const char *msg, char *buf, size_t len)
 static void log_notice(void *arg, const PGresult *res)
 {
     const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
     const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    char level[16], msg[256];
+    char level[16], msg[256], more[256];
     int serious;
 
     (void)arg;
+    if (severity == NULL) severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
     one_line(severity ? severity : "NOTICE", level, sizeof level);
+    one_line(detail ? detail : "", more, sizeof more);
     one_line(primary ? primary : PQresultErrorMessage(res), msg, sizeof msg);
     serious = strcmp(level, "WARNING") == 0 || strcmp(level, "ERROR") == 0 || strcmp(level, "FATAL") == 0 ||
               strcmp(level, "PANIC") == 0;
-    log_line(serious ? LOG_WARN : LOG_INFO, "event=db_notice severity=%s message=\"%s\"", level, msg);
+    log_line(serious ? LOG_WARN : LOG_INFO, "event=db_notice severity=%s message=\"%s\"%s%s%s", level, msg,
+             detail ? " detail=\"" : "", more, detail ? "\"" : "");
 }
 
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
@@ -95,4 +100,3 @@ void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len)
     if (msg == NULL || *msg == '\0') msg = "unknown database error";
     one_line(msg, buf, len);
 }
-

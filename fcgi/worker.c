@@ -49,9 +49,12 @@
  * larger rest (a rejected upload) closes the connection instead. */
 #define KEEP_CONN_DRAIN_MAX (64 * 1024)
 #define DRAIN_DEADLINE_S 1
-/* Without a database connection an idle worker tries again this often, so a
- * delivery after an outage finds it connected, its endpoints loaded. */
+/* Without a database connection an idle worker tries again after 2 s, then
+ * less often while the database stays away (a connect to a host that drops
+ * packets blocks for the connect timeout), so that a delivery after an outage
+ * finds it connected, its endpoints loaded. */
 #define IDLE_RECONNECT_MS 2000
+#define IDLE_RECONNECT_MAX_MS 30000
 
 static void on_deadline(int sig) { (void)sig; }
 
@@ -141,6 +144,7 @@ static void refresh(struct worker *w, int read_socket)
 
     /* NOTIFYs sent while the connection was down are lost with it. */
     if (w->store.conn == NULL) w->endpoints_stale = 1;
+    else w->idle_reconnect_ms = IDLE_RECONNECT_MS;
 
     if (w->reload_requested) {
         char err[256];
@@ -184,9 +188,14 @@ static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int 
     int db_fd = store_socket(&w->store);
     struct pollfd pfd[4] = {{.fd = sig_fd, .events = POLLIN}, {.fd = db_fd, .events = POLLIN},
                             {.fd = listen_fd, .events = POLLIN}, {.fd = kept_fd, .events = POLLIN}};
-    int n = poll(pfd, 4, db_fd < 0 ? IDLE_RECONNECT_MS : -1); /* a negative fd is skipped */
+    int n = poll(pfd, 4, db_fd < 0 ? w->idle_reconnect_ms : -1); /* a negative fd is skipped */
 
-    if (n == 0) return WAKE_DB;
+    if (n == 0) {
+        /* Back off until a connection succeeds (refresh() then resets it). */
+        w->idle_reconnect_ms = w->idle_reconnect_ms * 2 > IDLE_RECONNECT_MAX_MS ? IDLE_RECONNECT_MAX_MS
+                                                                                : w->idle_reconnect_ms * 2;
+        return WAKE_DB;
+    }
     if (n < 0) return WAKE_NONE; /* EINTR: a leftover deadline */
     if (pfd[0].revents) {
         take_signals(w, sig_fd);
@@ -253,6 +262,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
     w.cfg = cfg;
     w.key = *mk;
     w.stats = stats;
+    w.idle_reconnect_ms = IDLE_RECONNECT_MS;
     store_init(&w.store, cfg->db, stats);
     sig_fd = install_handlers();
 

@@ -18,6 +18,7 @@ struct worker {
     int stop_requested;   /* SIGTERM/SIGINT seen */
     int reload_requested; /* SIGHUP seen */
     long long next_reload_ms;
+    int idle_reconnect_ms; /* without a database connection, an idle worker's next try */
     unsigned char *body; /* cfg->max_body + 1 bytes, reused by every request */
     struct stats *stats; /* shared with the supervisor and the other workers */
 };

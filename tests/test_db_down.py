@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 
 import harness
 from harness import (Harness, HarnessTestCase, make_event, py_sign, sample_customer,
@@ -108,11 +107,22 @@ class DatabaseDown(HarnessTestCase):
                     "AND backend_type = 'client backend'")
         before = int(H.sql_value(backends))
         self.assertGreaterEqual(before, 1)
+        workers = H.worker_pids()
+        log_at = os.path.getsize(H.serve_log)
+
+        def failed_attempts():
+            with open(H.serve_log) as f:
+                f.seek(log_at)
+                return f.read().count("event=db_connect_failed")
         H.stop_postgres()
-        time.sleep(1.0)  # the workers see their connections close and fail to reconnect
+        # Each worker that held a connection tries once when it sees it close,
+        # then again on its timer while idle: two attempts each, no request.
+        wait_until(lambda: failed_attempts() >= 2 * before, timeout=15, interval=0.1,
+                   what="idle workers to retry while the database is down")
         H.start_postgres()
-        wait_until(lambda: int(H.sql_value(backends)) >= before, timeout=20, interval=0.2,
+        wait_until(lambda: int(H.sql_value(backends)) >= before, timeout=30, interval=0.2,
                    what="idle workers to reconnect after the restart without a request")
+        self.assertEqual(H.worker_pids(), workers, "workers were restarted instead of reconnecting")
         self.assertStored(H.post_event(self.ep, body_of(event())), "first delivery after the outage")
 
     def test_bad_signature_is_401_even_with_db_down(self):
