@@ -22,8 +22,6 @@ grows with the file position (so every later snapshot really applies).
 Replay file: one line per notification, "<Paddle-Signature>\\t<body>\\n".
 """
 
-import hmac
-import hashlib
 import json
 import os
 import random
@@ -35,7 +33,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
-from paddledata import (fixtures_dir, sample_subscription,  # noqa: E402
+from paddledata import (fixtures_dir, py_sign, sample_subscription,  # noqa: E402
                         sample_transaction)
 
 LIFECYCLES = (
@@ -147,11 +145,6 @@ def generate(n, seed=None, start_time=None):
     return out
 
 
-def sign(secret, ts, body):
-    mac = hmac.new(secret.encode(), str(ts).encode() + b":" + body, hashlib.sha256).hexdigest()
-    return "ts=%d;h1=%s" % (ts, mac)
-
-
 def write_replay(path, events, secret, ts=None):
     """Pre-sign every body with one ts (the endpoints get a large tolerance)
     and write the replay file. Returns summary facts about the bodies."""
@@ -160,7 +153,7 @@ def write_replay(path, events, secret, ts=None):
     types = {}
     with open(path, "wb") as f:
         for _, etype, body in events:
-            f.write(sign(secret, ts, body).encode() + b"\t" + body + b"\n")
+            f.write(py_sign(body, secret, ts).encode() + b"\t" + body + b"\n")
             sizes.append(len(body))
             types[etype] = types.get(etype, 0) + 1
     sizes.sort()

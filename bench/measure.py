@@ -2,7 +2,6 @@
 from /proc, CPU affinity, percentiles, the paths everything writes to."""
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,12 +22,6 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 def log(msg):
     sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_cpu_ticks(pid):

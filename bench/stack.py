@@ -12,10 +12,10 @@ import signal
 import subprocess
 import time
 
-from measure import (BENCH_DIR, BUILD_BENCH, CpuMeter, REPO_ROOT, RssSampler, descendants, free_port, log,
+from measure import (BENCH_DIR, BUILD_BENCH, CpuMeter, REPO_ROOT, RssSampler, descendants, log,
                      machine_busy_ticks, percentile, set_affinity, sh)  # sets sys.path for tests/harness.py
 import events as bevents  # noqa: E402
-from harness import EVENT_TABLE, STATE_TABLES, Harness, children_of, pid_alive, wait_until
+from harness import EVENT_TABLE, STATE_TABLES, Harness, children_of, free_port, pid_alive, wait_until
 
 
 # PostgreSQL settings for every benchmark: durable commits (the defaults,
