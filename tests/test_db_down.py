@@ -26,6 +26,17 @@ def body_of(env):
     return json.dumps(env).encode()
 
 
+# The workers' database sessions (only they use this application_name).
+WORKER_BACKENDS = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'paddlehook' "
+                   "AND backend_type = 'client backend'")
+
+
+def serve_log_since(offset):
+    with open(H.serve_log) as f:
+        f.seek(offset)
+        return f.read()
+
+
 class DatabaseDown(HarnessTestCase):
     harness = H
 
@@ -83,18 +94,14 @@ class DatabaseDown(HarnessTestCase):
         # connection closed while the worker is idle is replaced at once, not
         # on the next delivery (which would then pay for the reconnect).
         self.warm_up()
-        backends = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'paddlehook' "
-                    "AND backend_type = 'client backend'")
         # (nginx's kept connection may have sent every request to one worker.)
-        old = set(H.sql(backends))
+        old = set(H.sql(WORKER_BACKENDS))
         self.assertGreaterEqual(len(old), 1)
         log_at = os.path.getsize(H.serve_log)
-        H.sql("SELECT pg_terminate_backend(pid) FROM (%s) b" % backends)
-        wait_until(lambda: len(set(H.sql(backends)) - old) >= len(old), timeout=15, interval=0.1,
+        H.sql("SELECT pg_terminate_backend(pid) FROM (%s) b" % WORKER_BACKENDS)
+        wait_until(lambda: len(set(H.sql(WORKER_BACKENDS)) - old) >= len(old), timeout=15, interval=0.1,
                    what="every idle worker to reconnect without a request")
-        with open(H.serve_log) as f:
-            f.seek(log_at)
-            log = f.read()
+        log = serve_log_since(log_at)
         self.assertEqual(log.count("event=db_connection_lost"), len(old))
         # The server's goodbye is a log line of ours, not libpq's raw text.
         self.assertIn('event=db_notice severity=FATAL message="terminating connection', log)
@@ -103,24 +110,17 @@ class DatabaseDown(HarnessTestCase):
 
     def test_idle_workers_reconnect_after_an_outage_without_a_delivery(self):
         self.warm_up()
-        backends = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'paddlehook' "
-                    "AND backend_type = 'client backend'")
-        before = int(H.sql_value(backends))
+        before = len(H.sql(WORKER_BACKENDS))
         self.assertGreaterEqual(before, 1)
         workers = H.worker_pids()
         log_at = os.path.getsize(H.serve_log)
-
-        def failed_attempts():
-            with open(H.serve_log) as f:
-                f.seek(log_at)
-                return f.read().count("event=db_connect_failed")
         H.stop_postgres()
         # Each worker that held a connection tries once when it sees it close,
         # then again on its timer while idle: two attempts each, no request.
-        wait_until(lambda: failed_attempts() >= 2 * before, timeout=15, interval=0.1,
-                   what="idle workers to retry while the database is down")
+        wait_until(lambda: serve_log_since(log_at).count("event=db_connect_failed") >= 2 * before, timeout=15,
+                   interval=0.1, what="idle workers to retry while the database is down")
         H.start_postgres()
-        wait_until(lambda: int(H.sql_value(backends)) >= before, timeout=30, interval=0.2,
+        wait_until(lambda: len(H.sql(WORKER_BACKENDS)) >= before, timeout=30, interval=0.2,
                    what="idle workers to reconnect after the restart without a request")
         self.assertEqual(H.worker_pids(), workers, "workers were restarted instead of reconnecting")
         self.assertStored(H.post_event(self.ep, body_of(event())), "first delivery after the outage")
