@@ -40,6 +40,7 @@ out:
 int masterkey_load(const char *path, struct masterkey *mk, char *err, size_t errlen)
 {
     char buf[MASTERKEY_HEX_LEN + 8];
+    unsigned char key[MASTERKEY_BYTES];
     struct stat st;
     size_t bin_len = 0;
     ssize_t n;
@@ -62,13 +63,17 @@ int masterkey_load(const char *path, struct masterkey *mk, char *err, size_t err
     n = read(fd, buf, sizeof buf);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
     if (n != MASTERKEY_HEX_LEN ||
-        sodium_hex2bin(mk->key, sizeof mk->key, buf, (size_t)n, NULL, &bin_len, NULL) != 0 ||
+        sodium_hex2bin(key, sizeof key, buf, (size_t)n, NULL, &bin_len, NULL) != 0 ||
         bin_len != MASTERKEY_BYTES) {
         snprintf(err, errlen, "key file %s does not hold a key made by 'paddlehook keygen'", path);
         goto out;
     }
+    /* Decoded aside: hex2bin writes as it goes, and a reload that fails
+     * must leave the key in use whole. */
+    memcpy(mk->key, key, sizeof key);
     rc = 0;
 out:
+    sodium_memzero(key, sizeof key);
     sodium_memzero(buf, sizeof buf);
     if (fd >= 0) close(fd);
     return rc;

@@ -20,7 +20,7 @@ struct masterkey {
 int masterkey_generate(const char *path, char *err, size_t errlen);
 
 /* Reads a key written by masterkey_generate. Refuses a file that group or
- * others can read. 0 or -1 with a reason in err. */
+ * others can read. 0 or -1 with a reason in err; on -1 *mk is unchanged. */
 int masterkey_load(const char *path, struct masterkey *mk, char *err, size_t errlen);
 
 /* out gets nonce || secretbox(msg); out_cap >= len + MASTERKEY_SEAL_OVERHEAD. */

@@ -1,4 +1,4 @@
-/* Unit tests of the pure core (signature, event parsing). TAP output; the
+/* Unit tests of the pure core (signature, event parsing, master key file). TAP output; the
  * exit status is non-zero when any test failed. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,6 +50,7 @@ int main(void)
     test_sig();
     test_event();
     test_template();
+    test_masterkey();
     printf("1..%d\n# %d passed, %d failed\n", n_run, n_run - n_failed, n_failed);
     return n_failed ? 1 : 0;
 }

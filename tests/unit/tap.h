@@ -16,5 +16,6 @@ const char *tap_fixtures_dir(void);
 void test_sig(void);
 void test_event(void);
 void test_template(void);
+void test_masterkey(void);
 
 #endif
