@@ -88,7 +88,7 @@ int event_is_timestamp(const char *s, size_t len)
     }
     if (i < len && (s[i] == 'Z' || s[i] == 'z')) return i + 1 == len;
     if (i + 6 == len && (s[i] == '+' || s[i] == '-'))
-        return digits(s + i + 1, 2, 0, 23) && s[i + 3] == ':' && digits(s + i + 4, 2, 0, 59);
+        return digits(s + i + 1, 2, 0, MAX_UTC_OFFSET_HOURS) && s[i + 3] == ':' && digits(s + i + 4, 2, 0, 59);
     return 0;
 }
 

@@ -29,6 +29,9 @@
 #define MAX_ID_LEN 64
 #define MAX_EVENT_TYPE_LEN 64
 #define MAX_TIMESTAMP_LEN 40
+/* PostgreSQL's limit for a UTC offset in a timestamp (+15:59); beyond it
+ * the cast fails and the event would get the wrong kind of 400. */
+#define MAX_UTC_OFFSET_HOURS 15
 
 /* Endpoint secrets (pdl_ntfset_... is ~70 chars) and names. */
 #define MAX_SECRET_LEN 256

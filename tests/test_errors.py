@@ -264,6 +264,7 @@ class BodyErrors(ErrorCase):
             ("occurred_at", "yesterday"),
             ("occurred_at", 1700000000),
             ("occurred_at", "2024-13-45T99:00:00Z"),
+            ("occurred_at", "2024-03-15T10:32:38+16:00"),   # PostgreSQL's offset limit is 15 h
             ("data", "a string"),
             ("data", 42),
             ("data", [1, 2]),
