@@ -245,10 +245,22 @@ static void finish_request(FCGX_Request *fcgx)
     FCGX_Finish_r(fcgx);
 }
 
-static void backoff(void)
+/* EAGAIN: another worker took the connection. Anything else (EMFILE,
+ * ENOBUFS, a request cut off by the deadline, ...) is logged, counted and
+ * waited out, so that a listening socket that stays readable cannot spin the
+ * worker. -1 when the worker should give up. */
+static int accept_failed(int err, int *failures)
 {
-    struct timespec ts = {0, ACCEPT_BACKOFF_MS * 1000000L};
-    nanosleep(&ts, NULL);
+    struct timespec pause = {0, ACCEPT_BACKOFF_MS * 1000000L};
+
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ECONNABORTED) return 0;
+    log_line(LOG_WARN, "event=accept_failed reason=\"%s\"", strerror(err));
+    if (++*failures > MAX_ACCEPT_FAILURES) {
+        log_line(LOG_ERROR, "event=accept_failing");
+        return -1;
+    }
+    nanosleep(&pause, NULL);
+    return 0;
 }
 
 int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_fd,
@@ -278,18 +290,15 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         enum wake wake = wait_for_work(&w, sig_fd, listen_fd, fcgx.ipcFd);
         if (w.reload_requested || wake == WAKE_DB) refresh(&w, wake == WAKE_DB);
         if (wake == WAKE_NONE || wake == WAKE_DB) continue;
-        if (wake == WAKE_LISTEN && fcgx.ipcFd >= 0 && swap_connection(&fcgx, listen_fd) != 0) continue;
+        if (wake == WAKE_LISTEN && fcgx.ipcFd >= 0 && swap_connection(&fcgx, listen_fd) != 0) {
+            if (accept_failed(errno, &accept_failures) != 0) goto out;
+            continue;
+        }
         set_deadline(REQUEST_DEADLINE_S);
         if ((accepted = FCGX_Accept_r(&fcgx)) < 0) {
             set_deadline(0);
-            /* libfcgi returns -errno; EAGAIN: another worker took the connection. */
-            if (-accepted == EAGAIN || -accepted == EWOULDBLOCK) continue;
-            log_line(LOG_WARN, "event=accept_failed reason=\"%s\"", strerror(-accepted));
-            if (++accept_failures > MAX_ACCEPT_FAILURES) {
-                log_line(LOG_ERROR, "event=accept_failing");
-                goto out;
-            }
-            backoff();
+            /* libfcgi returns -errno. */
+            if (accept_failed(-accepted, &accept_failures) != 0) goto out;
             continue;
         }
         accept_failures = 0;

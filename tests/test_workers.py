@@ -3,6 +3,7 @@ graceful stop."""
 
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -161,6 +162,61 @@ class RawKeptConnection(HarnessTestCase):
         finally:
             for s in held:
                 s.close()
+
+
+def cpu_ticks(pid):
+    """utime + stime of pid in clock ticks; 0 once it has gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+class AcceptFailure(HarnessTestCase):
+    """A worker that cannot accept (EMFILE here) while the listening socket stays
+    readable backs off instead of spinning, whether or not it holds a kept
+    connection."""
+    harness = H
+
+    def test_workers_out_of_descriptors_back_off(self):
+        held, waiting, limited = [], None, {}
+        try:
+            for _ in range(WORKERS):             # every worker ends up with a kept connection
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(H.socket_path)
+                s.sendall(fcgi_request("GET", "/paddle/healthz"))
+                self.assertIn(b"Status: 200", fcgi_response(s) or b"")
+                held.append(s)
+            for pid in H.worker_pids():
+                # The limit is on descriptor numbers: the lowest free one is the next to be given.
+                used = {int(fd) for fd in os.listdir("/proc/%d/fd" % pid)}
+                soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (min(set(range(len(used) + 1)) - used), hard))
+                limited[pid] = soft
+            before = {pid: cpu_ticks(pid) for pid in limited}
+            waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            waiting.connect(H.socket_path)      # readable listening socket no worker can accept
+            time.sleep(0.5)
+            spent = sum(cpu_ticks(pid) - before[pid] for pid in limited if harness.pid_alive(pid))
+            self.assertLess(spent / os.sysconf("SC_CLK_TCK"), 0.2,
+                            "workers spun on a listening socket they could not accept from")
+            with open(H.serve_log) as f:
+                self.assertIn("reason=\"Too many open files\"", f.read())
+        finally:
+            for pid, soft in limited.items():
+                try:
+                    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]))
+                except OSError:
+                    pass                         # gave up and was replaced: nothing to restore
+            for s in held + ([waiting] if waiting else []):
+                s.close()
+        H.wait_workers(WORKERS)
+        H.wait_healthy()
+        ep = H.add_endpoint()
+        r = H.post_event(ep, make_event("subscription.created", sample_subscription(paddle_id("sub"))))
+        self.assertEqual(r.status, 200, r.body)
 
 
 class WorkerCrash(HarnessTestCase):
