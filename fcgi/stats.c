@@ -9,6 +9,7 @@
 #include "stats.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -143,23 +144,27 @@ void stats_close(struct stats *st)
     if (st) munmap(st, sizeof *st);
 }
 
-/* Finds or claims the slot whose `matches` says so. */
+/* Finds or claims the slot whose `matches` says so. A slot another process
+ * is claiming may be for the same key: wait for it to be filled (yielding,
+ * the claimer may be off the CPU) and look again, else two slots would count
+ * the same key. */
 #define CLAIM(table, n, start, matches, fill)                                                 \
     do {                                                                                      \
         for (uint32_t probe = 0; probe < (n); probe++) {                                      \
             __typeof__(&(table)[0]) s = &(table)[((start) + probe) % (n)];                     \
-            uint32_t state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE), expected = SLOT_FREE; \
-            for (int spin = 0; state == SLOT_CLAIMING && spin < STATS_CLAIM_SPINS; spin++)     \
-                state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);                          \
-            if (state == SLOT_READY && (matches)) return s;                                   \
+            uint32_t state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);                    \
             if (state == SLOT_FREE &&                                                         \
-                __atomic_compare_exchange_n(&s->state, &expected, SLOT_CLAIMING, 0,           \
+                __atomic_compare_exchange_n(&s->state, &state, SLOT_CLAIMING, 0,              \
                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {            \
                 fill;                                                                         \
                 __atomic_store_n(&s->state, SLOT_READY, __ATOMIC_RELEASE);                    \
                 return s;                                                                     \
             }                                                                                 \
-            if (expected == SLOT_READY && (matches)) return s;                                \
+            for (int spin = 0; state == SLOT_CLAIMING && spin < STATS_CLAIM_SPINS; spin++) {  \
+                sched_yield();                                                                \
+                state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);                         \
+            }                                                                                 \
+            if (state == SLOT_READY && (matches)) return s;                                   \
         }                                                                                     \
         return NULL;                                                                          \
     } while (0)
