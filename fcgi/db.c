@@ -2,8 +2,11 @@
  * server notices become log lines. */
 #include "db.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -99,4 +102,61 @@ void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len)
     if (msg == NULL || *msg == '\0') msg = conn ? PQerrorMessage(conn) : "out of memory";
     if (msg == NULL || *msg == '\0') msg = "unknown database error";
     one_line(msg, buf, len);
+}
+
+long long db_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* 1 when the socket is ready for `events`, 0 when the deadline passed first,
+ * -1 on error. Signals (the request deadline) only shorten a wait. */
+static int wait_socket(PGconn *conn, short events, long long deadline_ms)
+{
+    struct pollfd p = {.fd = PQsocket(conn), .events = events};
+
+    if (p.fd < 0) return -1;
+    for (;;) {
+        long long left = deadline_ms - db_now_ms();
+        int rc;
+
+        if (left <= 0) return 0;
+        rc = poll(&p, 1, (int)left);
+        if (rc > 0) return 1;
+        if (rc < 0 && errno != EINTR) return -1;
+    }
+}
+
+PGresult *db_result_by(PGconn *conn, long long deadline_ms, int *timed_out)
+{
+    PGresult *kept = NULL, *res;
+    int ready = -1;
+
+    *timed_out = 0;
+    /* A non-blocking connection may still hold part of the command. */
+    while (PQflush(conn) == 1) {
+        if ((ready = wait_socket(conn, POLLIN | POLLOUT, deadline_ms)) <= 0) goto stop;
+        if (PQconsumeInput(conn) == 0) break;
+    }
+    for (;;) {
+        while (PQisBusy(conn)) {
+            if ((ready = wait_socket(conn, POLLIN, deadline_ms)) <= 0) goto stop;
+            if (PQconsumeInput(conn) == 0) break;
+        }
+        if ((res = PQgetResult(conn)) == NULL) break;
+        /* As PQexec: the last result, unless an earlier one was an error. */
+        if (kept && PQresultStatus(kept) == PGRES_FATAL_ERROR) {
+            PQclear(res);
+        } else {
+            PQclear(kept);
+            kept = res;
+        }
+    }
+    return kept;
+stop:
+    *timed_out = ready == 0;
+    PQclear(kept);
+    return NULL;
 }

@@ -23,6 +23,18 @@ int db_error_is_data(const PGresult *res);
 /* Runs a parameterless command; 0 on success, -1 with a reason in err. */
 int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen);
 
+/* CLOCK_MONOTONIC in milliseconds, for deadlines. */
+long long db_now_ms(void);
+
+/* The result of the command just sent with a PQsend* function, waiting no
+ * later than deadline_ms (db_now_ms). libpq's own waits have no limit, and a
+ * server that stops answering (frozen, its storage hung: statement_timeout
+ * cannot fire then) would hold the caller as long. Like PQexec: the last
+ * result, an error winning over later ones. NULL when the connection failed
+ * or, with *timed_out set, when time ran out: the connection is then in an
+ * unknown state and must be closed. */
+PGresult *db_result_by(PGconn *conn, long long deadline_ms, int *timed_out);
+
 /* First line of the server's or libpq's error message, for logs. */
 void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len);
 

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "db.h"
 #include "log.h"
 
 #define ENDPOINTS_QUERY                                                                  \
@@ -74,18 +73,15 @@ static int prepare_secrets(struct endpoint_table *t, size_t used)
     return 0;
 }
 
-int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_table *t,
+int endpoints_load(struct store *s, const struct masterkey *mk, struct endpoint_table *t,
                    char *err, size_t errlen)
 {
     struct endpoint_table next = {0};
-    PGresult *res = PQexec(conn, ENDPOINTS_QUERY);
+    PGresult *res = store_query(s, ENDPOINTS_QUERY, err, errlen);
     size_t rows, used = 0;
     int rc = -1;
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        db_error_line(conn, res, err, errlen);
-        goto out;
-    }
+    if (res == NULL) goto out;
     rows = (size_t)PQntuples(res);
     if (rows > MAX_ENDPOINTS * MAX_SECRETS_PER_ENDPOINT) {
         snprintf(err, errlen, "more than %d endpoints", MAX_ENDPOINTS);

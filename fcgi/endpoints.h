@@ -5,11 +5,10 @@
 
 #include <stddef.h>
 
-#include <libpq-fe.h>
-
 #include "limits.h"
 #include "masterkey.h"
 #include "sig.h"
+#include "store.h"
 
 struct endpoint {
     char id[MAX_ID_LEN + 1];
@@ -33,8 +32,9 @@ struct endpoint_table {
  * open with mk (the database was re-keyed before this process re-read its
  * key file) is replaced by the secrets *t already held for that endpoint,
  * so a key rotation never opens a window of rejected deliveries. On failure
- * *t is left as it was and -1 is returned with a reason in err. */
-int endpoints_load(PGconn *conn, const struct masterkey *mk, struct endpoint_table *t,
+ * *t is left as it was and -1 is returned with a reason in err. Queries on
+ * the worker's connection (store_query: same time limit as an ingest). */
+int endpoints_load(struct store *s, const struct masterkey *mk, struct endpoint_table *t,
                    char *err, size_t errlen);
 
 const struct endpoint *endpoints_find(const struct endpoint_table *t, const char *id);

@@ -8,12 +8,14 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "db.h"
 #include "log.h"
 
 #define STORE_RETRY_MS 100
+/* The server ends a slow statement itself (statement_timeout below); this is
+ * for a server that cannot answer at all. Inside Paddle's 5 seconds. */
+#define DB_REPLY_TIMEOUT_MS 4500
 #define INGEST_STMT "paddlehook_ingest"
 #define INGEST_SQL "SELECT paddle.ingest_event($1, $2, $3::timestamptz, $4, $5, $6, $7::jsonb)"
 /* Keep every statement inside Paddle's 5-second delivery window. */
@@ -24,13 +26,6 @@
  * local for this session. Stronger settings (remote_apply, ...) are kept. */
 #define DURABLE_COMMIT "SELECT set_config('synchronous_commit', 'local', false) " \
                        "WHERE current_setting('synchronous_commit') = 'off'"
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void store_init(struct store *s, const char *conninfo, struct stats *stats)
 {
@@ -74,17 +69,24 @@ int store_ready(struct store *s)
         log_line(LOG_WARN, "event=db_connection_lost");
         drop(s);
     }
-    if (now_ms() < s->next_attempt_ms) return -1;
+    if (db_now_ms() < s->next_attempt_ms) return -1;
     s->conn = db_connect(s->conninfo, err, sizeof err);
     if (s->conn == NULL || db_exec(s->conn, SESSION_SETUP, err, sizeof err) != 0) {
         log_line(LOG_ERROR, "event=db_connect_failed reason=\"%s\"", err);
         drop(s);
-        s->next_attempt_ms = now_ms() + STORE_RETRY_MS;
+        s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
         return -1;
     }
     if (ensure_durable_commit(s) != 0) {
         drop(s);
-        s->next_attempt_ms = now_ms() + STORE_RETRY_MS;
+        s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
+        return -1;
+    }
+    /* Sends never block either: see reply(). */
+    if (PQsetnonblocking(s->conn, 1) != 0) {
+        log_line(LOG_ERROR, "event=db_connect_failed reason=\"cannot make the connection non-blocking\"");
+        drop(s);
+        s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
         return -1;
     }
     s->reconnected = 1;
@@ -93,15 +95,33 @@ int store_ready(struct store *s)
     return 0;
 }
 
+/* The reply to the command just sent (sent = what the PQsend* call
+ * returned), within DB_REPLY_TIMEOUT_MS. A server that does not answer in
+ * time costs this connection, not the worker: it is dropped, s->gave_up set. */
+static PGresult *reply(struct store *s, int sent)
+{
+    PGresult *res = NULL;
+    int timed_out = 0;
+
+    if (sent) res = db_result_by(s->conn, db_now_ms() + DB_REPLY_TIMEOUT_MS, &timed_out);
+    if (timed_out) {
+        log_line(LOG_ERROR, "event=db_timeout waited_ms=%d", DB_REPLY_TIMEOUT_MS);
+        stats_count(s->stats, STATS_DB_ERRORS);
+        s->gave_up = 1;
+        drop(s);
+    }
+    return res;
+}
+
 static int prepare(struct store *s)
 {
     PGresult *res;
     int ok;
 
     if (s->prepared) return 0;
-    res = PQprepare(s->conn, INGEST_STMT, INGEST_SQL, 7, NULL);
+    res = reply(s, PQsendPrepare(s->conn, INGEST_STMT, INGEST_SQL, 7, NULL));
     ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok) {
+    if (!ok && !s->gave_up) {
         char err[256];
         db_error_line(s->conn, res, err, sizeof err);
         log_line(LOG_ERROR, "event=db_prepare_failed reason=\"%s\"", err);
@@ -145,7 +165,8 @@ static enum store_result ingest_once(struct store *s, const struct event_envelop
         if (r == STORE_UNAVAILABLE) drop(s);
         return r;
     }
-    res = PQexecPrepared(s->conn, INGEST_STMT, 7, params, NULL, NULL, 0);
+    res = reply(s, PQsendQueryPrepared(s->conn, INGEST_STMT, 7, params, NULL, NULL, 0));
+    if (s->gave_up) return STORE_UNAVAILABLE;
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         r = classify_failure(s, res);
         goto out;
@@ -161,7 +182,7 @@ out:
  * if the first attempt did commit, the retry reports a duplicate. */
 static int was_stale(const struct store *s, int had_connection)
 {
-    return had_connection && s->conn == NULL;
+    return had_connection && s->conn == NULL && !s->gave_up;
 }
 
 enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
@@ -169,7 +190,10 @@ enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
                                const char *body)
 {
     int had_connection = s->conn != NULL;
-    enum store_result r = ingest_once(s, ev, endpoint_id, environment, body);
+    enum store_result r;
+
+    s->gave_up = 0;
+    r = ingest_once(s, ev, endpoint_id, environment, body);
 
     if ((r == STORE_UNAVAILABLE && was_stale(s, had_connection)) ||
         (r == STORE_ERROR && s->conn != NULL && !s->prepared))
@@ -183,9 +207,9 @@ static int ping_once(struct store *s)
     int ok;
 
     if (store_ready(s) != 0) return -1;
-    res = PQexec(s->conn, "SELECT 1");
+    res = reply(s, PQsendQuery(s->conn, "SELECT 1"));
     ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok) classify_failure(s, res);
+    if (!ok && !s->gave_up) classify_failure(s, res);
     PQclear(res);
     return ok ? 0 : -1;
 }
@@ -193,10 +217,32 @@ static int ping_once(struct store *s)
 int store_ping(struct store *s)
 {
     int had_connection = s->conn != NULL;
-    int rc = ping_once(s);
+    int rc;
+
+    s->gave_up = 0;
+    rc = ping_once(s);
 
     if (rc != 0 && was_stale(s, had_connection)) rc = ping_once(s);
     return rc;
+}
+
+PGresult *store_query(struct store *s, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res;
+
+    s->gave_up = 0;
+    if (store_ready(s) != 0) {
+        snprintf(err, errlen, "no database connection");
+        return NULL;
+    }
+    res = reply(s, PQsendQuery(s->conn, sql));
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) return res;
+    if (s->gave_up)
+        snprintf(err, errlen, "no answer within %d ms", DB_REPLY_TIMEOUT_MS);
+    else
+        db_error_line(s->conn, res, err, errlen);
+    PQclear(res);
+    return NULL;
 }
 
 int store_endpoints_changed(struct store *s, int read_socket)

@@ -3,6 +3,8 @@
 #ifndef PADDLEHOOK_STORE_H
 #define PADDLEHOOK_STORE_H
 
+#include <stddef.h>
+
 #include <libpq-fe.h>
 
 #include "event.h"
@@ -22,6 +24,7 @@ struct store {
     int prepared;
     long long next_attempt_ms; /* no reconnect storm while the database is down */
     int reconnected;           /* set on every new connection; cleared by the caller */
+    int gave_up;               /* the last call dropped the connection: no answer in time */
     struct stats *stats;       /* counts connections and errors; may be NULL */
 };
 
@@ -36,6 +39,10 @@ enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
 
 /* 0 when the database answers a trivial query. */
 int store_ping(struct store *s);
+
+/* Runs a parameterless query on the worker's connection, within the same
+ * time limit as an ingest. Its rows, or NULL with a reason in err. */
+PGresult *store_query(struct store *s, const char *sql, char *err, size_t errlen);
 
 /* 1 when an endpoint change was announced since the last call. Never blocks.
  * With read_socket, first reads what the server sent (call it when the socket

@@ -107,7 +107,7 @@ static int reload(struct worker *w, const char *why)
     w->next_reload_ms = now_ms() + RELOAD_MIN_INTERVAL_MS;
     w->endpoints_stale = 1;
     if (store_ready(&w->store) != 0) return -1;
-    if (endpoints_load(w->store.conn, &w->key, &w->endpoints, err, sizeof err) != 0) {
+    if (endpoints_load(&w->store, &w->key, &w->endpoints, err, sizeof err) != 0) {
         log_line(LOG_ERROR, "event=endpoints_load_failed reason=\"%s\"", err);
         return -1;
     }
@@ -117,7 +117,7 @@ static int reload(struct worker *w, const char *why)
         if (masterkey_load(w->cfg->key_file, &fresh, err, sizeof err) == 0 &&
             sodium_memcmp(fresh.key, w->key.key, sizeof fresh.key) != 0) {
             w->key = fresh;
-            if (endpoints_load(w->store.conn, &w->key, &w->endpoints, err, sizeof err) != 0)
+            if (endpoints_load(&w->store, &w->key, &w->endpoints, err, sizeof err) != 0)
                 log_line(LOG_ERROR, "event=endpoints_load_failed reason=\"%s\"", err);
             else
                 log_line(LOG_INFO, "event=key_reloaded why=secrets_sealed_with_new_key");

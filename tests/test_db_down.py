@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import harness
 from harness import (Harness, HarnessTestCase, make_event, py_sign, sample_customer,
@@ -86,6 +87,42 @@ class DatabaseDown(HarnessTestCase):
         self.assertEqual(H.serve_pid(), serve_pid)
         self.assertTrue(harness.pid_alive(serve_pid), "serve died")
         self.assertEqual(H.worker_pids(), workers, "workers were restarted instead of reconnecting")
+        self.assertEqual(int(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
+                                         % H.lit(env["event_id"]))), 1)
+
+    def test_frozen_database_sessions_give_503_not_a_hung_worker(self):
+        # The workers' sessions stop answering while their sockets stay open (a
+        # frozen server, hung storage): the server's own timeouts cannot fire, so
+        # the worker must stop waiting, answer 503 and use a new connection.
+        self.warm_up()
+        workers = H.worker_pids()
+        # Idle workers reconnect on their own after an earlier test's outage.
+        wait_until(lambda: len(H.sql(WORKER_BACKENDS)) == H.workers, timeout=60, interval=0.2,
+                   what="a session for every worker")
+        frozen = [int(row[0]) for row in H.sql(WORKER_BACKENDS)]
+        env = event()
+        outcomes = []
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            for _ in range(H.workers + 1):       # whichever worker nginx picks
+                r = H.post_event(self.ep, body_of(env), timeout=60)
+                outcomes.append((r.status, r.json().get("error") if r.status != 200 else "stored"))
+                if r.status == 200:
+                    break
+            self.assertIn((200, "stored"), outcomes)
+            for status, code in outcomes[:-1]:
+                self.assertEqual((status, code), (503, "database_unavailable"), outcomes)
+            self.assertEqual(H.get("/paddle/healthz", timeout=60).status, 200)
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        self.assertIn("event=db_timeout", serve_log_since(0))
+        self.assertEqual(H.worker_pids(), workers, "workers were restarted")
+        # The abandoned session may still run the first attempt once it thaws:
+        # that can only ever be a duplicate.
+        for _ in range(4 * H.workers):
+            self.assertStored(H.post_event(self.ep, body_of(event())))
         self.assertEqual(int(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
                                          % H.lit(env["event_id"]))), 1)
 
