@@ -303,3 +303,43 @@ class UnknownEventType(ErrorCase):
             if table in self.before:
                 self.assertEqual(after[table], self.before[table], "%s changed" % table)
         self.assertEqual(after[harness.EVENT_TABLE][0], self.before[harness.EVENT_TABLE][0] + 1)
+
+
+class ProjectionFailures(ErrorCase):
+    """A projection failure the data causes is recorded on the stored event
+    (retrying the same payload cannot help); any other failure (here a table
+    missing, as mid-deploy; likewise a missing grant or an I/O error) must not
+    be acknowledged: 500, nothing stored, and Paddle's retry succeeds once the
+    cause is mended."""
+
+    def customer_event(self):
+        env = make_event("customer.created", harness.sample_customer(), as_dict=True)
+        return env, json.dumps(env).encode()
+
+    def test_failure_the_data_causes_is_recorded_and_the_event_kept(self):
+        env, body = self.customer_event()
+        H.sql("ALTER TABLE paddle.customers ADD CONSTRAINT test_no_such_email CHECK (email <> %s)"
+              % H.lit(env["data"]["email"]))
+        try:
+            self.assertStored(self.post_signed(body))
+        finally:
+            H.sql("ALTER TABLE paddle.customers DROP CONSTRAINT test_no_such_email")
+        err = H.sql_value("SELECT projection_error FROM paddle.payment_events WHERE event_id = %s"
+                          % H.lit(env["event_id"]))
+        self.assertTrue(err and err.startswith("23514:"), err)
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.customers WHERE id = %s"
+                                     % H.lit(env["data"]["id"])), "0")
+
+    def test_failure_that_is_not_the_datas_fault_is_not_acknowledged(self):
+        env, body = self.customer_event()
+        H.sql("ALTER TABLE paddle.customers RENAME TO customers_moved")
+        try:
+            r = self.post_signed(body)
+        finally:
+            H.sql("ALTER TABLE paddle.customers_moved RENAME TO customers")
+        self.expect(r, 500, "internal_error")
+        self.assertStored(self.post_signed(body), "the retry after the table is back")
+        self.assertIsNone(H.sql_value("SELECT projection_error FROM paddle.payment_events WHERE event_id = %s"
+                                      % H.lit(env["event_id"])))
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.customers WHERE id = %s"
+                                     % H.lit(env["data"]["id"])), "1")
