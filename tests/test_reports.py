@@ -310,8 +310,10 @@ def scenario_pause():
     created = "2024-01-05 08:00"
     f.add("subscription.created", subscription(s1, c1, "NOK", "active", [(p1, 1)], created), created)
     f.add("subscription.created", subscription(s2, c2, "NOK", "active", [(p2, 1)], created), "2024-01-05 08:01")
+    # Paddle marks the items of a paused subscription inactive (envelopes/subscription.paused.json).
     f.add("subscription.paused", subscription(s1, c1, "NOK", "paused", [(p1, 1)], "2024-02-05 08:00",
-                                              created=created, paused_at="2024-02-05 08:00"), "2024-02-05 08:00")
+                                              created=created, paused_at="2024-02-05 08:00",
+                                              item_status="inactive"), "2024-02-05 08:00")
     f.add("subscription.updated", subscription(s2, c2, "NOK", "active", [(p2, 1)], "2024-02-10 08:00",
                                                created=created, scheduled=("pause", "2024-03-01 00:00")),
           "2024-02-10 08:00")
@@ -319,7 +321,8 @@ def scenario_pause():
                                                created=created, period=("2024-03-05 08:00", "2030-04-05 08:00")),
           "2024-03-05 08:00")
     f.add("subscription.paused", subscription(s2, c2, "NOK", "paused", [(p2, 1)], "2024-03-01 00:00",
-                                              created=created, paused_at="2024-03-01 00:00"), "2024-03-01 00:00")
+                                              created=created, paused_at="2024-03-01 00:00",
+                                              item_status="inactive"), "2024-03-01 00:00")
     f.post()
     return {"resumed": s1, "paused": s2, "c_resumed": c1, "c_paused": c2, "p1": p1, "p2": p2}
 
@@ -574,7 +577,28 @@ def scenario_out_of_order():
             "order_out": [e["event_id"] for e in events]}
 
 
+def scenario_checkout():
+    """Checkouts that start a subscription and carry a one-time item, as Paddle sends them: transaction.paid
+    before the subscription exists (no subscription_id), transaction.completed naming it."""
+    f = Feed()
+    monthly, setup = Price(3000, "HUF"), Price(19900, "HUF", recurring=False)
+    s = {"monthly": monthly, "setup": setup}
+    for key, hour, completed in (("paid", 10, False), ("done", 11, True)):
+        sid, cid, tid = paddle_id("sub"), paddle_id("ctm"), paddle_id("txn")
+        s.update({"sub_" + key: sid, "c_" + key: cid, "t_" + key: tid})
+        at = "2024-05-01 %02d:%%02d" % hour
+        f.add("transaction.paid", transaction(tid, cid, "HUF", "paid", [(monthly, 1), (setup, 1)], at % 0),
+              at % 0)
+        f.add("subscription.created", subscription(sid, cid, "HUF", "active", [(monthly, 1)], at % 1), at % 1)
+        if completed:
+            f.add("transaction.completed", transaction(tid, cid, "HUF", "completed", [(monthly, 1), (setup, 1)],
+                                                       at % 2, sub=sid), at % 2)
+    f.post()
+    return s
+
+
 SCENARIOS = {
+    "checkout": scenario_checkout,
     "minor_units": scenario_minor_units,
     "plans": scenario_plans,
     "upgrade": scenario_upgrade,
@@ -991,6 +1015,26 @@ class Entitlements(ReportCase):
                                customer_email="grace@example.cz", price_id=s["one"].id)
         self.assertEqual(got, want)
         self.assertEqual(len(self.rows()), 5)
+
+
+class CheckoutWithOneTimeItem(ReportCase):
+    """The one-time item of a subscription checkout grants forever; the recurring one grants through the
+    subscription, before and after the transaction names it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("checkout")
+
+    def test_one_time_line_forever_recurring_line_through_the_subscription(self):
+        s = self.s
+        for key in ("paid", "done"):
+            rows = {r["price_id"]: r for r in view("entitlements", "customer_id = %s" % H.lit(s["c_" + key]))}
+            got = {price: (r["granted"], r["forever"], r["reason"], r["subscription_id"], r["transaction_id"])
+                   for price, r in rows.items()}
+            self.assertEqual(got, {
+                s["setup"].id: (True, True, "one_time_purchase", None, s["t_" + key]),
+                s["monthly"].id: (True, False, "active", s["sub_" + key], None),
+            }, key)
 
 
 class StatusCounts(ReportCase):
