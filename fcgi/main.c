@@ -23,6 +23,7 @@ static void usage(FILE *out)
           "  endpoint add NAME [--environment sandbox|live] [--tolerance SECONDS]  (secret on stdin)\n"
           "  endpoint list | rotate ID | retire-secret ID | disable ID | enable ID\n"
           "  serve [--listen unix:/PATH | HOST:PORT] [--workers N] [--max-body BYTES]\n"
+          "        [--socket-mode MODE]\n"
           "  sign --secret-file FILE [--ts UNIX]   print a Paddle-Signature for stdin\n"
           "  report [NAME] [--environment E] [--since DATE] [--format table|csv|json]\n"
           "  reproject [--since TIMESTAMP]    rebuild the state tables from the stored events\n"
@@ -31,13 +32,17 @@ static void usage(FILE *out)
           "  check-config                     validate configuration, key, database and schema\n"
           "  rekey --old-key-file OLD --key-file NEW   re-seal endpoint secrets with a new key\n"
           "\n"
-          "common options:\n"
+          "common options (every command accepts and validates them all; each takes effect\n"
+          "where it applies):\n"
           "  --db CONNINFO      database (else PADDLEHOOK_DB, else libpq's PG* defaults)\n"
           "  --key-file FILE    master key (else PADDLEHOOK_KEY_FILE)\n"
           "  --log-level LEVEL  error, warn, info (default) or debug\n"
           "  --log-format FMT   kv (default) or json\n"
           "  --config FILE      settings file (else PADDLEHOOK_CONFIG, else " CONFIG_DEFAULT_FILE ")\n"
-          "  --stats-file FILE  shared counters of serve (default " CONFIG_DEFAULT_STATS_FILE ")\n",
+          "  --stats-file FILE  shared counters of serve (default " CONFIG_DEFAULT_STATS_FILE ")\n"
+          "  --max-body BYTES   largest body serve accepts, 1 to 67108864 (default 1048576)\n"
+          "  --socket-mode MODE octal mode of a unix socket serve creates, at most 0777 (default 0660)\n"
+          "  --tolerance SECONDS  default for endpoint add, 1 to 604800 (default 300)\n",
           out);
 }
 

@@ -497,10 +497,8 @@ class HostileLoad(HostileCase):
         """A peer on the worker socket that starts a FastCGI record and stops
         must not hold a worker for good.  libfcgi drops unix-socket
         connections that send nothing for 2 s, but once a byte has arrived
-        the worker blocks in read() with no deadline (and with its signals
-        blocked, so SIGTERM waits for the 30 s SIGKILL).  FAILS until the
-        worker bounds the time it waits for a request (docs/security.md,
-        "Open issues")."""
+        it blocks in read(); the worker's per-request deadline (5 s) cuts
+        such a connection off."""
         stalled = []
         try:
             for _ in range(WORKERS):
