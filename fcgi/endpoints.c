@@ -10,7 +10,7 @@
 #include "log.h"
 
 #define ENDPOINTS_QUERY                                                                  \
-    "SELECT e.id, e.environment, e.tolerance_seconds, e.enabled, encode(s.sealed, 'hex') " \
+    "SELECT e.id, e.environment, e.tolerance_seconds, e.enabled, encode(s.sealed, 'hex'), s.id " \
     "FROM paddle.endpoints e LEFT JOIN paddle.endpoint_secrets s "                        \
     "ON s.endpoint_id = e.id AND s.retired_at IS NULL "                                   \
     "ORDER BY e.id, s.id DESC"
@@ -36,23 +36,29 @@ static int open_secret(const struct masterkey *mk, const char *hex, unsigned cha
     return 0;
 }
 
-/* Copies into e the secrets the previous table held for it. */
+/* Adds to e the secrets the previous table held for those of its active
+ * secrets that did not open: only those, so a secret retired meanwhile stops
+ * verifying even before this process has the new key. */
 static void keep_previous(const struct endpoint_table *prev, struct endpoint *e, unsigned char *vault,
                           size_t cap, size_t *used)
 {
     const struct endpoint *old = endpoints_find(prev, e->id);
+    size_t kept = 0;
 
-    if (old == NULL) return;
-    e->n_secrets = 0;
-    for (size_t i = 0; i < old->n_secrets && *used + old->secrets[i].len <= cap; i++) {
-        memcpy(vault + *used, old->secrets[i].key, old->secrets[i].len);
-        e->secrets[e->n_secrets].key = (const char *)vault + *used;
-        e->secrets[e->n_secrets].len = old->secrets[i].len;
-        e->n_secrets++;
-        *used += old->secrets[i].len;
+    for (size_t i = 0; old && i < old->n_secrets; i++) {
+        const struct sig_secret *s = &old->secrets[i];
+        int active = 0;
+
+        for (size_t k = 0; k < e->n_unopened; k++) active |= e->unopened_ids[k] == old->secret_ids[i];
+        if (!active || e->n_secrets == MAX_SECRETS_PER_ENDPOINT || *used + s->len > cap) continue;
+        memcpy(vault + *used, s->key, s->len);
+        e->secrets[e->n_secrets] = (struct sig_secret){.key = (const char *)vault + *used, .len = s->len};
+        e->secret_ids[e->n_secrets++] = old->secret_ids[i];
+        *used += s->len;
+        kept++;
     }
-    log_line(LOG_WARN, "event=endpoint_secret_unreadable endpoint=%s kept=previous "
-             "reason=\"not sealed with the loaded master key; reload (SIGHUP) after rekey\"", e->id);
+    log_line(LOG_WARN, "event=endpoint_secret_unreadable endpoint=%s kept=%zu "
+             "reason=\"not sealed with the loaded master key; reload (SIGHUP) after rekey\"", e->id, kept);
 }
 
 /* Puts each secret's keyed HMAC state into the vault after the keys. */
@@ -108,13 +114,14 @@ int endpoints_load(struct store *s, const struct masterkey *mk, struct endpoint_
             e->tolerance = atoi(PQgetvalue(res, (int)r, 2));
             e->enabled = PQgetvalue(res, (int)r, 3)[0] == 't';
         }
-        if (PQgetisnull(res, (int)r, 4) || e->n_secrets == MAX_SECRETS_PER_ENDPOINT) continue;
+        if (PQgetisnull(res, (int)r, 4) || e->n_secrets + e->n_unopened == MAX_SECRETS_PER_ENDPOINT) continue;
         if (open_secret(mk, PQgetvalue(res, (int)r, 4), next.vault, next.vault_len, &used,
                         &e->secrets[e->n_secrets]) != 0) {
             e->unreadable = 1;
+            e->unopened_ids[e->n_unopened++] = atoll(PQgetvalue(res, (int)r, 5));
             continue;
         }
-        e->n_secrets++;
+        e->secret_ids[e->n_secrets++] = atoll(PQgetvalue(res, (int)r, 5));
     }
     for (size_t i = 0; i < next.n; i++) {
         if (!next.items[i].unreadable) continue;

@@ -17,7 +17,10 @@ struct endpoint {
     int enabled;
     size_t n_secrets;
     struct sig_secret secrets[MAX_SECRETS_PER_ENDPOINT]; /* keys point into the table's vault */
+    long long secret_ids[MAX_SECRETS_PER_ENDPOINT];      /* endpoint_secrets.id of each */
     int unreadable;  /* a stored secret did not open with the master key */
+    size_t n_unopened;
+    long long unopened_ids[MAX_SECRETS_PER_ENDPOINT];    /* active secrets that did not open */
 };
 
 struct endpoint_table {

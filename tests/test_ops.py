@@ -5,7 +5,7 @@ import os
 import re
 import time
 
-from harness import Harness, HarnessTestCase, make_event, new_secret, sample_customer
+from harness import Harness, HarnessTestCase, make_event, new_secret, sample_customer, wait_until
 
 H = None
 
@@ -182,6 +182,41 @@ class Rekey(HarnessTestCase):
         time.sleep(0.5)
         delivered()
         self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
+
+    def test_secret_retired_before_the_new_key_is_loaded_stops_verifying(self):
+        # After rekey the workers (still on the old key) cannot open any secret and keep the ones they
+        # held; a secret retired in that window must not be among them.
+        ep = self.H.add_endpoint()
+        retired = ep.secret
+        kept = self.H.rotate_endpoint(ep)
+        os.kill(self.H.serve_pid(), 1)
+        time.sleep(0.5)
+        stamp = time.time_ns()
+        original, new_key = (os.path.join(self.H.tmpdir, "%s-%d.key" % (n, stamp)) for n in ("orig", "new"))
+        self.H.cli("keygen", "--out", new_key)
+        fd = os.open(original, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f, open(self.H.key_file) as src:
+            f.write(src.read())
+
+        def post(secret):
+            return self.H.post_event(ep, make_event("customer.created", sample_customer()), secret=secret)
+
+        self.H.cli("rekey", "--old-key-file", self.H.key_file, "--key-file", new_key)
+        self.H.retire_secrets(ep)
+        streak = [0]
+
+        def refused():
+            streak[0] = streak[0] + 1 if post(retired).status == 401 else 0
+            return streak[0] >= 2 * self.H.workers
+        try:
+            wait_until(refused, timeout=10, interval=0.05, what="the retired secret to be refused by every worker")
+            for _ in range(2 * self.H.workers):
+                self.assertStored(post(kept))
+        finally:
+            self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
+            os.kill(self.H.serve_pid(), 1)
+            time.sleep(0.5)
+        self.assertStored(post(kept))
 
     def test_rekey_with_the_wrong_old_key_changes_nothing(self):
         wrong = os.path.join(self.H.tmpdir, "wrong-%d.key" % time.time_ns())
