@@ -135,6 +135,16 @@ class CheckConfig(HarnessTestCase):
 
 
 class Rekey(HarnessTestCase):
+    def saved_and_new_key(self):
+        """A copy of the key in use (to rekey back to) and a new key, both 0600 files."""
+        stamp = time.time_ns()
+        original, new_key = (os.path.join(self.H.tmpdir, "%s-%d.key" % (n, stamp)) for n in ("orig", "new"))
+        self.H.cli("keygen", "--out", new_key)
+        fd = os.open(original, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f, open(self.H.key_file) as src:
+            f.write(src.read())
+        return original, new_key
+
     def replace_key_file(self, source):
         with open(source) as src:
             text = src.read()
@@ -146,12 +156,7 @@ class Rekey(HarnessTestCase):
         # Every worker has seen the endpoint (with its secret) before the rotation.
         os.kill(self.H.serve_pid(), 1)
         time.sleep(0.5)
-        stamp = time.time_ns()
-        original, new_key = (os.path.join(self.H.tmpdir, "%s-%d.key" % (n, stamp)) for n in ("orig", "new"))
-        self.H.cli("keygen", "--out", new_key)
-        fd = os.open(original, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f, open(self.H.key_file) as src:
-            f.write(src.read())
+        original, new_key = self.saved_and_new_key()
 
         def delivered():
             self.assertStored(self.H.post_event(ep, make_event("customer.created", sample_customer())))
@@ -191,12 +196,7 @@ class Rekey(HarnessTestCase):
         kept = self.H.rotate_endpoint(ep)
         os.kill(self.H.serve_pid(), 1)
         time.sleep(0.5)
-        stamp = time.time_ns()
-        original, new_key = (os.path.join(self.H.tmpdir, "%s-%d.key" % (n, stamp)) for n in ("orig", "new"))
-        self.H.cli("keygen", "--out", new_key)
-        fd = os.open(original, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f, open(self.H.key_file) as src:
-            f.write(src.read())
+        original, new_key = self.saved_and_new_key()
 
         def post(secret):
             return self.H.post_event(ep, make_event("customer.created", sample_customer()), secret=secret)
