@@ -597,8 +597,25 @@ def scenario_checkout():
     return s
 
 
+def scenario_churn_edges():
+    """A trial cancelled before it paid (MXN), and a RON subscription whose price is in TRY, cancelled."""
+    f = Feed()
+    trial, foreign = Price(4000, "MXN"), Price(2500, "TRY")
+    s = {"trial": paddle_id("sub"), "foreign": paddle_id("sub")}
+    for key, cur, price, status in (("trial", "MXN", trial, "trialing"), ("foreign", "RON", foreign, "active")):
+        cid = paddle_id("ctm")
+        f.add("subscription.created", subscription(s[key], cid, cur, status, [(price, 1)], "2024-06-01 08:00",
+                                                   item_status=status), "2024-06-01 08:00")
+        f.add("subscription.canceled", subscription(s[key], cid, cur, "canceled", [(price, 1)], "2024-06-10 08:00",
+                                                    created="2024-06-01 08:00", canceled_at="2024-06-10 08:00"),
+              "2024-06-10 08:00")
+    f.post()
+    return s
+
+
 SCENARIOS = {
     "checkout": scenario_checkout,
+    "churn_edges": scenario_churn_edges,
     "minor_units": scenario_minor_units,
     "plans": scenario_plans,
     "upgrade": scenario_upgrade,
@@ -1015,6 +1032,22 @@ class Entitlements(ReportCase):
                                customer_email="grace@example.cz", price_id=s["one"].id)
         self.assertEqual(got, want)
         self.assertEqual(len(self.rows()), 5)
+
+
+class ChurnEdges(ReportCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("churn_edges")
+
+    def test_a_cancelled_trial_is_not_churn(self):
+        self.assertEqual(view("churn_monthly", in_currency("MXN")), [])
+        self.assertEqual([r for r in view("mrr_movements", in_currency("MXN")) if r["churned_subscriptions"]], [])
+
+    def test_a_cancellation_counts_once_in_the_currency_of_its_mrr(self):
+        self.assertEqual(view("churn_monthly", in_currency("RON")), [])
+        self.assertRows(view("churn_monthly", in_currency("TRY")), [
+            churn_row("2024-06-01", "TRY", voluntary=(1, 1, "25.00")),
+        ])
 
 
 class CheckoutWithOneTimeItem(ReportCase):
