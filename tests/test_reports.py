@@ -613,8 +613,33 @@ def scenario_churn_edges():
     return s
 
 
+def scenario_environments():
+    """A live one-time purchase, and sandbox snapshots that name its transaction id: an approved full refund,
+    and an earlier transaction.paid. Sandbox secrets are shared with developers; none of it may touch live."""
+    live, sandbox = Feed("live"), Feed("sandbox")
+    item = Price(8800, "MYR", recurring=False)
+    s = {"c": paddle_id("ctm"), "t": paddle_id("txn"), "adj": paddle_id("adj"), "item": item}
+    live.add("customer.created", customer(s["c"], "live@example.my"), "2024-07-01 09:00")
+    live.add("transaction.completed", transaction(s["t"], s["c"], "MYR", "completed", [(item, 1)],
+                                                  "2024-07-10 10:00"), "2024-07-10 10:00")
+    sandbox.add("transaction.paid", transaction(s["t"], s["c"], "MYR", "paid", [(item, 1)], "2024-07-01 10:00"),
+                "2024-07-01 10:00")
+    sandbox.add("adjustment.created", adjustment(s["adj"], s["t"], s["c"], "MYR", 8800, "approved",
+                                                 "2024-07-11 10:00", kind="full"), "2024-07-11 10:00")
+    live.post()
+    sandbox.post()
+    # A sandbox snapshot that holds a live customer id before live sends it (with a later occurred_at).
+    s["squatted"] = paddle_id("ctm")
+    Feed("sandbox").post([sandbox.add("customer.updated", customer(s["squatted"], "forged@example.my"),
+                                      "2024-07-20 09:00")])
+    Feed("live").post([live.add("customer.created", customer(s["squatted"], "owner@example.my"),
+                                "2024-07-02 09:00")])
+    return s
+
+
 SCENARIOS = {
     "checkout": scenario_checkout,
+    "environments": scenario_environments,
     "churn_edges": scenario_churn_edges,
     "minor_units": scenario_minor_units,
     "plans": scenario_plans,
@@ -1050,6 +1075,36 @@ class ChurnEdges(ReportCase):
         ])
 
 
+class EnvironmentsApart(ReportCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("environments")
+
+    def test_a_sandbox_refund_does_not_revoke_a_live_purchase(self):
+        s = self.s
+        rows = view("entitlements", "customer_id = %s" % H.lit(s["c"]))
+        self.assertEqual([(r["environment"], r["granted"], r["forever"], r["reason"]) for r in rows],
+                         [("live", True, True, "one_time_purchase")])
+
+    def test_a_sandbox_snapshot_does_not_move_a_live_payment_date(self):
+        s = self.s
+        self.assertEqual(q("SELECT environment, paid_on FROM paddle.revenue_transactions WHERE transaction_id = %s"
+                           % H.lit(s["t"])), [{"environment": "live", "paid_on": "2024-07-10"}])
+
+    def test_a_live_snapshot_takes_over_an_id_a_sandbox_snapshot_held_first(self):
+        s = self.s
+        self.assertEqual(q("SELECT environment, email FROM paddle.customers WHERE id = %s" % H.lit(s["squatted"])),
+                         [{"environment": "live", "email": "owner@example.my"}])
+        self.assertEqual(q("SELECT environment, status FROM paddle.transactions WHERE id = %s" % H.lit(s["t"])),
+                         [{"environment": "live", "status": "completed"}])
+
+    def test_a_sandbox_adjustment_shows_nothing_of_the_live_transaction(self):
+        s = self.s
+        rows = view("refunds", "adjustment_id = %s" % H.lit(s["adj"]))
+        self.assertEqual([(r["environment"], r["transaction_total"], r["customer_email"]) for r in rows],
+                         [("sandbox", None, None)])
+
+
 class CheckoutWithOneTimeItem(ReportCase):
     """The one-time item of a subscription checkout grants forever; the recurring one grants through the
     subscription, before and after the transaction names it."""
@@ -1240,9 +1295,10 @@ def view_texts():
 
 NEWEST_MISMATCHES = """
 WITH newest AS (
+    -- the newest snapshot; a live one wins over any sandbox one with the same id
     SELECT DISTINCT ON (entity, entity_id) entity, entity_id, event_id
     FROM paddle.entity_snapshots WHERE projection_error IS NULL
-    ORDER BY entity, entity_id, occurred_at DESC, event_id DESC
+    ORDER BY entity, entity_id, environment = 'live' DESC, occurred_at DESC, event_id DESC
 ), state AS (
     SELECT 'customer' AS entity, id, event_id FROM paddle.customers
     UNION ALL SELECT 'subscription', id, event_id FROM paddle.subscriptions

@@ -1,4 +1,4 @@
--- paddlehook 0006_entitlements: two wrong answers of paddle.entitlements mended.
+-- paddlehook 0006_entitlements: three wrong answers of paddle.entitlements mended.
 --
 -- Runs once, inside the migration runner's transaction (no BEGIN/COMMIT here). PostgreSQL 15.
 --
@@ -9,9 +9,12 @@
 --    once transaction.completed named the subscription, the one-time line got no grant at all. A line now
 --    grants forever when its price has no billing cycle (items[] of the transaction snapshot), whatever the
 --    transaction's subscription_id; recurring lines grant only through their subscription.
+-- 3. Sandbox and live stay apart (see 0008_environments): the past_due runs, the refunds that revoke a one-time purchase and
+--    the customer's email are now taken from the grant's own environment; a sandbox refund naming a live
+--    transaction id revoked the live purchase.
 --
 -- The view is redefined whole (CREATE OR REPLACE VIEW, same columns): it is 0003's, changed in sub_grants'
--- item filter and in one_time_items. 0003 stays as it was applied.
+-- item filter, in one_time_items and in the windows and joins named in 3. 0003 stays as it was applied.
 
 CREATE OR REPLACE VIEW paddle.entitlements AS
 WITH settings AS (
@@ -21,16 +24,16 @@ WITH settings AS (
 ),
 sub_runs AS (
     -- runs of consecutive past_due snapshots: run = number of non-past_due snapshots up to this one
-    SELECT s.entity_id AS subscription_id, s.event_id, s.occurred_at, s.status,
+    SELECT s.environment, s.entity_id AS subscription_id, s.event_id, s.occurred_at, s.status,
            count(*) FILTER (WHERE s.status IS DISTINCT FROM 'past_due')
-               OVER (PARTITION BY s.entity_id ORDER BY s.occurred_at, s.event_id) AS run
+               OVER (PARTITION BY s.environment, s.entity_id ORDER BY s.occurred_at, s.event_id) AS run
     FROM paddle.entity_snapshots s
     WHERE s.entity = 'subscription'
 ),
 past_due_since AS (
     -- for each snapshot: when the past_due run it belongs to began (the state row picks its own by event_id)
     SELECT r.event_id,
-           min(r.occurred_at) FILTER (WHERE r.status = 'past_due') OVER (PARTITION BY r.subscription_id, r.run)
+           min(r.occurred_at) FILTER (WHERE r.status = 'past_due') OVER (PARTITION BY r.environment, r.subscription_id, r.run)
                AS since
     FROM sub_runs r
 ),
@@ -85,18 +88,18 @@ sub_grants AS (
 ),
 refunded_transactions AS (
     -- approved refunds of a whole transaction
-    SELECT a.transaction_id, min(a.approved_at) AS refunded_at
+    SELECT a.environment, a.transaction_id, min(a.approved_at) AS refunded_at
     FROM paddle.adjustment_facts a
     WHERE a.action = 'refund' AND a.status = 'approved' AND a.type = 'full'
-    GROUP BY a.transaction_id
+    GROUP BY a.environment, a.transaction_id
 ),
 refunded_items AS (
     -- approved refunds that refund one line item in full
-    SELECT a.transaction_id, ai.item_id, min(a.approved_at) AS refunded_at
+    SELECT a.environment, a.transaction_id, ai.item_id, min(a.approved_at) AS refunded_at
     FROM paddle.adjustment_facts a
     JOIN paddle.adjustment_items ai ON ai.adjustment_id = a.adjustment_id AND ai.type = 'full'
     WHERE a.action = 'refund' AND a.status = 'approved'
-    GROUP BY a.transaction_id, ai.item_id
+    GROUP BY a.environment, a.transaction_id, ai.item_id
 ),
 one_time_items AS (
     -- Lines whose price has no billing cycle (in the items[] of the transaction snapshot held), whether or not
@@ -117,8 +120,9 @@ one_time_items AS (
                                       WHEN 'array' THEN pe.payload -> 'data' -> 'items' END) AS it
         WHERE ti.price_id IN (it -> 'price' ->> 'id', it ->> 'price_id')
     ) AS price ON true
-    LEFT JOIN refunded_transactions rt ON rt.transaction_id = r.transaction_id
+    LEFT JOIN refunded_transactions rt ON rt.transaction_id = r.transaction_id AND rt.environment = r.environment
     LEFT JOIN refunded_items ri ON ri.transaction_id = r.transaction_id AND ri.item_id = ti.id
+                               AND ri.environment = r.environment
     WHERE r.customer_id IS NOT NULL AND ti.price_id IS NOT NULL
       AND CASE WHEN price.recurring IS NULL THEN r.subscription_id IS NULL ELSE NOT price.recurring END
 ),
@@ -148,7 +152,7 @@ SELECT DISTINCT ON (g.environment, g.customer_id, g.product_id, g.price_id)
        g.status AS subscription_status,
        g.transaction_id
 FROM grants g
-LEFT JOIN paddle.customers c ON c.id = g.customer_id
+LEFT JOIN paddle.customers c ON c.id = g.customer_id AND c.environment = g.environment
 ORDER BY g.environment, g.customer_id, g.product_id, g.price_id,
          g.granted DESC, g.forever DESC, g.access_until DESC NULLS LAST, g.subscription_id, g.transaction_id;
 
