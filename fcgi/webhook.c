@@ -1,7 +1,9 @@
 /* webhook.c - the HTTP contract (README, "HTTP contract").
  *
  * Order matters: cheap checks first, the signature before any JSON parsing,
- * and the database only for a request that is signed and well formed.
+ * and ingest_event only for a request that is signed and well formed. (An
+ * endpoint id this worker does not know makes it reload the endpoints, at
+ * most once per RELOAD_MIN_INTERVAL_MS.)
  */
 #include "webhook.h"
 
