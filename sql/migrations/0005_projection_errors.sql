@@ -16,7 +16,8 @@
 --
 -- Every other error fails the delivery as a whole: nothing is stored, the worker answers 5xx and Paddle
 -- retries it later, when the cause has been mended. reproject_event and reproject apply the same rule
--- (before, reproject_event recorded even contention errors).
+-- (before, reproject_event recorded even contention errors). reproject_event also locks the state tables
+-- before the event row, as reproject does, so that the two cannot deadlock.
 --
 -- The functions are redefined whole (CREATE OR REPLACE): they are 0001's and 0003's, changed only in their
 -- exception handlers. Earlier migrations stay as they were applied.
@@ -82,6 +83,10 @@ AS $$
 DECLARE
     v_event paddle.payment_events%ROWTYPE;
 BEGIN
+    -- The state tables before the event row, in paddle.reproject's order: the other order could deadlock
+    -- with a rebuild that holds the tables and then updates this event's projection_error.
+    LOCK TABLE paddle.customers, paddle.subscriptions, paddle.subscription_items, paddle.transactions,
+               paddle.transaction_items, paddle.adjustments, paddle.adjustment_items IN ROW EXCLUSIVE MODE;
     SELECT * INTO v_event FROM paddle.payment_events WHERE event_id = p_event_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
