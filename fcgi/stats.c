@@ -24,7 +24,7 @@
 #include "limits.h"
 
 #define STATS_MAGIC 0x70686b73u
-#define STATS_VERSION 1u
+#define STATS_VERSION 2u /* the layout: bump when it changes (outcomes[] sizes the windows) */
 #define STATS_MAX_ENDPOINTS 128
 #define STATS_MAX_SERIES 4096
 #define STATS_MINUTES 60
@@ -39,7 +39,7 @@ static const char *const outcomes[] = {
     "malformed_json", "missing_field", "invalid_field", "empty_body", "nesting_too_deep",
     "incomplete_body", "unsupported_json", "unknown_endpoint", "endpoint_disabled",
     "method_not_allowed", "length_required", "body_too_large", "database_unavailable",
-    "internal_error", "not_found", "ok", "other",
+    "internal_error", "not_found", "ok", "secrets_unavailable", "other",
 };
 #define OUTCOME_COUNT (sizeof outcomes / sizeof outcomes[0])
 #define OUTCOME_OTHER (OUTCOME_COUNT - 1)

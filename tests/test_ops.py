@@ -218,6 +218,27 @@ class Rekey(HarnessTestCase):
             time.sleep(0.5)
         self.assertStored(post(kept))
 
+    def test_endpoint_whose_secrets_do_not_open_answers_503_not_401(self):
+        # Its secret is sealed with another master key than serve's: a configuration fault, not the sender's.
+        other = os.path.join(self.H.tmpdir, "other-%d.key" % time.time_ns())
+        self.H.cli("keygen", "--out", other)
+        secret = new_secret()
+        p = self.H.cli("endpoint", "add", "sealed-elsewhere", "--key-file", other, input=secret + "\n")
+        ep_id = p.stdout.split()[-1]
+        path = "/paddle/webhooks/" + ep_id
+        body = make_event("customer.created", sample_customer())
+        try:
+            wait_until(lambda: self.H.post(path, body).status != 404, timeout=10, interval=0.05,
+                       what="the workers to load the endpoint")
+            for _ in range(2 * self.H.workers):
+                r = self.H.post(path, body, signature=self.H.sign(body, secret))
+                self.assertErrorResponse(r, 503, "secrets_unavailable")
+                self.assertIsNotNone(r.headers.get("retry-after"))
+        finally:
+            # rekey (other tests) re-seals every stored secret and refuses one it cannot open
+            self.H.sql("DELETE FROM paddle.endpoint_secrets WHERE endpoint_id = %s; "
+                       "DELETE FROM paddle.endpoints WHERE id = %s" % (self.H.lit(ep_id), self.H.lit(ep_id)))
+
     def test_rekey_with_the_wrong_old_key_changes_nothing(self):
         wrong = os.path.join(self.H.tmpdir, "wrong-%d.key" % time.time_ns())
         self.H.cli("keygen", "--out", wrong)
