@@ -67,7 +67,7 @@ static int ref_timestamp(const char *s, size_t len)
     if (i + 6 == len && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
         for (size_t k = i + 1; k < len; k++)
             if (k != i + 3 && (s[k] < '0' || s[k] > '9')) return 0;
-        return (s[i + 1] - '0') * 10 + (s[i + 2] - '0') <= 23 &&
+        return (s[i + 1] - '0') * 10 + (s[i + 2] - '0') <= 15 &&   /* PostgreSQL's offset limit */
                (s[i + 4] - '0') * 10 + (s[i + 5] - '0') <= 59;
     }
     return 0;
