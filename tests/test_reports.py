@@ -22,7 +22,7 @@ import time
 import unittest
 
 from harness import (ITEMS_FROM_OTHER_DATA, Harness, HarnessTestCase, make_event, paddle_id, rfc3339,
-                     sample_adjustment, sample_customer, sample_subscription, sample_transaction)
+                     sample_adjustment, sample_customer, sample_subscription, sample_transaction, wait_until)
 
 H = Harness(workers=4)
 
@@ -1097,6 +1097,26 @@ class EnvironmentsApart(ReportCase):
                          [{"environment": "live", "email": "owner@example.my"}])
         self.assertEqual(q("SELECT environment, status FROM paddle.transactions WHERE id = %s" % H.lit(s["t"])),
                          [{"environment": "live", "status": "completed"}])
+
+    def test_live_takes_over_while_a_sandbox_insert_of_the_id_is_in_flight(self):
+        cid, sandbox = paddle_id("ctm"), Feed("sandbox")
+        forged = sandbox.add("customer.updated", customer(cid, "forged@example.my"), "2024-07-21 09:00")
+        held = threading.Thread(target=H.sql, args=(
+            "BEGIN; SELECT paddle.ingest_event(%s, 'customer.updated', %s::timestamptz, NULL, %s, 'sandbox', %s::jsonb);"
+            " SELECT pg_sleep(2); COMMIT;" % (H.lit(forged["event_id"]), H.lit(forged["occurred_at"]),
+                                               H.lit(sandbox.ep.id), H.lit(json.dumps(forged))),))
+        held.start()
+        try:
+            wait_until(lambda: H.sql_value("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                                           "WHERE c.relname = 'customers' AND l.mode = 'RowExclusiveLock' "
+                                           "AND l.pid <> pg_backend_pid()") != "0",
+                       timeout=10, interval=0.02, what="the sandbox insert to be in flight")
+            Feed("live").post([Feed("live").add("customer.created", customer(cid, "owner@example.my"),
+                                                "2024-07-02 09:00")])
+        finally:
+            held.join(30)
+        self.assertEqual(q("SELECT environment, email FROM paddle.customers WHERE id = %s" % H.lit(cid)),
+                         [{"environment": "live", "email": "owner@example.my"}])
 
     def test_a_sandbox_adjustment_shows_nothing_of_the_live_transaction(self):
         s = self.s
