@@ -138,12 +138,12 @@ PGresult *db_result_by(PGconn *conn, long long deadline_ms, int *timed_out)
     /* A non-blocking connection may still hold part of the command. */
     while (PQflush(conn) == 1) {
         if ((ready = wait_socket(conn, POLLIN | POLLOUT, deadline_ms)) <= 0) goto stop;
-        if (PQconsumeInput(conn) == 0) break;
+        if (PQconsumeInput(conn) == 0) goto lost;
     }
     for (;;) {
         while (PQisBusy(conn)) {
             if ((ready = wait_socket(conn, POLLIN, deadline_ms)) <= 0) goto stop;
-            if (PQconsumeInput(conn) == 0) break;
+            if (PQconsumeInput(conn) == 0) goto lost;
         }
         if ((res = PQgetResult(conn)) == NULL) break;
         /* As PQexec: the last result, unless an earlier one was an error. */
@@ -155,6 +155,13 @@ PGresult *db_result_by(PGconn *conn, long long deadline_ms, int *timed_out)
         }
     }
     return kept;
+lost:
+    /* A closed connection has its error as the next result; one still up
+     * (a failed read) is left mid-command, for the caller to close. */
+    if (PQstatus(conn) != CONNECTION_OK) {
+        PQclear(kept);
+        return PQgetResult(conn);
+    }
 stop:
     *timed_out = ready == 0;
     PQclear(kept);

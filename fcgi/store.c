@@ -13,9 +13,6 @@
 #include "log.h"
 
 #define STORE_RETRY_MS 100
-/* The server ends a slow statement itself (statement_timeout below); this is
- * for a server that cannot answer at all. Inside Paddle's 5 seconds. */
-#define DB_REPLY_TIMEOUT_MS 4500
 #define INGEST_STMT "paddlehook_ingest"
 #define INGEST_SQL "SELECT paddle.ingest_event($1, $2, $3::timestamptz, $4, $5, $6, $7::jsonb)"
 /* Keep every statement inside Paddle's 5-second delivery window. */
@@ -43,25 +40,55 @@ static void drop(struct store *s)
 
 void store_close(struct store *s) { drop(s); }
 
-static int ensure_durable_commit(struct store *s)
+/* The reply to the command just sent (sent = what the PQsend* call
+ * returned), by the request's deadline (store_set_deadline) or within
+ * STORE_TIMEOUT_MS. No reply on a connection that is still up (time ran
+ * out: a frozen server; or the wait itself failed) leaves it mid-command: it
+ * is dropped, and after a timeout s->gave_up is set. */
+static PGresult *reply(struct store *s, int sent)
 {
-    PGresult *res = PQexec(s->conn, DURABLE_COMMIT);
-    int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    long long start = db_now_ms();
+    long long deadline = s->deadline_ms > 0 ? s->deadline_ms : start + STORE_TIMEOUT_MS;
+    PGresult *res = NULL;
+    char err[256];
+    int timed_out = 0;
 
-    if (ok && PQntuples(res) > 0)
-        log_line(LOG_WARN, "event=synchronous_commit_raised from=off to=local "
-                 "reason=\"an acknowledged event must survive a database crash\"");
-    if (!ok) {
-        char err[256];
-        db_error_line(s->conn, res, err, sizeof err);
-        log_line(LOG_ERROR, "event=db_setup_failed reason=\"%s\"", err);
+    if (sent) res = db_result_by(s->conn, deadline, &timed_out);
+    if (res != NULL || PQstatus(s->conn) != CONNECTION_OK) return res;
+    if (timed_out) {
+        log_line(LOG_ERROR, "event=db_timeout waited_ms=%lld", db_now_ms() - start);
+        s->gave_up = 1;
+    } else {
+        db_error_line(s->conn, NULL, err, sizeof err);
+        log_line(LOG_ERROR, "event=db_wait_failed reason=\"%s\"", err);
     }
-    PQclear(res);
+    stats_count(s->stats, STATS_DB_ERRORS);
+    drop(s);
+    return NULL;
+}
+
+/* One set-up command on a new connection: 0, or -1 with a reason in err.
+ * With out, *out gets the result on success. */
+static int setup(struct store *s, const char *sql, ExecStatusType want, PGresult **out, char *err,
+                 size_t errlen)
+{
+    PGresult *res = reply(s, PQsendQuery(s->conn, sql));
+    int ok = PQresultStatus(res) == want;
+
+    if (!ok && s->conn == NULL)
+        snprintf(err, errlen, "no answer to the session set-up");
+    else if (!ok)
+        db_error_line(s->conn, res, err, errlen);
+    if (ok && out)
+        *out = res;
+    else
+        PQclear(res);
     return ok ? 0 : -1;
 }
 
 int store_ready(struct store *s)
 {
+    PGresult *raised = NULL;
     char err[256];
 
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK) return 0;
@@ -71,47 +98,32 @@ int store_ready(struct store *s)
     }
     if (db_now_ms() < s->next_attempt_ms) return -1;
     s->conn = db_connect(s->conninfo, err, sizeof err);
-    if (s->conn == NULL || db_exec(s->conn, SESSION_SETUP, err, sizeof err) != 0) {
-        log_line(LOG_ERROR, "event=db_connect_failed reason=\"%s\"", err);
-        drop(s);
-        s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
-        return -1;
-    }
-    if (ensure_durable_commit(s) != 0) {
-        drop(s);
-        s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
-        return -1;
-    }
-    /* Sends never block either: see reply(). */
+    if (s->conn == NULL) goto fail;
+    /* Non-blocking from the start, so that every command, the set-up too,
+     * waits through reply() and its deadline. */
     if (PQsetnonblocking(s->conn, 1) != 0) {
-        log_line(LOG_ERROR, "event=db_connect_failed reason=\"cannot make the connection non-blocking\"");
-        drop(s);
-        s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
-        return -1;
+        snprintf(err, sizeof err, "cannot make the connection non-blocking");
+        goto fail;
     }
+    if (setup(s, SESSION_SETUP, PGRES_COMMAND_OK, NULL, err, sizeof err) != 0 ||
+        setup(s, DURABLE_COMMIT, PGRES_TUPLES_OK, &raised, err, sizeof err) != 0)
+        goto fail;
+    if (PQntuples(raised) > 0)
+        log_line(LOG_WARN, "event=synchronous_commit_raised from=off to=local "
+                 "reason=\"an acknowledged event must survive a database crash\"");
+    PQclear(raised);
     s->reconnected = 1;
     stats_count(s->stats, STATS_DB_RECONNECTS);
     log_line(LOG_INFO, "event=db_connected");
     return 0;
+fail:
+    log_line(LOG_ERROR, "event=db_connect_failed reason=\"%s\"", err);
+    drop(s);
+    s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
+    return -1;
 }
 
-/* The reply to the command just sent (sent = what the PQsend* call
- * returned), within DB_REPLY_TIMEOUT_MS. A server that does not answer in
- * time costs this connection, not the worker: it is dropped, s->gave_up set. */
-static PGresult *reply(struct store *s, int sent)
-{
-    PGresult *res = NULL;
-    int timed_out = 0;
-
-    if (sent) res = db_result_by(s->conn, db_now_ms() + DB_REPLY_TIMEOUT_MS, &timed_out);
-    if (timed_out) {
-        log_line(LOG_ERROR, "event=db_timeout waited_ms=%d", DB_REPLY_TIMEOUT_MS);
-        stats_count(s->stats, STATS_DB_ERRORS);
-        s->gave_up = 1;
-        drop(s);
-    }
-    return res;
-}
+void store_set_deadline(struct store *s, long long at_ms) { s->deadline_ms = at_ms; }
 
 static int prepare(struct store *s)
 {
@@ -139,7 +151,10 @@ static enum store_result classify_failure(struct store *s, PGresult *res)
 
     /* The statement vanished (DISCARD ALL, a pooler): prepare it again next time. */
     if (state && strcmp(state, "26000") == 0) s->prepared = 0;
-    db_error_line(s->conn, res, err, sizeof err);
+    if (s->conn == NULL)
+        snprintf(err, sizeof err, "the connection was closed");
+    else
+        db_error_line(s->conn, res, err, sizeof err);
     stats_count(s->stats, STATS_DB_ERRORS);
     if (db_error_is_transient(s->conn, res)) r = STORE_UNAVAILABLE;
     else if (db_error_is_data(res)) r = STORE_BAD_PAYLOAD;
@@ -238,7 +253,7 @@ PGresult *store_query(struct store *s, const char *sql, char *err, size_t errlen
     res = reply(s, PQsendQuery(s->conn, sql));
     if (PQresultStatus(res) == PGRES_TUPLES_OK) return res;
     if (s->gave_up)
-        snprintf(err, errlen, "no answer within %d ms", DB_REPLY_TIMEOUT_MS);
+        snprintf(err, errlen, "no answer within %d ms", STORE_TIMEOUT_MS);
     else
         db_error_line(s->conn, res, err, errlen);
     PQclear(res);

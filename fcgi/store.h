@@ -10,6 +10,11 @@
 #include "event.h"
 #include "stats.h"
 
+/* The server ends a slow statement itself (statement_timeout); this limit is
+ * for a server that cannot answer at all (frozen, its storage hung). Every
+ * database wait of one delivery ends within it, inside Paddle's 5 seconds. */
+#define STORE_TIMEOUT_MS 4500
+
 enum store_result {
     STORE_STORED = 0,
     STORE_DUPLICATE,
@@ -25,6 +30,7 @@ struct store {
     long long next_attempt_ms; /* no reconnect storm while the database is down */
     int reconnected;           /* set on every new connection; cleared by the caller */
     int gave_up;               /* the last call dropped the connection: no answer in time */
+    long long deadline_ms;     /* the current request's (db_now_ms), 0 between requests */
     struct stats *stats;       /* counts connections and errors; may be NULL */
 };
 
@@ -32,6 +38,10 @@ void store_init(struct store *s, const char *conninfo, struct stats *stats);
 
 /* Connects if needed (rate-limited). 0 when a connection is ready. */
 int store_ready(struct store *s);
+
+/* Every database wait of the request being served ends by at_ms (db_now_ms);
+ * 0 between requests, when each round trip gets STORE_TIMEOUT_MS. */
+void store_set_deadline(struct store *s, long long at_ms);
 
 enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
                                const char *endpoint_id, const char *environment,

@@ -31,6 +31,7 @@
 #include <fcgiapp.h>
 #include <sodium.h>
 
+#include "db.h"
 #include "http.h"
 #include "log.h"
 #include "webhook.h"
@@ -58,12 +59,6 @@
 
 static void on_deadline(int sig) { (void)sig; }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Blocks stop and reload signals and returns a signalfd for them, -1 on error. */
 static int install_handlers(void)
@@ -104,7 +99,7 @@ static int reload(struct worker *w, const char *why)
 {
     char err[256];
 
-    w->next_reload_ms = now_ms() + RELOAD_MIN_INTERVAL_MS;
+    w->next_reload_ms = db_now_ms() + RELOAD_MIN_INTERVAL_MS;
     w->endpoints_stale = 1;
     if (store_ready(&w->store) != 0) return -1;
     if (endpoints_load(&w->store, &w->key, &w->endpoints, err, sizeof err) != 0) {
@@ -164,7 +159,7 @@ static void refresh(struct worker *w, int read_socket)
 enum endpoint_lookup worker_endpoint(struct worker *w, const char *id, const struct endpoint **out)
 {
     *out = endpoints_find(&w->endpoints, id);
-    if (*out == NULL && now_ms() >= w->next_reload_ms) {
+    if (*out == NULL && db_now_ms() >= w->next_reload_ms) {
         /* Added a moment ago and its notification not read yet? */
         reload(w, "miss");
         *out = endpoints_find(&w->endpoints, id);
@@ -302,6 +297,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
             continue;
         }
         accept_failures = 0;
+        store_set_deadline(&w.store, db_now_ms() + STORE_TIMEOUT_MS);
         refresh(&w, 0);
         {
             struct http_request req;
@@ -311,6 +307,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         /* The deadline stays armed: if it fires later, poll() returns EINTR and
          * the loop goes on; the next request re-arms it. One syscall less. */
         finish_request(&fcgx);
+        store_set_deadline(&w.store, 0);
     }
     FCGX_Free(&fcgx, 1);
     log_line(LOG_INFO, "event=worker_stopped");

@@ -113,7 +113,9 @@ class DatabaseDown(HarnessTestCase):
             self.assertIn((200, "stored"), outcomes)
             for status, code in outcomes[:-1]:
                 self.assertEqual((status, code), (503, "database_unavailable"), outcomes)
-            self.assertEqual(H.get("/paddle/healthz", timeout=60).status, 200)
+            # A worker nginx had not sent a delivery to finds its frozen session only now.
+            wait_until(lambda: H.get("/paddle/healthz", timeout=60).status == 200, timeout=60, interval=0.1,
+                       what="healthz to answer 200 with the sessions frozen")
         finally:
             for pid in frozen:
                 os.kill(pid, signal.SIGCONT)

@@ -5,6 +5,7 @@ import os
 import re
 import time
 
+import harness
 from harness import Harness, HarnessTestCase, make_event, new_secret, sample_customer, wait_until
 
 H = None
@@ -228,8 +229,7 @@ class Rekey(HarnessTestCase):
         path = "/paddle/webhooks/" + ep_id
         body = make_event("customer.created", sample_customer())
         try:
-            wait_until(lambda: self.H.post(path, body).status != 404, timeout=10, interval=0.05,
-                       what="the workers to load the endpoint")
+            self.H.wait_endpoint_known(harness.Endpoint(ep_id, secret, "sealed-elsewhere", "sandbox", None))
             for _ in range(2 * self.H.workers):
                 r = self.H.post(path, body, signature=self.H.sign(body, secret))
                 self.assertErrorResponse(r, 503, "secrets_unavailable")
