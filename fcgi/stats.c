@@ -30,6 +30,7 @@
 #define STATS_MINUTES 60
 #define STATS_HOURS 24
 #define STATS_CLAIM_SPINS 1000
+#define STATS_CLAIM_WAIT_NS 1000000L
 #define STATS_LINE_MAX 512
 
 enum slot_state { SLOT_FREE = 0, SLOT_CLAIMING = 1, SLOT_READY = 2 };
@@ -144,6 +145,27 @@ void stats_close(struct stats *st)
     if (st) munmap(st, sizeof *st);
 }
 
+/* The state of a slot another process is claiming, once it is filled: spins,
+ * then yields (the claimer may be off the CPU), for at most
+ * STATS_CLAIM_WAIT_NS; a claimer killed mid-claim leaves it CLAIMING. */
+static uint32_t wait_claimed(const uint32_t *state_p)
+{
+    uint32_t state = SLOT_CLAIMING;
+    struct timespec start, now;
+
+    for (int spin = 0; state == SLOT_CLAIMING && spin < STATS_CLAIM_SPINS; spin++)
+        state = __atomic_load_n(state_p, __ATOMIC_ACQUIRE);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (state == SLOT_CLAIMING) {
+        sched_yield();
+        state = __atomic_load_n(state_p, __ATOMIC_ACQUIRE);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > STATS_CLAIM_WAIT_NS)
+            break;
+    }
+    return state;
+}
+
 /* Finds or claims the slot whose `matches` says so. A slot another process
  * is claiming may be for the same key: wait for it to be filled (yielding,
  * the claimer may be off the CPU) and look again, else two slots would count
@@ -160,10 +182,7 @@ void stats_close(struct stats *st)
                 __atomic_store_n(&s->state, SLOT_READY, __ATOMIC_RELEASE);                    \
                 return s;                                                                     \
             }                                                                                 \
-            for (int spin = 0; state == SLOT_CLAIMING && spin < STATS_CLAIM_SPINS; spin++) {  \
-                sched_yield();                                                                \
-                state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);                         \
-            }                                                                                 \
+            if (state == SLOT_CLAIMING) state = wait_claimed(&s->state);                      \
             if (state == SLOT_READY && (matches)) return s;                                   \
         }                                                                                     \
         return NULL;                                                                          \
