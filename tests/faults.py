@@ -24,6 +24,9 @@ Kinds (FAULT_KINDS):
                      paddle.payment_events for a few seconds
     db_terminate     pg_terminate_backend() on every worker connection (what
                      a failover, a pooler restart or an admin does)
+    db_hang          SIGSTOP the workers' own sessions, the server still up,
+                     for longer than the workers' database deadline (a hung
+                     backend): they must give up, answer 503 and reconnect
 """
 
 import os
@@ -32,10 +35,12 @@ import subprocess
 import time
 
 import harness
-from harness import Harness, children_of, kill_pid, pid_alive, wait_until
+from harness import WORKER_SESSIONS, Harness, children_of, kill_pid, pid_alive, wait_until
 
 FAULT_KINDS = ("worker_kill", "pg_crash", "pg_immediate", "nginx_restart", "db_freeze", "db_lock",
-               "db_terminate")
+               "db_terminate", "db_hang")
+# Longer than the worker's database deadline (STORE_TIMEOUT_MS, 4.5 s).
+HANG_SECONDS = (5.0, 6.5)
 
 
 def wait_gone(pids, timeout):
@@ -219,6 +224,18 @@ class Faults:
         rec.detail = "%s worker connections terminated" % n
 
     # ---- clean-up -------------------------------------------------------
+
+    def _db_hang(self, rec):
+        secs = self.rng.uniform(*HANG_SECONDS)
+        try:
+            for (pid,) in self.h.sql(WORKER_SESSIONS):
+                if kill_pid(int(pid), signal.SIGSTOP):
+                    self.frozen.append(int(pid))
+            time.sleep(secs)
+        finally:
+            n = self._thaw()
+        rec.ended = time.monotonic()
+        rec.detail = "%d worker sessions stopped %.2fs" % (n, secs)
 
     def _thaw(self):
         pids, self.frozen = self.frozen, []

@@ -18,6 +18,9 @@ DB_NAME = "paddlehook"
 
 # Tables the contract names; the digest helpers skip those not created yet.
 EVENT_TABLE = "paddle.payment_events"
+# The workers' database sessions (only they use this application_name).
+WORKER_SESSIONS = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'paddlehook' "
+                   "AND backend_type = 'client backend'")
 STATE_TABLES = (
     "paddle.customers",
     "paddle.subscriptions",

@@ -27,9 +27,7 @@ def body_of(env):
     return json.dumps(env).encode()
 
 
-# The workers' database sessions (only they use this application_name).
-WORKER_BACKENDS = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'paddlehook' "
-                   "AND backend_type = 'client backend'")
+WORKER_BACKENDS = harness.WORKER_SESSIONS
 
 
 def serve_log_since(offset):
