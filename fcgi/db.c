@@ -12,7 +12,9 @@
 
 /* Connecting must fit well inside Paddle's 5-second window, and a server that
  * vanishes from the network must be noticed in seconds, not at TCP's pace. */
-#define DB_CONNECT_TIMEOUT "3"
+#define TEXT_(x) #x
+#define TEXT(x) TEXT_(x)
+#define DB_CONNECT_TIMEOUT TEXT(DB_CONNECT_TIMEOUT_S)
 #define DB_TCP_USER_TIMEOUT_MS "10000"
 
 /* First line of msg, safe inside a log line's quotes: messages may quote input. */
@@ -132,14 +134,15 @@ static int wait_socket(PGconn *conn, short events, long long deadline_ms)
 PGresult *db_result_by(PGconn *conn, long long deadline_ms, int *timed_out)
 {
     PGresult *kept = NULL, *res;
-    int ready = -1;
+    int ready = -1, unsent;
 
     *timed_out = 0;
     /* A non-blocking connection may still hold part of the command. */
-    while (PQflush(conn) == 1) {
+    while ((unsent = PQflush(conn)) == 1) {
         if ((ready = wait_socket(conn, POLLIN | POLLOUT, deadline_ms)) <= 0) goto stop;
         if (PQconsumeInput(conn) == 0) goto lost;
     }
+    if (unsent < 0) goto lost;
     for (;;) {
         while (PQisBusy(conn)) {
             if ((ready = wait_socket(conn, POLLIN, deadline_ms)) <= 0) goto stop;
@@ -156,9 +159,11 @@ PGresult *db_result_by(PGconn *conn, long long deadline_ms, int *timed_out)
     }
     return kept;
 lost:
-    /* A closed connection has its error as the next result; one still up
-     * (a failed read) is left mid-command, for the caller to close. */
+    /* A closed connection: the server's own error if it sent one (why it
+     * ended the session), else libpq's. One still up (a failed read or
+     * write) is left mid-command, for the caller to close. */
     if (PQstatus(conn) != CONNECTION_OK) {
+        if (kept && PQresultStatus(kept) == PGRES_FATAL_ERROR) return kept;
         PQclear(kept);
         return PQgetResult(conn);
     }

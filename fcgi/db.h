@@ -6,6 +6,10 @@
 
 #include <libpq-fe.h>
 
+/* libpq's connect_timeout for every connection (per host), unless the
+ * conninfo says otherwise: well inside Paddle's 5-second window. */
+#define DB_CONNECT_TIMEOUT_S 3
+
 /* Channel the endpoint commands NOTIFY so running workers reload at once. */
 #define DB_ENDPOINTS_CHANNEL "paddlehook_endpoints"
 

@@ -13,6 +13,9 @@
 #include "log.h"
 
 #define STORE_RETRY_MS 100
+/* A connect may take the whole connect timeout: start one only with that
+ * much of the delivery's time left. */
+#define STORE_CONNECT_MIN_MS (DB_CONNECT_TIMEOUT_S * 1000)
 #define INGEST_STMT "paddlehook_ingest"
 #define INGEST_SQL "SELECT paddle.ingest_event($1, $2, $3::timestamptz, $4, $5, $6, $7::jsonb)"
 /* Keep every statement inside Paddle's 5-second delivery window. */
@@ -57,12 +60,12 @@ static PGresult *reply(struct store *s, int sent)
     if (res != NULL || PQstatus(s->conn) != CONNECTION_OK) return res;
     if (timed_out) {
         log_line(LOG_ERROR, "event=db_timeout waited_ms=%lld", db_now_ms() - start);
+        stats_count(s->stats, STATS_DB_ERRORS);   /* a wait failure is counted where it is classified */
         s->gave_up = 1;
     } else {
         db_error_line(s->conn, NULL, err, sizeof err);
         log_line(LOG_ERROR, "event=db_wait_failed reason=\"%s\"", err);
     }
-    stats_count(s->stats, STATS_DB_ERRORS);
     drop(s);
     return NULL;
 }
@@ -97,6 +100,9 @@ int store_ready(struct store *s)
         drop(s);
     }
     if (db_now_ms() < s->next_attempt_ms) return -1;
+    /* Too little of the delivery's time left to connect: answer 503 now;
+     * the next delivery (or the idle worker) connects. */
+    if (s->deadline_ms > 0 && s->deadline_ms - db_now_ms() < STORE_CONNECT_MIN_MS) return -1;
     s->conn = db_connect(s->conninfo, err, sizeof err);
     if (s->conn == NULL) goto fail;
     /* Non-blocking from the start, so that every command, the set-up too,
@@ -253,7 +259,7 @@ PGresult *store_query(struct store *s, const char *sql, char *err, size_t errlen
     res = reply(s, PQsendQuery(s->conn, sql));
     if (PQresultStatus(res) == PGRES_TUPLES_OK) return res;
     if (s->gave_up)
-        snprintf(err, errlen, "no answer within %d ms", STORE_TIMEOUT_MS);
+        snprintf(err, errlen, "no answer in time");
     else
         db_error_line(s->conn, res, err, errlen);
     PQclear(res);
