@@ -162,6 +162,12 @@ class Harness(PostgresMixin, WebMixin):
     def serve_log(self):
         return self._p("serve.log")
 
+    def serve_log_since(self, offset=0):
+        """serve's log from byte offset on (offset: os.path.getsize(serve_log) taken earlier)."""
+        with open(self.serve_log, errors="replace") as f:
+            f.seek(offset)
+            return f.read()
+
     @property
     def commands_log(self):
         return self._p("commands.log")

@@ -30,12 +30,6 @@ def body_of(env):
 WORKER_BACKENDS = harness.WORKER_SESSIONS
 
 
-def serve_log_since(offset):
-    with open(H.serve_log) as f:
-        f.seek(offset)
-        return f.read()
-
-
 class DatabaseDown(HarnessTestCase):
     harness = H
 
@@ -117,7 +111,7 @@ class DatabaseDown(HarnessTestCase):
         finally:
             for pid in frozen:
                 os.kill(pid, signal.SIGCONT)
-        self.assertIn("event=db_timeout", serve_log_since(0))
+        self.assertIn("event=db_timeout", H.serve_log_since(0))
         self.assertEqual(H.worker_pids(), workers, "workers were restarted")
         # The abandoned session may still run the first attempt once it thaws:
         # that can only ever be a duplicate.
@@ -138,7 +132,7 @@ class DatabaseDown(HarnessTestCase):
         H.sql("SELECT pg_terminate_backend(pid) FROM (%s) b" % WORKER_BACKENDS)
         wait_until(lambda: len(set(H.sql(WORKER_BACKENDS)) - old) >= len(old), timeout=15, interval=0.1,
                    what="every idle worker to reconnect without a request")
-        log = serve_log_since(log_at)
+        log = H.serve_log_since(log_at)
         self.assertEqual(log.count("event=db_connection_lost"), len(old))
         # The server's goodbye is a log line of ours, not libpq's raw text.
         self.assertIn('event=db_notice severity=FATAL message="terminating connection', log)
@@ -154,7 +148,7 @@ class DatabaseDown(HarnessTestCase):
         H.stop_postgres()
         # Each worker that held a connection tries once when it sees it close,
         # then again on its timer while idle: two attempts each, no request.
-        wait_until(lambda: serve_log_since(log_at).count("event=db_connect_failed") >= 2 * before, timeout=15,
+        wait_until(lambda: H.serve_log_since(log_at).count("event=db_connect_failed") >= 2 * before, timeout=15,
                    interval=0.1, what="idle workers to retry while the database is down")
         H.start_postgres()
         wait_until(lambda: len(H.sql(WORKER_BACKENDS)) >= before, timeout=30, interval=0.2,
