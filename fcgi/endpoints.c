@@ -117,14 +117,13 @@ int endpoints_load(struct store *s, const struct masterkey *mk, struct endpoint_
         if (PQgetisnull(res, (int)r, 4) || e->n_secrets + e->n_unopened == MAX_SECRETS_PER_ENDPOINT) continue;
         if (open_secret(mk, PQgetvalue(res, (int)r, 4), next.vault, next.vault_len, &used,
                         &e->secrets[e->n_secrets]) != 0) {
-            e->unreadable = 1;
             e->unopened_ids[e->n_unopened++] = atoll(PQgetvalue(res, (int)r, 5));
             continue;
         }
         e->secret_ids[e->n_secrets++] = atoll(PQgetvalue(res, (int)r, 5));
     }
     for (size_t i = 0; i < next.n; i++) {
-        if (!next.items[i].unreadable) continue;
+        if (next.items[i].n_unopened == 0) continue;
         next.unreadable++;
         if (endpoints_find(t, next.items[i].id)) keep_previous(t, &next.items[i], next.vault, next.vault_len, &used);
         else log_line(LOG_ERROR, "event=endpoint_secret_unreadable endpoint=%s "

@@ -18,9 +18,8 @@ struct endpoint {
     size_t n_secrets;
     struct sig_secret secrets[MAX_SECRETS_PER_ENDPOINT]; /* keys point into the table's vault */
     long long secret_ids[MAX_SECRETS_PER_ENDPOINT];      /* endpoint_secrets.id of each */
-    int unreadable;  /* a stored secret did not open with the master key */
-    size_t n_unopened;
-    long long unopened_ids[MAX_SECRETS_PER_ENDPOINT];    /* active secrets that did not open */
+    size_t n_unopened; /* stored secrets that did not open with the master key */
+    long long unopened_ids[MAX_SECRETS_PER_ENDPOINT];
 };
 
 struct endpoint_table {
@@ -33,8 +32,8 @@ struct endpoint_table {
 
 /* Replaces *t with the endpoints in the database. A secret that does not
  * open with mk (the database was re-keyed before this process re-read its
- * key file) is replaced by the secrets *t already held for that endpoint,
- * so a key rotation never opens a window of rejected deliveries. On failure
+ * key file) is replaced by the copy *t already held of it, if any, so a key
+ * rotation never opens a window of rejected deliveries. On failure
  * *t is left as it was and -1 is returned with a reason in err. Queries on
  * the worker's connection (store_query: same time limit as an ingest). */
 int endpoints_load(struct store *s, const struct masterkey *mk, struct endpoint_table *t,

@@ -59,8 +59,9 @@ static PGresult *reply(struct store *s, int sent)
     if (sent) res = db_result_by(s->conn, deadline, &timed_out);
     if (res != NULL || PQstatus(s->conn) != CONNECTION_OK) return res;
     if (timed_out) {
+        /* Counted here; a wait failure is counted where it is classified. */
         log_line(LOG_ERROR, "event=db_timeout waited_ms=%lld", db_now_ms() - start);
-        stats_count(s->stats, STATS_DB_ERRORS);   /* a wait failure is counted where it is classified */
+        stats_count(s->stats, STATS_DB_ERRORS);
         s->gave_up = 1;
     } else {
         db_error_line(s->conn, NULL, err, sizeof err);
@@ -70,22 +71,23 @@ static PGresult *reply(struct store *s, int sent)
     return NULL;
 }
 
-/* One set-up command on a new connection: 0, or -1 with a reason in err.
- * With out, *out gets the result on success. */
-static int setup(struct store *s, const char *sql, ExecStatusType want, PGresult **out, char *err,
-                 size_t errlen)
+/* Runs sql on the connection (the session set-up, or store_query): 0, with
+ * the result in *out when out is given, or -1 with a reason in err. */
+static int run(struct store *s, const char *sql, ExecStatusType want, PGresult **out, char *err,
+               size_t errlen)
 {
     PGresult *res = reply(s, PQsendQuery(s->conn, sql));
     int ok = PQresultStatus(res) == want;
 
+    if (ok && out) {
+        *out = res;
+        return 0;
+    }
     if (!ok && s->conn == NULL)
-        snprintf(err, errlen, "no answer to the session set-up");
+        snprintf(err, errlen, "%s", s->gave_up ? "no answer in time" : "the connection was closed");
     else if (!ok)
         db_error_line(s->conn, res, err, errlen);
-    if (ok && out)
-        *out = res;
-    else
-        PQclear(res);
+    PQclear(res);
     return ok ? 0 : -1;
 }
 
@@ -111,8 +113,8 @@ int store_ready(struct store *s)
         snprintf(err, sizeof err, "cannot make the connection non-blocking");
         goto fail;
     }
-    if (setup(s, SESSION_SETUP, PGRES_COMMAND_OK, NULL, err, sizeof err) != 0 ||
-        setup(s, DURABLE_COMMIT, PGRES_TUPLES_OK, &raised, err, sizeof err) != 0)
+    if (run(s, SESSION_SETUP, PGRES_COMMAND_OK, NULL, err, sizeof err) != 0 ||
+        run(s, DURABLE_COMMIT, PGRES_TUPLES_OK, &raised, err, sizeof err) != 0)
         goto fail;
     if (PQntuples(raised) > 0)
         log_line(LOG_WARN, "event=synchronous_commit_raised from=off to=local "
@@ -249,21 +251,14 @@ int store_ping(struct store *s)
 
 PGresult *store_query(struct store *s, const char *sql, char *err, size_t errlen)
 {
-    PGresult *res;
+    PGresult *res = NULL;
 
     s->gave_up = 0;
     if (store_ready(s) != 0) {
         snprintf(err, errlen, "no database connection");
         return NULL;
     }
-    res = reply(s, PQsendQuery(s->conn, sql));
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) return res;
-    if (s->gave_up)
-        snprintf(err, errlen, "no answer in time");
-    else
-        db_error_line(s->conn, res, err, errlen);
-    PQclear(res);
-    return NULL;
+    return run(s, sql, PGRES_TUPLES_OK, &res, err, errlen) == 0 ? res : NULL;
 }
 
 int store_endpoints_changed(struct store *s, int read_socket)

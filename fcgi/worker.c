@@ -43,8 +43,8 @@
 #define ACCEPT_BACKOFF_MS 10
 /* A peer that starts a request and stalls must not hold a worker: past this
  * deadline SIGALRM interrupts libfcgi's blocking read and the connection is
- * dropped. libpq retries its own waits on EINTR, so a slow database is not
- * affected. */
+ * dropped. Database waits retry on EINTR (db.c) under their own deadline,
+ * so a slow database is not affected. */
 #define REQUEST_DEADLINE_S 5
 /* Unread request body drained to keep a connection for the next request; a
  * larger rest (a rejected upload) closes the connection instead. */
@@ -58,7 +58,6 @@
 #define IDLE_RECONNECT_MAX_MS 30000
 
 static void on_deadline(int sig) { (void)sig; }
-
 
 /* Blocks stop and reload signals and returns a signalfd for them, -1 on error. */
 static int install_handlers(void)
