@@ -5,7 +5,7 @@ import os
 import signal
 
 import harness
-from harness import (Harness, HarnessTestCase, make_event, py_sign, sample_customer,
+from harness import (WORKER_SESSIONS, Harness, HarnessTestCase, make_event, py_sign, sample_customer,
                      sample_subscription, wait_until)
 
 H = Harness(workers=2)
@@ -25,9 +25,6 @@ def event(**kw):
 
 def body_of(env):
     return json.dumps(env).encode()
-
-
-WORKER_BACKENDS = harness.WORKER_SESSIONS
 
 
 class DatabaseDown(HarnessTestCase):
@@ -89,9 +86,9 @@ class DatabaseDown(HarnessTestCase):
         self.warm_up()
         workers = H.worker_pids()
         # Idle workers reconnect on their own after an earlier test's outage.
-        wait_until(lambda: len(H.sql(WORKER_BACKENDS)) == H.workers, timeout=60, interval=0.2,
+        wait_until(lambda: len(H.sql(WORKER_SESSIONS)) == H.workers, timeout=60, interval=0.2,
                    what="a session for every worker")
-        frozen = [int(row[0]) for row in H.sql(WORKER_BACKENDS)]
+        frozen = [int(row[0]) for row in H.sql(WORKER_SESSIONS)]
         env = event()
         outcomes = []
         for pid in frozen:
@@ -126,11 +123,11 @@ class DatabaseDown(HarnessTestCase):
         # on the next delivery (which would then pay for the reconnect).
         self.warm_up()
         # (nginx's kept connection may have sent every request to one worker.)
-        old = set(H.sql(WORKER_BACKENDS))
+        old = set(H.sql(WORKER_SESSIONS))
         self.assertGreaterEqual(len(old), 1)
         log_at = os.path.getsize(H.serve_log)
-        H.sql("SELECT pg_terminate_backend(pid) FROM (%s) b" % WORKER_BACKENDS)
-        wait_until(lambda: len(set(H.sql(WORKER_BACKENDS)) - old) >= len(old), timeout=15, interval=0.1,
+        H.sql("SELECT pg_terminate_backend(pid) FROM (%s) b" % WORKER_SESSIONS)
+        wait_until(lambda: len(set(H.sql(WORKER_SESSIONS)) - old) >= len(old), timeout=15, interval=0.1,
                    what="every idle worker to reconnect without a request")
         log = H.serve_log_since(log_at)
         self.assertEqual(log.count("event=db_connection_lost"), len(old))
@@ -141,7 +138,7 @@ class DatabaseDown(HarnessTestCase):
 
     def test_idle_workers_reconnect_after_an_outage_without_a_delivery(self):
         self.warm_up()
-        before = len(H.sql(WORKER_BACKENDS))
+        before = len(H.sql(WORKER_SESSIONS))
         self.assertGreaterEqual(before, 1)
         workers = H.worker_pids()
         log_at = os.path.getsize(H.serve_log)
@@ -151,7 +148,7 @@ class DatabaseDown(HarnessTestCase):
         wait_until(lambda: H.serve_log_since(log_at).count("event=db_connect_failed") >= 2 * before, timeout=15,
                    interval=0.1, what="idle workers to retry while the database is down")
         H.start_postgres()
-        wait_until(lambda: len(H.sql(WORKER_BACKENDS)) >= before, timeout=30, interval=0.2,
+        wait_until(lambda: len(H.sql(WORKER_SESSIONS)) >= before, timeout=30, interval=0.2,
                    what="idle workers to reconnect after the restart without a request")
         self.assertEqual(H.worker_pids(), workers, "workers were restarted instead of reconnecting")
         self.assertStored(H.post_event(self.ep, body_of(event())), "first delivery after the outage")
