@@ -360,25 +360,63 @@ class HostileBody(HostileCase):
                          ("live", "live@example.com", "active"))
 
 
-    @unittest.expectedFailure
-    def test_sandbox_delivery_cannot_preempt_a_live_event_with_the_same_id(self):
-        """payment_events is keyed by event_id alone, so whoever holds a sandbox
-        secret and learns the id of a live event before it is stored (a
-        delivery Paddle is still retrying) can send it first through the
-        sandbox endpoint: the live delivery then answers "duplicate" and is
-        never stored or projected.  Known limitation (docs/security.md, "Open
-        issues"); drop expectedFailure once events are keyed by (environment,
-        event_id) or a cross-environment duplicate is refused."""
+    @staticmethod
+    def one_id_two_environments(**decoy_kw):
+        """A live and a sandbox endpoint, a live customer and a sandbox decoy
+        event about it (later, other email) under one event id."""
         live = add_endpoint(environment="live")
         sandbox = add_endpoint(environment="sandbox")
         eid = paddle_id("evt")
-        cust = sample_customer()
-        decoy = make_event("customer.updated", sample_customer(), event_id=eid)
+        cust = sample_customer(email="live@example.com")
+        decoy = make_event("customer.updated", dict(cust, email="decoy@example.com"), event_id=eid,
+                           occurred_at=at(time.time() + 3600), **decoy_kw)
+        return live, sandbox, eid, cust, decoy
+
+    def test_live_delivery_replaces_a_sandbox_event_with_the_same_id(self):
+        """Whoever holds a sandbox secret and learns the id of a live event
+        before it is stored (a delivery Paddle is still retrying) can send it
+        first through a sandbox endpoint; the live delivery must still be
+        stored and projected, not taken for a duplicate."""
+        live, sandbox, eid, cust, decoy = self.one_id_two_environments()
         self.assertStored(self.post_signed(decoy, ep=sandbox))
-        self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live)
-        row = H.state_row("paddle.customers", cust["id"])
-        self.assertIsNotNone(row, "the live event %s was taken for a duplicate of a sandbox event" % eid)
-        self.assertEqual(row["environment"], "live")
+        genuine = make_event("customer.created", cust, event_id=eid)
+        self.assertStored(self.post_signed(genuine, ep=live), "the live delivery after the sandbox decoy")
+        row = H.event_row(eid)
+        self.assertEqual((row["environment"], row["endpoint_id"], row["event_type"], row["payload"]),
+                         ("live", live.id, "customer.created", json.loads(genuine)))
+        self.assertIsNone(row["projection_error"])
+        state = H.state_row("paddle.customers", cust["id"])
+        self.assertEqual((state["environment"], state["email"], state["event_id"]), ("live", cust["email"], eid))
+        # Once live, the id is taken for both environments.
+        self.before = H.digest()
+        self.assertDuplicate(self.post_signed(decoy, ep=sandbox), "the sandbox decoy again")
+        self.assertDuplicate(self.post_signed(genuine, ep=live), "the live delivery again")
+        self.assertNothingChanged("by the redeliveries")
+
+    def test_sandbox_delivery_of_a_live_event_id_is_a_duplicate(self):
+        live, sandbox, eid, cust, decoy = self.one_id_two_environments()
+        self.assertStored(self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live))
+        self.before = H.digest()
+        self.assertDuplicate(self.post_signed(decoy, ep=sandbox))
+        self.assertNothingChanged("by a sandbox delivery of a live id")
+
+    def test_live_delivery_waits_for_a_sandbox_insert_of_the_id_in_flight_and_replaces_it(self):
+        live, sandbox, eid, cust, decoy = self.one_id_two_environments(as_dict=True)
+        held = threading.Thread(target=H.sql, args=(
+            "BEGIN; SELECT paddle.ingest_event(%s, 'customer.updated', %s::timestamptz, NULL, %s, 'sandbox', "
+            "%s::jsonb); SELECT pg_sleep(2); COMMIT;"
+            % (H.lit(eid), H.lit(decoy["occurred_at"]), H.lit(sandbox.id), H.lit(json.dumps(decoy))),))
+        held.start()
+        try:
+            harness.wait_until(lambda: H.sql_value(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(2)%%' "
+                "AND state = 'active' AND pid <> pg_backend_pid()") != "0",
+                timeout=10, interval=0.02, what="the sandbox insert to be in flight")
+            self.assertStored(self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live))
+        finally:
+            held.join(30)
+        self.assertEqual(H.event_row(eid)["environment"], "live")
+        self.assertEqual(H.state_row("paddle.customers", cust["id"])["email"], cust["email"])
 
 
 # --------------------------------------------------------------------------
@@ -650,6 +688,28 @@ class LeastPrivilege(HostileCase):
             self.assertGreater(n, 0, "nothing projected into paddle.%s" % table)
         self.assertEqual(H.get("/paddle/healthz").status, 200)
 
+    def test_worker_role_replaces_a_sandbox_event_with_its_live_delivery(self):
+        live = add_endpoint(environment="live")
+        sandbox = add_endpoint(environment="sandbox")
+        H.wait_endpoint_known(live)
+        H.wait_endpoint_known(sandbox)
+        eid = paddle_id("evt")
+        self.assertStored(self.post_signed(make_event("customer.updated", sample_customer(), event_id=eid),
+                                           ep=sandbox))
+        self.assertStored(self.post_signed(make_event("customer.created", sample_customer(), event_id=eid),
+                                           ep=live))
+        self.assertEqual(H.event_row(eid)["environment"], "live")
+
+    def test_other_roles_cannot_rewrite_events_through_the_replacement_function(self):
+        other = "paddlehook_other"
+        H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
+               "CREATE ROLE %s LOGIN; END IF; END $$; GRANT USAGE ON SCHEMA paddle TO %s;" % (other, other, other))
+        rc, out = psql_as(other, "SELECT paddle.replace_sandbox_event('evt_x', 'customer.created', now(), NULL, "
+                                 "'ep_x', '{}')")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("permission denied", out)
+        self.assertNothingChanged()
+
     def test_worker_role_loads_endpoint_changes(self):
         ep = add_endpoint(environment="live")
         self.assertStored(self.post_signed(event(), ep=ep))
@@ -677,6 +737,7 @@ class LeastPrivilege(HostileCase):
             "CREATE OR REPLACE FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb) "
             "RETURNS text LANGUAGE sql AS 'SELECT ''stored'''",
             "SELECT paddle.reproject()",
+            "UPDATE paddle.payment_events SET payload = '{}'",
         ]
         for sql in denied:
             with self.subTest(sql=sql):
