@@ -50,13 +50,15 @@ def find(results, system, conc, variant=None):
     return None
 
 
-def targets(results, drv, wprof, workers):
+def targets(results, drv, wprof, workers, rounds=None):
     out = []
     pg, nd = find(results, "pgbench", 16), find(results, "node", 16)
     variants = [None] + sorted({r["variant"] for r in results if r.get("variant")})
     for v in variants:
         ph = find(results, "paddlehook", 16, v)
-        if ph:
+        if v is None and rounds and len(rounds) > 1:
+            out += _round_targets(rounds, "workers=%d" % workers)
+        elif ph:
             out += _ratio_targets(ph, pg, nd, v or "workers=%d" % workers)
     phs = [r for r in results if r["system"] == "paddlehook"]
     if phs:
@@ -99,6 +101,83 @@ def _ratio_targets(ph, pg, nd, label):
         out.append(("paddlehook@16 p99 ≤ ½ Node peer@16 p99", "%.2f× (%.1f / %.1f ms)"
                     % (lr, ph["lat_ms"]["p99"], nd["lat_ms"]["p99"]), lr <= 0.5))
     return [("%s [%s]" % (a, label), b, c) for a, b, c in out]
+
+
+def per_event_ms(r):
+    return 1000.0 * server_cpu(r) / max(1, r["events"])
+
+
+def round_ratios(rd):
+    """The target ratios of one round of 16-connection runs (None where a system is missing)."""
+    ph, pg, nd = rd.get("paddlehook"), rd.get("pgbench"), rd.get("node")
+    return {
+        "ceiling": ph["eps"] / pg["eps"] if ph and pg else None,
+        "ceiling_cpu": per_event_ms(pg) / per_event_ms(ph) if ph and pg else None,
+        "node": ph["eps"] / nd["eps"] if ph and nd else None,
+        "node_cpu": per_event_ms(nd) / per_event_ms(ph) if ph and nd else None,
+        "p99": ph["lat_ms"]["p99"] / max(1e-9, nd["lat_ms"]["p99"]) if ph and nd else None,
+    }
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
+
+
+def _round_targets(rounds, label):
+    rs = [round_ratios(rd) for rd in rounds]
+
+    def series(key):
+        """(median, values) of one ratio over the rounds that have it."""
+        vals = [r[key] for r in rs if r[key] is not None]
+        return (median(vals) if vals else None), vals
+
+    def listed(vals, fmt):
+        return ", ".join(fmt(v) for v in vals)
+
+    out = []
+    c, cs = series("ceiling")
+    if c is not None:
+        cc, _ = series("ceiling_cpu")
+        out.append(("paddlehook@16 ≥ 85% of pgbench@16 events/s",
+                    "median of %d rounds %.0f%% (rounds: %s); per server CPU second, median: %.0f%%"
+                    % (len(cs), 100 * c, listed(cs, lambda v: "%.0f%%" % (100 * v)), 100 * cc), c >= 0.85))
+    n, ns = series("node")
+    if n is not None:
+        nc, _ = series("node_cpu")
+        p, ps = series("p99")
+        out.append(("paddlehook@16 ≥ 2× Node peer@16 events/s",
+                    "median of %d rounds %.2f× (rounds: %s); per server CPU second, median: %.2f×"
+                    % (len(ns), n, listed(ns, lambda v: "%.2f×" % v), nc), n >= 2.0))
+        out.append(("paddlehook@16 p99 ≤ ½ Node peer@16 p99",
+                    "median of %d rounds %.2f× (rounds: %s)" % (len(ps), p, listed(ps, lambda v: "%.2f×" % v)),
+                    p <= 0.5))
+    return [("%s [%s]" % (a, label), b, ok) for a, b, ok in out]
+
+
+def render_rounds(rounds):
+    """The 16-connection runs round by round (round 1 is in the table above)."""
+    if not rounds or len(rounds) < 2:
+        return []
+    out = ["Rounds at 16 connections (the systems one after the other in each round; round 1 is the table's; "
+           "events/s, p99 ms and server CPU ms per event):", "",
+           "| round | pgbench | paddlehook | Node.js peer | paddlehook / pgbench (per server CPU s) "
+           "| paddlehook / Node (per server CPU s) | p99 paddlehook / Node |", "|" + "---|" * 7]
+
+    def cell(r):
+        return "%.0f, p99 %.1f, %.2f ms" % (r["eps"], r["lat_ms"]["p99"], per_event_ms(r)) if r else "—"
+
+    def ratio(v, pct=False):
+        return "—" if v is None else ("%.0f%%" % (100 * v) if pct else "%.2f×" % v)
+
+    for k, rd in enumerate(rounds, 1):
+        q = round_ratios(rd)
+        out.append("| %d | %s | %s | %s | %s (%s) | %s (%s) | %s |" % (
+            k, cell(rd.get("pgbench")), cell(rd.get("paddlehook")), cell(rd.get("node")),
+            ratio(q["ceiling"], True), ratio(q["ceiling_cpu"], True), ratio(q["node"]), ratio(q["node_cpu"]),
+            ratio(q["p99"])))
+    return out + [""]
 
 
 def render_targets(tg):
