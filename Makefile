@@ -62,11 +62,11 @@ $(BUILD)/paddlehook: $(OBJS) $(BUILD)/main.o
 	@echo "  LINK  $@"
 	@$(CC) $(ALL_CFLAGS) $(LDHARDEN) -o $@ $^ $(LDLIBS_ALL)
 
-$(BUILD)/unit-tests: $(UNIT) $(CORE) fcgi/*.h | $(BUILD)
+$(BUILD)/unit-tests: $(UNIT) $(CORE) fcgi/stats.c fcgi/*.h | $(BUILD)
 	@echo "  LINK  $@"
 	@$(CC) $(ALL_CFLAGS) $(HARDEN) $(LDHARDEN) -o $@ $(UNIT) $(CORE) $(LDLIBS_ALL)
 
-$(BUILD)/asan/unit-tests: $(UNIT) $(CORE) fcgi/*.h | $(BUILD)
+$(BUILD)/asan/unit-tests: $(UNIT) $(CORE) fcgi/stats.c fcgi/*.h | $(BUILD)
 	@echo "  LINK  $@ (ASan+UBSan)"
 	@$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -o $@ $(UNIT) $(CORE) $(LDLIBS_ALL)
 

@@ -2,14 +2,17 @@
  *
  * Slots (an endpoint, or an endpoint x event type x outcome series) are
  * claimed with compare-and-swap and never freed, so the mapping has a fixed
- * size and a worker killed at any instant leaves it consistent: at worst a
- * half-claimed slot is skipped. Counts are exact (atomic adds); only the
+ * size and a worker killed at any instant leaves it consistent: a slot its
+ * claimer died filling is taken over by the next process that finds it (the
+ * claim holds the claimer's pid). Counts are exact (atomic adds); only the
  * time windows may drop an increment racing a bucket's turn of the minute.
  */
 #include "stats.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,7 +27,7 @@
 #include "limits.h"
 
 #define STATS_MAGIC 0x70686b73u
-#define STATS_VERSION 2u /* the layout: bump when it changes (outcomes[] sizes the windows) */
+#define STATS_VERSION 3u /* the layout: bump when it changes (outcomes[] sizes the windows) */
 #define STATS_MAX_ENDPOINTS 128
 #define STATS_MAX_SERIES 4096
 #define STATS_MINUTES 60
@@ -33,7 +36,10 @@
 #define STATS_CLAIM_WAIT_NS 1000000L
 #define STATS_LINE_MAX 512
 
-enum slot_state { SLOT_FREE = 0, SLOT_CLAIMING = 1, SLOT_READY = 2 };
+/* A slot's state: free, ready, or being filled by the process whose pid is
+ * state - SLOT_CLAIMED_BY (one word, so claiming and naming the claimer are
+ * one compare-and-swap). */
+enum slot_state { SLOT_FREE = 0, SLOT_READY = 1, SLOT_CLAIMED_BY = 2 };
 
 static const char *const outcomes[] = {
     "stored", "duplicate", "missing_signature", "invalid_signature", "timestamp_out_of_range",
@@ -145,18 +151,25 @@ void stats_close(struct stats *st)
     if (st) munmap(st, sizeof *st);
 }
 
+static int is_claimed(uint32_t state) { return state >= SLOT_CLAIMED_BY; }
+
+/* A claimer that no longer exists will never fill its slot. */
+static int claimer_gone(uint32_t state)
+{
+    return kill((pid_t)(state - SLOT_CLAIMED_BY), 0) != 0 && errno == ESRCH;
+}
+
 /* The state of a slot another process is claiming, once it is filled: spins,
  * then yields (the claimer may be off the CPU), for at most
- * STATS_CLAIM_WAIT_NS; a claimer killed mid-claim leaves it CLAIMING. */
-static uint32_t wait_claimed(const uint32_t *state_p)
+ * STATS_CLAIM_WAIT_NS. */
+static uint32_t wait_claimed(const uint32_t *state_p, uint32_t state)
 {
-    uint32_t state = SLOT_CLAIMING;
     struct timespec start, now;
 
-    for (int spin = 0; state == SLOT_CLAIMING && spin < STATS_CLAIM_SPINS; spin++)
+    for (int spin = 0; is_claimed(state) && spin < STATS_CLAIM_SPINS; spin++)
         state = __atomic_load_n(state_p, __ATOMIC_ACQUIRE);
     clock_gettime(CLOCK_MONOTONIC, &start);
-    while (state == SLOT_CLAIMING) {
+    while (is_claimed(state)) {
         sched_yield();
         state = __atomic_load_n(state_p, __ATOMIC_ACQUIRE);
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -166,24 +179,42 @@ static uint32_t wait_claimed(const uint32_t *state_p)
     return state;
 }
 
-/* Finds or claims the slot whose `matches` says so. A slot another process
- * is claiming may be for the same key: wait for it to be filled (yielding,
- * the claimer may be off the CPU) and look again, else two slots would count
- * the same key. */
+enum slot_turn { SLOT_TAKEN, SLOT_COMPARE, SLOT_PASS };
+
+/* What a lookup does with one slot: fill it (now claimed by this process),
+ * compare its key (ready), or pass it. A slot another process is claiming may
+ * be for the same key: wait for it to be filled and compare, else two slots
+ * would count one key; if its claimer died, take it over. */
+static enum slot_turn slot_turn(uint32_t *state_p)
+{
+    uint32_t state = __atomic_load_n(state_p, __ATOMIC_ACQUIRE);
+    uint32_t mine = SLOT_CLAIMED_BY + (uint32_t)getpid();
+
+    if (state == SLOT_FREE &&
+        __atomic_compare_exchange_n(state_p, &state, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return SLOT_TAKEN;
+    if (is_claimed(state) && !claimer_gone(state)) state = wait_claimed(state_p, state);
+    if (is_claimed(state) && claimer_gone(state)) {
+        if (__atomic_compare_exchange_n(state_p, &state, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return SLOT_TAKEN;
+        if (is_claimed(state)) state = wait_claimed(state_p, state); /* another process took it over */
+    }
+    return state == SLOT_READY ? SLOT_COMPARE : SLOT_PASS;
+}
+
+/* Finds or claims the slot whose `matches` says so; `fill` writes every key
+ * field (a slot taken over holds the dead claimer's partial key). */
 #define CLAIM(table, n, start, matches, fill)                                                 \
     do {                                                                                      \
         for (uint32_t probe = 0; probe < (n); probe++) {                                      \
             __typeof__(&(table)[0]) s = &(table)[((start) + probe) % (n)];                     \
-            uint32_t state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);                    \
-            if (state == SLOT_FREE &&                                                         \
-                __atomic_compare_exchange_n(&s->state, &state, SLOT_CLAIMING, 0,              \
-                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {            \
+            enum slot_turn turn = slot_turn(&s->state);                                       \
+            if (turn == SLOT_TAKEN) {                                                         \
                 fill;                                                                         \
                 __atomic_store_n(&s->state, SLOT_READY, __ATOMIC_RELEASE);                    \
                 return s;                                                                     \
             }                                                                                 \
-            if (state == SLOT_CLAIMING) state = wait_claimed(&s->state);                      \
-            if (state == SLOT_READY && (matches)) return s;                                   \
+            if (turn == SLOT_COMPARE && (matches)) return s;                                  \
         }                                                                                     \
         return NULL;                                                                          \
     } while (0)

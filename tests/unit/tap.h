@@ -17,5 +17,6 @@ void test_sig(void);
 void test_event(void);
 void test_template(void);
 void test_masterkey(void);
+void test_stats(void);
 
 #endif
