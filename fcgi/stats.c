@@ -46,7 +46,7 @@ static const char *const outcomes[] = {
     "malformed_json", "missing_field", "invalid_field", "empty_body", "nesting_too_deep",
     "incomplete_body", "unsupported_json", "unknown_endpoint", "endpoint_disabled",
     "method_not_allowed", "length_required", "body_too_large", "database_unavailable",
-    "internal_error", "not_found", "ok", "secrets_unavailable", "other",
+    "internal_error", "not_found", "ok", "secrets_unavailable", "replaced_sandbox", "other",
 };
 #define OUTCOME_COUNT (sizeof outcomes / sizeof outcomes[0])
 #define OUTCOME_OTHER (OUTCOME_COUNT - 1)
@@ -362,7 +362,8 @@ static void window_sum(const struct window_bucket *ring, size_t n, uint64_t now_
         if (period + n <= now_period || period > now_period) continue;
         for (uint32_t o = 0; o < OUTCOME_COUNT; o++) {
             uint64_t c = load(&b->counts[o]);
-            if (strcmp(outcomes[o], "stored") == 0) w->stored += c;
+            if (strcmp(outcomes[o], "stored") == 0 || strcmp(outcomes[o], "replaced_sandbox") == 0)
+                w->stored += c;
             else if (strcmp(outcomes[o], "duplicate") == 0) w->duplicate += c;
             else if (strcmp(outcomes[o], "missing_signature") == 0 || strcmp(outcomes[o], "invalid_signature") == 0 ||
                      strcmp(outcomes[o], "timestamp_out_of_range") == 0)

@@ -194,7 +194,9 @@ static enum store_result ingest_once(struct store *s, const struct event_envelop
         r = classify_failure(s, res);
         goto out;
     }
-    r = strcmp(PQgetvalue(res, 0, 0), "duplicate") == 0 ? STORE_DUPLICATE : STORE_STORED;
+    r = strcmp(PQgetvalue(res, 0, 0), "duplicate") == 0          ? STORE_DUPLICATE
+        : strcmp(PQgetvalue(res, 0, 0), "replaced_sandbox") == 0 ? STORE_REPLACED_SANDBOX
+                                                                 : STORE_STORED;
 out:
     PQclear(res);
     return r;
@@ -291,6 +293,7 @@ const char *store_result_name(enum store_result r)
     switch (r) {
     case STORE_STORED: return "stored";
     case STORE_DUPLICATE: return "duplicate";
+    case STORE_REPLACED_SANDBOX: return "replaced_sandbox";
     case STORE_UNAVAILABLE: return "database_unavailable";
     case STORE_BAD_PAYLOAD: return "unsupported_json";
     case STORE_ERROR: return "internal_error";

@@ -18,6 +18,7 @@
 enum store_result {
     STORE_STORED = 0,
     STORE_DUPLICATE,
+    STORE_REPLACED_SANDBOX, /* stored: a live delivery replaced the event a sandbox endpoint stored under its id */
     STORE_UNAVAILABLE, /* database down or busy: answer 503, Paddle retries */
     STORE_BAD_PAYLOAD, /* PostgreSQL refused the JSON (e.g. \u0000 in jsonb) */
     STORE_ERROR        /* anything else: answer 500 and log */

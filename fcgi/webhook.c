@@ -24,6 +24,7 @@ struct outcome {
     const char *endpoint_id;
     int endpoint_known;     /* endpoint_id names a configured endpoint */
     int reached_database;   /* the delivery was handed to ingest_event */
+    int warn;               /* log at warn level although the answer is not an error */
     char event_id[MAX_ID_LEN + 1];
     char event_type[MAX_EVENT_TYPE_LEN + 1];
 };
@@ -121,6 +122,13 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
         o->code = 200;
         o->word = store_result_name(st);
         http_respond_status(req, 200, o->word);
+        break;
+    case STORE_REPLACED_SANDBOX:
+        /* Stored, as far as Paddle is concerned; the sandbox event it replaced was forged or mistaken. */
+        o->code = 200;
+        o->word = store_result_name(st);
+        o->warn = 1;
+        http_respond_status(req, 200, store_result_name(STORE_STORED));
         break;
     case STORE_UNAVAILABLE:
         respond_error(req, o, 503, "database_unavailable", "the database is unavailable; retry later", RETRY_AFTER);
@@ -228,7 +236,7 @@ void webhook_handle(struct worker *w, struct http_request *req)
     if (delivery)
         stats_record(w->stats, o.endpoint_known ? o.endpoint_id : NULL,
                      o.event_type[0] ? o.event_type : NULL, o.word, o.reached_database ? duration_ms : -1);
-    log_line(o.code >= 500 ? LOG_WARN : LOG_INFO,
+    log_line(o.code >= 500 || o.warn ? LOG_WARN : LOG_INFO,
              "event=request endpoint=%s event_id=%s event_type=%s status=%d outcome=%s "
              "duration_ms=%.3f",
              o.endpoint_id ? o.endpoint_id : "-", o.event_id[0] ? o.event_id : "-",

@@ -380,7 +380,16 @@ class HostileBody(HostileCase):
         live, sandbox, eid, cust, decoy = self.one_id_two_environments()
         self.assertStored(self.post_signed(decoy, ep=sandbox))
         genuine = make_event("customer.created", cust, event_id=eid)
+        log_at = os.path.getsize(H.serve_log)
         self.assertStored(self.post_signed(genuine, ep=live), "the live delivery after the sandbox decoy")
+        # Stored for Paddle; a warning for the operator, who has a sandbox secret to look into.
+        harness.wait_until(lambda: "event_id=%s" % eid in H.serve_log_since(log_at), timeout=10,
+                           what="the delivery's log line")
+        line = next(l for l in H.serve_log_since(log_at).splitlines() if "event_id=%s" % eid in l)
+        self.assertIn("level=warn", line)
+        self.assertIn("outcome=replaced_sandbox", line)
+        self.assertIn('endpoint="%s",event_type="customer.created",outcome="replaced_sandbox"' % live.id,
+                      H.get("/paddle/metrics").body.decode())
         row = H.event_row(eid)
         self.assertEqual((row["environment"], row["endpoint_id"], row["event_type"], row["payload"]),
                          ("live", live.id, "customer.created", json.loads(genuine)))

@@ -7,8 +7,9 @@
 -- could send it first through a sandbox endpoint: the live delivery then answered 'duplicate' and was never
 -- stored or projected. Now a live delivery whose event_id is stored from a sandbox endpoint replaces that row
 -- and is projected as a new event (paddle.snapshot_replaces already lets a live snapshot replace sandbox
--- state). A sandbox delivery of an id stored from a live endpoint is still a duplicate, as is any delivery of
--- an id already stored from its own environment.
+-- state); ingest_event returns 'replaced_sandbox' then, so that the worker can warn: the sandbox event was
+-- forged or mistaken. A sandbox delivery of an id stored from a live endpoint is still a duplicate, as is any
+-- delivery of an id already stored from its own environment.
 --
 -- The replacement is paddle.replace_sandbox_event, which runs with its owner's rights: the worker's role may
 -- insert events and set projection_error, not rewrite stored payloads, and this function rewrites only sandbox
@@ -16,7 +17,7 @@
 -- nothing for it: ingest_event calls it only when a live delivery's insert finds the id taken.
 --
 -- ingest_event is redefined whole (CREATE OR REPLACE): it is 0005's, changed only where the insert finds the
--- id taken. Earlier migrations stay as they were applied.
+-- id taken and in what it returns. Earlier migrations stay as they were applied.
 
 CREATE FUNCTION paddle.replace_sandbox_event(p_event_id text, p_event_type text, p_occurred_at timestamptz,
                                              p_notification_id text, p_endpoint_id text, p_payload jsonb)
@@ -53,6 +54,8 @@ CREATE OR REPLACE FUNCTION paddle.ingest_event(
     RETURNS text
     LANGUAGE plpgsql
 AS $$
+DECLARE
+    v_result text := 'stored';
 BEGIN
     INSERT INTO paddle.payment_events
         (event_id, endpoint_id, environment, notification_id, event_type, occurred_at, payload)
@@ -69,6 +72,7 @@ BEGIN
                                             p_endpoint_id, p_payload) THEN
             RETURN 'duplicate';
         END IF;
+        v_result := 'replaced_sandbox';
     END IF;
 
     -- Only entity types that project pay for the subtransaction of the exception block.
@@ -91,9 +95,9 @@ BEGIN
         END;
     END IF;
 
-    RETURN 'stored';
+    RETURN v_result;
 END
 $$;
 
 COMMENT ON FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb) IS
-    'The one call per webhook delivery. Stores the notification in payment_events and returns ''duplicate'' if the event_id was already stored (nothing else is touched), except that a live delivery replaces an event stored from a sandbox endpoint. Otherwise projects payload->''data'' into the state tables; a projection failure the data causes (paddle.projection_failure_is_data) is recorded in payment_events.projection_error and the event kept. Returns ''stored''. Raises (nothing stored) on any other failure, and if the event row itself cannot be stored (NULL in a NOT NULL column, environment not sandbox/live).';
+    'The one call per webhook delivery. Stores the notification in payment_events and returns ''duplicate'' if the event_id was already stored (nothing else is touched), except that a live delivery replaces an event stored from a sandbox endpoint (and returns ''replaced_sandbox''). Otherwise projects payload->''data'' into the state tables; a projection failure the data causes (paddle.projection_failure_is_data) is recorded in payment_events.projection_error and the event kept. Returns ''stored''. Raises (nothing stored) on any other failure, and if the event row itself cannot be stored (NULL in a NOT NULL column, environment not sandbox/live).';
