@@ -153,10 +153,13 @@ void stats_close(struct stats *st)
 
 static int is_claimed(uint32_t state) { return state >= SLOT_CLAIMED_BY; }
 
-/* A claimer that no longer exists will never fill its slot. */
+/* A claimer that no longer exists will never fill its slot. Nor will this
+ * process, which fills a slot before its next lookup, if the dead claimer's
+ * pid has come back as its own. */
 static int claimer_gone(uint32_t state)
 {
-    return kill((pid_t)(state - SLOT_CLAIMED_BY), 0) != 0 && errno == ESRCH;
+    pid_t pid = (pid_t)(state - SLOT_CLAIMED_BY);
+    return pid == getpid() || (kill(pid, 0) != 0 && errno == ESRCH);
 }
 
 /* The state of a slot another process is claiming, once it is filled: spins,
@@ -188,14 +191,16 @@ enum slot_turn { SLOT_TAKEN, SLOT_COMPARE, SLOT_PASS };
 static enum slot_turn slot_turn(uint32_t *state_p)
 {
     uint32_t state = __atomic_load_n(state_p, __ATOMIC_ACQUIRE);
-    uint32_t mine = SLOT_CLAIMED_BY + (uint32_t)getpid();
 
+    if (state == SLOT_READY) return SLOT_COMPARE; /* every lookup but a series' first: no system call */
     if (state == SLOT_FREE &&
-        __atomic_compare_exchange_n(state_p, &state, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        __atomic_compare_exchange_n(state_p, &state, SLOT_CLAIMED_BY + (uint32_t)getpid(), 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
         return SLOT_TAKEN;
     if (is_claimed(state) && !claimer_gone(state)) state = wait_claimed(state_p, state);
     if (is_claimed(state) && claimer_gone(state)) {
-        if (__atomic_compare_exchange_n(state_p, &state, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        if (__atomic_compare_exchange_n(state_p, &state, SLOT_CLAIMED_BY + (uint32_t)getpid(), 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
             return SLOT_TAKEN;
         if (is_claimed(state)) state = wait_claimed(state_p, state); /* another process took it over */
     }
@@ -246,6 +251,12 @@ static const struct endpoint_slot *find_endpoint(const struct stats *st, const c
     return NULL;
 }
 
+/* An outcome that stored the event (a replaced sandbox event is stored too). */
+static int outcome_stored(uint32_t o)
+{
+    return strcmp(outcomes[o], "stored") == 0 || strcmp(outcomes[o], "replaced_sandbox") == 0;
+}
+
 static uint32_t outcome_index(const char *outcome)
 {
     for (uint32_t i = 0; i < OUTCOME_COUNT; i++)
@@ -279,7 +290,7 @@ void stats_record(struct stats *st, const char *endpoint_id, const char *event_t
     if (ep) {
         window_add(ep->minutes, STATS_MINUTES, now / 60, o);
         window_add(ep->hours, STATS_HOURS, now / 3600, o);
-        if (o == 0) __atomic_store_n(&ep->last_event_at, now, __ATOMIC_RELAXED);
+        if (outcome_stored(o)) __atomic_store_n(&ep->last_event_at, now, __ATOMIC_RELAXED);
     }
     if (ingest_ms >= 0) {
         size_t b = 0;
@@ -362,8 +373,7 @@ static void window_sum(const struct window_bucket *ring, size_t n, uint64_t now_
         if (period + n <= now_period || period > now_period) continue;
         for (uint32_t o = 0; o < OUTCOME_COUNT; o++) {
             uint64_t c = load(&b->counts[o]);
-            if (strcmp(outcomes[o], "stored") == 0 || strcmp(outcomes[o], "replaced_sandbox") == 0)
-                w->stored += c;
+            if (outcome_stored(o)) w->stored += c;
             else if (strcmp(outcomes[o], "duplicate") == 0) w->duplicate += c;
             else if (strcmp(outcomes[o], "missing_signature") == 0 || strcmp(outcomes[o], "invalid_signature") == 0 ||
                      strcmp(outcomes[o], "timestamp_out_of_range") == 0)

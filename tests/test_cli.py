@@ -51,6 +51,33 @@ class Migrate(HarnessTestCase):
         self.assertEqual(H.digest(), digest)
 
 
+    def test_upgrade_to_0009_grants_its_function_to_a_worker_role(self):
+        """A worker that runs as its own role calls paddle.replace_sandbox_event
+        from 0009 on: the migration must grant it to whoever may execute
+        ingest_event, or that worker fails on every live redelivery until an
+        operator re-runs the grants."""
+        db, role = "paddlehook_upgrade", "paddlehook_upgrade_worker"
+        mig = os.path.join(harness.REPO_ROOT, "sql", "migrations")
+        H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
+        H.psql("CREATE DATABASE %s" % db, db="postgres")
+        try:
+            H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
+                   "CREATE ROLE %s; END IF; END $$;" % (role, role), db=db)
+            for name in sorted(f for f in os.listdir(mig) if f.endswith(".sql")):
+                if name.startswith("0009"):
+                    H.psql("GRANT EXECUTE ON FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, "
+                           "text, jsonb) TO %s" % role, db=db)
+                with open(os.path.join(mig, name)) as f:
+                    H.psql("BEGIN;\n" + f.read() + "\nCOMMIT;", db=db)
+            fn = "paddle.replace_sandbox_event(text, text, timestamptz, text, text, jsonb)"
+            self.assertEqual(H.psql("SELECT has_function_privilege('%s', '%s', 'EXECUTE')" % (role, fn),
+                                    db=db).strip(), "t")
+            self.assertEqual(H.psql("SELECT has_function_privilege('public', '%s', 'EXECUTE')" % fn,
+                                    db=db).strip(), "f")
+        finally:
+            H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
+
+
 class Keygen(HarnessTestCase):
     harness = H
 

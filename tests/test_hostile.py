@@ -402,6 +402,23 @@ class HostileBody(HostileCase):
         self.assertDuplicate(self.post_signed(genuine, ep=live), "the live delivery again")
         self.assertNothingChanged("by the redeliveries")
 
+    def test_what_a_replaced_sandbox_event_projected_is_removed(self):
+        """The report views take an entity's environment from the event its
+        row holds: a sandbox subscription left under an event id that is now
+        live would count as a live entitlement and live revenue."""
+        live, sandbox, eid, cust, _ = self.one_id_two_environments()
+        forged = sample_subscription()
+        self.assertStored(self.post_signed(make_event("subscription.created", forged, event_id=eid), ep=sandbox))
+        self.assertEqual(int(H.sql_value("SELECT count(*) FROM paddle.subscription_items WHERE subscription_id = %s"
+                                         % H.lit(forged["id"]))), 2)
+        self.assertStored(self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live))
+        self.assertIsNone(H.state_row("paddle.subscriptions", forged["id"]))
+        self.assertEqual(H.sql("SELECT price_id FROM paddle.subscription_items WHERE subscription_id = %s"
+                               % H.lit(forged["id"])), [])
+        self.assertEqual(H.sql("SELECT environment FROM paddle.entitlements WHERE subscription_id = %s"
+                               % H.lit(forged["id"])), [])
+        self.assertEqual(H.state_row("paddle.customers", cust["id"])["environment"], "live")
+
     def test_sandbox_delivery_of_a_live_event_id_is_a_duplicate(self):
         live, sandbox, eid, cust, decoy = self.one_id_two_environments()
         self.assertStored(self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live))
@@ -418,7 +435,7 @@ class HostileBody(HostileCase):
         held.start()
         try:
             harness.wait_until(lambda: H.sql_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(2)%%' "
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' "
                 "AND state = 'active' AND pid <> pg_backend_pid()") != "0",
                 timeout=10, interval=0.02, what="the sandbox insert to be in flight")
             self.assertStored(self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live))
@@ -702,12 +719,12 @@ class LeastPrivilege(HostileCase):
         sandbox = add_endpoint(environment="sandbox")
         H.wait_endpoint_known(live)
         H.wait_endpoint_known(sandbox)
-        eid = paddle_id("evt")
-        self.assertStored(self.post_signed(make_event("customer.updated", sample_customer(), event_id=eid),
-                                           ep=sandbox))
+        eid, decoy = paddle_id("evt"), sample_customer()
+        self.assertStored(self.post_signed(make_event("customer.updated", decoy, event_id=eid), ep=sandbox))
         self.assertStored(self.post_signed(make_event("customer.created", sample_customer(), event_id=eid),
                                            ep=live))
         self.assertEqual(H.event_row(eid)["environment"], "live")
+        self.assertIsNone(H.state_row("paddle.customers", decoy["id"]))
 
     def test_other_roles_cannot_rewrite_events_through_the_replacement_function(self):
         other = "paddlehook_other"

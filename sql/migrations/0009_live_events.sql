@@ -12,9 +12,13 @@
 -- delivery of an id already stored from its own environment.
 --
 -- The replacement is paddle.replace_sandbox_event, which runs with its owner's rights: the worker's role may
--- insert events and set projection_error, not rewrite stored payloads, and this function rewrites only sandbox
--- rows. Its EXECUTE is revoked from PUBLIC and granted to the worker's role (docs/security.md). New events pay
--- nothing for it: ingest_event calls it only when a live delivery's insert finds the id taken.
+-- insert events and set projection_error, not rewrite stored payloads or delete state rows, and this function
+-- touches only what a sandbox event wrote. It also deletes the state rows the sandbox event's projection wrote
+-- and still holds (with their items): the report views take an entity's environment from the event its row
+-- holds, so once that event is live they would show a sandbox entity as live. Its EXECUTE is revoked from
+-- PUBLIC; this migration grants it to every role that may execute ingest_event (a worker's own role), and the
+-- worker-role block in docs/security.md grants it too. New events pay nothing for it: ingest_event calls it only
+-- when a live delivery's insert finds the id taken.
 --
 -- ingest_event is redefined whole (CREATE OR REPLACE): it is 0005's, changed only where the insert finds the
 -- id taken and in what it returns. Earlier migrations stay as they were applied.
@@ -27,21 +31,65 @@ CREATE FUNCTION paddle.replace_sandbox_event(p_event_id text, p_event_type text,
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- Under READ COMMITTED a concurrent replacement makes this one re-check the row it waited for and
+    -- A live redelivery (the usual reason to get here) stops at this read, without locks.
+    IF NOT EXISTS (SELECT FROM paddle.payment_events WHERE event_id = p_event_id AND environment = 'sandbox') THEN
+        RETURN false;
+    END IF;
+    -- The state tables before the event row, in paddle.reproject's order: the other order could deadlock
+    -- with a rebuild that holds the tables and then updates this event's projection_error.
+    LOCK TABLE paddle.customers, paddle.subscriptions, paddle.subscription_items, paddle.transactions,
+               paddle.transaction_items, paddle.adjustments, paddle.adjustment_items IN ROW EXCLUSIVE MODE;
+    -- Under READ COMMITTED a concurrent replacement makes this one wait for the row and re-check it, and
     -- find it live: one of two live deliveries replaces, the other is a duplicate.
     UPDATE paddle.payment_events
        SET endpoint_id = p_endpoint_id, environment = 'live', notification_id = p_notification_id,
            event_type = p_event_type, occurred_at = p_occurred_at, received_at = now(), payload = p_payload,
            projection_error = NULL
      WHERE event_id = p_event_id AND environment = 'sandbox';
-    RETURN FOUND;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- What the sandbox event's projection wrote and later snapshots have not replaced.
+    WITH gone AS (DELETE FROM paddle.subscriptions
+                   WHERE event_id = p_event_id AND environment = 'sandbox' RETURNING id)
+    DELETE FROM paddle.subscription_items WHERE subscription_id IN (SELECT id FROM gone);
+    WITH gone AS (DELETE FROM paddle.transactions
+                   WHERE event_id = p_event_id AND environment = 'sandbox' RETURNING id)
+    DELETE FROM paddle.transaction_items WHERE transaction_id IN (SELECT id FROM gone);
+    WITH gone AS (DELETE FROM paddle.adjustments
+                   WHERE event_id = p_event_id AND environment = 'sandbox' RETURNING id)
+    DELETE FROM paddle.adjustment_items WHERE adjustment_id IN (SELECT id FROM gone);
+    DELETE FROM paddle.customers WHERE event_id = p_event_id AND environment = 'sandbox';
+    RETURN true;
 END
 $$;
 
 REVOKE EXECUTE ON FUNCTION paddle.replace_sandbox_event(text, text, timestamptz, text, text, jsonb) FROM PUBLIC;
 
+-- A worker that runs as its own role keeps working through the upgrade: whoever may execute ingest_event (other
+-- than PUBLIC and the owner) may execute this too.
+DO $$
+DECLARE
+    v_role regrole;
+BEGIN
+    FOR v_role IN
+        SELECT DISTINCT a.grantee::regrole
+        FROM pg_proc p CROSS JOIN LATERAL aclexplode(p.proacl) AS a
+        WHERE p.oid = 'paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb)'::regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION paddle.replace_sandbox_event(text, text, timestamptz, text, '
+                       'text, jsonb) TO %s', v_role);
+    END LOOP;
+END
+$$;
+
 COMMENT ON FUNCTION paddle.replace_sandbox_event(text, text, timestamptz, text, text, jsonb) IS
-    'Replace the payment_events row of p_event_id with a live delivery of it, if that row came from a sandbox endpoint; true if it did. Called by paddle.ingest_event when a live insert finds the id taken. Runs with its owner''s rights (the worker''s role may not rewrite stored events); EXECUTE is not granted to PUBLIC.';
+    'Replace the payment_events row of p_event_id with a live delivery of it, if that row came from a sandbox endpoint, and delete the state rows (and their items) that still hold that sandbox event''s snapshot; true if it did. Called by paddle.ingest_event when a live insert finds the id taken. Runs with its owner''s rights (the worker''s role may not rewrite stored events); EXECUTE is not granted to PUBLIC.';
+
+COMMENT ON COLUMN paddle.payment_events.endpoint_id IS 'paddlehook endpoint (notification destination configuration) that received the first stored delivery of this event; for a live event that replaced a sandbox event with its id (paddle.replace_sandbox_event), the live endpoint.';
+COMMENT ON COLUMN paddle.payment_events.notification_id IS 'Paddle notification id (ntf_...) of the first stored delivery (or of the live delivery that replaced a sandbox event with its id); differs per destination and per replay, so later deliveries of the same event are not recorded.';
+COMMENT ON COLUMN paddle.payment_events.received_at IS 'When paddlehook stored the event (transaction time of the insert, or of the live delivery that replaced a sandbox event with its id).';
 
 CREATE OR REPLACE FUNCTION paddle.ingest_event(
         p_event_id        text,

@@ -29,6 +29,8 @@ void test_stats(void)
     struct stats *st = stats_create(NULL, &note);
     struct series_slot *home, *next;
     struct endpoint_slot *ep;
+    struct stats_window hour, day;
+    long long last = 0;
     pid_t dead = dead_pid();
 
     if (st == NULL || dead <= 0) {
@@ -59,6 +61,17 @@ void test_stats(void)
     stats_record(st, "ep_orphaned", "t.other", "stored", -1);
     tap_ok(ep->state == SLOT_READY && strcmp(ep->id, "ep_orphaned") == 0 && ep->last_event_at > 0,
            "stats: an endpoint slot whose claimer died is taken over");
+
+    home = series_home(st, "t.mine", 0);
+    home->state = SLOT_CLAIMED_BY + (uint32_t)getpid();
+    stats_record(st, NULL, "t.mine", "stored", -1);
+    tap_ok(home->state == SLOT_READY && strcmp(home->event_type, "t.mine") == 0 && home->count == 1,
+           "stats: a slot claimed under this process's own pid (a dead claimer's, reused) is taken over");
+
+    stats_record(st, "ep_replaced", "customer.created", "replaced_sandbox", 1.0);
+    tap_ok(stats_endpoint_windows(st, "ep_replaced", &hour, &day, &last) == 0 && hour.stored == 1 &&
+               day.stored == 1 && last > 0,
+           "stats: a live event that replaced a sandbox one counts as stored and as the last event");
 
     stats_close(st);
 }
