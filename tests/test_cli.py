@@ -56,24 +56,30 @@ class Migrate(HarnessTestCase):
         from 0009 on: the migration must grant it to whoever may execute
         ingest_event, or that worker fails on every live redelivery until an
         operator re-runs the grants."""
-        db, role = "paddlehook_upgrade", "paddlehook_upgrade_worker"
+        db = "paddlehook_upgrade"
+        worker, public_worker, reader = ("paddlehook_upgrade_worker", "paddlehook_upgrade_public_worker",
+                                         "paddlehook_upgrade_reader")
         mig = os.path.join(harness.REPO_ROOT, "sql", "migrations")
         H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
         H.psql("CREATE DATABASE %s" % db, db="postgres")
         try:
-            H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
-                   "CREATE ROLE %s; END IF; END $$;" % (role, role), db=db)
+            for role in (worker, public_worker, reader):
+                H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
+                       "CREATE ROLE %s; END IF; END $$;" % (role, role), db=db)
             for name in sorted(f for f in os.listdir(mig) if f.endswith(".sql")):
                 if name.startswith("0009"):
-                    H.psql("GRANT EXECUTE ON FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, "
-                           "text, jsonb) TO %s" % role, db=db)
+                    # The documented worker (EXECUTE of its own), one that relies on PUBLIC's EXECUTE, and a
+                    # role that may run ingest_event but not insert events.
+                    H.psql("GRANT INSERT ON paddle.payment_events TO %s, %s;"
+                           "GRANT EXECUTE ON FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, "
+                           "text, jsonb) TO %s, %s" % (worker, public_worker, worker, reader), db=db)
                 with open(os.path.join(mig, name)) as f:
                     H.psql("BEGIN;\n" + f.read() + "\nCOMMIT;", db=db)
             fn = "paddle.replace_sandbox_event(text, text, timestamptz, text, text, jsonb)"
-            self.assertEqual(H.psql("SELECT has_function_privilege('%s', '%s', 'EXECUTE')" % (role, fn),
-                                    db=db).strip(), "t")
-            self.assertEqual(H.psql("SELECT has_function_privilege('public', '%s', 'EXECUTE')" % fn,
-                                    db=db).strip(), "f")
+            for role, expected in ((worker, "t"), (public_worker, "t"), (reader, "f"), ("public", "f")):
+                with self.subTest(role=role):
+                    self.assertEqual(H.psql("SELECT has_function_privilege('%s', '%s', 'EXECUTE')" % (role, fn),
+                                            db=db).strip(), expected)
         finally:
             H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
 

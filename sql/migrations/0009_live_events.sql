@@ -15,10 +15,12 @@
 -- insert events and set projection_error, not rewrite stored payloads or delete state rows, and this function
 -- touches only what a sandbox event wrote. It also deletes the state rows the sandbox event's projection wrote
 -- and still holds (with their items): the report views take an entity's environment from the event its row
--- holds, so once that event is live they would show a sandbox entity as live. Its EXECUTE is revoked from
--- PUBLIC; this migration grants it to every role that may execute ingest_event (a worker's own role), and the
--- worker-role block in docs/security.md grants it too. New events pay nothing for it: ingest_event calls it only
--- when a live delivery's insert finds the id taken.
+-- holds, so once that event is live they would show a sandbox entity as live. (A sandbox entity whose row held
+-- the replaced event is gone from the state tables until paddle.reproject rebuilds it from its earlier sandbox
+-- events, if it had any.) Its EXECUTE is revoked from PUBLIC; this migration grants it to every role that may
+-- both execute ingest_event and insert events (a worker's own role, whether its EXECUTE on ingest_event is its
+-- own or PUBLIC's), and the worker-role block in docs/security.md grants it too. New events pay nothing for it:
+-- ingest_event calls it only when a live delivery's insert finds the id taken.
 --
 -- ingest_event is redefined whole (CREATE OR REPLACE): it is 0005's, changed only where the insert finds the
 -- id taken and in what it returns. Earlier migrations stay as they were applied.
@@ -66,17 +68,22 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION paddle.replace_sandbox_event(text, text, timestamptz, text, text, jsonb) FROM PUBLIC;
 
--- A worker that runs as its own role keeps working through the upgrade: whoever may execute ingest_event (other
--- than PUBLIC and the owner) may execute this too.
+-- A worker that runs as its own role keeps working through the upgrade: every role that may run ingest_event and
+-- insert events (not the owner, superusers or PostgreSQL's predefined roles) may execute this too.
 DO $$
 DECLARE
     v_role regrole;
 BEGIN
     FOR v_role IN
-        SELECT DISTINCT a.grantee::regrole
-        FROM pg_proc p CROSS JOIN LATERAL aclexplode(p.proacl) AS a
-        WHERE p.oid = 'paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb)'::regprocedure
-          AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner
+        SELECT r.oid::regrole
+        FROM pg_roles r
+        CROSS JOIN (SELECT proowner FROM pg_proc
+                    WHERE oid = 'paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb)'::regprocedure)
+                   AS f
+        WHERE NOT r.rolsuper AND r.oid <> f.proowner AND r.rolname NOT LIKE 'pg\_%'
+          AND has_function_privilege(r.oid, 'paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb)',
+                                     'EXECUTE')
+          AND has_table_privilege(r.oid, 'paddle.payment_events', 'INSERT')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION paddle.replace_sandbox_event(text, text, timestamptz, text, '
                        'text, jsonb) TO %s', v_role);
