@@ -38,7 +38,8 @@ if __name__ == "__main__":
 
 import harness  # noqa: E402
 from harness import (Harness, HarnessTestCase, hmac_h1, make_event, new_secret,  # noqa: E402
-                     paddle_id, py_sign, rfc3339, sample_customer, sample_subscription)
+                     paddle_id, py_sign, rfc3339, sample_adjustment, sample_customer, sample_subscription,
+                     sample_transaction)
 
 WORKERS = 2
 SECURITY_DOC = os.path.join(harness.REPO_ROOT, "docs", "security.md")
@@ -418,6 +419,33 @@ class HostileBody(HostileCase):
         self.assertEqual(H.sql("SELECT environment FROM paddle.entitlements WHERE subscription_id = %s"
                                % H.lit(forged["id"])), [])
         self.assertEqual(H.state_row("paddle.customers", cust["id"])["environment"], "live")
+
+    def test_replaced_sandbox_transactions_and_adjustments_go_with_their_items(self):
+        for event_type, data, table, id_column in (
+                ("transaction.completed", sample_transaction(), "transactions", "transaction_id"),
+                ("adjustment.created", sample_adjustment(), "adjustments", "adjustment_id")):
+            with self.subTest(table=table):
+                live, sandbox, eid, cust, _ = self.one_id_two_environments()
+                self.assertStored(self.post_signed(make_event(event_type, data, event_id=eid), ep=sandbox))
+                items = "SELECT count(*) FROM paddle.%s_items WHERE %s = %s" % (table[:-1], id_column,
+                                                                             H.lit(data["id"]))
+                self.assertGreater(int(H.sql_value(items)), 0)
+                self.assertStored(self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live))
+                self.assertIsNone(H.state_row("paddle." + table, data["id"]))
+                self.assertEqual(H.sql_value(items), "0")
+
+    def test_a_sandbox_row_holding_a_later_sandbox_event_stays(self):
+        live, sandbox, eid, cust, _ = self.one_id_two_environments()
+        sub = sample_subscription()
+        t0 = time.time()
+        self.assertStored(self.post_signed(make_event("subscription.created", sub, event_id=eid,
+                                                      occurred_at=at(t0 - 60)), ep=sandbox))
+        later = paddle_id("evt")
+        self.assertStored(self.post_signed(make_event("subscription.updated", dict(sub, status="past_due"),
+                                                      event_id=later, occurred_at=at(t0)), ep=sandbox))
+        self.assertStored(self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live))
+        row = H.state_row("paddle.subscriptions", sub["id"])
+        self.assertEqual((row["environment"], row["event_id"], row["status"]), ("sandbox", later, "past_due"))
 
     def test_sandbox_delivery_of_a_live_event_id_is_a_duplicate(self):
         live, sandbox, eid, cust, decoy = self.one_id_two_environments()
