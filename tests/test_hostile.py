@@ -454,7 +454,9 @@ class HostileBody(HostileCase):
         self.assertDuplicate(self.post_signed(decoy, ep=sandbox))
         self.assertNothingChanged("by a sandbox delivery of a live id")
 
-    def test_live_delivery_waits_for_a_sandbox_insert_of_the_id_in_flight_and_replaces_it(self):
+    def test_live_deliveries_wait_for_a_sandbox_insert_of_the_id_in_flight_and_one_replaces_it(self):
+        """Two deliveries of the live event (Paddle retries, several destinations) arrive while the
+        sandbox insert is uncommitted: one replaces it, the other is a duplicate."""
         live, sandbox, eid, cust, decoy = self.one_id_two_environments(as_dict=True)
         held = threading.Thread(target=H.sql, args=(
             "BEGIN; SELECT paddle.ingest_event(%s, 'customer.updated', %s::timestamptz, NULL, %s, 'sandbox', "
@@ -466,9 +468,18 @@ class HostileBody(HostileCase):
                 "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' "
                 "AND state = 'active' AND pid <> pg_backend_pid()") != "0",
                 timeout=10, interval=0.02, what="the sandbox insert to be in flight")
-            self.assertStored(self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live))
+            genuine = make_event("customer.created", cust, event_id=eid)
+            answers = []
+            posts = [threading.Thread(target=lambda: answers.append(self.post_signed(genuine, ep=live)))
+                     for _ in range(2)]
+            for t in posts:
+                t.start()
+            for t in posts:
+                t.join(30)
         finally:
             held.join(30)
+        self.assertEqual(sorted((r.status, json.loads(r.body)["status"]) for r in answers),
+                         [(200, "duplicate"), (200, "stored")])
         self.assertEqual(H.event_row(eid)["environment"], "live")
         self.assertEqual(H.state_row("paddle.customers", cust["id"])["email"], cust["email"])
 
