@@ -13,9 +13,9 @@
 --
 -- The replacement is paddle.replace_sandbox_event, which runs with its owner's rights: the worker's role may
 -- insert events and set projection_error, not rewrite stored payloads or delete state rows, and this function
--- touches only what a sandbox event wrote. It also deletes the state rows the sandbox event's projection wrote
--- and still holds (with their items): the report views take an entity's environment from the event its row
--- holds, so once that event is live they would show a sandbox entity as live. (A sandbox entity whose row held
+-- touches only what a sandbox event wrote. It also deletes the state rows that still hold the sandbox event's
+-- snapshot (with their items): the report views take an entity's environment from the event its row holds, so
+-- once that event is live they would show a sandbox entity as live. (A sandbox entity whose row held
 -- the replaced event is gone from the state tables until paddle.reproject rebuilds it from its earlier sandbox
 -- events, if it had any.) Its EXECUTE is revoked from PUBLIC; this migration grants it to every role that may
 -- both execute ingest_event and insert events (a worker's own role, whether its EXECUTE on ingest_event is its
