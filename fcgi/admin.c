@@ -36,6 +36,42 @@
 #define SQL_APPLIED "SELECT version FROM paddle.schema_migrations"
 #define SQL_ACTIVE_SECRETS                                                                    \
     "SELECT endpoint_id, encode(sealed, 'hex') FROM paddle.endpoint_secrets WHERE retired_at IS NULL"
+#define SQL_INGEST "SELECT paddle.ingest_event($1, $2, $3::timestamptz, NULL, $4, $5, $6::jsonb)"
+#define CHECK_ENDPOINT "ep_paddlehook_check_config"
+/* A rebuild (reproject) holds the state tables: say so after a while instead of waiting for it. */
+#define SQL_DRY_RUN_BEGIN "BEGIN; SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '15s'"
+
+/* check-config's dry run: what a worker does with deliveries, in a
+ * transaction that is rolled back. One event of each projected entity (with
+ * items, so that item rows are written), then a live event replacing a
+ * sandbox one with its id. {event_id, event_type, environment, payload,
+ * expected result}. */
+static const char *const dry_run[][5] = {
+    {"evt_paddlehook_check_1", "customer.created", "live",
+     "{\"data\":{\"id\":\"ctm_paddlehook_check\",\"email\":\"check@example.com\",\"status\":\"active\"}}",
+     "stored"},
+    {"evt_paddlehook_check_2", "subscription.created", "live",
+     "{\"data\":{\"id\":\"sub_paddlehook_check\",\"status\":\"active\",\"customer_id\":\"ctm_paddlehook_check\","
+     "\"currency_code\":\"USD\",\"items\":[{\"status\":\"active\",\"quantity\":1,\"recurring\":true,"
+     "\"price\":{\"id\":\"pri_paddlehook_check\",\"unit_price\":{\"amount\":\"1000\",\"currency_code\":\"USD\"},"
+     "\"billing_cycle\":{\"interval\":\"month\",\"frequency\":1}}}]}}",
+     "stored"},
+    {"evt_paddlehook_check_3", "transaction.completed", "live",
+     "{\"data\":{\"id\":\"txn_paddlehook_check\",\"status\":\"completed\",\"customer_id\":\"ctm_paddlehook_check\","
+     "\"currency_code\":\"USD\",\"items\":[{\"price\":{\"id\":\"pri_paddlehook_check\"},\"quantity\":1}],"
+     "\"details\":{\"totals\":{\"total\":\"1000\",\"currency_code\":\"USD\"},"
+     "\"line_items\":[{\"price_id\":\"pri_paddlehook_check\",\"quantity\":1,\"totals\":{\"total\":\"1000\"}}]}}}",
+     "stored"},
+    {"evt_paddlehook_check_4", "adjustment.created", "live",
+     "{\"data\":{\"id\":\"adj_paddlehook_check\",\"action\":\"refund\",\"status\":\"approved\","
+     "\"transaction_id\":\"txn_paddlehook_check\",\"currency_code\":\"USD\","
+     "\"items\":[{\"item_id\":\"txnitm_paddlehook_check\",\"type\":\"full\",\"amount\":\"1000\"}]}}",
+     "stored"},
+    {"evt_paddlehook_check_5", "customer.updated", "sandbox",
+     "{\"data\":{\"id\":\"ctm_paddlehook_check_sandbox\"}}", "stored"},
+    {"evt_paddlehook_check_5", "customer.updated", "live",
+     "{\"data\":{\"id\":\"ctm_paddlehook_check_sandbox\"}}", "replaced_sandbox"},
+};
 
 static PGresult *query(PGconn *conn, const char *sql, char *err, size_t errlen)
 {
@@ -153,12 +189,21 @@ static int check_secrets(PGconn *conn, const struct masterkey *mk)
     return check(bad == 0, "endpoint secrets", detail);
 }
 
+/* The role serve connects as may not read the migration log (docs/security.md); the dry run below then
+ * tells whether the schema serves deliveries. */
 static int check_schema(PGconn *conn)
 {
-    char err[512], missing[512] = "";
-    PGresult *res = query(conn, SQL_APPLIED, err, sizeof err);
+    char missing[512] = "";
+    PGresult *res = PQexec(conn, SQL_APPLIED);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-    if (res == NULL) return check(0, "schema", "paddle.schema_migrations is missing: run `paddlehook migrate`");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        int denied = state && strcmp(state, "42501") == 0;
+        PQclear(res);
+        return denied ? check(1, "schema", "this role may not read paddle.schema_migrations (the owner's); the "
+                                           "deliveries check covers what serve needs")
+                      : check(0, "schema", "paddle.schema_migrations is missing: run `paddlehook migrate`");
+    }
     for (unsigned i = 0; i < migrations_count; i++) {
         int found = 0;
         for (int r = 0; r < PQntuples(res) && !found; r++) found = strcmp(PQgetvalue(res, r, 0), migrations[i].name) == 0;
@@ -174,6 +219,42 @@ static int check_schema(PGconn *conn)
         return check(0, "schema", detail);
     }
     return check(1, "schema", "every migration of this version is applied");
+}
+
+/* Runs the dry run as this connection's role and rolls it back: a grant
+ * missing for serve's role, or a schema serve cannot use, fails here instead
+ * of on Paddle's deliveries. */
+static int check_deliveries(PGconn *conn)
+{
+    char err[512] = "", occurred_at[32];
+    const char *failed = NULL;
+    time_t now = time(NULL);
+    struct tm tm;
+
+    strftime(occurred_at, sizeof occurred_at, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    if (db_exec(conn, SQL_DRY_RUN_BEGIN, err, sizeof err) != 0) goto out;
+    for (size_t i = 0; i < sizeof dry_run / sizeof dry_run[0] && failed == NULL; i++) {
+        const char *values[6] = {dry_run[i][0], dry_run[i][1], occurred_at, CHECK_ENDPOINT, dry_run[i][2],
+                                 dry_run[i][3]};
+        PGresult *res = PQexecParams(conn, SQL_INGEST, 6, NULL, values, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            db_error_line(conn, res, err, sizeof err);
+            failed = dry_run[i][1];
+        } else if (strcmp(PQgetvalue(res, 0, 0), dry_run[i][4]) != 0) {
+            snprintf(err, sizeof err, "paddle.ingest_event answered %s, not %s", PQgetvalue(res, 0, 0),
+                     dry_run[i][4]);
+            failed = dry_run[i][1];
+        }
+        PQclear(res);
+    }
+out:
+    PQclear(PQexec(conn, "ROLLBACK"));
+    if (*err) {
+        char detail[700];
+        snprintf(detail, sizeof detail, "%s%s%s", failed ? failed : "", failed ? ": " : "", err);
+        return check(0, "deliveries", detail);
+    }
+    return check(1, "deliveries", "this role can store and project every entity type (a dry run, rolled back)");
 }
 
 int admin_check_config(const struct config *cfg)
@@ -211,6 +292,7 @@ int admin_check_config(const struct config *cfg)
     if (conn) {
         problems += check_schema(conn);
         if (have_key) problems += check_secrets(conn, &mk);
+        problems += check_deliveries(conn);
     }
     PQfinish(conn);
     masterkey_wipe(&mk);

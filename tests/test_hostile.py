@@ -775,6 +775,22 @@ class LeastPrivilege(HostileCase):
         self.assertIn("permission denied", out)
         self.assertNothingChanged()
 
+    def test_check_config_as_the_worker_role_names_a_missing_grant(self):
+        worker = H.conninfo.replace("user=postgres", "user=" + WORKER_ROLE)
+        p = H.cli("check-config", "--db", worker, check=False)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"ok +schema: this role may not read paddle.schema_migrations")
+        self.assertRegex(p.stdout, r"ok +deliveries: ")
+        H.psql("REVOKE DELETE ON paddle.transaction_items FROM %s" % WORKER_ROLE)
+        try:
+            p = H.cli("check-config", "--db", worker, check=False)
+        finally:
+            H.psql(documented_grants())
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertRegex(p.stdout, r"PROBLEM +deliveries: transaction.completed: .*permission denied for table "
+                                   r"transaction_items")
+        self.assertNothingChanged()
+
     def test_worker_role_loads_endpoint_changes(self):
         ep = add_endpoint(environment="live")
         self.assertStored(self.post_signed(event(), ep=ep))

@@ -109,9 +109,12 @@ class Status(HarnessTestCase):
 
 class CheckConfig(HarnessTestCase):
     def test_good_configuration_passes(self):
+        before = self.H.digest()
         p = self.H.cli("check-config")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("configuration is good", p.stdout)
+        self.assertRegex(p.stdout, r"ok +deliveries: this role can store and project every entity type")
+        self.assertEqual(self.H.digest(), before, "the deliveries dry run left rows behind")
 
     def test_problems_are_named_in_plain_words(self):
         loose = os.path.join(self.H.tmpdir, "loose.key")
