@@ -83,7 +83,7 @@ def _ratio_targets(ph, pg, nd, label):
     out = []
     if ph and pg:
         ratio = ph["eps"] / pg["eps"]
-        cpu_ratio = (server_cpu(pg) / pg["events"]) / (server_cpu(ph) / ph["events"])
+        cpu_ratio = per_event_ms(pg) / per_event_ms(ph)
         out.append(("paddlehook@16 ≥ 85% of pgbench@16 events/s", "%.0f%% (%.0f / %.0f); per server "
                     "CPU second (insensitive to other load): %.0f%% (%.2f vs %.2f ms per event)"
                     % (100 * ratio, ph["eps"], pg["eps"], 100 * cpu_ratio,
@@ -91,7 +91,7 @@ def _ratio_targets(ph, pg, nd, label):
                     ratio >= 0.85))
     if ph and nd:
         ratio = ph["eps"] / nd["eps"]
-        cpu_ratio = (server_cpu(nd) / nd["events"]) / (server_cpu(ph) / ph["events"])
+        cpu_ratio = per_event_ms(nd) / per_event_ms(ph)
         out.append(("paddlehook@16 ≥ 2× Node peer@16 events/s", "%.2f× (%.0f / %.0f); per server CPU "
                     "second: %.2f× (%.2f vs %.2f ms per event; workers alone %.2f vs %.2f ms)"
                     % (ratio, ph["eps"], nd["eps"], cpu_ratio, 1000 * server_cpu(ph) / ph["events"],
@@ -104,7 +104,8 @@ def _ratio_targets(ph, pg, nd, label):
 
 
 def per_event_ms(r):
-    return 1000.0 * server_cpu(r) / max(1, r["events"])
+    """Server CPU per event in ms; never 0, so that the ratios below are defined for an idle-looking run."""
+    return max(1e-9, 1000.0 * server_cpu(r) / max(1, r["events"]))
 
 
 def round_ratios(rd):
