@@ -22,6 +22,7 @@
 #include "limits.h"
 #include "masterkey.h"
 #include "stats.h"
+#include "store.h"
 
 #define SQL_ENDPOINTS                                                                         \
     "SELECT e.id, e.name, e.environment, CASE WHEN e.enabled THEN 'enabled' ELSE 'disabled' END, " \
@@ -36,7 +37,6 @@
 #define SQL_APPLIED "SELECT version FROM paddle.schema_migrations"
 #define SQL_ACTIVE_SECRETS                                                                    \
     "SELECT endpoint_id, encode(sealed, 'hex') FROM paddle.endpoint_secrets WHERE retired_at IS NULL"
-#define SQL_INGEST "SELECT paddle.ingest_event($1, $2, $3::timestamptz, NULL, $4, $5, $6::jsonb)"
 #define CHECK_ENDPOINT "ep_paddlehook_check_config"
 /* A rebuild (reproject) holds the state tables: say so after a while instead of waiting for it. */
 #define SQL_DRY_RUN_BEGIN "BEGIN; SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '15s'"
@@ -234,9 +234,10 @@ static int check_deliveries(PGconn *conn)
     strftime(occurred_at, sizeof occurred_at, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
     if (db_exec(conn, SQL_DRY_RUN_BEGIN, err, sizeof err) != 0) goto out;
     for (size_t i = 0; i < sizeof dry_run / sizeof dry_run[0] && failed == NULL; i++) {
-        const char *values[6] = {dry_run[i][0], dry_run[i][1], occurred_at, CHECK_ENDPOINT, dry_run[i][2],
-                                 dry_run[i][3]};
-        PGresult *res = PQexecParams(conn, SQL_INGEST, 6, NULL, values, NULL, NULL, 0);
+        /* As store.c sends it; no notification id. */
+        const char *values[STORE_INGEST_PARAMS] = {dry_run[i][0], dry_run[i][1], occurred_at, NULL,
+                                                   CHECK_ENDPOINT, dry_run[i][2], dry_run[i][3]};
+        PGresult *res = PQexecParams(conn, STORE_INGEST_SQL, STORE_INGEST_PARAMS, NULL, values, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             db_error_line(conn, res, err, sizeof err);
             failed = dry_run[i][1];

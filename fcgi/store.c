@@ -17,7 +17,6 @@
  * much of the delivery's time left. */
 #define STORE_CONNECT_MIN_MS (DB_CONNECT_TIMEOUT_S * 1000)
 #define INGEST_STMT "paddlehook_ingest"
-#define INGEST_SQL "SELECT paddle.ingest_event($1, $2, $3::timestamptz, $4, $5, $6, $7::jsonb)"
 /* Keep every statement inside Paddle's 5-second delivery window. */
 #define SESSION_SETUP "SET statement_timeout = '4s'; SET lock_timeout = '3s'; " \
                       "LISTEN " DB_ENDPOINTS_CHANNEL
@@ -139,7 +138,7 @@ static int prepare(struct store *s)
     int ok;
 
     if (s->prepared) return 0;
-    res = reply(s, PQsendPrepare(s->conn, INGEST_STMT, INGEST_SQL, 7, NULL));
+    res = reply(s, PQsendPrepare(s->conn, INGEST_STMT, STORE_INGEST_SQL, STORE_INGEST_PARAMS, NULL));
     ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok && !s->gave_up) {
         char err[256];
@@ -176,9 +175,9 @@ static enum store_result ingest_once(struct store *s, const struct event_envelop
                                     const char *endpoint_id, const char *environment,
                                     const char *body)
 {
-    const char *params[7] = {ev->event_id, ev->event_type, ev->occurred_at,
-                             ev->notification_id[0] ? ev->notification_id : NULL,
-                             endpoint_id, environment, body};
+    const char *params[STORE_INGEST_PARAMS] = {ev->event_id, ev->event_type, ev->occurred_at,
+                                               ev->notification_id[0] ? ev->notification_id : NULL,
+                                               endpoint_id, environment, body};
     enum store_result r = STORE_ERROR;
     PGresult *res = NULL;
 
@@ -188,7 +187,7 @@ static enum store_result ingest_once(struct store *s, const struct event_envelop
         if (r == STORE_UNAVAILABLE) drop(s);
         return r;
     }
-    res = reply(s, PQsendQueryPrepared(s->conn, INGEST_STMT, 7, params, NULL, NULL, 0));
+    res = reply(s, PQsendQueryPrepared(s->conn, INGEST_STMT, STORE_INGEST_PARAMS, params, NULL, NULL, 0));
     if (s->gave_up) return STORE_UNAVAILABLE;
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         r = classify_failure(s, res);

@@ -15,6 +15,11 @@
  * database wait of one delivery ends within it, inside Paddle's 5 seconds. */
 #define STORE_TIMEOUT_MS 4500
 
+/* The one call per delivery: event_id, event_type, occurred_at,
+ * notification_id, endpoint_id, environment, payload. */
+#define STORE_INGEST_SQL "SELECT paddle.ingest_event($1, $2, $3::timestamptz, $4, $5, $6, $7::jsonb)"
+#define STORE_INGEST_PARAMS 7
+
 enum store_result {
     STORE_STORED = 0,
     STORE_DUPLICATE,
