@@ -80,26 +80,23 @@ def targets(results, drv, wprof, workers, rounds=None):
 
 
 def _ratio_targets(ph, pg, nd, label):
+    """The targets of one run of each system (round_ratios does the arithmetic)."""
+    q = round_ratios({"paddlehook": ph, "pgbench": pg, "node": nd})
     out = []
-    if ph and pg:
-        ratio = ph["eps"] / pg["eps"]
-        cpu_ratio = per_event_ms(pg) / per_event_ms(ph)
+    if q["ceiling"] is not None:
         out.append(("paddlehook@16 ≥ 85% of pgbench@16 events/s", "%.0f%% (%.0f / %.0f); per server "
                     "CPU second (insensitive to other load): %.0f%% (%.2f vs %.2f ms per event)"
-                    % (100 * ratio, ph["eps"], pg["eps"], 100 * cpu_ratio,
-                       1000 * server_cpu(ph) / ph["events"], 1000 * server_cpu(pg) / pg["events"]),
-                    ratio >= 0.85))
-    if ph and nd:
-        ratio = ph["eps"] / nd["eps"]
-        cpu_ratio = per_event_ms(nd) / per_event_ms(ph)
+                    % (100 * q["ceiling"], ph["eps"], pg["eps"], 100 * q["ceiling_cpu"],
+                       per_event_ms(ph), per_event_ms(pg)),
+                    q["ceiling"] >= 0.85))
+    if q["node"] is not None:
         out.append(("paddlehook@16 ≥ 2× Node peer@16 events/s", "%.2f× (%.0f / %.0f); per server CPU "
                     "second: %.2f× (%.2f vs %.2f ms per event; workers alone %.2f vs %.2f ms)"
-                    % (ratio, ph["eps"], nd["eps"], cpu_ratio, 1000 * server_cpu(ph) / ph["events"],
-                       1000 * server_cpu(nd) / nd["events"], 1000 * ph["cpu"]["workers"] / ph["events"],
-                       1000 * nd["cpu"]["workers"] / nd["events"]), ratio >= 2.0))
-        lr = ph["lat_ms"]["p99"] / max(1e-9, nd["lat_ms"]["p99"])
+                    % (q["node"], ph["eps"], nd["eps"], q["node_cpu"], per_event_ms(ph), per_event_ms(nd),
+                       1000 * ph["cpu"]["workers"] / ph["events"], 1000 * nd["cpu"]["workers"] / nd["events"]),
+                    q["node"] >= 2.0))
         out.append(("paddlehook@16 p99 ≤ ½ Node peer@16 p99", "%.2f× (%.1f / %.1f ms)"
-                    % (lr, ph["lat_ms"]["p99"], nd["lat_ms"]["p99"]), lr <= 0.5))
+                    % (q["p99"], ph["lat_ms"]["p99"], nd["lat_ms"]["p99"]), q["p99"] <= 0.5))
     return [("%s [%s]" % (a, label), b, c) for a, b, c in out]
 
 
