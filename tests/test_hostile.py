@@ -687,6 +687,11 @@ def documented_grants():
     return m.group(1)
 
 
+def worker_conninfo():
+    """The harness's connection string, as the worker role."""
+    return H.conninfo.replace("user=postgres", "user=" + WORKER_ROLE)
+
+
 def psql_as(role, sql):
     """(returncode, stderr) of sql run as role, one statement, no retry."""
     p = subprocess.run([os.path.join(H.pg_bin, "psql"), "-X", "-q", "-A", "-t", "-h", "127.0.0.1",
@@ -705,7 +710,7 @@ class LeastPrivilege(HostileCase):
                "CREATE ROLE %s LOGIN; END IF; END $$;" % (WORKER_ROLE, WORKER_ROLE))
         H.psql(documented_grants())
         H.stop_serve()
-        H.serve_conninfo = H.conninfo.replace("user=postgres", "user=" + WORKER_ROLE)
+        H.serve_conninfo = worker_conninfo()
         try:
             H.start_serve()
             H.wait_healthy()
@@ -776,14 +781,13 @@ class LeastPrivilege(HostileCase):
         self.assertNothingChanged()
 
     def test_check_config_as_the_worker_role_names_a_missing_grant(self):
-        worker = H.conninfo.replace("user=postgres", "user=" + WORKER_ROLE)
-        p = H.cli("check-config", "--db", worker, check=False)
+        p = H.cli("check-config", "--db", worker_conninfo(), check=False)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertRegex(p.stdout, r"ok +schema: this role may not read paddle.schema_migrations")
         self.assertRegex(p.stdout, r"ok +deliveries: ")
         H.psql("REVOKE DELETE ON paddle.transaction_items FROM %s" % WORKER_ROLE)
         try:
-            p = H.cli("check-config", "--db", worker, check=False)
+            p = H.cli("check-config", "--db", worker_conninfo(), check=False)
         finally:
             H.psql(documented_grants())
         self.assertEqual(p.returncode, 1, p.stdout)
