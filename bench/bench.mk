@@ -8,7 +8,8 @@
 #   make bench-pinned   the 16-connection runs with PostgreSQL on CPU 0 and the rest on CPU 1
 #   make bench-ingest   callgrind instruction counts of paddle.ingest_event per event in PostgreSQL
 #
-#   BENCH_ARGS='--events 10000 --levels 16'   passed to bench/run.py (see --help)
+#   BENCH_ARGS='--events 10000 --levels 16'   passed to bench/run.py (see --help),
+#                                              or to bench/ingest_ir.py for bench-ingest
 #
 # Everything runs on 127.0.0.1 in a temporary directory and is stopped afterwards.
 
@@ -36,7 +37,7 @@ bench-profile: deps all bench-deps
 	timeout 1800 python3 bench/run.py profile $(BENCH_ARGS)
 
 bench-ingest: deps all
-	timeout 1800 python3 bench/ingest_ir.py
+	timeout 1800 python3 bench/ingest_ir.py $(BENCH_ARGS)
 
 # Same rule as `deps`: install when root, else print the apt-get line.
 bench-deps:

@@ -18,6 +18,9 @@ Single-user mode reads the statement text byte by byte and parses the
 payload literal: that part is in every workload, as is jsonb_in (the
 worker's $7::jsonb). Compare workloads and versions, not absolute counts
 with the worker's prepared statement.
+
+--consumers N registers N consumers that want every event (paddle.consumers),
+so that each stored event is also queued N times.
 """
 
 import argparse
@@ -76,6 +79,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--warmup", type=int, default=52)
     ap.add_argument("--events", type=int, default=260)
+    ap.add_argument("--consumers", type=int, default=0, help="consumers wanting every event")
     a = ap.parse_args()
     bevents.SPREAD = 1          # an entity's events close together
     plain = bevents.templates
@@ -84,6 +88,8 @@ def main():
     results = {}
     try:
         endpoint = H.add_endpoint(name="ir", wait=False).id
+        H.sql("INSERT INTO paddle.consumers (name) SELECT 'bench_' || i FROM generate_series(1, %d) AS i"
+              % a.consumers)
         H.stop_postgres()
         for workload in ("store-only", "items-change", "items-repeat"):
             bevents.templates = (lambda s=(",", ":"): repeat_items(plain(s))) \

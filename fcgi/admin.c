@@ -31,6 +31,9 @@
 #define SQL_LAST_EVENTS                                                                       \
     "SELECT endpoint_id, to_char(max(received_at) AT TIME ZONE 'UTC', "                       \
     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM paddle.payment_events GROUP BY endpoint_id"
+#define SQL_CONSUMERS                                                                         \
+    "SELECT consumer, queued, coalesce(extract(epoch FROM oldest_queued_at)::bigint, 0) "     \
+    "FROM paddle.consumer_backlog ORDER BY consumer"
 #define SQL_SECRETS "SELECT id, encode(sealed, 'hex') FROM paddle.endpoint_secrets ORDER BY id FOR UPDATE"
 #define SQL_RESEAL "UPDATE paddle.endpoint_secrets SET sealed = $2::bytea WHERE id = $1"
 #define SQL_NOTIFY "SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', 'rekey')"
@@ -104,6 +107,27 @@ static void format_ago(long long t, char *buf, size_t cap)
     else snprintf(buf, cap, "%s (%lldh ago)", when, ago / 3600);
 }
 
+/* The application's consumer queues (docs/consumers.md), when there are any:
+ * a queue whose oldest row keeps ageing has a consumer that stopped claiming. */
+static void print_consumers(PGconn *conn)
+{
+    char err[512];
+    PGresult *res = query(conn, SQL_CONSUMERS, err, sizeof err);
+
+    if (res == NULL) {
+        printf("\nnote: consumer queues not shown: %s\n", err);
+        return;
+    }
+    if (PQntuples(res) > 0) printf("\n%-24s %10s  %s\n", "CONSUMER", "QUEUED", "OLDEST QUEUED");
+    for (int r = 0; r < PQntuples(res); r++) {
+        char when[64] = "-";
+        long long oldest = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+        if (oldest > 0) format_ago(oldest, when, sizeof when);
+        printf("%-24s %10s  %s\n", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), when);
+    }
+    PQclear(res);
+}
+
 int admin_status(const struct config *cfg)
 {
     struct stats *st = stats_open_readonly(cfg->stats_file);
@@ -150,6 +174,7 @@ int admin_status(const struct config *cfg)
         printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id, PQgetvalue(eps, r, 1),
                PQgetvalue(eps, r, 2), PQgetvalue(eps, r, 3), PQgetvalue(eps, r, 4), when, c1, c2, c3, c4);
     }
+    print_consumers(conn);
     rc = 0;
 out:
     PQclear(last);

@@ -23,8 +23,8 @@ of all its processes; an ACCESS EXCLUSIVE lock on payment_events) and
 terminates its connections, one fault at a time, waiting for the first 2xx
 after each.
 
-Then it checks: every event is in payment_events exactly once; every 2xx was
-for a stored event; no event got two "stored" answers; every state row holds
+Then it checks: every event is in payment_events exactly once, and in the queue
+of a consumer registered before the load; every 2xx was for a stored event; no event got two "stored" answers; every state row holds
 the projection of its entity's newest snapshot by (occurred_at, event_id); no
 item row is orphaned or from another snapshot than the one its parent names; no projection
 errors; no signed event got a 4xx; the serve supervisor survived and has all
@@ -56,6 +56,8 @@ from faults import FAULT_KINDS, ChaosHarness, Faults  # noqa: E402
 from chaos_plan import build_plan  # noqa: E402
 from chaos_load import Injector, Load, build_deliveries  # noqa: E402
 from chaos_check import Checker, log_counts  # noqa: E402
+
+CONSUMER = "chaos"   # a consumer queue (paddle.consumers) that must end up holding every stored event
 
 
 class Options:
@@ -192,6 +194,7 @@ class Run:
             len(self.events), ", ".join("%d %ss" % (v, k) for k, v in sorted(self.entity_counts.items())),
             len(self.deliveries), sum(self.dup_kinds.values()), plan["seconds"]))
         self.ep = self.H.add_endpoint(name="chaos")
+        self.H.sql("INSERT INTO paddle.consumers (name) VALUES (%s)" % self.H.lit(CONSUMER))
         self.serve_pid = self.H.serve_pid()
         self.faults = Faults(self.H, random.Random(opts.seed ^ 0xbad), block_seconds=opts.block_seconds)
         self.say("stack up in %.1fs (%s)" % (time.monotonic() - self.t_begin, self.H.tmpdir))
@@ -241,6 +244,7 @@ class Run:
             self.opts.before_check(self.H)
         self.ck = ck = Checker(self.H, self.events)
         ck.events_stored_once()
+        ck.queued_once(CONSUMER)
         ck.state()
         ck.orphans()
         res.failures.extend(ck.failures)

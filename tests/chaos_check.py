@@ -67,6 +67,17 @@ class Checker:
                          "WHERE projection_error IS NOT NULL LIMIT 5")
             self.fail("%d events have a projection_error: %s" % (proj_err, errs))
 
+    def queued_once(self, consumer):
+        """Every stored event is in the consumer's queue (registered before the load): the queue row is
+        written in the event's own transaction. Its primary key keeps an event from being queued twice."""
+        rows = self.h.sql("SELECT count(*), count(q.event_id) FROM paddle.payment_events e "
+                          "LEFT JOIN paddle.consumer_queue q ON q.event_id = e.event_id AND q.consumer = %s"
+                          % self.h.lit(consumer))
+        stored, queued = int(rows[0][0]), int(rows[0][1])
+        self.figures["stored events queued for a consumer"] = "%d of %d" % (queued, stored)
+        if queued != stored:
+            self.fail("%d stored events are missing from the consumer queue" % (stored - queued))
+
     def newest(self, kind):
         best = {}
         for e in self.events:

@@ -5,8 +5,9 @@ adds an endpoint, and has `paddlehook simulate all` deliver every billing
 lifecycle it knows through nginx, signed as Paddle signs them: signups,
 renewals, an upgrade, failed payments (recovered and lost), a pause, a
 cancellation, refunds, a JPY one-time purchase, a yearly plan, a trial.
-Then a Paddle retry (duplicate) and a forged delivery, the stored state, and
-the MRR, revenue and dunning reports. Stops everything it started.
+Then a Paddle retry (duplicate) and a forged delivery, the stored state, the
+MRR, revenue and dunning reports, and an application taking the completed
+transactions from its consumer queue. Stops everything it started.
 """
 
 import os
@@ -45,6 +46,9 @@ def main():
             f.write(ep.secret + "\n")
         print("endpoint %s  ->  %s" % (ep.name, url))
 
+        # An application that mints licences acts once per completed transaction (docs/consumers.md).
+        h.sql("INSERT INTO paddle.consumers (name, event_types) VALUES ('licences', '{transaction.completed}')")
+
         paddlehook(h, "simulate", "all", "--url", url, "--secret-file", secret_file)
 
         print("\n== Paddle retries an event, and someone forges one")
@@ -66,6 +70,11 @@ def main():
         paddlehook(h, "report", "revenue_daily")
         paddlehook(h, "report", "dunning")
         paddlehook(h, "report", "dunning_summary")
+        show(h, "the application takes the completed transactions queued for it (docs/consumers.md)",
+             "SELECT c.event_id, c.occurred_at, c.payload->'data'->>'id' AS transaction_id, "
+             "c.payload->'data'->>'customer_id' AS customer_id "
+             "FROM paddle.claim_events('licences', 5) c")
+        show(h, "paddle.consumer_backlog", "SELECT consumer, queued, oldest_occurred_at FROM paddle.consumer_backlog")
     finally:
         h.stop()
     print("\nstopped; nothing left running.")

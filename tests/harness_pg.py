@@ -7,8 +7,8 @@ import pwd
 import signal
 import subprocess
 
-from harness_util import (DB_NAME, EVENT_TABLE, HarnessError, STATE_TABLES, children_of, free_port, kill_pid,
-                          pid_alive, ts_text, wait_until)
+from harness_util import (DB_NAME, EVENT_TABLE, HarnessError, QUEUE_TABLE, STATE_TABLES, children_of, free_port,
+                          kill_pid, pid_alive, ts_text, wait_until)
 
 
 class PostgresMixin:
@@ -185,10 +185,10 @@ class PostgresMixin:
         return [r[0] for r in rows]
 
     def digest(self, tables=None):
-        """{table: (row count, md5 of all rows)} for the event and state tables
-        that exist: equal digests mean nothing changed."""
+        """{table: (row count, md5 of all rows)} for the event, state and
+        queue tables that exist: equal digests mean nothing changed."""
         if tables is None:
-            tables = (EVENT_TABLE,) + STATE_TABLES
+            tables = (EVENT_TABLE,) + STATE_TABLES + (QUEUE_TABLE,)
         have = self.existing_tables()
         parts = []
         for t in tables:

@@ -30,6 +30,8 @@ STATE_TABLES = (
     "paddle.adjustments",
     "paddle.adjustment_items",
 )
+# Events waiting for the application's consumers (written with the event).
+QUEUE_TABLE = "paddle.consumer_queue"
 
 
 class HarnessError(RuntimeError):

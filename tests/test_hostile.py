@@ -734,6 +734,8 @@ class LeastPrivilege(HostileCase):
         fx = harness.fixtures_dir()
         if fx is None:
             self.skipTest("Paddle fixtures not found")
+        # The queue trigger runs with its owner's rights: the role needs no grant for it.
+        H.sql("INSERT INTO paddle.consumers (name) VALUES ('least_privilege') ON CONFLICT DO NOTHING")
         paths = sorted(glob.glob(os.path.join(fx, "envelopes", "*.json")))
         self.assertGreater(len(paths), 50)
         stored = []
@@ -751,6 +753,8 @@ class LeastPrivilege(HostileCase):
         self.assertEqual(len(rows), len(stored))
         failed = [(r["event_type"], r["projection_error"]) for r in rows if r["projection_error"]]
         self.assertEqual(failed, [], "projection needs a privilege the role lacks")
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer = 'least_privilege' "
+                                     "AND event_id IN (%s)" % ",".join(H.lit(e) for e in stored)), str(len(stored)))
         for table in ("customers", "subscriptions", "transactions", "adjustments",
                       "subscription_items", "transaction_items", "adjustment_items"):
             n = int(H.sql_value("SELECT count(*) FROM paddle.%s WHERE %s IN (%s)"
@@ -823,6 +827,18 @@ class LeastPrivilege(HostileCase):
             "RETURNS text LANGUAGE sql AS 'SELECT ''stored'''",
             "SELECT paddle.reproject()",
             "UPDATE paddle.payment_events SET payload = '{}'",
+            # Consumer queues are the application's: the worker's events reach them through a trigger.
+            "SELECT * FROM paddle.claim_events('x')",
+            "SELECT * FROM paddle.consumer_queue",
+            "INSERT INTO paddle.consumer_queue (consumer, event_id, occurred_at) VALUES ('x', 'evt_x', now())",
+            "SELECT * FROM paddle.consumers",
+            "INSERT INTO paddle.consumers (name) VALUES ('x')",
+            "SELECT paddle.queue_stored_events('x', NULL)",
+            # The queue's trigger functions run with their owner's rights: not on a table of the caller's.
+            "CREATE TEMP TABLE h (event_id text, occurred_at timestamptz, event_type text, environment text); "
+            "CREATE TRIGGER h AFTER INSERT ON h FOR EACH ROW EXECUTE FUNCTION paddle.queue_event()",
+            "CREATE TEMP TABLE h (name text); "
+            "CREATE TRIGGER h AFTER TRUNCATE ON h FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade()",
         ]
         for sql in denied:
             with self.subTest(sql=sql):

@@ -1,0 +1,356 @@
+"""Consumer queues (sql/migrations/0010_consumers.sql, docs/consumers.md).
+
+Events are delivered through nginx and the worker; the application's side is
+plain SQL (paddle.claim_events) in psql sessions, as an application would run
+it.  Each test registers its own consumers, so the queues it checks hold only
+its own events.
+"""
+
+import datetime
+import json
+import os
+import sys
+import threading
+import unittest
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (Harness, HarnessTestCase, make_event, paddle_id, py_sign, rfc3339,  # noqa: E402
+                     sample_customer, sample_subscription, sample_transaction)
+
+H = Harness(workers=2)
+
+
+def setUpModule():
+    H.start()
+
+
+def tearDownModule():
+    H.stop()
+
+
+def consumer(name, event_types=None, environment=None):
+    """Register a consumer; its name gets a unique suffix."""
+    name = "%s_%s" % (name, paddle_id("c")[-8:])
+    types = "NULL" if event_types is None else "ARRAY[%s]::text[]" % ",".join(H.lit(t) for t in event_types)
+    H.sql("INSERT INTO paddle.consumers (name, event_types, environment) VALUES (%s, %s, %s)"
+          % (H.lit(name), types, H.lit(environment)))
+    return name
+
+
+def queued(name):
+    """Event ids in a consumer's queue, in claim order."""
+    return [r[0] for r in H.sql("SELECT event_id FROM paddle.consumer_queue WHERE consumer = %s "
+                                "ORDER BY occurred_at, event_id" % H.lit(name))]
+
+
+def claim(name, limit=100):
+    """Claim and commit: [(event_id, event_type, environment, payload)]."""
+    return [(r["event_id"], r["event_type"], r["environment"], r["payload"])
+            for r in H.sql_json("SELECT * FROM paddle.claim_events(%s, %d)" % (H.lit(name), limit))]
+
+
+def from_now(seconds):
+    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+
+
+def at(seconds):
+    """RFC 3339 of now + seconds."""
+    return rfc3339(from_now(seconds))
+
+
+class ConsumerCase(HarnessTestCase):
+    harness = H
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sandbox = H.add_endpoint(environment="sandbox")
+        cls.live = H.add_endpoint(environment="live")
+
+    def deliver(self, env, ep=None):
+        ep = ep or self.sandbox
+        body = json.dumps(env).encode()
+        return H.post(ep.path, body, signature=py_sign(body, ep.secret))
+
+    def store(self, event_type, data, ep=None, **kw):
+        env = make_event(event_type, data, as_dict=True, **kw)
+        self.assertStored(self.deliver(env, ep), event_type)
+        return env
+
+
+class Queueing(ConsumerCase):
+
+    def test_each_stored_event_is_queued_once_for_every_consumer_that_wants_it(self):
+        licences = consumer("licences", ["transaction.completed", "subscription.*"])
+        everything = consumer("everything")
+        txn = sample_transaction()
+        sub = sample_subscription()
+        created = self.store("transaction.created", dict(txn, status="draft"), occurred_at=at(-40))
+        completed = self.store("transaction.completed", txn, occurred_at=at(-30))
+        sub_created = self.store("subscription.created", sub, occurred_at=at(-20))
+        customer = self.store("customer.created", sample_customer(), occurred_at=at(-10))
+        self.assertDuplicate(self.deliver(completed), "a redelivery")
+        self.assertEqual(queued(licences), [completed["event_id"], sub_created["event_id"]])
+        self.assertEqual(queued(everything), [e["event_id"] for e in (created, completed, sub_created, customer)])
+
+        got = claim(licences)
+        self.assertEqual(got, [(completed["event_id"], "transaction.completed", "sandbox", completed),
+                               (sub_created["event_id"], "subscription.created", "sandbox", sub_created)])
+        self.assertEqual(claim(licences), [], "claimed events are gone once the claim commits")
+        self.assertEqual(len(queued(everything)), 4, "another consumer's queue is its own")
+
+    def test_environment_filter(self):
+        live_only = consumer("live_only", environment="live")
+        sandbox_only = consumer("sandbox_only", environment="sandbox")
+        s = self.store("customer.created", sample_customer(), ep=self.sandbox)
+        li = self.store("customer.created", sample_customer(), ep=self.live)
+        self.assertEqual(queued(live_only), [li["event_id"]])
+        self.assertEqual(queued(sandbox_only), [s["event_id"]])
+
+    def test_a_live_delivery_replacing_a_sandbox_event_is_queued_as_the_live_event(self):
+        """docs/security.md: a sandbox endpoint stored an event under a live
+        id first. Consumers must get the live event, and a sandbox-only
+        consumer must not get it at all."""
+        live_only = consumer("live_only", environment="live")
+        sandbox_only = consumer("sandbox_only", environment="sandbox")
+        both = consumer("both")
+        eid = paddle_id("evt")
+        decoy = self.store("customer.updated", sample_customer(email="decoy@example.com"), ep=self.sandbox,
+                           event_id=eid, occurred_at=at(3600))
+        self.assertEqual((queued(live_only), queued(sandbox_only)), ([], [eid]))
+        self.assertEqual(claim(both), [(eid, "customer.updated", "sandbox", decoy)])
+        genuine = self.store("customer.created", sample_customer(), ep=self.live, event_id=eid)
+        self.assertEqual(queued(sandbox_only), [], "the event is live now")
+        self.assertEqual(claim(live_only), [(eid, "customer.created", "live", genuine)])
+        self.assertEqual(claim(both), [(eid, "customer.created", "live", genuine)],
+                         "a consumer that saw the sandbox event gets the live one")
+
+    def test_a_backfill_beside_a_live_replacement_leaves_one_queue_row(self):
+        eid = paddle_id("evt")
+        self.store("customer.updated", sample_customer(), ep=self.sandbox, event_id=eid, occurred_at=at(3600))
+        late = consumer("late")
+        backfill = threading.Thread(target=H.sql, args=(
+            "BEGIN; SELECT paddle.queue_stored_events(%s, %s); SELECT pg_sleep(1); COMMIT;"
+            % (H.lit(late), H.lit(from_now(3500).isoformat())),))
+        backfill.start()
+        try:
+            harness.wait_until(lambda: H.sql_value(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%' AND state = 'active'")
+                != "0", timeout=10, interval=0.02, what="the backfill to be in flight")
+            genuine = self.store("customer.created", sample_customer(), ep=self.live, event_id=eid)
+        finally:
+            backfill.join(30)
+        self.assertEqual(claim(late), [(eid, "customer.created", "live", genuine)])
+        self.assertEqual(claim(late), [])
+
+    def test_a_delivery_that_fails_queues_nothing(self):
+        everything = consumer("everything")
+        env = make_event("customer.created", sample_customer(), as_dict=True)
+        H.sql("ALTER TABLE paddle.customers RENAME TO customers_moved")
+        try:
+            r = self.deliver(env)
+        finally:
+            H.sql("ALTER TABLE paddle.customers_moved RENAME TO customers")
+        self.assertErrorResponse(r, 500, "internal_error")
+        self.assertEqual(queued(everything), [])
+        self.assertStored(self.deliver(env), "Paddle's retry")
+        self.assertEqual(queued(everything), [env["event_id"]])
+
+    def test_an_event_whose_projection_failed_is_still_queued(self):
+        """The event is stored (with projection_error), so it is acknowledged and must reach consumers."""
+        everything = consumer("everything")
+        env = make_event("customer.created", sample_customer(), as_dict=True)
+        H.sql("ALTER TABLE paddle.customers ADD CONSTRAINT test_consumers_no_email CHECK (email <> %s)"
+              % H.lit(env["data"]["email"]))
+        try:
+            self.assertStored(self.deliver(env))
+        finally:
+            H.sql("ALTER TABLE paddle.customers DROP CONSTRAINT test_consumers_no_email")
+        self.assertTrue(H.event_row(env["event_id"])["projection_error"])
+        self.assertEqual(queued(everything), [env["event_id"]])
+
+    def test_queue_stored_events_adds_the_past_once(self):
+        # Live subscription events: no other test stores any.
+        first = self.store("subscription.created", sample_subscription(), ep=self.live, occurred_at=at(-7200))
+        second = self.store("subscription.updated", sample_subscription(), ep=self.live, occurred_at=at(-60))
+        late = consumer("late", ["subscription.*"], environment="live")
+        self.assertEqual(queued(late), [])
+        since = from_now(-3600).isoformat()
+        self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, %s)" % (H.lit(late), H.lit(since))),
+                         "1")
+        self.assertEqual(queued(late), [second["event_id"]])
+        self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(late)), "1",
+                         "the earlier one; the one still queued is not queued twice")
+        self.assertEqual(queued(late), [first["event_id"], second["event_id"]])
+        claim(late)
+        self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(late)), "2",
+                         "claimed events can be queued again")
+
+    def test_deleting_a_consumer_or_an_event_deletes_its_queue_rows(self):
+        a, b = consumer("a"), consumer("b")
+        env = self.store("customer.created", sample_customer())
+        H.sql("DELETE FROM paddle.consumers WHERE name = %s" % H.lit(a))
+        self.assertEqual(queued(a), [])
+        self.assertEqual(queued(b), [env["event_id"]])
+        H.sql("DELETE FROM paddle.payment_events WHERE event_id = %s" % H.lit(env["event_id"]))
+        self.assertEqual(queued(b), [])
+
+    def change_during_a_delivery(self, change):
+        """Runs the SQL `change` while a delivery's transaction is open (its
+        event stored and queued, not committed); returns that event's id
+        after checking that the change waited for the delivery to commit."""
+        tag = paddle_id("t")[-10:]
+        env = make_event("customer.created", sample_customer(), as_dict=True)
+        delivery = threading.Thread(target=H.sql, args=(
+            "SET application_name = 'delivery_%s'; BEGIN; SELECT paddle.ingest_event(%s, 'customer.created', "
+            "%s::timestamptz, NULL, %s, 'sandbox', %s::jsonb); SELECT pg_sleep(3); COMMIT;"
+            % (tag, H.lit(env["event_id"]), H.lit(env["occurred_at"]), H.lit(self.sandbox.id),
+               H.lit(json.dumps(env))),))
+        changer = threading.Thread(target=H.sql, args=("SET application_name = 'change_%s'; %s" % (tag, change),))
+        state = ("SELECT application_name, state, wait_event_type FROM pg_stat_activity "
+                 "WHERE application_name IN ('delivery_%s', 'change_%s') ORDER BY 1" % (tag, tag))
+        delivery.start()
+        try:
+            harness.wait_until(lambda: any(r[0].startswith("delivery") and r[1] == "active"
+                                           for r in H.sql(state)), timeout=10, interval=0.02,
+                               what="the delivery to be in flight")
+            changer.start()
+            harness.wait_until(lambda: not changer.is_alive() or any(
+                r[0].startswith("change") and r[2] == "Lock" for r in H.sql(state)), timeout=10, interval=0.02,
+                what="the change to finish or wait")
+            seen = H.sql(state)
+        finally:
+            delivery.join(30)
+            if changer.ident:
+                changer.join(30)
+        self.assertEqual([(r[0].split("_")[0], r[2]) for r in seen], [("change", "Lock"), ("delivery", "Timeout")],
+                         "the change did not wait for the delivery in flight")
+        return env["event_id"]
+
+    def test_adding_a_consumer_waits_for_deliveries_in_flight(self):
+        """Without the wait, a delivery that read the consumers before the new one committed, and committed
+        after it, would not be queued for it."""
+        name = "added_%s" % paddle_id("c")[-8:]
+        self.change_during_a_delivery("INSERT INTO paddle.consumers (name) VALUES (%s)" % H.lit(name))
+        self.assertEqual(queued(name), [], "the delivery committed before the consumer")
+        env = self.store("customer.created", sample_customer())
+        self.assertEqual(queued(name), [env["event_id"]])
+
+    def test_deleting_a_consumer_waits_for_deliveries_in_flight(self):
+        """Without the wait, the delivery's queue row would outlive its consumer."""
+        name = consumer("deleted")
+        self.change_during_a_delivery("DELETE FROM paddle.consumers WHERE name = %s" % H.lit(name))
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer = %s"
+                                     % H.lit(name)), "0")
+
+    def test_a_consumer_cannot_be_renamed(self):
+        name = consumer("renamed")
+        with self.assertRaises(harness.HarnessError) as cm:
+            H.sql("UPDATE paddle.consumers SET name = 'other' WHERE name = %s" % H.lit(name))
+        self.assertIn("cannot be renamed", str(cm.exception))
+        H.sql("UPDATE paddle.consumers SET event_types = '{customer.*}' WHERE name = %s" % H.lit(name))
+
+    def test_backlog_view(self):
+        name = consumer("backlog", ["customer.created"])
+        first = self.store("customer.created", sample_customer(), occurred_at=at(-300))
+        self.store("customer.created", sample_customer(), occurred_at=at(-100))
+        row = H.sql_json("SELECT queued, oldest_occurred_at FROM paddle.consumer_backlog WHERE consumer = %s"
+                         % H.lit(name))
+        self.assertEqual(len(row), 1)
+        self.assertEqual(row[0]["queued"], 2)
+        self.assertEqual(harness.parse_ts(row[0]["oldest_occurred_at"]), harness.parse_ts(first["occurred_at"]))
+        claim(name)
+        row = H.sql_json("SELECT queued, oldest_occurred_at FROM paddle.consumer_backlog WHERE consumer = %s"
+                         % H.lit(name))
+        self.assertEqual((row[0]["queued"], row[0]["oldest_occurred_at"]), (0, None))
+
+
+    def test_status_shows_each_queue(self):
+        name = consumer("status", ["customer.created"], environment="live")
+        for _ in range(2):
+            self.store("customer.created", sample_customer(), ep=self.live)
+        out = H.cli("status").stdout
+        line = next((l for l in out.splitlines() if l.startswith(name + " ")), None)
+        self.assertIsNotNone(line, out)
+        self.assertEqual(line.split()[1], "2")
+        self.assertIn("ago)", line, "when the oldest row was queued")
+        claim(name)
+        line = next(l for l in H.cli("status").stdout.splitlines() if l.startswith(name + " "))
+        self.assertEqual(line.split()[1:], ["0", "-"])
+
+
+class Claiming(ConsumerCase):
+
+    def fill(self, n, event_types=("customer.created",)):
+        name = consumer("claims", list(event_types))
+        events = [self.store("customer.created", sample_customer(), occurred_at=at(-100 + i)) for i in range(n)]
+        return name, [e["event_id"] for e in events]
+
+    def test_claims_come_oldest_first_up_to_the_limit(self):
+        name, ids = self.fill(5)
+        self.assertEqual([e[0] for e in claim(name, 2)], ids[:2])
+        self.assertEqual([e[0] for e in claim(name, 10)], ids[2:])
+
+    def test_a_claim_rolled_back_is_claimed_again(self):
+        name, ids = self.fill(2)
+        H.sql("BEGIN; SELECT count(*) FROM paddle.claim_events(%s, 10); ROLLBACK;" % H.lit(name))
+        self.assertEqual(queued(name), ids)
+        self.assertEqual([e[0] for e in claim(name)], ids)
+
+    def test_claimers_side_by_side_never_get_the_same_event(self):
+        name, ids = self.fill(4)
+        held_rows = []
+        held = threading.Thread(target=lambda: held_rows.extend(H.sql(
+            "SET application_name = %s; BEGIN; SELECT event_id FROM paddle.claim_events(%s, 2); "
+            "SELECT pg_sleep(5); COMMIT;" % (H.lit(name), H.lit(name)))))
+        held.start()
+        try:
+            # psql sends one statement at a time: once pg_sleep runs, the claim is done and uncommitted.
+            in_flight = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
+                         "AND query LIKE 'SELECT pg_sleep%%'" % H.lit(name))
+            harness.wait_until(lambda: H.sql_value(in_flight) != "0", timeout=10, interval=0.02,
+                               what="the first claim to be in flight")
+            second = [e[0] for e in claim(name, 10)]
+            self.assertEqual(H.sql_value(in_flight), "1", "the second claim waited for the first to commit")
+        finally:
+            held.join(30)
+        self.assertEqual(second, ids[2:], "the rows the first claimer holds are skipped")
+        self.assertEqual([r[0].strip() for r in held_rows], ids[:2])
+        self.assertEqual(queued(name), [])
+
+    def test_claim_errors(self):
+        name, _ = self.fill(1)
+        for sql, message in (
+                ("SELECT * FROM paddle.claim_events('no_such_consumer')", "no consumer named 'no_such_consumer'"),
+                ("SELECT * FROM paddle.claim_events(%s, 0)" % H.lit(name), "between 1 and 10000"),
+                ("SELECT * FROM paddle.claim_events(%s, 10001)" % H.lit(name), "between 1 and 10000"),
+                ("SELECT paddle.queue_stored_events('no_such_consumer', NULL)", "no consumer named"),
+                # Another claimer's committed delete would be a serialization failure, not a skipped row.
+                ("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM paddle.claim_events(%s); COMMIT;"
+                 % H.lit(name), "must run in a READ COMMITTED transaction")):
+            with self.subTest(sql=sql):
+                with self.assertRaises(harness.HarnessError) as cm:
+                    H.sql(sql)
+                self.assertIn(message, str(cm.exception))
+        self.assertEqual(len(queued(name)), 1)
+
+    def test_consumer_definitions_are_checked(self):
+        for name, types, environment in (("Upper", None, None), ("9lives", None, None), ("x" * 64, None, None),
+                                         ("ok", [], None), ("ok", ["transaction"], None),
+                                         ("ok", ["Transaction.completed"], None), ("ok", ["*"], None),
+                                         ("ok", ["transaction.completed", None], None),
+                                         ("ok", ["transaction.completed subscription.created"], None),
+                                         ("ok", None, "production")):
+            with self.subTest(name=name, types=types, environment=environment):
+                t = "NULL" if types is None else "ARRAY[%s]::text[]" % ",".join(
+                    "NULL" if x is None else H.lit(x) for x in types)
+                with self.assertRaises(harness.HarnessError) as cm:
+                    H.sql("INSERT INTO paddle.consumers (name, event_types, environment) VALUES (%s, %s, %s)"
+                          % (H.lit(name), t, H.lit(environment)))
+                self.assertIn("violates check constraint", str(cm.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
