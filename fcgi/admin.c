@@ -42,7 +42,8 @@
     "SELECT endpoint_id, encode(sealed, 'hex') FROM paddle.endpoint_secrets WHERE retired_at IS NULL"
 #define CHECK_ENDPOINT "ep_paddlehook_check_config"
 /* A rebuild (reproject) holds the state tables: say so after a while instead of waiting for it. */
-#define SQL_DRY_RUN_BEGIN "BEGIN; SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '15s'"
+#define SQL_DRY_RUN_BEGIN                                                                     \
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '15s'"
 
 /* check-config's dry run: what a worker does with deliveries, in a
  * transaction that is rolled back. One event of each projected entity (with

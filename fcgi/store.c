@@ -17,8 +17,11 @@
  * much of the delivery's time left. */
 #define STORE_CONNECT_MIN_MS (DB_CONNECT_TIMEOUT_S * 1000)
 #define INGEST_STMT "paddlehook_ingest"
-/* Keep every statement inside Paddle's 5-second delivery window. */
+/* Keep every statement inside Paddle's 5-second delivery window. The
+ * upserts and the consumer queues rely on READ COMMITTED, whatever the
+ * role's or database's default. */
 #define SESSION_SETUP "SET statement_timeout = '4s'; SET lock_timeout = '3s'; " \
+                      "SET default_transaction_isolation = 'read committed'; " \
                       "LISTEN " DB_ENDPOINTS_CHANNEL
 /* A 2xx promises the event survives a crash; synchronous_commit = off (a
  * common throughput setting) would break that promise, so it is raised to

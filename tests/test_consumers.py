@@ -197,53 +197,102 @@ class Queueing(ConsumerCase):
         H.sql("DELETE FROM paddle.payment_events WHERE event_id = %s" % H.lit(env["event_id"]))
         self.assertEqual(queued(b), [])
 
+    def in_flight(self, sql, seconds, tag):
+        """Starts a thread running `sql` then pg_sleep(seconds) in one open
+        transaction (application_name `tag`); returns it once the sleep runs."""
+        t = threading.Thread(target=H.sql, args=(
+            "SET application_name = %s; BEGIN; %s; SELECT pg_sleep(%s); COMMIT;" % (H.lit(tag), sql, seconds),))
+        t.start()
+        harness.wait_until(lambda: H.sql_value(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
+            "AND query LIKE 'SELECT pg_sleep%%'" % H.lit(tag)) != "0", timeout=10, interval=0.02,
+            what="%s to be in flight" % tag)
+        return t
+
     def change_during_a_delivery(self, change):
-        """Runs the SQL `change` while a delivery's transaction is open (its
-        event stored and queued, not committed); returns that event's id
-        after checking that the change waited for the delivery to commit."""
-        tag = paddle_id("t")[-10:]
+        """Runs the SQL `change` while a delivery's transaction stays open
+        (its event stored and queued, not committed) for longer than a change
+        to the consumers waits: the change must fail and change nothing."""
         env = make_event("customer.created", sample_customer(), as_dict=True)
-        delivery = threading.Thread(target=H.sql, args=(
-            "SET application_name = 'delivery_%s'; BEGIN; SELECT paddle.ingest_event(%s, 'customer.created', "
-            "%s::timestamptz, NULL, %s, 'sandbox', %s::jsonb); SELECT pg_sleep(3); COMMIT;"
-            % (tag, H.lit(env["event_id"]), H.lit(env["occurred_at"]), H.lit(self.sandbox.id),
-               H.lit(json.dumps(env))),))
-        changer = threading.Thread(target=H.sql, args=("SET application_name = 'change_%s'; %s" % (tag, change),))
-        state = ("SELECT application_name, state, wait_event_type FROM pg_stat_activity "
-                 "WHERE application_name IN ('delivery_%s', 'change_%s') ORDER BY 1" % (tag, tag))
-        delivery.start()
+        delivery = self.in_flight(
+            "SELECT paddle.ingest_event(%s, 'customer.created', %s::timestamptz, NULL, %s, 'sandbox', %s::jsonb)"
+            % (H.lit(env["event_id"]), H.lit(env["occurred_at"]), H.lit(self.sandbox.id), H.lit(json.dumps(env))),
+            2, "delivery_" + paddle_id("t")[-10:])
         try:
-            harness.wait_until(lambda: any(r[0].startswith("delivery") and r[1] == "active"
-                                           for r in H.sql(state)), timeout=10, interval=0.02,
-                               what="the delivery to be in flight")
-            changer.start()
-            harness.wait_until(lambda: not changer.is_alive() or any(
-                r[0].startswith("change") and r[2] == "Lock" for r in H.sql(state)), timeout=10, interval=0.02,
-                what="the change to finish or wait")
-            seen = H.sql(state)
+            with self.assertRaises(harness.HarnessError, msg="the change did not wait for the delivery") as cm:
+                H.sql(change)
         finally:
             delivery.join(30)
-            if changer.ident:
-                changer.join(30)
-        self.assertEqual([(r[0].split("_")[0], r[2]) for r in seen], [("change", "Lock"), ("delivery", "Timeout")],
-                         "the change did not wait for the delivery in flight")
+        self.assertIn("deliveries kept paddle.payment_events busy for 200 ms; try again", str(cm.exception))
         return env["event_id"]
 
     def test_adding_a_consumer_waits_for_deliveries_in_flight(self):
         """Without the wait, a delivery that read the consumers before the new one committed, and committed
         after it, would not be queued for it."""
         name = "added_%s" % paddle_id("c")[-8:]
-        self.change_during_a_delivery("INSERT INTO paddle.consumers (name) VALUES (%s)" % H.lit(name))
-        self.assertEqual(queued(name), [], "the delivery committed before the consumer")
+        insert = "INSERT INTO paddle.consumers (name) VALUES (%s)" % H.lit(name)
+        self.change_during_a_delivery(insert)
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumers WHERE name = %s" % H.lit(name)), "0")
+        H.sql(insert)
         env = self.store("customer.created", sample_customer())
         self.assertEqual(queued(name), [env["event_id"]])
 
     def test_deleting_a_consumer_waits_for_deliveries_in_flight(self):
         """Without the wait, the delivery's queue row would outlive its consumer."""
         name = consumer("deleted")
-        self.change_during_a_delivery("DELETE FROM paddle.consumers WHERE name = %s" % H.lit(name))
+        delete = "DELETE FROM paddle.consumers WHERE name = %s" % H.lit(name)
+        eid = self.change_during_a_delivery(delete)
+        self.assertEqual(queued(name), [eid], "the consumer and its queue are still there")
+        H.sql(delete)
         self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer = %s"
                                      % H.lit(name)), "0")
+
+    def test_deleting_a_consumer_waits_for_its_open_claims_without_holding_deliveries(self):
+        name = consumer("claimed", ["customer.created"])
+        for _ in range(2):
+            self.store("customer.created", sample_customer())
+        tag = "claim_" + paddle_id("t")[-10:]
+        claimer = self.in_flight("SELECT count(*) FROM paddle.claim_events(%s, 1)" % H.lit(name), 2, tag)
+        deleter = threading.Thread(target=H.sql, args=("SET application_name = %s; DELETE FROM paddle.consumers "
+                                                       "WHERE name = %s" % (H.lit(tag + "_d"), H.lit(name)),))
+        deleter.start()
+        try:
+            harness.wait_until(lambda: H.sql_value(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = %s" % H.lit(tag + "_d"))
+                == "Lock", timeout=10, interval=0.02, what="the delete to wait for the claim")
+            # Waiting for the consumer's row, the delete holds nothing deliveries need.
+            self.store("customer.created", sample_customer())
+        finally:
+            claimer.join(30)
+            deleter.join(30)
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumers WHERE name = %s" % H.lit(name)), "0")
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer = %s"
+                                     % H.lit(name)), "0")
+
+    def test_consumers_cannot_be_truncated(self):
+        with self.assertRaises(harness.HarnessError) as cm:
+            H.sql("TRUNCATE paddle.consumers")
+        self.assertIn("cannot be truncated", str(cm.exception))
+
+    def test_events_are_queued_in_read_committed_transactions_only(self):
+        consumer("isolation")
+        env = make_event("customer.created", sample_customer(), as_dict=True)
+        with self.assertRaises(harness.HarnessError) as cm:
+            H.sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT paddle.ingest_event(%s, 'customer.created', "
+                  "%s::timestamptz, NULL, %s, 'sandbox', %s::jsonb); COMMIT;"
+                  % (H.lit(env["event_id"]), H.lit(env["occurred_at"]), H.lit(self.sandbox.id),
+                     H.lit(json.dumps(env))))
+        self.assertIn("READ COMMITTED transactions only", str(cm.exception))
+        self.assertIsNone(H.event_row(env["event_id"]))
+        # The worker sets READ COMMITTED for its sessions, whatever the role's default.
+        H.sql("ALTER ROLE postgres SET default_transaction_isolation = 'repeatable read'")
+        try:
+            H.stop_serve()
+            H.start_serve()
+            H.wait_healthy()
+            self.assertStored(self.deliver(env))
+        finally:
+            H.sql("ALTER ROLE postgres RESET default_transaction_isolation")
 
     def test_a_consumer_cannot_be_renamed(self):
         name = consumer("renamed")

@@ -20,9 +20,9 @@
 -- table.
 --
 -- Adding, changing or deleting a consumer waits for the deliveries in flight and holds new ones until it
--- commits (paddle.consumers_lock_deliveries): a delivery reads the consumers before it commits, and without
--- the lock one that committed after a new consumer could miss it, or queue a row for a consumer deleted
--- meanwhile.
+-- commits (paddle.consumer_change): a delivery reads the consumers before it commits, and without the lock
+-- one that committed after a new consumer could miss it, or queue a row for a consumer deleted meanwhile.
+-- Deleting a consumer also waits for its open claims and backfills, which lock its row.
 
 CREATE FUNCTION paddle.valid_event_type_patterns(p_patterns text[])
     RETURNS boolean
@@ -90,28 +90,30 @@ CREATE FUNCTION paddle.queue_event()
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        -- Most databases have no consumer; this read is all a stored event costs them.
-        IF NOT EXISTS (SELECT FROM paddle.consumers) THEN
-            RETURN NULL;
-        END IF;
-        -- No conflict is possible: nothing else can see the event before this transaction commits.
-        INSERT INTO paddle.consumer_queue (event_id, consumer, occurred_at)
-        SELECT NEW.event_id, c.name, NEW.occurred_at
-        FROM paddle.consumers c
-        WHERE paddle.consumer_wants(c.event_types, c.environment, NEW.event_type, NEW.environment);
+    IF TG_OP = 'UPDATE' THEN
+        -- A live delivery replaced a sandbox event of this id (paddle.replace_sandbox_event): the queues are
+        -- those of the live event, which the consumers may already have seen as a sandbox one. A queue row
+        -- an open claim holds is waited for.
+        DELETE FROM paddle.consumer_queue WHERE event_id = NEW.event_id;
+    END IF;
+    -- Most databases have no consumer; this read is all a stored event costs them.
+    IF NOT EXISTS (SELECT FROM paddle.consumers) THEN
         RETURN NULL;
     END IF;
-    -- A live delivery replaced a sandbox event of this id (paddle.replace_sandbox_event): the queues are
-    -- those of the live event, which the consumers may already have seen as a sandbox one. A queue row an
-    -- open claim holds is waited for.
-    DELETE FROM paddle.consumer_queue WHERE event_id = NEW.event_id;
+    -- The consumers are read with a snapshot taken after this transaction's lock on payment_events, which a
+    -- change to paddle.consumers waits for; under REPEATABLE READ the snapshot is older and a consumer
+    -- added meanwhile would be missed.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'events are stored in READ COMMITTED transactions only (this one is %)',
+            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     INSERT INTO paddle.consumer_queue (event_id, consumer, occurred_at)
     SELECT NEW.event_id, c.name, NEW.occurred_at
     FROM paddle.consumers c
     WHERE paddle.consumer_wants(c.event_types, c.environment, NEW.event_type, NEW.environment)
-    -- A backfill (queue_stored_events) running beside the replacement queued the sandbox event.
-    ON CONFLICT (event_id, consumer) DO UPDATE SET occurred_at = EXCLUDED.occurred_at;
+    -- A row already there: queue_stored_events ran beside a replacement, or beside the deletion of an event
+    -- that is now delivered again.
+    ON CONFLICT (event_id, consumer) DO UPDATE SET occurred_at = EXCLUDED.occurred_at, queued_at = EXCLUDED.queued_at;
     RETURN NULL;
 END
 $$;
@@ -126,8 +128,8 @@ CREATE TRIGGER queue_replaced_event AFTER UPDATE OF environment ON paddle.paymen
     FOR EACH ROW WHEN (OLD.environment IS DISTINCT FROM NEW.environment)
     EXECUTE FUNCTION paddle.queue_event();
 
--- The cascades the missing foreign keys would do, for both tables. Deleting or truncating events is rare
--- (retention, tests).
+-- The cascades the missing foreign keys would do (TG_ARGV[0]: the table's role). Deleting or truncating events
+-- is rare (retention, tests).
 CREATE FUNCTION paddle.queue_cascade()
     RETURNS trigger
     LANGUAGE plpgsql
@@ -135,15 +137,9 @@ CREATE FUNCTION paddle.queue_cascade()
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        IF NEW.name IS DISTINCT FROM OLD.name THEN
-            RAISE EXCEPTION 'a consumer cannot be renamed (% to %): delete it and insert the new one',
-                OLD.name, NEW.name USING ERRCODE = 'feature_not_supported';
-        END IF;
-        RETURN NEW;
-    ELSIF TG_OP = 'TRUNCATE' THEN
+    IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE paddle.consumer_queue;
-    ELSIF TG_TABLE_NAME = 'payment_events' THEN
+    ELSIF TG_ARGV[0] = 'events' THEN
         DELETE FROM paddle.consumer_queue q USING deleted_rows d WHERE q.event_id = d.event_id;
     ELSE
         DELETE FROM paddle.consumer_queue q USING deleted_rows d WHERE q.consumer = d.name;
@@ -153,41 +149,58 @@ END
 $$;
 
 COMMENT ON FUNCTION paddle.queue_cascade() IS
-    'Trigger of paddle.payment_events and paddle.consumers: deleting events or consumers deletes their queue rows, truncating either empties every queue, renaming a consumer is refused. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
+    'Trigger of paddle.payment_events and paddle.consumers: deleting events or consumers deletes their queue rows, truncating payment_events empties every queue. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
 
 CREATE TRIGGER events_deleted AFTER DELETE ON paddle.payment_events
-    REFERENCING OLD TABLE AS deleted_rows FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade();
+    REFERENCING OLD TABLE AS deleted_rows FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade('events');
 CREATE TRIGGER events_truncated AFTER TRUNCATE ON paddle.payment_events
-    FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade();
+    FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade('events');
 CREATE TRIGGER consumers_deleted AFTER DELETE ON paddle.consumers
-    REFERENCING OLD TABLE AS deleted_rows FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade();
-CREATE TRIGGER consumers_truncated AFTER TRUNCATE ON paddle.consumers
-    FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade();
-CREATE TRIGGER consumer_renamed BEFORE UPDATE OF name ON paddle.consumers
-    FOR EACH ROW EXECUTE FUNCTION paddle.queue_cascade();
+    REFERENCING OLD TABLE AS deleted_rows FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade('consumers');
 
-CREATE FUNCTION paddle.consumers_lock_deliveries()
+CREATE FUNCTION paddle.consumer_change()
     RETURNS trigger
     LANGUAGE plpgsql
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        -- It would hold the consumers while waiting for deliveries that are about to read them.
+        RAISE EXCEPTION 'paddle.consumers cannot be truncated: delete its rows' USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.name IS DISTINCT FROM OLD.name THEN
+        RAISE EXCEPTION 'a consumer cannot be renamed (% to %): delete it and insert the new one',
+            OLD.name, NEW.name USING ERRCODE = 'feature_not_supported';
+    END IF;
     -- SHARE conflicts with the ROW EXCLUSIVE lock every delivery takes on payment_events before it reads the
     -- consumers: deliveries in flight finish first, and later ones read the consumers after this commits.
-    LOCK TABLE paddle.payment_events IN SHARE MODE;
-    RETURN NULL;
+    -- New deliveries queue behind this request, so it gives up soon rather than wait behind a long one
+    -- (VACUUM, reproject) and make them time out. A row trigger: an UPDATE or DELETE has locked its row
+    -- first, waiting for open claims and backfills of that consumer (FOR KEY SHARE) without this lock.
+    PERFORM set_config('lock_timeout', '200ms', true);
+    BEGIN
+        LOCK TABLE paddle.payment_events IN SHARE MODE;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'paddle.consumers: deliveries kept paddle.payment_events busy for 200 ms; try again'
+            USING ERRCODE = 'lock_not_available';
+    END;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
 
-COMMENT ON FUNCTION paddle.consumers_lock_deliveries() IS
-    'Trigger of paddle.consumers: a change waits for the deliveries in flight and holds new ones until it commits, so that every event committed after it is queued by the new definition and none for a deleted consumer. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
+COMMENT ON FUNCTION paddle.consumer_change() IS
+    'Trigger of paddle.consumers: a change waits (at most 200 ms, then fails) for the deliveries in flight and holds new ones until it commits, so that every event committed after it is queued by the new definition and none for a deleted consumer; a rename or TRUNCATE is refused. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
 
-CREATE TRIGGER consumers_lock_deliveries BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON paddle.consumers
-    FOR EACH STATEMENT EXECUTE FUNCTION paddle.consumers_lock_deliveries();
+CREATE TRIGGER consumer_change BEFORE INSERT OR UPDATE OR DELETE ON paddle.consumers
+    FOR EACH ROW EXECUTE FUNCTION paddle.consumer_change();
+CREATE TRIGGER consumers_truncate BEFORE TRUNCATE ON paddle.consumers
+    FOR EACH STATEMENT EXECUTE FUNCTION paddle.consumer_change();
 
-REVOKE EXECUTE ON FUNCTION paddle.queue_event(), paddle.queue_cascade(), paddle.consumers_lock_deliveries()
-    FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION paddle.queue_event(), paddle.queue_cascade(), paddle.consumer_change() FROM PUBLIC;
 
 CREATE FUNCTION paddle.claim_events(p_consumer text, p_limit integer DEFAULT 100)
     RETURNS TABLE (event_id text, event_type text, environment text, occurred_at timestamptz,
@@ -207,13 +220,15 @@ BEGIN
         RAISE EXCEPTION 'paddle.claim_events: the limit must be between 1 and 10000, not %', p_limit
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT EXISTS (SELECT FROM paddle.consumers c WHERE c.name = p_consumer) THEN
+    -- Held until the caller's transaction ends: deleting the consumer waits for its open claims.
+    PERFORM FROM paddle.consumers c WHERE c.name = p_consumer FOR KEY SHARE;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'paddle.claim_events: no consumer named % (paddle.consumers)', quote_nullable(p_consumer)
             USING ERRCODE = 'no_data_found';
     END IF;
     RETURN QUERY
     WITH claimed AS (
-        -- Queue rows are never updated, so the ctids of the rows locked here stay valid for the DELETE.
+        -- The rows locked here stay locked until the transaction ends, so their ctids are valid for the DELETE.
         DELETE FROM paddle.consumer_queue q
         WHERE q.ctid = ANY (ARRAY(SELECT w.ctid FROM paddle.consumer_queue w
                                   WHERE w.consumer = p_consumer
@@ -240,7 +255,8 @@ DECLARE
     v_consumer paddle.consumers;
     v_count bigint;
 BEGIN
-    SELECT * INTO v_consumer FROM paddle.consumers c WHERE c.name = p_consumer;
+    -- Held until the caller's transaction ends: deleting the consumer waits for this backfill.
+    SELECT * INTO v_consumer FROM paddle.consumers c WHERE c.name = p_consumer FOR KEY SHARE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'paddle.queue_stored_events: no consumer named % (paddle.consumers)',
             quote_nullable(p_consumer) USING ERRCODE = 'no_data_found';
