@@ -248,13 +248,16 @@ class Queueing(ConsumerCase):
                                      % H.lit(name)), "0")
 
     def test_deleting_a_consumer_waits_for_its_open_claims_without_holding_deliveries(self):
+        free = consumer("free")          # before the claimed one in the table: the DELETE locks it first
         name = consumer("claimed", ["customer.created"])
         for _ in range(2):
             self.store("customer.created", sample_customer())
         tag = "claim_" + paddle_id("t")[-10:]
-        claimer = self.in_flight("SELECT count(*) FROM paddle.claim_events(%s, 1)" % H.lit(name), 2, tag)
+        # Open for longer than the worker's 3 s lock timeout: a delivery held up meanwhile would fail.
+        claimer = self.in_flight("SELECT count(*) FROM paddle.claim_events(%s, 1)" % H.lit(name), 4, tag)
         deleter = threading.Thread(target=H.sql, args=("SET application_name = %s; DELETE FROM paddle.consumers "
-                                                       "WHERE name = %s" % (H.lit(tag + "_d"), H.lit(name)),))
+                                                       "WHERE name IN (%s, %s)"
+                                                       % (H.lit(tag + "_d"), H.lit(free), H.lit(name)),))
         deleter.start()
         try:
             harness.wait_until(lambda: H.sql_value(
@@ -265,9 +268,23 @@ class Queueing(ConsumerCase):
         finally:
             claimer.join(30)
             deleter.join(30)
-        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumers WHERE name = %s" % H.lit(name)), "0")
-        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer = %s"
-                                     % H.lit(name)), "0")
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumers WHERE name IN (%s, %s)"
+                                     % (H.lit(free), H.lit(name))), "0")
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer IN (%s, %s)"
+                                     % (H.lit(free), H.lit(name))), "0")
+
+    def test_deleting_an_event_waits_for_a_backfill_that_read_it(self):
+        """Without the wait, the backfill's queue row would outlive the event."""
+        env = self.store("customer.updated", sample_customer(), ep=self.live, occurred_at=at(-5))
+        name = consumer("backfill", ["customer.updated"], environment="live")
+        backfill = self.in_flight("SELECT paddle.queue_stored_events(%s, %s)"
+                                  % (H.lit(name), H.lit(from_now(-60).isoformat())), 1,
+                                  "backfill_" + paddle_id("t")[-10:])
+        try:
+            H.sql("DELETE FROM paddle.payment_events WHERE event_id = %s" % H.lit(env["event_id"]))
+        finally:
+            backfill.join(30)
+        self.assertEqual(queued(name), [])
 
     def test_consumers_cannot_be_truncated(self):
         with self.assertRaises(harness.HarnessError) as cm:

@@ -96,16 +96,16 @@ BEGIN
         -- an open claim holds is waited for.
         DELETE FROM paddle.consumer_queue WHERE event_id = NEW.event_id;
     END IF;
-    -- Most databases have no consumer; this read is all a stored event costs them.
-    IF NOT EXISTS (SELECT FROM paddle.consumers) THEN
-        RETURN NULL;
-    END IF;
     -- The consumers are read with a snapshot taken after this transaction's lock on payment_events, which a
-    -- change to paddle.consumers waits for; under REPEATABLE READ the snapshot is older and a consumer
-    -- added meanwhile would be missed.
+    -- change to paddle.consumers waits for; under REPEATABLE READ the snapshot can be older and miss a
+    -- consumer added meanwhile (even the first one, so this comes before the look at the table).
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'events are stored in READ COMMITTED transactions only (this one is %)',
             current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    -- Most databases have no consumer; this read is all a stored event costs them.
+    IF NOT EXISTS (SELECT FROM paddle.consumers) THEN
+        RETURN NULL;
     END IF;
     INSERT INTO paddle.consumer_queue (event_id, consumer, occurred_at)
     SELECT NEW.event_id, c.name, NEW.occurred_at
@@ -169,17 +169,21 @@ DECLARE
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         -- It would hold the consumers while waiting for deliveries that are about to read them.
-        RAISE EXCEPTION 'paddle.consumers cannot be truncated: delete its rows' USING ERRCODE = 'feature_not_supported';
+        RAISE EXCEPTION 'paddle.consumers cannot be truncated: delete its rows'
+            USING ERRCODE = 'feature_not_supported';
+    ELSIF TG_LEVEL = 'ROW' THEN
+        IF NEW.name IS DISTINCT FROM OLD.name THEN
+            RAISE EXCEPTION 'a consumer cannot be renamed (% to %): delete it and insert the new one',
+                OLD.name, NEW.name USING ERRCODE = 'feature_not_supported';
+        END IF;
+        RETURN NEW;
     END IF;
-    IF TG_OP = 'UPDATE' AND NEW.name IS DISTINCT FROM OLD.name THEN
-        RAISE EXCEPTION 'a consumer cannot be renamed (% to %): delete it and insert the new one',
-            OLD.name, NEW.name USING ERRCODE = 'feature_not_supported';
-    END IF;
-    -- SHARE conflicts with the ROW EXCLUSIVE lock every delivery takes on payment_events before it reads the
-    -- consumers: deliveries in flight finish first, and later ones read the consumers after this commits.
-    -- New deliveries queue behind this request, so it gives up soon rather than wait behind a long one
-    -- (VACUUM, reproject) and make them time out. A row trigger: an UPDATE or DELETE has locked its row
-    -- first, waiting for open claims and backfills of that consumer (FOR KEY SHARE) without this lock.
+    -- After the statement's rows: an UPDATE or DELETE has waited for the open claims and backfills of its
+    -- consumers (they lock the row FOR KEY SHARE) without holding deliveries up. SHARE conflicts with the
+    -- ROW EXCLUSIVE lock every delivery takes on payment_events before it reads the consumers: deliveries in
+    -- flight finish first, and later ones read the consumers after this commits. New deliveries queue
+    -- behind this request, so it gives up soon rather than wait behind a long one (VACUUM, reproject) and
+    -- make them time out.
     PERFORM set_config('lock_timeout', '200ms', true);
     BEGIN
         LOCK TABLE paddle.payment_events IN SHARE MODE;
@@ -188,14 +192,18 @@ BEGIN
             USING ERRCODE = 'lock_not_available';
     END;
     PERFORM set_config('lock_timeout', v_lock_timeout, true);
-    RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    RETURN NULL;
 END
 $$;
 
 COMMENT ON FUNCTION paddle.consumer_change() IS
     'Trigger of paddle.consumers: a change waits (at most 200 ms, then fails) for the deliveries in flight and holds new ones until it commits, so that every event committed after it is queued by the new definition and none for a deleted consumer; a rename or TRUNCATE is refused. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
 
-CREATE TRIGGER consumer_change BEFORE INSERT OR UPDATE OR DELETE ON paddle.consumers
+-- Fires before consumers_deleted (triggers of one event fire in name order): the cascade then sees the queue
+-- rows of every delivery that read the consumers before the change.
+CREATE TRIGGER consumer_change AFTER INSERT OR UPDATE OR DELETE ON paddle.consumers
+    FOR EACH STATEMENT EXECUTE FUNCTION paddle.consumer_change();
+CREATE TRIGGER consumer_renamed BEFORE UPDATE OF name ON paddle.consumers
     FOR EACH ROW EXECUTE FUNCTION paddle.consumer_change();
 CREATE TRIGGER consumers_truncate BEFORE TRUNCATE ON paddle.consumers
     FOR EACH STATEMENT EXECUTE FUNCTION paddle.consumer_change();
@@ -250,6 +258,8 @@ COMMENT ON FUNCTION paddle.claim_events(text, integer) IS
 CREATE FUNCTION paddle.queue_stored_events(p_consumer text, p_since timestamptz)
     RETURNS bigint
     LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_consumer paddle.consumers;
@@ -261,19 +271,24 @@ BEGIN
         RAISE EXCEPTION 'paddle.queue_stored_events: no consumer named % (paddle.consumers)',
             quote_nullable(p_consumer) USING ERRCODE = 'no_data_found';
     END IF;
+    -- FOR SHARE: deleting an event, or a live delivery replacing a sandbox one, waits for this transaction
+    -- (and their triggers then see its queue rows), or this waits for them and reads the new row.
     INSERT INTO paddle.consumer_queue (event_id, consumer, occurred_at)
     SELECT e.event_id, v_consumer.name, e.occurred_at
     FROM paddle.payment_events e
     WHERE (p_since IS NULL OR e.occurred_at >= p_since)
       AND paddle.consumer_wants(v_consumer.event_types, v_consumer.environment, e.event_type, e.environment)
+    FOR SHARE OF e
     ON CONFLICT (event_id, consumer) DO NOTHING;   -- still queued
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
 END
 $$;
 
+REVOKE EXECUTE ON FUNCTION paddle.queue_stored_events(text, timestamptz) FROM PUBLIC;
+
 COMMENT ON FUNCTION paddle.queue_stored_events(text, timestamptz) IS
-    'Queue for a consumer the stored events it wants that occurred at or after p_since (NULL: all), also ones it claimed before; events still in its queue stay once. Returns how many were added. For a new consumer that must see the past, or to process a period again.';
+    'Queue for a consumer the stored events it wants that occurred at or after p_since (NULL: all), also ones it claimed before; events still in its queue stay once. Returns how many were added. For a new consumer that must see the past, or to process a period again. Locks the events it reads FOR SHARE until the transaction ends (a live delivery replacing one of them waits). Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
 
 CREATE VIEW paddle.consumer_backlog AS
 SELECT c.name AS consumer, c.event_types, c.environment, count(q.event_id) AS queued,
