@@ -273,8 +273,8 @@ class Queueing(ConsumerCase):
         self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer IN (%s, %s)"
                                      % (H.lit(free), H.lit(name))), "0")
 
-    def test_deleting_an_event_waits_for_a_backfill_that_read_it(self):
-        """Without the wait, the backfill's queue row would outlive the event."""
+    def test_an_event_deleted_beside_a_backfill_is_never_claimed(self):
+        """The deletion's trigger cannot see the backfill's uncommitted row; the claim drops it."""
         env = self.store("customer.updated", sample_customer(), ep=self.live, occurred_at=at(-5))
         name = consumer("backfill", ["customer.updated"], environment="live")
         backfill = self.in_flight("SELECT paddle.queue_stored_events(%s, %s)"
@@ -284,7 +284,28 @@ class Queueing(ConsumerCase):
             H.sql("DELETE FROM paddle.payment_events WHERE event_id = %s" % H.lit(env["event_id"]))
         finally:
             backfill.join(30)
+        self.assertEqual(queued(name), [env["event_id"]], "the row the backfill left")
+        self.assertEqual(claim(name), [])
         self.assertEqual(queued(name), [])
+
+    def test_a_backfill_beside_a_live_replacement_never_hands_a_sandbox_only_consumer_the_live_event(self):
+        eid = paddle_id("evt")
+        self.store("customer.updated", sample_customer(), ep=self.sandbox, event_id=eid, occurred_at=at(3600))
+        name = consumer("sandbox_backfill", ["customer.*"], environment="sandbox")
+        backfill = self.in_flight("SELECT paddle.queue_stored_events(%s, %s)"
+                                  % (H.lit(name), H.lit(from_now(3500).isoformat())), 1,
+                                  "backfill_" + paddle_id("t")[-10:])
+        try:
+            self.store("customer.created", sample_customer(), ep=self.live, event_id=eid)
+        finally:
+            backfill.join(30)
+        self.assertEqual(claim(name), [])
+
+    def test_consumers_are_changed_in_read_committed_transactions_only(self):
+        """A later statement of the change must see the queue rows of deliveries that committed meanwhile."""
+        with self.assertRaises(harness.HarnessError) as cm:
+            H.sql("BEGIN ISOLATION LEVEL REPEATABLE READ; INSERT INTO paddle.consumers (name) VALUES ('rr'); COMMIT;")
+        self.assertIn("READ COMMITTED transactions only", str(cm.exception))
 
     def test_consumers_cannot_be_truncated(self):
         with self.assertRaises(harness.HarnessError) as cm:

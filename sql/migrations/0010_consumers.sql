@@ -137,6 +137,12 @@ CREATE FUNCTION paddle.queue_cascade()
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- The DELETE must see the queue rows of transactions that committed while this one waited for locks (a
+    -- delivery in flight, a backfill): a snapshot per statement.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'paddle.% rows are deleted in READ COMMITTED transactions only (this one is %)',
+            TG_TABLE_NAME, current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE paddle.consumer_queue;
     ELSIF TG_ARGV[0] = 'events' THEN
@@ -178,6 +184,11 @@ BEGIN
         END IF;
         RETURN NEW;
     END IF;
+    -- The cascade after this lock must read with a snapshot taken after it (see paddle.queue_cascade).
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'paddle.consumers is changed in READ COMMITTED transactions only (this one is %)',
+            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     -- After the statement's rows: an UPDATE or DELETE has waited for the open claims and backfills of its
     -- consumers (they lock the row FOR KEY SHARE) without holding deliveries up. SHARE conflicts with the
     -- ROW EXCLUSIVE lock every delivery takes on payment_events before it reads the consumers: deliveries in
@@ -217,6 +228,8 @@ CREATE FUNCTION paddle.claim_events(p_consumer text, p_limit integer DEFAULT 100
     SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_consumer paddle.consumers;
 BEGIN
     -- Under REPEATABLE READ or SERIALIZABLE, a row another claimer deleted after this transaction's snapshot
     -- raises a serialization failure instead of being skipped.
@@ -229,7 +242,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Held until the caller's transaction ends: deleting the consumer waits for its open claims.
-    PERFORM FROM paddle.consumers c WHERE c.name = p_consumer FOR KEY SHARE;
+    SELECT * INTO v_consumer FROM paddle.consumers c WHERE c.name = p_consumer FOR KEY SHARE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'paddle.claim_events: no consumer named % (paddle.consumers)', quote_nullable(p_consumer)
             USING ERRCODE = 'no_data_found';
@@ -244,8 +257,12 @@ BEGIN
                                   LIMIT p_limit
                                   FOR UPDATE SKIP LOCKED))
         RETURNING q.event_id)
+    -- Taken rows whose event is gone, or no longer one the consumer wants, are dropped: a backfill that ran
+    -- beside the event's deletion, or beside a live delivery replacing a sandbox event, can leave such a row
+    -- (their triggers do not see its uncommitted rows).
     SELECT e.event_id, e.event_type, e.environment, e.occurred_at, e.received_at, e.payload
     FROM claimed c JOIN paddle.payment_events e ON e.event_id = c.event_id
+    WHERE paddle.consumer_wants(v_consumer.event_types, v_consumer.environment, e.event_type, e.environment)
     ORDER BY e.occurred_at, e.event_id;
 END
 $$;
@@ -253,7 +270,7 @@ $$;
 REVOKE EXECUTE ON FUNCTION paddle.claim_events(text, integer) FROM PUBLIC;
 
 COMMENT ON FUNCTION paddle.claim_events(text, integer) IS
-    'Take up to p_limit (1-10000) events from a consumer''s queue, oldest occurred_at first, and delete them from it: they are gone once the calling transaction commits and back if it rolls back. Rows another transaction has claimed and not yet committed are skipped, so claimers can run side by side. Raises if the consumer does not exist or the transaction is not READ COMMITTED. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
+    'Take up to p_limit (1-10000) events from a consumer''s queue, oldest occurred_at first, and delete them from it: they are gone once the calling transaction commits and back if it rolls back. Rows another transaction has claimed and not yet committed are skipped, so claimers can run side by side; taken rows whose event is gone or no longer one the consumer wants are dropped, not returned. Raises if the consumer does not exist or the transaction is not READ COMMITTED. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
 
 CREATE FUNCTION paddle.queue_stored_events(p_consumer text, p_since timestamptz)
     RETURNS bigint
@@ -271,14 +288,13 @@ BEGIN
         RAISE EXCEPTION 'paddle.queue_stored_events: no consumer named % (paddle.consumers)',
             quote_nullable(p_consumer) USING ERRCODE = 'no_data_found';
     END IF;
-    -- FOR SHARE: deleting an event, or a live delivery replacing a sandbox one, waits for this transaction
-    -- (and their triggers then see its queue rows), or this waits for them and reads the new row.
+    -- Events are not locked (that would deadlock with reproject, which updates them in another order): a row
+    -- queued here for an event deleted or replaced meanwhile is dropped when claimed (paddle.claim_events).
     INSERT INTO paddle.consumer_queue (event_id, consumer, occurred_at)
     SELECT e.event_id, v_consumer.name, e.occurred_at
     FROM paddle.payment_events e
     WHERE (p_since IS NULL OR e.occurred_at >= p_since)
       AND paddle.consumer_wants(v_consumer.event_types, v_consumer.environment, e.event_type, e.environment)
-    FOR SHARE OF e
     ON CONFLICT (event_id, consumer) DO NOTHING;   -- still queued
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
@@ -288,7 +304,7 @@ $$;
 REVOKE EXECUTE ON FUNCTION paddle.queue_stored_events(text, timestamptz) FROM PUBLIC;
 
 COMMENT ON FUNCTION paddle.queue_stored_events(text, timestamptz) IS
-    'Queue for a consumer the stored events it wants that occurred at or after p_since (NULL: all), also ones it claimed before; events still in its queue stay once. Returns how many were added. For a new consumer that must see the past, or to process a period again. Locks the events it reads FOR SHARE until the transaction ends (a live delivery replacing one of them waits). Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
+    'Queue for a consumer the stored events it wants that occurred at or after p_since (NULL: all), also ones it claimed before; events still in its queue stay once. Returns how many were added. For a new consumer that must see the past, or to process a period again. Runs with its owner''s rights (it locks the consumer''s row FOR KEY SHARE, so that deleting the consumer waits for it); EXECUTE is not granted to PUBLIC.';
 
 CREATE VIEW paddle.consumer_backlog AS
 SELECT c.name AS consumer, c.event_types, c.environment, count(q.event_id) AS queued,
