@@ -23,8 +23,10 @@ of all its processes; an ACCESS EXCLUSIVE lock on payment_events) and
 terminates its connections, one fault at a time, waiting for the first 2xx
 after each.
 
-Then it checks: every event is in payment_events exactly once, and in the queue
-of a consumer registered before the load; every 2xx was for a stored event; no event got two "stored" answers; every state row holds
+Then it checks: every event is in payment_events exactly once, and was claimed
+exactly once from the queue of a consumer registered before the load (a claimer
+runs through the faults, recording each batch in the claiming transaction, and
+drains the queue afterwards); every 2xx was for a stored event; no event got two "stored" answers; every state row holds
 the projection of its entity's newest snapshot by (occurred_at, event_id); no
 item row is orphaned or from another snapshot than the one its parent names; no projection
 errors; no signed event got a 4xx; the serve supervisor survived and has all
@@ -54,10 +56,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from faults import FAULT_KINDS, ChaosHarness, Faults  # noqa: E402
 from chaos_plan import build_plan  # noqa: E402
-from chaos_load import Injector, Load, build_deliveries  # noqa: E402
+from chaos_load import Claimer, Injector, Load, build_deliveries  # noqa: E402
 from chaos_check import Checker, log_counts  # noqa: E402
 
-CONSUMER = "chaos"   # a consumer queue (paddle.consumers) that must end up holding every stored event
+CONSUMER = "chaos"   # a consumer queue (paddle.consumers) from which every stored event must be claimed once
 
 
 class Options:
@@ -195,6 +197,8 @@ class Run:
             len(self.deliveries), sum(self.dup_kinds.values()), plan["seconds"]))
         self.ep = self.H.add_endpoint(name="chaos")
         self.H.sql("INSERT INTO paddle.consumers (name) VALUES (%s)" % self.H.lit(CONSUMER))
+        self.claimer = Claimer(self.H, CONSUMER)
+        self.claimer.create_table()
         self.serve_pid = self.H.serve_pid()
         self.faults = Faults(self.H, random.Random(opts.seed ^ 0xbad), block_seconds=opts.block_seconds)
         self.say("stack up in %.1fs (%s)" % (time.monotonic() - self.t_begin, self.H.tmpdir))
@@ -206,6 +210,7 @@ class Run:
                                   self.load_deadline - self.opts.reserve)
         load.start()
         inj.start()
+        self.claimer.start()
         last = time.monotonic()
         while not load.finished() and time.monotonic() < self.load_deadline:
             time.sleep(0.25)
@@ -216,6 +221,8 @@ class Run:
                     len(inj.records), load.sched.fresh_left()))
         inj.stop.set()
         inj.join(60)
+        self.claimer.stop.set()
+        self.claimer.join(60)
         if not load.join(self.load_deadline):
             self.res.failures.append("the load did not finish within the time limit")
         self.faults.repair()
@@ -244,7 +251,11 @@ class Run:
             self.opts.before_check(self.H)
         self.ck = ck = Checker(self.H, self.events)
         ck.events_stored_once()
-        ck.queued_once(CONSUMER)
+        claimed_during_faults = int(self.H.sql_value("SELECT count(*) FROM %s" % Claimer.TABLE))
+        self.claimer.drain()
+        ck.claimed_once(CONSUMER, Claimer.TABLE)
+        ck.figures["claim batches during the faults"] = "%d committed, %d failed, %d events claimed" % (
+            self.claimer.batches, self.claimer.errors, claimed_during_faults)
         ck.state()
         ck.orphans()
         res.failures.extend(ck.failures)

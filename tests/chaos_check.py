@@ -67,16 +67,23 @@ class Checker:
                          "WHERE projection_error IS NOT NULL LIMIT 5")
             self.fail("%d events have a projection_error: %s" % (proj_err, errs))
 
-    def queued_once(self, consumer):
-        """Every stored event is in the consumer's queue (registered before the load): the queue row is
-        written in the event's own transaction. Its primary key keeps an event from being queued twice."""
-        rows = self.h.sql("SELECT count(*), count(q.event_id) FROM paddle.payment_events e "
-                          "LEFT JOIN paddle.consumer_queue q ON q.event_id = e.event_id AND q.consumer = %s"
-                          % self.h.lit(consumer))
-        stored, queued = int(rows[0][0]), int(rows[0][1])
-        self.figures["stored events queued for a consumer"] = "%d of %d" % (queued, stored)
-        if queued != stored:
-            self.fail("%d stored events are missing from the consumer queue" % (stored - queued))
+    def claimed_once(self, consumer, table):
+        """Every stored event was taken from the consumer's queue (registered before the load) and recorded
+        exactly once, by claims that ran during the faults and a drain after them: queue rows are written in
+        the event's transaction, and a claim deletes them in the transaction that records them."""
+        r = self.h.sql("SELECT (SELECT count(*) FROM paddle.payment_events), (SELECT count(*) FROM %s), "
+                       "(SELECT count(DISTINCT event_id) FROM %s), "
+                       "(SELECT count(*) FROM paddle.payment_events e WHERE NOT EXISTS "
+                       "(SELECT FROM %s c WHERE c.event_id = e.event_id)), "
+                       "(SELECT count(*) FROM paddle.consumer_queue WHERE consumer = %s)"
+                       % (table, table, table, self.h.lit(consumer)))[0]
+        stored, recorded, distinct, missing, left = (int(v) for v in r)
+        self.figures["stored events claimed by a consumer"] = "%d of %d (twice %d, left in the queue %d)" % (
+            stored - missing, stored, recorded - distinct, left)
+        if missing or recorded != distinct or distinct != stored or left:
+            self.fail("consumer queue: %d stored events never claimed, %d claimed more than once, %d claimed "
+                      "that are not stored, %d left in the queue" % (
+                          missing, recorded - distinct, distinct - (stored - missing), left))
 
     def newest(self, kind):
         best = {}

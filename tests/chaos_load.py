@@ -303,3 +303,48 @@ class Injector(threading.Thread):
                     break
                 time.sleep(0.02)
             self.stop.wait(self.rng.uniform(*self.opts.fault_gap))
+
+
+class Claimer(threading.Thread):
+    """The application's side during the faults: takes events from a
+    consumer queue in batches, recording each batch in a table in the same
+    transaction, as an application that acts exactly once would. A batch
+    whose transaction dies with the database counts as neither taken nor
+    recorded; the checks then expect every stored event recorded once."""
+
+    TABLE = "public.chaos_claimed"
+    BATCH = 200
+
+    def __init__(self, h, consumer, interval=0.05):
+        super().__init__(name="claimer", daemon=True)
+        self.h, self.consumer, self.interval = h, consumer, interval
+        self.stop = threading.Event()
+        self.batches = 0
+        self.errors = 0
+
+    def create_table(self):
+        self.h.sql("CREATE TABLE %s (event_id text NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now())"
+                   % self.TABLE)
+
+    def claim_once(self):
+        """Rows taken by one committed batch (0 when the queue was empty)."""
+        rows = self.h.sql("BEGIN; WITH taken AS (INSERT INTO %s (event_id) SELECT event_id "
+                          "FROM paddle.claim_events(%s, %d) RETURNING 1) SELECT count(*) FROM taken; COMMIT;"
+                          % (self.TABLE, self.h.lit(self.consumer), self.BATCH))
+        self.batches += 1
+        return int(rows[-1][0]) if rows else 0
+
+    def run(self):
+        while not self.stop.wait(self.interval):
+            try:
+                self.claim_once()
+            except Exception:  # noqa: BLE001 - the database is down, frozen or restarting: try again
+                self.errors += 1
+
+    def drain(self, max_batches=1000):
+        """After the faults: take what is left."""
+        for _ in range(max_batches):
+            if self.claim_once() == 0:
+                return
+        raise AssertionError("the consumer queue did not drain in %d batches" % max_batches)
+

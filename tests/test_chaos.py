@@ -7,9 +7,10 @@ retries, while every fault kind of tests/faults.py is injected at least once:
 a worker SIGKILLed, PostgreSQL SIGKILLed and shut down immediately (crash
 recovery both times), nginx restarted, the database frozen (SIGSTOP), its
 event table locked, its connections terminated.  Proves: every acknowledged
-event is stored, every event exactly once, each state row is its entity's
-newest snapshot, no orphan item rows, and serve is healthy with all its
-workers again by itself.
+event is stored, every event exactly once and claimed exactly once from a
+consumer queue (claims run through the faults), each state row is its
+entity's newest snapshot, no orphan item rows, and serve is healthy with all
+its workers again by itself.
 """
 
 import sys
@@ -25,9 +26,9 @@ class ChaosShort(unittest.TestCase):
         res = chaos.run(opts)
         self.assertTrue(res.ok, res.report)
         f = res.figures
-        sys.stderr.write("\n  chaos (seed %s): %s; faults %s; non-2xx %s; %s\n  " % (
-            f.get("seed"), f.get("events stored"), f.get("faults"), f.get("non-2xx"),
-            f.get("throughput")))
+        sys.stderr.write("\n  chaos (seed %s): %s; claimed %s; faults %s; non-2xx %s; %s\n  " % (
+            f.get("seed"), f.get("events stored"), f.get("stored events claimed by a consumer"), f.get("faults"),
+            f.get("non-2xx"), f.get("throughput")))
 
 
 if __name__ == "__main__":
