@@ -380,6 +380,17 @@ class Claiming(ConsumerCase):
         self.assertEqual([e[0] for e in claim(name, 2)], ids[:2])
         self.assertEqual([e[0] for e in claim(name, 10)], ids[2:])
 
+    def test_rows_no_longer_wanted_are_dropped_and_the_claim_goes_on(self):
+        name = consumer("narrowed", ["customer.*"])
+        older = [self.store("customer.created", sample_customer(), occurred_at=at(-300 + i))["event_id"]
+                 for i in range(2)]
+        wanted = self.store("customer.updated", sample_customer(), occurred_at=at(-100))
+        H.sql("UPDATE paddle.consumers SET event_types = '{customer.updated}' WHERE name = %s" % H.lit(name))
+        self.assertEqual(queued(name), older + [wanted["event_id"]])
+        self.assertEqual([e[0] for e in claim(name, 1)], [wanted["event_id"]],
+                         "an empty answer must mean an empty queue")
+        self.assertEqual(queued(name), [])
+
     def test_a_claim_rolled_back_is_claimed_again(self):
         name, ids = self.fill(2)
         H.sql("BEGIN; SELECT count(*) FROM paddle.claim_events(%s, 10); ROLLBACK;" % H.lit(name))

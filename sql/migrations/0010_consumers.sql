@@ -189,8 +189,8 @@ BEGIN
         RAISE EXCEPTION 'paddle.consumers is changed in READ COMMITTED transactions only (this one is %)',
             current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    -- After the statement's rows: an UPDATE or DELETE has waited for the open claims and backfills of its
-    -- consumers (they lock the row FOR KEY SHARE) without holding deliveries up. SHARE conflicts with the
+    -- After the statement's rows: a DELETE has waited for the open claims and backfills of its consumers
+    -- (they lock the row FOR KEY SHARE) without holding deliveries up. SHARE conflicts with the
     -- ROW EXCLUSIVE lock every delivery takes on payment_events before it reads the consumers: deliveries in
     -- flight finish first, and later ones read the consumers after this commits. New deliveries queue
     -- behind this request, so it gives up soon rather than wait behind a long one (VACUUM, reproject) and
@@ -229,7 +229,7 @@ CREATE FUNCTION paddle.claim_events(p_consumer text, p_limit integer DEFAULT 100
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_consumer paddle.consumers;
+    v_taken text[];
 BEGIN
     -- Under REPEATABLE READ or SERIALIZABLE, a row another claimer deleted after this transaction's snapshot
     -- raises a serialization failure instead of being skipped.
@@ -242,35 +242,50 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Held until the caller's transaction ends: deleting the consumer waits for its open claims.
-    SELECT * INTO v_consumer FROM paddle.consumers c WHERE c.name = p_consumer FOR KEY SHARE;
+    PERFORM FROM paddle.consumers c WHERE c.name = p_consumer FOR KEY SHARE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'paddle.claim_events: no consumer named % (paddle.consumers)', quote_nullable(p_consumer)
             USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN QUERY
-    WITH claimed AS (
+    -- Until something is returned or nothing is left to take: an empty result means an empty queue (but for
+    -- rows other claimers hold).
+    LOOP
         -- The rows locked here stay locked until the transaction ends, so their ctids are valid for the DELETE.
-        DELETE FROM paddle.consumer_queue q
-        WHERE q.ctid = ANY (ARRAY(SELECT w.ctid FROM paddle.consumer_queue w
-                                  WHERE w.consumer = p_consumer
-                                  ORDER BY w.occurred_at, w.event_id
-                                  LIMIT p_limit
-                                  FOR UPDATE SKIP LOCKED))
-        RETURNING q.event_id)
-    -- Taken rows whose event is gone, or no longer one the consumer wants, are dropped: a backfill that ran
-    -- beside the event's deletion, or beside a live delivery replacing a sandbox event, can leave such a row
-    -- (their triggers do not see its uncommitted rows).
-    SELECT e.event_id, e.event_type, e.environment, e.occurred_at, e.received_at, e.payload
-    FROM claimed c JOIN paddle.payment_events e ON e.event_id = c.event_id
-    WHERE paddle.consumer_wants(v_consumer.event_types, v_consumer.environment, e.event_type, e.environment)
-    ORDER BY e.occurred_at, e.event_id;
+        WITH claimed AS (
+            DELETE FROM paddle.consumer_queue q
+            WHERE q.ctid = ANY (ARRAY(SELECT w.ctid FROM paddle.consumer_queue w
+                                      WHERE w.consumer = p_consumer
+                                      ORDER BY w.occurred_at, w.event_id
+                                      LIMIT p_limit
+                                      FOR UPDATE SKIP LOCKED))
+            RETURNING q.event_id)
+        SELECT array_agg(c.event_id) INTO v_taken FROM claimed c;
+        IF v_taken IS NULL THEN
+            RETURN;
+        END IF;
+        -- Taken rows whose event is gone, or no longer one the consumer wants, are dropped: a backfill that
+        -- ran beside the event's deletion, or beside a live delivery replacing a sandbox event, can leave such
+        -- a row (their triggers do not see its uncommitted rows), and the consumer's definition may have
+        -- changed. The definition is read here, not before the DELETE: a row queued under a newer one was
+        -- committed before the DELETE's snapshot, so this later one sees that definition too.
+        RETURN QUERY
+        SELECT e.event_id, e.event_type, e.environment, e.occurred_at, e.received_at, e.payload
+        FROM paddle.payment_events e
+        JOIN paddle.consumers k ON k.name = p_consumer
+        WHERE e.event_id = ANY (v_taken)
+          AND paddle.consumer_wants(k.event_types, k.environment, e.event_type, e.environment)
+        ORDER BY e.occurred_at, e.event_id;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END LOOP;
 END
 $$;
 
 REVOKE EXECUTE ON FUNCTION paddle.claim_events(text, integer) FROM PUBLIC;
 
 COMMENT ON FUNCTION paddle.claim_events(text, integer) IS
-    'Take up to p_limit (1-10000) events from a consumer''s queue, oldest occurred_at first, and delete them from it: they are gone once the calling transaction commits and back if it rolls back. Rows another transaction has claimed and not yet committed are skipped, so claimers can run side by side; taken rows whose event is gone or no longer one the consumer wants are dropped, not returned. Raises if the consumer does not exist or the transaction is not READ COMMITTED. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
+    'Take up to p_limit (1-10000) events from a consumer''s queue, oldest occurred_at first, and delete them from it: they are gone once the calling transaction commits and back if it rolls back. Rows another transaction has claimed and not yet committed are skipped, so claimers can run side by side; taken rows whose event is gone or no longer one the consumer wants are dropped, not returned, and more are taken until one is returned or the queue is empty. Raises if the consumer does not exist or the transaction is not READ COMMITTED. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
 
 CREATE FUNCTION paddle.queue_stored_events(p_consumer text, p_since timestamptz)
     RETURNS bigint
