@@ -88,8 +88,9 @@ def main():
     results = {}
     try:
         endpoint = H.add_endpoint(name="ir", wait=False).id
-        H.sql("INSERT INTO paddle.consumers (name) SELECT 'bench_' || i FROM generate_series(1, %d) AS i"
-              % a.consumers)
+        if a.consumers:
+            H.sql("INSERT INTO paddle.consumers (name) SELECT 'bench_' || i FROM generate_series(1, %d) AS i"
+                  % a.consumers)
         H.stop_postgres()
         for workload in ("store-only", "items-change", "items-repeat"):
             bevents.templates = (lambda s=(",", ":"): repeat_items(plain(s))) \

@@ -223,6 +223,8 @@ class Run:
         inj.join(60)
         self.claimer.stop.set()
         self.claimer.join(60)
+        if self.claimer.is_alive():
+            raise AssertionError("the claimer did not stop within 60 s")
         if not load.join(self.load_deadline):
             self.res.failures.append("the load did not finish within the time limit")
         self.faults.repair()

@@ -347,4 +347,3 @@ class Claimer(threading.Thread):
             if self.claim_once() == 0:
                 return
         raise AssertionError("the consumer queue did not drain in %d batches" % max_batches)
-

@@ -839,12 +839,15 @@ class LeastPrivilege(HostileCase):
             "CREATE TRIGGER h AFTER INSERT ON h FOR EACH ROW EXECUTE FUNCTION paddle.queue_event()",
             "CREATE TEMP TABLE h (name text); "
             "CREATE TRIGGER h AFTER TRUNCATE ON h FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade()",
+            "CREATE TEMP TABLE h (name text); "
+            "CREATE TRIGGER h AFTER INSERT ON h FOR EACH STATEMENT EXECUTE FUNCTION paddle.consumer_change()",
         ]
         for sql in denied:
             with self.subTest(sql=sql):
                 rc, out = psql_as(WORKER_ROLE, sql)
                 self.assertNotEqual(rc, 0, "allowed: %s" % sql)
-                self.assertRegex(out, r"permission denied|must be owner", out)
+                self.assertRegex(out, r"permission denied for function" if "CREATE TRIGGER" in sql
+                                 else r"permission denied|must be owner", out)
         # What it needs, it has.
         for sql in ("SELECT id, environment, tolerance_seconds, enabled FROM paddle.endpoints",
                     "SELECT id, endpoint_id, sealed, retired_at FROM paddle.endpoint_secrets"):

@@ -17,7 +17,8 @@
 -- EXECUTE on every function here that runs with its owner's rights is revoked from PUBLIC: anyone may attach
 -- a trigger function to a temporary table of their own, which would let the worker's role write queues.
 -- With no consumer registered a stored event pays for the trigger call and one look at the empty consumers
--- table.
+-- table. From this migration on, events are stored, and deleted, in READ COMMITTED transactions only (the worker
+-- sets it for its sessions): a queue's writers must see what committed while they waited for locks.
 --
 -- Adding, changing or deleting a consumer waits for the deliveries in flight and holds new ones until it
 -- commits (paddle.consumer_change): a delivery reads the consumers before it commits, and without the lock
@@ -83,6 +84,23 @@ RETURN (p_environment IS NULL OR p_environment = p_event_environment)
 COMMENT ON FUNCTION paddle.consumer_wants(text[], text, text, text) IS
     'Whether a consumer with these event_types and environment (paddle.consumers) wants an event of this type and environment.';
 
+-- The queue's writers read the consumers, or delete queue rows, with a snapshot per statement: a later snapshot
+-- must see what committed while they waited for locks. Under REPEATABLE READ or SERIALIZABLE it would not.
+CREATE FUNCTION paddle.require_read_committed(p_what text)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION '% in READ COMMITTED transactions only (this one is %)',
+            p_what, current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION paddle.require_read_committed(text) IS
+    'Raise (invalid_transaction_state) unless the transaction is READ COMMITTED; p_what names what needs it.';
+
 CREATE FUNCTION paddle.queue_event()
     RETURNS trigger
     LANGUAGE plpgsql
@@ -90,18 +108,19 @@ CREATE FUNCTION paddle.queue_event()
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- The consumers are read with a snapshot taken after this transaction's lock on payment_events, which a
+    -- change to paddle.consumers waits for; under REPEATABLE READ the snapshot can be older and miss a
+    -- consumer added meanwhile (even the first one, so this comes before the look at the table). Written out
+    -- rather than a call to paddle.require_read_committed: this runs for every stored event.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'events are stored in READ COMMITTED transactions only (this one is %)',
+            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         -- A live delivery replaced a sandbox event of this id (paddle.replace_sandbox_event): the queues are
         -- those of the live event, which the consumers may already have seen as a sandbox one. A queue row
         -- an open claim holds is waited for.
         DELETE FROM paddle.consumer_queue WHERE event_id = NEW.event_id;
-    END IF;
-    -- The consumers are read with a snapshot taken after this transaction's lock on payment_events, which a
-    -- change to paddle.consumers waits for; under REPEATABLE READ the snapshot can be older and miss a
-    -- consumer added meanwhile (even the first one, so this comes before the look at the table).
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'events are stored in READ COMMITTED transactions only (this one is %)',
-            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
     END IF;
     -- Most databases have no consumer; this read is all a stored event costs them.
     IF NOT EXISTS (SELECT FROM paddle.consumers) THEN
@@ -138,11 +157,8 @@ CREATE FUNCTION paddle.queue_cascade()
 AS $$
 BEGIN
     -- The DELETE must see the queue rows of transactions that committed while this one waited for locks (a
-    -- delivery in flight, a backfill): a snapshot per statement.
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'paddle.% rows are deleted in READ COMMITTED transactions only (this one is %)',
-            TG_TABLE_NAME, current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
-    END IF;
+    -- delivery in flight, a backfill).
+    PERFORM paddle.require_read_committed(format('paddle.%s rows are deleted', TG_TABLE_NAME));
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE paddle.consumer_queue;
     ELSIF TG_ARGV[0] = 'events' THEN
@@ -185,10 +201,7 @@ BEGIN
         RETURN NEW;
     END IF;
     -- The cascade after this lock must read with a snapshot taken after it (see paddle.queue_cascade).
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'paddle.consumers is changed in READ COMMITTED transactions only (this one is %)',
-            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
-    END IF;
+    PERFORM paddle.require_read_committed('paddle.consumers is changed');
     -- After the statement's rows: a DELETE has waited for the open claims and backfills of its consumers
     -- (they lock the row FOR KEY SHARE) without holding deliveries up. SHARE conflicts with the
     -- ROW EXCLUSIVE lock every delivery takes on payment_events before it reads the consumers: deliveries in
@@ -233,10 +246,7 @@ DECLARE
 BEGIN
     -- Under REPEATABLE READ or SERIALIZABLE, a row another claimer deleted after this transaction's snapshot
     -- raises a serialization failure instead of being skipped.
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'paddle.claim_events must run in a READ COMMITTED transaction (this one is %)',
-            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
-    END IF;
+    PERFORM paddle.require_read_committed('paddle.claim_events runs');
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'paddle.claim_events: the limit must be between 1 and 10000, not %', p_limit
             USING ERRCODE = 'invalid_parameter_value';
