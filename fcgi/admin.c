@@ -119,12 +119,15 @@ static void print_consumers(PGconn *conn)
         printf("\nnote: consumer queues not shown: %s\n", err);
         return;
     }
-    if (PQntuples(res) > 0) printf("\n%-24s %10s  %s\n", "CONSUMER", "QUEUED", "OLDEST QUEUED");
+    int width = (int)strlen("CONSUMER");
+    for (int r = 0; r < PQntuples(res); r++)
+        if (PQgetlength(res, r, 0) > width) width = PQgetlength(res, r, 0);
+    if (PQntuples(res) > 0) printf("\n%-*s %10s  %s\n", width, "CONSUMER", "QUEUED", "OLDEST QUEUED");
     for (int r = 0; r < PQntuples(res); r++) {
         char when[64] = "-";
         long long oldest = strtoll(PQgetvalue(res, r, 2), NULL, 10);
         if (oldest > 0) format_ago(oldest, when, sizeof when);
-        printf("%-24s %10s  %s\n", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), when);
+        printf("%-*s %10s  %s\n", width, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), when);
     }
     PQclear(res);
 }

@@ -189,25 +189,13 @@ AS $$
 DECLARE
     v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        -- It would hold the consumers while waiting for deliveries that are about to read them.
-        RAISE EXCEPTION 'paddle.consumers cannot be truncated: delete its rows'
-            USING ERRCODE = 'feature_not_supported';
-    ELSIF TG_LEVEL = 'ROW' THEN
-        IF NEW.name IS DISTINCT FROM OLD.name THEN
-            RAISE EXCEPTION 'a consumer cannot be renamed (% to %): delete it and insert the new one',
-                OLD.name, NEW.name USING ERRCODE = 'feature_not_supported';
-        END IF;
-        RETURN NEW;
-    END IF;
     -- The cascade after this lock must read with a snapshot taken after it (see paddle.queue_cascade).
     PERFORM paddle.require_read_committed('paddle.consumers is changed');
     -- After the statement's rows: a DELETE has waited for the open claims and backfills of its consumers
-    -- (they lock the row FOR KEY SHARE) without holding deliveries up. SHARE conflicts with the
-    -- ROW EXCLUSIVE lock every delivery takes on payment_events before it reads the consumers: deliveries in
-    -- flight finish first, and later ones read the consumers after this commits. New deliveries queue
-    -- behind this request, so it gives up soon rather than wait behind a long one (VACUUM, reproject) and
-    -- make them time out.
+    -- (they lock the row FOR KEY SHARE) without holding deliveries up. SHARE conflicts with the ROW EXCLUSIVE
+    -- lock every delivery takes on payment_events before it reads the consumers: deliveries in flight finish
+    -- first, and later ones read the consumers after this commits. New deliveries queue behind this request,
+    -- so it gives up soon rather than wait behind a long one (VACUUM, reproject) and make them time out.
     PERFORM set_config('lock_timeout', '200ms', true);
     BEGIN
         LOCK TABLE paddle.payment_events IN SHARE MODE;
@@ -221,16 +209,42 @@ END
 $$;
 
 COMMENT ON FUNCTION paddle.consumer_change() IS
-    'Trigger of paddle.consumers: a change waits (at most 200 ms, then fails) for the deliveries in flight and holds new ones until it commits, so that every event committed after it is queued by the new definition and none for a deleted consumer; a rename or TRUNCATE is refused. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
+    'Trigger of paddle.consumers: a change waits (at most 200 ms, then fails) for the deliveries in flight and holds new ones until it commits, so that every event committed after it is queued by the new definition and none for a deleted consumer. Runs with its owner''s rights; EXECUTE is not granted to PUBLIC.';
 
 -- Fires before consumers_deleted (triggers of one event fire in name order): the cascade then sees the queue
 -- rows of every delivery that read the consumers before the change.
 CREATE TRIGGER consumer_change AFTER INSERT OR UPDATE OR DELETE ON paddle.consumers
     FOR EACH STATEMENT EXECUTE FUNCTION paddle.consumer_change();
+
+CREATE FUNCTION paddle.consumer_not_renamed()
+    RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- Queue rows carry the name.
+    IF NEW.name IS DISTINCT FROM OLD.name THEN
+        RAISE EXCEPTION 'a consumer cannot be renamed (% to %): delete it and insert the new one',
+            OLD.name, NEW.name USING ERRCODE = 'feature_not_supported';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 CREATE TRIGGER consumer_renamed BEFORE UPDATE OF name ON paddle.consumers
-    FOR EACH ROW EXECUTE FUNCTION paddle.consumer_change();
+    FOR EACH ROW EXECUTE FUNCTION paddle.consumer_not_renamed();
+
+CREATE FUNCTION paddle.consumers_not_truncated()
+    RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    -- TRUNCATE would hold the consumers while waiting for deliveries that are about to read them.
+    RAISE EXCEPTION 'paddle.consumers cannot be truncated: delete its rows' USING ERRCODE = 'feature_not_supported';
+END
+$$;
+
 CREATE TRIGGER consumers_truncate BEFORE TRUNCATE ON paddle.consumers
-    FOR EACH STATEMENT EXECUTE FUNCTION paddle.consumer_change();
+    FOR EACH STATEMENT EXECUTE FUNCTION paddle.consumers_not_truncated();
 
 REVOKE EXECUTE ON FUNCTION paddle.queue_event(), paddle.queue_cascade(), paddle.consumer_change() FROM PUBLIC;
 
