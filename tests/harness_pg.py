@@ -169,6 +169,13 @@ class PostgresMixin:
             return "NULL"
         return "'" + str(value).replace("'", "''") + "'"
 
+    def ingest_sql(self, env, endpoint_id, environment):
+        """The worker's call for the notification `env` (a dict), as SQL to
+        run in a transaction of the test's own (no notification id)."""
+        return ("SELECT paddle.ingest_event(%s, %s, %s::timestamptz, NULL, %s, %s, %s::jsonb)"
+                % (self.lit(env["event_id"]), self.lit(env["event_type"]), self.lit(env["occurred_at"]),
+                   self.lit(endpoint_id), self.lit(environment), self.lit(json.dumps(env))))
+
     def existing_tables(self, refresh=False):
         """schema.table names that exist in schema paddle."""
         if self._table_cache is None or refresh:

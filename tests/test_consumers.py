@@ -59,6 +59,27 @@ def claim(name, limit=100):
             for r in H.sql_json("SELECT * FROM paddle.claim_events(%s, %d)" % (H.lit(name), limit))]
 
 
+def sleeping(tag):
+    """Whether the session named `tag` runs its pg_sleep (see in_flight)."""
+    return H.sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
+                       "AND query LIKE 'SELECT pg_sleep%%'" % H.lit(tag)) != "0"
+
+
+def in_flight(sql, seconds, tag, rows=None):
+    """Starts a thread running `sql` then pg_sleep(seconds) in one open
+    transaction (application_name `tag`); returns it once the sleep runs,
+    when `sql` is done and uncommitted (psql sends one statement at a time).
+    The rows of the last statement go to `rows`."""
+    def run():
+        out = H.sql("SET application_name = %s; BEGIN; %s; SELECT pg_sleep(%s); COMMIT;" % (H.lit(tag), sql, seconds))
+        if rows is not None:
+            rows.extend(out)
+    t = threading.Thread(target=run)
+    t.start()
+    harness.wait_until(lambda: sleeping(tag), timeout=10, interval=0.02, what="%s to be in flight" % tag)
+    return t
+
+
 def from_now(seconds):
     return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
 
@@ -138,7 +159,7 @@ class Queueing(ConsumerCase):
         eid, etype = paddle_id("evt"), own_type("customer")
         self.store(etype, sample_customer(), ep=self.sandbox, event_id=eid, occurred_at=at(3600))
         late = consumer("late", [etype])
-        backfill = self.in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(late), 1,
+        backfill = in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(late), 1,
                                   "backfill_" + paddle_id("t")[-10:])
         try:
             genuine = self.store(etype, sample_customer(), ep=self.live, event_id=eid)
@@ -199,27 +220,12 @@ class Queueing(ConsumerCase):
         H.sql("DELETE FROM paddle.payment_events WHERE event_id = %s" % H.lit(env["event_id"]))
         self.assertEqual(queued(b), [])
 
-    def in_flight(self, sql, seconds, tag):
-        """Starts a thread running `sql` then pg_sleep(seconds) in one open
-        transaction (application_name `tag`); returns it once the sleep runs."""
-        t = threading.Thread(target=H.sql, args=(
-            "SET application_name = %s; BEGIN; %s; SELECT pg_sleep(%s); COMMIT;" % (H.lit(tag), sql, seconds),))
-        t.start()
-        harness.wait_until(lambda: H.sql_value(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
-            "AND query LIKE 'SELECT pg_sleep%%'" % H.lit(tag)) != "0", timeout=10, interval=0.02,
-            what="%s to be in flight" % tag)
-        return t
-
     def change_during_a_delivery(self, change):
         """Runs the SQL `change` while a delivery's transaction stays open
         (its event stored and queued, not committed) for longer than a change
         to the consumers waits: the change must fail and change nothing."""
         env = make_event("customer.created", sample_customer(), as_dict=True)
-        delivery = self.in_flight(
-            "SELECT paddle.ingest_event(%s, 'customer.created', %s::timestamptz, NULL, %s, 'sandbox', %s::jsonb)"
-            % (H.lit(env["event_id"]), H.lit(env["occurred_at"]), H.lit(self.sandbox.id), H.lit(json.dumps(env))),
-            2, "delivery_" + paddle_id("t")[-10:])
+        delivery = in_flight(H.ingest_sql(env, self.sandbox.id, "sandbox"), 2, "delivery_" + paddle_id("t")[-10:])
         try:
             with self.assertRaises(harness.HarnessError, msg="the change did not wait for the delivery") as cm:
                 H.sql(change)
@@ -256,7 +262,7 @@ class Queueing(ConsumerCase):
             self.store("customer.created", sample_customer())
         tag = "claim_" + paddle_id("t")[-10:]
         # Open for longer than the worker's 3 s lock timeout: a delivery held up meanwhile would fail.
-        claimer = self.in_flight("SELECT count(*) FROM paddle.claim_events(%s, 1)" % H.lit(name), 4, tag)
+        claimer = in_flight("SELECT count(*) FROM paddle.claim_events(%s, 1)" % H.lit(name), 4, tag)
         deleter = threading.Thread(target=H.sql, args=("SET application_name = %s; DELETE FROM paddle.consumers "
                                                        "WHERE name IN (%s, %s)"
                                                        % (H.lit(tag + "_d"), H.lit(free), H.lit(name)),))
@@ -280,7 +286,7 @@ class Queueing(ConsumerCase):
         etype = own_type("customer")
         env = self.store(etype, sample_customer())
         name = consumer("backfill", [etype])
-        backfill = self.in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name), 1,
+        backfill = in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name), 1,
                                   "backfill_" + paddle_id("t")[-10:])
         try:
             H.sql("DELETE FROM paddle.payment_events WHERE event_id = %s" % H.lit(env["event_id"]))
@@ -294,7 +300,7 @@ class Queueing(ConsumerCase):
         eid, etype = paddle_id("evt"), own_type("customer")
         self.store(etype, sample_customer(), ep=self.sandbox, event_id=eid)
         name = consumer("sandbox_backfill", [etype], environment="sandbox")
-        backfill = self.in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name), 1,
+        backfill = in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name), 1,
                                   "backfill_" + paddle_id("t")[-10:])
         try:
             self.store(etype, sample_customer(), ep=self.live, event_id=eid)
@@ -321,10 +327,7 @@ class Queueing(ConsumerCase):
         consumer("isolation")
         env = make_event("customer.created", sample_customer(), as_dict=True)
         with self.assertRaises(harness.HarnessError) as cm:
-            H.sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT paddle.ingest_event(%s, 'customer.created', "
-                  "%s::timestamptz, NULL, %s, 'sandbox', %s::jsonb); COMMIT;"
-                  % (H.lit(env["event_id"]), H.lit(env["occurred_at"]), H.lit(self.sandbox.id),
-                     H.lit(json.dumps(env))))
+            H.sql("BEGIN ISOLATION LEVEL REPEATABLE READ; %s; COMMIT;" % H.ingest_sql(env, self.sandbox.id, "sandbox"))
         self.assertIn("READ COMMITTED transactions only", str(cm.exception))
         self.assertIsNone(H.event_row(env["event_id"]))
         # The worker sets READ COMMITTED for its sessions, whatever the role's default.
@@ -404,18 +407,10 @@ class Claiming(ConsumerCase):
     def test_claimers_side_by_side_never_get_the_same_event(self):
         name, ids = self.fill(4)
         held_rows = []
-        held = threading.Thread(target=lambda: held_rows.extend(H.sql(
-            "SET application_name = %s; BEGIN; SELECT event_id FROM paddle.claim_events(%s, 2); "
-            "SELECT pg_sleep(5); COMMIT;" % (H.lit(name), H.lit(name)))))
-        held.start()
+        held = in_flight("SELECT event_id FROM paddle.claim_events(%s, 2)" % H.lit(name), 5, name, rows=held_rows)
         try:
-            # psql sends one statement at a time: once pg_sleep runs, the claim is done and uncommitted.
-            in_flight = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
-                         "AND query LIKE 'SELECT pg_sleep%%'" % H.lit(name))
-            harness.wait_until(lambda: H.sql_value(in_flight) != "0", timeout=10, interval=0.02,
-                               what="the first claim to be in flight")
             second = [e[0] for e in claim(name, 10)]
-            self.assertEqual(H.sql_value(in_flight), "1", "the second claim waited for the first to commit")
+            self.assertTrue(sleeping(name), "the second claim waited for the first to commit")
         finally:
             held.join(30)
         self.assertEqual(second, ids[2:], "the rows the first claimer holds are skipped")

@@ -459,9 +459,7 @@ class HostileBody(HostileCase):
         sandbox insert is uncommitted: one replaces it, the other is a duplicate."""
         live, sandbox, eid, cust, decoy = self.one_id_two_environments(as_dict=True)
         held = threading.Thread(target=H.sql, args=(
-            "BEGIN; SELECT paddle.ingest_event(%s, 'customer.updated', %s::timestamptz, NULL, %s, 'sandbox', "
-            "%s::jsonb); SELECT pg_sleep(2); COMMIT;"
-            % (H.lit(eid), H.lit(decoy["occurred_at"]), H.lit(sandbox.id), H.lit(json.dumps(decoy))),))
+            "BEGIN; %s; SELECT pg_sleep(2); COMMIT;" % H.ingest_sql(decoy, sandbox.id, "sandbox"),))
         held.start()
         try:
             harness.wait_until(lambda: H.sql_value(

@@ -1102,9 +1102,7 @@ class EnvironmentsApart(ReportCase):
         cid, sandbox = paddle_id("ctm"), Feed("sandbox")
         forged = sandbox.add("customer.updated", customer(cid, "forged@example.my"), "2024-07-21 09:00")
         held = threading.Thread(target=H.sql, args=(
-            "BEGIN; SELECT paddle.ingest_event(%s, 'customer.updated', %s::timestamptz, NULL, %s, 'sandbox', %s::jsonb);"
-            " SELECT pg_sleep(2); COMMIT;" % (H.lit(forged["event_id"]), H.lit(forged["occurred_at"]),
-                                               H.lit(sandbox.ep.id), H.lit(json.dumps(forged))),))
+            "BEGIN; %s; SELECT pg_sleep(2); COMMIT;" % H.ingest_sql(forged, sandbox.ep.id, "sandbox"),))
         held.start()
         try:
             wait_until(lambda: H.sql_value("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
