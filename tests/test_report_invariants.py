@@ -1,0 +1,268 @@
+"""What must hold of the billing reports whatever the delivery: environments kept apart, delivery order
+and redeliveries without effect, the reports consistent with each other, every report catalogued, and
+`paddlehook report` printing the views."""
+
+import csv
+import decimal
+import io
+import json
+import threading
+import unittest
+
+from harness import paddle_id, wait_until
+from report_scenarios import report_module
+from reportdata import REPORT_VIEWS, Price, churn_row, customer, money_row, movement_row, norm, subscription
+
+H, DB, ReportCase = report_module()
+setUpModule, tearDownModule = H.start, H.stop
+q, view, load, load_all, in_currency = DB.q, DB.view, DB.load, DB.load_all, DB.in_currency
+
+
+class EnvironmentsApart(ReportCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("environments")
+
+    def test_a_sandbox_refund_does_not_revoke_a_live_purchase(self):
+        s = self.s
+        rows = view("entitlements", "customer_id = %s" % H.lit(s["c"]))
+        self.assertEqual([(r["environment"], r["granted"], r["forever"], r["reason"]) for r in rows],
+                         [("live", True, True, "one_time_purchase")])
+
+    def test_a_sandbox_snapshot_does_not_move_a_live_payment_date(self):
+        s = self.s
+        self.assertEqual(q("SELECT environment, paid_on FROM paddle.revenue_transactions WHERE transaction_id = %s"
+                           % H.lit(s["t"])), [{"environment": "live", "paid_on": "2024-07-10"}])
+
+    def test_a_live_snapshot_takes_over_an_id_a_sandbox_snapshot_held_first(self):
+        s = self.s
+        self.assertEqual(q("SELECT environment, email FROM paddle.customers WHERE id = %s" % H.lit(s["squatted"])),
+                         [{"environment": "live", "email": "owner@example.my"}])
+        self.assertEqual(q("SELECT environment, status FROM paddle.transactions WHERE id = %s" % H.lit(s["t"])),
+                         [{"environment": "live", "status": "completed"}])
+
+    def test_live_takes_over_while_a_sandbox_insert_of_the_id_is_in_flight(self):
+        cid, sandbox = paddle_id("ctm"), DB.feed("sandbox")
+        forged = sandbox.add("customer.updated", customer(cid, "forged@example.my"), "2024-07-21 09:00")
+        held = threading.Thread(target=H.sql, args=(
+            "BEGIN; %s; SELECT pg_sleep(2); COMMIT;" % H.ingest_sql(forged, sandbox.ep.id, "sandbox"),))
+        held.start()
+        try:
+            wait_until(lambda: H.sql_value("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                                           "WHERE c.relname = 'customers' AND l.mode = 'RowExclusiveLock' "
+                                           "AND l.pid <> pg_backend_pid()") != "0",
+                       timeout=10, interval=0.02, what="the sandbox insert to be in flight")
+            DB.feed("live").post([DB.feed("live").add("customer.created", customer(cid, "owner@example.my"),
+                                                "2024-07-02 09:00")])
+        finally:
+            held.join(30)
+        self.assertEqual(q("SELECT environment, email FROM paddle.customers WHERE id = %s" % H.lit(cid)),
+                         [{"environment": "live", "email": "owner@example.my"}])
+
+    def test_a_sandbox_adjustment_shows_nothing_of_the_live_transaction(self):
+        s = self.s
+        rows = view("refunds", "adjustment_id = %s" % H.lit(s["adj"]))
+        self.assertEqual([(r["environment"], r["transaction_total"], r["customer_email"]) for r in rows],
+                         [("sandbox", None, None)])
+
+
+
+class StatusCounts(ReportCase):
+    def counts(self):
+        return {(r["environment"], r["status"]): r["count"] for r in view("subscription_status_counts")}
+
+    def test_counts_per_environment_and_status(self):
+        before = self.counts()
+        f = DB.feed("live")
+        price = Price(1000, "HKD")
+        for i, status in enumerate(("active", "active", "past_due", "paused", "canceled", "trialing")):
+            at = "2024-07-01 10:%02d" % i
+            f.add("subscription.created", subscription(paddle_id("sub"), paddle_id("ctm"), "HKD", status,
+                                                       [(price, 1)], at), at)
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        f.add("subscription.created", subscription(sid, cid, "HKD", "active", [(price, 1)], "2024-07-02 10:00"),
+              "2024-07-02 10:00")
+        f.add("subscription.canceled", subscription(sid, cid, "HKD", "canceled", [(price, 1)], "2024-07-03 10:00",
+                                                    canceled_at="2024-07-03 10:00"), "2024-07-03 10:00")
+        f.post()
+        after = self.counts()
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+        self.assertEqual({k: v for k, v in delta.items() if v}, {
+            ("live", "active"): 2, ("live", "past_due"): 1, ("live", "paused"): 1, ("live", "canceled"): 2,
+            ("live", "trialing"): 1})
+
+
+class OutOfOrder(ReportCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("out_of_order")
+
+    def test_in_order_numbers(self):
+        self.assertRows(view("revenue_daily", in_currency("EUR")), [
+            money_row("2024-01-15", "EUR", 1, "33.00", "0.00", "3.00", "30.00", "1.65", "28.35", 0, "0.00", 0, "0.00"),
+            money_row("2024-02-02", "EUR", 1, "88.00", "0.00", "8.00", "80.00", "4.40", "75.60", 0, "0.00", 0, "0.00"),
+            money_row("2024-02-05", "EUR", 0, "0.00", "0.00", "0.00", "0.00", "0.00", "0.00", 1, "88.00", 0, "0.00"),
+            money_row("2024-02-10", "EUR", 1, "16.50", "0.00", "1.50", "15.00", "0.82", "14.18", 0, "0.00", 0, "0.00"),
+            money_row("2024-03-17", "EUR", 1, "66.00", "0.00", "6.00", "60.00", "3.30", "56.70", 0, "0.00", 0, "0.00"),
+            money_row("2024-03-21", "EUR", 0, "0.00", "0.00", "0.00", "0.00", "0.00", "0.00", 1, "11.00", 0, "0.00"),
+        ])
+        self.assertRows(view("mrr_movements", in_currency("EUR")), [
+            movement_row("2024-01-01", "EUR", new="30.00", net="30.00", ending="30.00", counts=(1, 0, 0, 0, 0)),
+            movement_row("2024-02-01", "EUR", expansion="30.00", net="30.00", ending="60.00", counts=(0, 1, 0, 0, 0)),
+            movement_row("2024-04-01", "EUR", churned="60.00", net="-60.00", ending="0.00", counts=(0, 0, 0, 1, 0)),
+        ])
+        self.assertRows(view("churn_monthly", in_currency("EUR")), [
+            churn_row("2024-04-01", "EUR", voluntary=(1, 1, "60.00"))])
+        d = view("dunning", in_currency("EUR"))
+        self.assertEqual(norm([(r["state"], r["amount"], r["failed_attempts"], r["time_to_recover"]) for r in d]),
+                         [["recovered", "66.00", "1", "2 days 09:29:00"]])
+        self.assertEqual(view("mrr", in_currency("EUR")), [])
+
+    def test_shuffled_delivery_gives_the_same_reports(self):
+        s = self.s
+        self.assertNotEqual(s["order_out"][:len(s["order_in"])], s["order_in"])
+        roles = {}
+        for side in ("in", "out"):
+            for role, value in s[side].items():
+                roles[value] = role
+
+        def canon(rows):
+            out = []
+            for r in rows:
+                r = {k: roles.get(v, v) if isinstance(v, str) else v for k, v in r.items() if k != "environment"}
+                out.append(json.dumps(norm(r), sort_keys=True))
+            return sorted(out)
+
+        for v in REPORT_VIEWS + ("subscription_history",):
+            if v == "subscription_status_counts":
+                continue
+            if v == "subscription_history":
+                cols = "subscription_id, customer_id, currency_code, seq, event_type, occurred_at, month, status, " \
+                       "prev_status, list_mrr_minor, mrr_minor, prev_mrr_minor, delta_minor, movement"
+                where = "currency_code = 'EUR' AND subscription_id IN (%s, %s)" % (H.lit(s["in"]["sub"]),
+                                                                                   H.lit(s["out"]["sub"]))
+                sandbox = q("SELECT %s FROM paddle.%s WHERE %s AND environment = 'sandbox'" % (cols, v, where))
+                live = q("SELECT %s FROM paddle.%s WHERE %s AND environment = 'live'" % (cols, v, where))
+            elif v == "entitlements":
+                ids = lambda side: ", ".join(H.lit(s[side][k]) for k in ("cust", "cust2"))  # noqa: E731
+                sandbox = view(v, "customer_id IN (%s)" % ids("in"))
+                live = view(v, "customer_id IN (%s)" % ids("out"))
+            else:
+                sandbox, live = view(v, in_currency("EUR")), view(v, in_currency("EUR", "live"))
+            if v != "mrr":                              # the subscription ended: no MRR left
+                self.assertTrue(sandbox, v)
+            self.assertEqual(canon(sandbox), canon(live), v)
+
+
+class Consistency(ReportCase):
+    """Identities between the reports, over every scenario."""
+
+    @classmethod
+    def setUpClass(cls):
+        load_all()
+
+    def test_ending_mrr_is_current_mrr(self):
+        rows = H.sql("""
+            WITH last AS (
+                SELECT DISTINCT ON (environment, currency_code) environment, currency_code, ending_mrr
+                FROM paddle.mrr_movements ORDER BY environment, currency_code, month DESC)
+            SELECT coalesce(l.environment, m.environment), coalesce(l.currency_code, m.currency_code),
+                   coalesce(l.ending_mrr, 0)::text, coalesce(m.mrr + m.past_due_mrr, 0)::text
+            FROM last l FULL JOIN paddle.mrr m USING (environment, currency_code)
+            ORDER BY 1, 2""")
+        self.assertGreaterEqual(len(rows), 8)
+        for env, cur, ending, now in rows:
+            self.assertEqual(decimal.Decimal(ending), decimal.Decimal(now), (env, cur))
+
+    def test_models_and_days_add_up_to_revenue(self):
+        rows = H.sql("""
+            WITH r AS (SELECT environment, currency_code, sum(gross_minor) g, sum(net_of_tax_minor) n, count(*) c
+                       FROM paddle.revenue_transactions GROUP BY 1, 2),
+                 d AS (SELECT environment, currency_code, sum(gross) g, sum(net_of_tax) n, sum(transactions) c
+                       FROM paddle.revenue_daily GROUP BY 1, 2),
+                 a AS (SELECT environment, currency_code, model, sum(gross) g, sum(net_of_tax) n,
+                              sum(transactions) c FROM paddle.attribution GROUP BY 1, 2, 3)
+            SELECT r.environment, r.currency_code, a.model,
+                   (paddle.to_major(r.g, r.currency_code) = d.g AND paddle.to_major(r.n, r.currency_code) = d.n
+                    AND r.c = d.c AND d.g = a.g AND d.n = a.n AND d.c = a.c)::text
+            FROM r JOIN d USING (environment, currency_code) JOIN a USING (environment, currency_code)
+            ORDER BY 1, 2, 3""")
+        self.assertGreaterEqual(len(rows), 16)
+        self.assertEqual([r for r in rows if r[3] != "true"], [])
+
+
+class Catalog(ReportCase):
+    def test_every_report_is_catalogued_and_runs_as_the_cli_runs_it(self):
+        cat = q("SELECT * FROM paddle.report_catalog ORDER BY name")
+        self.assertEqual(sorted(r["name"] for r in cat), sorted(REPORT_VIEWS))
+        for r in cat:
+            cols = dict(H.sql("SELECT column_name, data_type FROM information_schema.columns WHERE "
+                              "table_schema = 'paddle' AND table_name = %s" % H.lit(r["view_name"])))
+            self.assertEqual(cols.get("environment"), "text", r["name"])
+            if r["time_column"] is not None:
+                self.assertEqual(cols.get(r["time_column"]), "date", r["name"])
+            terms = [t.split() for t in r["order_by"].split(", ")]
+            for t in terms:
+                self.assertIn(t[0], cols, r["name"])
+            self.assertTrue(r["description"].strip())
+            # The statement `paddlehook report` builds (identifiers quoted, NULL-able parameters).
+            sql = 'SELECT * FROM paddle."%s" WHERE ($1::text IS NULL OR environment = $1)' % r["view_name"]
+            sql += (' AND ($2::date IS NULL OR "%s" >= $2::date)' % r["time_column"] if r["time_column"]
+                    else " AND $2::date IS NULL")
+            sql += " ORDER BY " + ", ".join('"%s"%s' % (t[0], " DESC" if t[1:] == ["DESC"] else "") for t in terms)
+            H.sql("PREPARE r AS %s; EXECUTE r(NULL, NULL); EXECUTE r('live', %s); DEALLOCATE r"
+                  % (sql, "'2024-01-01'" if r["time_column"] else "NULL"))
+
+    def test_catalog_rejects_unsafe_entries(self):
+        for bad in ("'x; DROP TABLE paddle.customers', NULL, 'day'", "'mrr', 'day)--', 'day'",
+                    "'mrr', NULL, 'day; SELECT 1'", "'mrr', NULL, 'day NULLS FIRST'"):
+            with self.assertRaises(Exception, msg=bad):
+                H.sql("INSERT INTO paddle.report_catalog (name, view_name, time_column, order_by, description) "
+                      "VALUES ('bad', %s, 'x')" % bad)
+
+
+
+class Cli(ReportCase):
+    @classmethod
+    def setUpClass(cls):
+        p = H.cli("report", check=False)
+        if p.returncode != 0 or "revenue_daily" not in p.stdout:
+            raise unittest.SkipTest("this paddlehook has no `report` command")
+        load("plans")
+        load("minor_units")
+        load("dunning")
+
+    def test_report_lists_every_report(self):
+        out = H.cli("report").stdout
+        for name in REPORT_VIEWS:
+            self.assertIn(name, out)
+
+    def test_mrr_csv_prints_the_view(self):
+        out = H.cli("report", "mrr", "--format", "csv").stdout
+        rows = list(csv.reader(io.StringIO(out)))
+        cols = [r[0] for r in H.sql("SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                                    "'paddle' AND table_name = 'mrr' ORDER BY ordinal_position")]
+        self.assertEqual(rows[0], cols)
+        want = [["" if v is None else v for v in r]
+                for r in H.sql("SELECT * FROM paddle.mrr ORDER BY environment, currency_code")]
+        self.assertEqual(rows[1:], want)
+        self.assertIn(["sandbox", "CHF", "4", "4", "259.00", "3108.00", "1", "40.00"], rows)
+
+    def test_environment_and_since_filters(self):
+        out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--since", "2024-03-06",
+                    "--format", "csv").stdout
+        rows = list(csv.reader(io.StringIO(out)))[1:]
+        want = [["" if v is None else v for v in r] for r in H.sql(
+            "SELECT * FROM paddle.revenue_daily WHERE environment = 'sandbox' AND day >= '2024-03-06' "
+            "ORDER BY day, environment, currency_code")]
+        self.assertEqual(rows, want)
+        self.assertTrue(rows and all(r[0] >= "2024-03-06" and r[1] == "sandbox" for r in rows))
+        self.assertNotEqual(H.cli("report", "mrr", "--since", "2024-01-01", check=False).returncode, 0)
+        self.assertNotEqual(H.cli("report", "no_such_report", check=False).returncode, 0)
+
+    def test_json_keeps_numbers_exact(self):
+        out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--format", "json").stdout
+        rows = json.loads(out, parse_float=decimal.Decimal)
+        bhd = [r for r in rows if r["currency_code"] == "BHD"]
+        self.assertEqual(norm([(r["day"], r["gross"], r["net_of_tax"]) for r in bhd]),
+                         [["2024-03-05", "13.579", "12.345"]])
