@@ -75,7 +75,7 @@ unit: $(BUILD)/unit-tests $(BUILD)/asan/unit-tests
 # The hostile-input, error and delivery suites also run against a worker
 # built with ASan+UBSan (any sanitizer report fails); then everything runs
 # against the real build, and that run's last line is the verdict.
-CHECK_ASAN_SUITE := -q -k test_errors -k test_hostile -k test_signature -k test_delivery -k test_fixtures -k test_ops
+CHECK_ASAN_SUITE := -q -k test_errors -k test_hostile -k test_least_privilege -k test_signature -k test_delivery -k test_fixtures -k test_ops
 
 check: deps all unit
 	$(MAKE) --no-print-directory check-asan CHECK_ASAN_ARGS="$(CHECK_ASAN_SUITE)"

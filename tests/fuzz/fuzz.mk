@@ -171,8 +171,8 @@ $(VALGRIND_DIR)/paddlehook: $(BUILD)/paddlehook tests/fuzz/fuzz.mk
 valgrind: deps all $(VALGRIND_DIR)/paddlehook
 	@command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
 	@rm -rf $(VALGRIND_DIR)/logs && mkdir -p $(VALGRIND_DIR)/logs
-	@PADDLEHOOK_BIN=$(abspath $(VALGRIND_DIR)/paddlehook) python3 tests/test_hostile.py \
-	  --valgrind-load $(VALGRIND_REQUESTS)
+	@PADDLEHOOK_BIN=$(abspath $(VALGRIND_DIR)/paddlehook) python3 tests/valgrind_load.py \
+	  $(VALGRIND_REQUESTS)
 	@status=0; n=0; \
 	for f in $(VALGRIND_DIR)/logs/vg.*.log; do \
 	  n=$$((n + 1)); \

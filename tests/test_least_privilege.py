@@ -1,0 +1,211 @@
+"""The worker's database role (docs/security.md, "Database role"): the workers connect as a role holding only
+the GRANTs of the block in docs/security.md, and can store and project every event type, but cannot read or
+change what they do not need."""
+
+import glob
+import json
+import os
+import re
+import subprocess
+
+import harness
+import hostile
+from harness import make_event, paddle_id, sample_customer
+from hostile import HostileHarness, event
+
+SECURITY_DOC = os.path.join(harness.REPO_ROOT, "docs", "security.md")
+WORKER_ROLE = "paddlehook_worker"
+
+H = HostileHarness()
+setUpModule, tearDownModule = H.start, H.stop
+
+
+class HostileCase(hostile.HostileCase):
+    harness = H
+
+
+def documented_grants():
+    """The SQL between `-- BEGIN worker-role` and `-- END worker-role` in docs/security.md."""
+    with open(SECURITY_DOC) as f:
+        text = f.read()
+    m = re.search(r"-- BEGIN worker-role\n(.*?)-- END worker-role", text, re.S)
+    if not m:
+        raise AssertionError("docs/security.md has no '-- BEGIN worker-role' ... '-- END worker-role' block")
+    return m.group(1)
+
+
+def worker_conninfo():
+    """The harness's connection string, as the worker role."""
+    return H.conninfo.replace("user=postgres", "user=" + WORKER_ROLE)
+
+
+def psql_as(role, sql):
+    """(returncode, stderr) of sql run as role, one statement, no retry."""
+    p = subprocess.run([os.path.join(H.pg_bin, "psql"), "-X", "-q", "-A", "-t", "-h", "127.0.0.1",
+                        "-p", str(H.pg_port), "-U", role, "-d", harness.DB_NAME,
+                        "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stdout + p.stderr
+
+
+class LeastPrivilege(HostileCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
+               "CREATE ROLE %s LOGIN; END IF; END $$;" % (WORKER_ROLE, WORKER_ROLE))
+        H.psql(documented_grants())
+        H.stop_serve()
+        H.serve_conninfo = worker_conninfo()
+        try:
+            H.start_serve()
+            H.wait_healthy()
+            H.wait_endpoint_known(cls.ep)
+        except BaseException:
+            H.serve_conninfo = None
+            cls.tearDownClass()  # not called when setUpClass fails; later classes need serve
+            raise
+        finally:
+            H.serve_conninfo = None
+
+    @classmethod
+    def tearDownClass(cls):
+        H.stop_serve()
+        H.start_serve()
+        H.wait_healthy()
+
+    def test_worker_role_stores_and_projects_every_fixture_type(self):
+        users = H.sql("SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = 'paddlehook'")
+        self.assertEqual(users, [(WORKER_ROLE,)], "the workers do not run as %s" % WORKER_ROLE)
+        fx = harness.fixtures_dir()
+        if fx is None:
+            self.skipTest("Paddle fixtures not found")
+        # The queue trigger runs with its owner's rights: the role needs no grant for it.
+        H.sql("INSERT INTO paddle.consumers (name) VALUES ('least_privilege') ON CONFLICT DO NOTHING")
+        paths = sorted(glob.glob(os.path.join(fx, "envelopes", "*.json")))
+        self.assertGreater(len(paths), 50)
+        stored = []
+        for path in paths:
+            with open(path, "rb") as f:
+                env = json.loads(f.read())
+            env["event_id"] = paddle_id("evt")
+            body = json.dumps(env).encode()
+            r = self.post_signed(body)
+            self.assertStored(r, os.path.basename(path))
+            stored.append(env["event_id"])
+        self.assertDuplicate(self.post_signed(body), "redelivery")
+        rows = H.sql_json("SELECT event_id, event_type, projection_error FROM paddle.payment_events "
+                          "WHERE event_id IN (%s)" % ",".join(H.lit(e) for e in stored))
+        self.assertEqual(len(rows), len(stored))
+        failed = [(r["event_type"], r["projection_error"]) for r in rows if r["projection_error"]]
+        self.assertEqual(failed, [], "projection needs a privilege the role lacks")
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer = 'least_privilege' "
+                                     "AND event_id IN (%s)" % ",".join(H.lit(e) for e in stored)), str(len(stored)))
+        for table in ("customers", "subscriptions", "transactions", "adjustments",
+                      "subscription_items", "transaction_items", "adjustment_items"):
+            n = int(H.sql_value("SELECT count(*) FROM paddle.%s WHERE %s IN (%s)"
+                                % (table, "event_id", ",".join(H.lit(e) for e in stored))))
+            self.assertGreater(n, 0, "nothing projected into paddle.%s" % table)
+        self.assertEqual(H.get("/paddle/healthz").status, 200)
+
+    def test_worker_role_replaces_a_sandbox_event_with_its_live_delivery(self):
+        live = H.add_endpoint(environment="live")
+        sandbox = H.add_endpoint(environment="sandbox")
+        H.wait_endpoint_known(live)
+        H.wait_endpoint_known(sandbox)
+        eid, decoy = paddle_id("evt"), sample_customer()
+        self.assertStored(self.post_signed(make_event("customer.updated", decoy, event_id=eid), ep=sandbox))
+        self.assertStored(self.post_signed(make_event("customer.created", sample_customer(), event_id=eid),
+                                           ep=live))
+        self.assertEqual(H.event_row(eid)["environment"], "live")
+        self.assertIsNone(H.state_row("paddle.customers", decoy["id"]))
+
+    def test_other_roles_cannot_rewrite_events_through_the_replacement_function(self):
+        other = "paddlehook_other"
+        H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
+               "CREATE ROLE %s LOGIN; END IF; END $$; GRANT USAGE ON SCHEMA paddle TO %s;" % (other, other, other))
+        rc, out = psql_as(other, "SELECT paddle.replace_sandbox_event('evt_x', 'customer.created', now(), NULL, "
+                                 "'ep_x', '{}')")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("permission denied", out)
+        self.assertNothingChanged()
+
+    def test_check_config_as_the_worker_role_names_a_missing_grant(self):
+        p = H.cli("check-config", "--db", worker_conninfo(), check=False)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"ok +schema: this role may not read paddle.schema_migrations")
+        self.assertRegex(p.stdout, r"ok +deliveries: ")
+        H.psql("REVOKE DELETE ON paddle.transaction_items FROM %s" % WORKER_ROLE)
+        try:
+            p = H.cli("check-config", "--db", worker_conninfo(), check=False)
+        finally:
+            H.psql(documented_grants())
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertRegex(p.stdout, r"PROBLEM +deliveries: transaction.completed: .*permission denied for table "
+                                   r"transaction_items")
+        self.assertNothingChanged()
+
+    def test_worker_role_loads_endpoint_changes(self):
+        ep = H.add_endpoint(environment="live")
+        self.assertStored(self.post_signed(event(), ep=ep))
+        H.disable_endpoint(ep)
+        r = harness.wait_until(lambda: (lambda r: r if r.status == 410 else None)(self.post_signed(event(), ep=ep)),
+                               timeout=10, what="disable to reach the restricted worker")
+        self.assertErrorResponse(r, 410, "endpoint_disabled")
+
+    def test_worker_role_cannot_change_or_read_what_it_does_not_need(self):
+        denied = [
+            "DROP TABLE paddle.payment_events",
+            "TRUNCATE paddle.customers",
+            "DELETE FROM paddle.payment_events",
+            "ALTER TABLE paddle.payment_events ADD COLUMN x int",
+            "CREATE TABLE paddle.x (a int)",
+            "UPDATE paddle.endpoints SET enabled = true",
+            "INSERT INTO paddle.endpoints (id, name, environment) VALUES ('ep_x', 'x', 'live')",
+            "INSERT INTO paddle.endpoint_secrets (endpoint_id, sealed, hint) VALUES ('ep_x', '\\x00', 'x')",
+            "UPDATE paddle.endpoint_secrets SET retired_at = now()",
+            "DELETE FROM paddle.endpoint_secrets",
+            "SELECT hint FROM paddle.endpoint_secrets",
+            "SELECT name FROM paddle.endpoints",
+            "SELECT * FROM paddle.schema_migrations",
+            "CREATE FUNCTION paddle.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "CREATE OR REPLACE FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb) "
+            "RETURNS text LANGUAGE sql AS 'SELECT ''stored'''",
+            "SELECT paddle.reproject()",
+            "UPDATE paddle.payment_events SET payload = '{}'",
+            # Consumer queues are the application's: the worker's events reach them through a trigger.
+            "SELECT * FROM paddle.claim_events('x')",
+            "SELECT * FROM paddle.consumer_queue",
+            "INSERT INTO paddle.consumer_queue (consumer, event_id, occurred_at) VALUES ('x', 'evt_x', now())",
+            "SELECT * FROM paddle.consumers",
+            "INSERT INTO paddle.consumers (name) VALUES ('x')",
+            "SELECT paddle.queue_stored_events('x', NULL)",
+            # The queue's trigger functions run with their owner's rights: not on a table of the caller's.
+            "CREATE TEMP TABLE h (event_id text, occurred_at timestamptz, event_type text, environment text); "
+            "CREATE TRIGGER h AFTER INSERT ON h FOR EACH ROW EXECUTE FUNCTION paddle.queue_event()",
+            "CREATE TEMP TABLE h (name text); "
+            "CREATE TRIGGER h AFTER TRUNCATE ON h FOR EACH STATEMENT EXECUTE FUNCTION paddle.queue_cascade()",
+            "CREATE TEMP TABLE h (name text); "
+            "CREATE TRIGGER h AFTER INSERT ON h FOR EACH STATEMENT EXECUTE FUNCTION paddle.consumer_change()",
+        ]
+        for sql in denied:
+            with self.subTest(sql=sql):
+                rc, out = psql_as(WORKER_ROLE, sql)
+                self.assertNotEqual(rc, 0, "allowed: %s" % sql)
+                self.assertRegex(out, r"permission denied for function" if "CREATE TRIGGER" in sql
+                                 else r"permission denied|must be owner", out)
+        # What it needs, it has.
+        for sql in ("SELECT id, environment, tolerance_seconds, enabled FROM paddle.endpoints",
+                    "SELECT id, endpoint_id, sealed, retired_at FROM paddle.endpoint_secrets"):
+            with self.subTest(sql=sql):
+                rc, out = psql_as(WORKER_ROLE, sql)
+                self.assertEqual(rc, 0, out)
+        self.assertNothingChanged()
+
+
+class Logs(HostileCase):
+    """Runs last in the module (classes run in name order)."""
+
+    def test_no_secret_or_malformed_line_reaches_the_logs(self):
+        self.assertLogsClean()
