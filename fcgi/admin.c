@@ -71,9 +71,27 @@ static const char *const dry_run[][5] = {
      "\"transaction_id\":\"txn_paddlehook_check\",\"currency_code\":\"USD\","
      "\"items\":[{\"item_id\":\"txnitm_paddlehook_check\",\"type\":\"full\",\"amount\":\"1000\"}]}}",
      "stored"},
-    {"evt_paddlehook_check_5", "customer.updated", "sandbox",
+    {"evt_paddlehook_check_5", "address.created", "live",
+     "{\"data\":{\"id\":\"add_paddlehook_check\",\"customer_id\":\"ctm_paddlehook_check\","
+     "\"country_code\":\"US\",\"status\":\"active\"}}",
+     "stored"},
+    {"evt_paddlehook_check_6", "business.created", "live",
+     "{\"data\":{\"id\":\"biz_paddlehook_check\",\"customer_id\":\"ctm_paddlehook_check\","
+     "\"name\":\"Check Ltd\",\"status\":\"active\"}}",
+     "stored"},
+    {"evt_paddlehook_check_7", "product.created", "live",
+     "{\"data\":{\"id\":\"pro_paddlehook_check\",\"name\":\"Check\",\"status\":\"active\"}}", "stored"},
+    {"evt_paddlehook_check_8", "price.created", "live",
+     "{\"data\":{\"id\":\"pri_paddlehook_check\",\"product_id\":\"pro_paddlehook_check\","
+     "\"unit_price\":{\"amount\":\"1000\",\"currency_code\":\"USD\"}}}",
+     "stored"},
+    {"evt_paddlehook_check_9", "discount.created", "live",
+     "{\"data\":{\"id\":\"dsc_paddlehook_check\",\"code\":\"CHECK\",\"type\":\"percentage\","
+     "\"amount\":\"10\"}}",
+     "stored"},
+    {"evt_paddlehook_check_10", "customer.updated", "sandbox",
      "{\"data\":{\"id\":\"ctm_paddlehook_check_sandbox\"}}", "stored"},
-    {"evt_paddlehook_check_5", "customer.updated", "live",
+    {"evt_paddlehook_check_10", "customer.updated", "live",
      "{\"data\":{\"id\":\"ctm_paddlehook_check_sandbox\"}}", "replaced_sandbox"},
 };
 

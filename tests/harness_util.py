@@ -29,6 +29,11 @@ STATE_TABLES = (
     "paddle.transaction_items",
     "paddle.adjustments",
     "paddle.adjustment_items",
+    "paddle.addresses",
+    "paddle.businesses",
+    "paddle.products",
+    "paddle.prices",
+    "paddle.discounts",
 )
 # Events waiting for the application's consumers (written with the event).
 QUEUE_TABLE = "paddle.consumer_queue"

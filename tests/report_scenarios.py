@@ -13,7 +13,7 @@ import json
 import random
 
 from harness import Harness, HarnessTestCase, make_event, paddle_id
-from reportdata import NOW, Price, T, adjustment, customer, norm, subscription, transaction
+from reportdata import NOW, Price, T, address, adjustment, customer, norm, subscription, transaction
 
 
 class Feed:
@@ -501,7 +501,32 @@ def scenario_environments(db):
     return s
 
 
+def scenario_country_prices(db):
+    """USD subscriptions to a price with a lower USD price for IN and PK and a EUR one for DE (purchasing-power
+    pricing): the addresses' countries pick the price; an address that arrives after the subscription counts
+    too; a live address says nothing of a sandbox subscription."""
+    f, live = db.feed(), db.feed("live")
+    price = Price(1000, "USD", overrides=[(["IN", "PK"], 500, "USD"), (["DE"], 900, "EUR")])
+    s = {"price": price}
+    for key, country in (("in", "IN"), ("us", "US"), ("none", None), ("de", "DE"), ("late_pk", "PK"),
+                         ("live_in", "IN")):
+        sid, cid, aid = paddle_id("sub"), paddle_id("ctm"), paddle_id("add")
+        s.update({key: sid, "a_" + key: aid})
+        if country and key not in ("late_pk", "live_in"):
+            f.add("address.created", address(aid, cid, country), "2024-08-01 08:00")
+        f.add("subscription.created", subscription(sid, cid, "USD", "active", [(price, 1)], "2024-08-01 09:00",
+                                                   address_id=aid), "2024-08-01 09:00")
+        if key == "late_pk":
+            f.add("address.created", address(aid, cid, country, "2024-09-01 08:00"), "2024-09-01 08:00")
+        if key == "live_in":
+            live.add("address.created", address(aid, cid, country), "2024-08-01 08:00")
+    f.post()
+    live.post()
+    return s
+
+
 SCENARIOS = {
+    "country_prices": scenario_country_prices,
     "checkout": scenario_checkout,
     "environments": scenario_environments,
     "churn_edges": scenario_churn_edges,

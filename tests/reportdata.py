@@ -16,7 +16,7 @@ REPORT_VIEWS = ("revenue_daily", "mrr", "mrr_movements", "subscription_status_co
                 "dunning", "dunning_summary", "refunds", "entitlements", "attribution")
 HELPER_VIEWS = ("entity_snapshots", "subscription_history", "revenue_transactions", "adjustment_facts")
 STATE_TABLES = ("customers", "subscriptions", "subscription_items", "transactions", "transaction_items",
-                "adjustments", "adjustment_items")
+                "adjustments", "adjustment_items", "addresses", "businesses", "products", "prices", "discounts")
 
 
 # --------------------------------------------------------------------------
@@ -89,7 +89,7 @@ class Price:
 
 def subscription(sid, cid, currency, status, items, at, created=None, period=None, interval="month",
                  frequency=1, scheduled=None, canceled_at=None, paused_at=None, custom_data=None,
-                 item_status="active"):
+                 item_status="active", address_id=None):
     """A subscription snapshot; items = [(Price, quantity)]; period = (starts, ends) or None."""
     d = sample_subscription(sid, status, cid, currency, items=[(p.amount, qty) for p, qty in items], at=T(at))
     for it, (p, qty) in zip(d["items"], items):
@@ -109,6 +109,8 @@ def subscription(sid, cid, currency, status, items, at, created=None, period=Non
     d["canceled_at"] = T(canceled_at) if canceled_at else None
     d["paused_at"] = T(paused_at) if paused_at else None
     d["custom_data"] = custom_data
+    if address_id:
+        d["address_id"] = address_id
     return d
 
 
@@ -146,6 +148,13 @@ def adjustment(aid, txn_id, cid, currency, amount, status, at, action="refund", 
 
 def customer(cid, email, at="2024-01-01 00:00"):
     return sample_customer(cid, email=email, at=T(at))
+
+
+def address(aid, cid, country, at="2024-01-01 00:00"):
+    """An address snapshot in the shape of Paddle's address.* events."""
+    return {"id": aid, "customer_id": cid, "description": None, "first_line": "1 Test Street", "second_line": None,
+            "city": "Testville", "postal_code": "00000", "region": None, "country_code": country,
+            "status": "active", "custom_data": None, "created_at": T(at), "updated_at": T(at)}
 
 
 # --------------------------------------------------------------------------

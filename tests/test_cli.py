@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import json
 import os
 import stat
 import subprocess
@@ -51,37 +52,89 @@ class Migrate(HarnessTestCase):
         self.assertEqual(H.digest(), digest)
 
 
+    def upgrade(self, roles, before):
+        """Applies every migration to a fresh database as `paddlehook migrate` does (each in a transaction that
+        records it in paddle.schema_migrations), running before[prefix] (SQL) before the migration whose file
+        name starts with prefix; returns the database's name. The roles exist first; the database is dropped at
+        the end of the test."""
+        db = "paddlehook_upgrade"
+        mig = os.path.join(harness.REPO_ROOT, "sql", "migrations")
+        H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
+        self.addCleanup(H.psql, "DROP DATABASE IF EXISTS %s" % db, db="postgres")
+        H.psql("CREATE DATABASE %s" % db, db="postgres")
+        for role in roles:
+            H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
+                   "CREATE ROLE %s; END IF; END $$;" % (role, role), db=db)
+        H.psql("CREATE SCHEMA paddle; CREATE TABLE paddle.schema_migrations (version text PRIMARY KEY, "
+               "applied_at timestamptz NOT NULL DEFAULT now())", db=db)
+        for name in sorted(f for f in os.listdir(mig) if f.endswith(".sql")):
+            if name[:4] in before:
+                H.psql(before[name[:4]], db=db)
+            with open(os.path.join(mig, name)) as f:
+                H.psql("BEGIN;\n%s\nINSERT INTO paddle.schema_migrations (version) VALUES (%s);\nCOMMIT;"
+                       % (f.read(), H.lit(name[:-4])), db=db)
+        return db
+
     def test_upgrade_to_0009_grants_its_function_to_a_worker_role(self):
         """A worker that runs as its own role calls paddle.replace_sandbox_event
         from 0009 on: the migration must grant it to whoever may execute
         ingest_event, or that worker fails on every live redelivery until an
         operator re-runs the grants."""
-        db = "paddlehook_upgrade"
         worker, public_worker, reader = ("paddlehook_upgrade_worker", "paddlehook_upgrade_public_worker",
                                          "paddlehook_upgrade_reader")
-        mig = os.path.join(harness.REPO_ROOT, "sql", "migrations")
-        H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
-        H.psql("CREATE DATABASE %s" % db, db="postgres")
-        try:
-            for role in (worker, public_worker, reader):
-                H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN "
-                       "CREATE ROLE %s; END IF; END $$;" % (role, role), db=db)
-            for name in sorted(f for f in os.listdir(mig) if f.endswith(".sql")):
-                if name.startswith("0009"):
-                    # The documented worker (EXECUTE of its own), one that relies on PUBLIC's EXECUTE, and a
-                    # role that may run ingest_event but not insert events.
-                    H.psql("GRANT INSERT ON paddle.payment_events TO %s, %s;"
-                           "GRANT EXECUTE ON FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, "
-                           "text, jsonb) TO %s, %s" % (worker, public_worker, worker, reader), db=db)
-                with open(os.path.join(mig, name)) as f:
-                    H.psql("BEGIN;\n" + f.read() + "\nCOMMIT;", db=db)
-            fn = "paddle.replace_sandbox_event(text, text, timestamptz, text, text, jsonb)"
-            for role, expected in ((worker, "t"), (public_worker, "t"), (reader, "f"), ("public", "f")):
-                with self.subTest(role=role):
-                    self.assertEqual(H.psql("SELECT has_function_privilege('%s', '%s', 'EXECUTE')" % (role, fn),
+        # The documented worker (EXECUTE of its own), one that relies on PUBLIC's EXECUTE, and a role that may
+        # run ingest_event but not insert events.
+        db = self.upgrade((worker, public_worker, reader), {"0009": (
+            "GRANT INSERT ON paddle.payment_events TO %s, %s;"
+            "GRANT EXECUTE ON FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb) "
+            "TO %s, %s" % (worker, public_worker, worker, reader))})
+        fn = "paddle.replace_sandbox_event(text, text, timestamptz, text, text, jsonb)"
+        for role, expected in ((worker, "t"), (public_worker, "t"), (reader, "f"), ("public", "f")):
+            with self.subTest(role=role):
+                self.assertEqual(H.psql("SELECT has_function_privilege('%s', '%s', 'EXECUTE')" % (role, fn),
+                                        db=db).strip(), expected)
+
+    def test_upgrade_to_0011_projects_stored_events_and_grants_their_tables(self):
+        """address.*, business.*, product.*, price.* and discount.* events stored before 0011 become state rows,
+        and so do those a delivery that started before 0011 committed stored without projecting them (0012); a
+        worker running as its own role may write the new tables (or it would fail on every such event until the
+        grants are re-run); a role that may read customers may read them."""
+        worker, reader, other = ("paddlehook_upgrade_worker", "paddlehook_upgrade_reader",
+                                 "paddlehook_upgrade_other")
+        stored = "".join(
+            "SELECT paddle.ingest_event('evt_upgrade_%d', '%s', '2024-01-0%d', NULL, 'ep_upgrade', 'live', %s);"
+            % (i, event_type, i, H.lit(json.dumps({"data": data}))) for i, (event_type, data) in enumerate((
+                ("address.created", {"id": "add_upgrade", "country_code": "DE"}),
+                ("address.updated", {"id": "add_upgrade", "country_code": "IN"}),
+                ("business.created", {"id": "biz_upgrade", "name": "Acme"}),
+                ("product.created", {"id": "pro_upgrade", "name": "Pro"}),
+                ("price.created", {"id": "pri_upgrade", "product_id": "pro_upgrade",
+                                   "unit_price": {"amount": "1000", "currency_code": "USD"}}),
+                ("discount.created", {"id": "dsc_upgrade", "code": "LAUNCH", "type": "percentage",
+                                      "amount": "12.5"})), 1))
+        # What a delivery running the old ingest_event stores when it commits after 0011's look: no projection.
+        in_flight = ("INSERT INTO paddle.payment_events (event_id, endpoint_id, environment, event_type, occurred_at, "
+                     "payload) VALUES ('evt_upgrade_in_flight', 'ep_upgrade', 'live', 'address.created', '2024-02-01', "
+                     "%s)" % H.lit(json.dumps({"data": {"id": "add_in_flight", "country_code": "FR"}})))
+        db = self.upgrade((worker, reader, other), {
+            "0011": "GRANT SELECT, INSERT, UPDATE ON paddle.customers TO %s; GRANT SELECT ON paddle.customers TO %s; %s"
+                    % (worker, reader, stored),
+            "0012": in_flight})
+        self.assertEqual(H.psql("SELECT string_agg(id || ' ' || environment || ' ' || coalesce(country_code, '-'), "
+                                "', ' ORDER BY id) FROM paddle.addresses", db=db).strip(),
+                         "add_in_flight live FR, add_upgrade live IN")
+        self.assertEqual(H.psql("SELECT string_agg(id || ' ' || name, ', ') FROM paddle.businesses", db=db).strip(),
+                         "biz_upgrade Acme")
+        self.assertEqual(H.psql("SELECT (SELECT name FROM paddle.products) || ' ' || (SELECT product_id || ' ' || "
+                                "unit_price_amount FROM paddle.prices) || ' ' || (SELECT code || ' ' || amount "
+                                "FROM paddle.discounts)", db=db).strip(), "Pro pro_upgrade 1000 LAUNCH 12.5")
+        for role, privilege, expected in ((worker, "INSERT", "t"), (worker, "UPDATE", "t"), (worker, "SELECT", "t"),
+                                          (reader, "SELECT", "t"), (reader, "INSERT", "f"), (other, "SELECT", "f")):
+            for table in ("paddle.addresses", "paddle.businesses", "paddle.products", "paddle.prices",
+                          "paddle.discounts"):
+                with self.subTest(role=role, privilege=privilege, table=table):
+                    self.assertEqual(H.psql("SELECT has_table_privilege('%s', '%s', '%s')" % (role, table, privilege),
                                             db=db).strip(), expected)
-        finally:
-            H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
 
 
 class Keygen(HarnessTestCase):

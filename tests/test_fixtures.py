@@ -7,7 +7,8 @@ data), three generated tests:
                                fixture's event_type, occurred_at (to the
                                microsecond), notification_id, endpoint and
                                environment; payload equal to the JSON sent.
-  test_projected__<fixture>    (customer/subscription/transaction/adjustment)
+  test_projected__<fixture>    (customer/subscription/transaction/adjustment/
+                               address/business/product/price/discount)
                                the state row holds the newest snapshot sent
                                for that entity, with its status, customer_id,
                                currency and totals, and its item rows.
@@ -43,6 +44,11 @@ ENTITY_TABLES = {
     "subscription": "paddle.subscriptions",
     "transaction": "paddle.transactions",
     "adjustment": "paddle.adjustments",
+    "address": "paddle.addresses",
+    "business": "paddle.businesses",
+    "product": "paddle.products",
+    "price": "paddle.prices",
+    "discount": "paddle.discounts",
 }
 
 Fixture = collections.namedtuple("Fixture", "name path raw env note")
@@ -235,6 +241,41 @@ class FixtureDelivery(HarnessTestCase):
         n = int(H.sql_value("SELECT count(*) FROM paddle.adjustment_items WHERE adjustment_id = %s"
                             % H.lit(row["id"])))
         self.assertEqual(n, len(data.get("items") or []), "adjustment_items")
+
+    def check_addresses(self, row, data):
+        self.assertFields(row, data, ("customer_id", "description", "first_line", "second_line", "city",
+                                      "postal_code", "region", "country_code", "status", "custom_data",
+                                      "import_meta"))
+        self.assertTs(row["updated_at"], data.get("updated_at"), "updated_at")
+
+    def check_businesses(self, row, data):
+        self.assertFields(row, data, ("customer_id", "name", "company_number", "tax_identifier", "status",
+                                      "contacts", "custom_data", "import_meta"))
+        self.assertTs(row["updated_at"], data.get("updated_at"), "updated_at")
+
+    def check_products(self, row, data):
+        self.assertFields(row, data, ("name", "description", "type", "tax_category", "image_url", "status",
+                                      "custom_data"))
+
+    def check_prices(self, row, data):
+        self.assertFields(row, data, ("product_id", "name", "description", "type", "status", "tax_mode",
+                                      "unit_price_overrides"))
+        self.assertEqual(amount(row["unit_price_amount"]), amount(data["unit_price"]["amount"]))
+        self.assertEqual(row["unit_price_currency_code"], data["unit_price"]["currency_code"])
+        for key in ("billing_cycle", "trial_period"):
+            cycle = data.get(key) or {}
+            self.assertEqual((row[key + "_interval"], row[key + "_frequency"]),
+                             (cycle.get("interval"), cycle.get("frequency")), key)
+        quantity = data.get("quantity") or {}
+        self.assertEqual((row["quantity_minimum"], row["quantity_maximum"]),
+                         (quantity.get("minimum"), quantity.get("maximum")))
+
+    def check_discounts(self, row, data):
+        self.assertFields(row, data, ("code", "description", "type", "mode", "status", "currency_code", "recur",
+                                      "maximum_recurring_intervals", "usage_limit", "times_used", "restrict_to",
+                                      "enabled_for_checkout", "discount_group_id"))
+        self.assertEqual(amount(row["amount"]), amount(data.get("amount")))
+        self.assertTs(row["expires_at"], data.get("expires_at"), "expires_at")
 
 
 def _add_tests():

@@ -109,6 +109,23 @@ class LiveAndSandbox(HostileCase):
                 self.assertIsNone(H.state_row("paddle." + table, data["id"]))
                 self.assertEqual(H.sql_value(items), "0")
 
+    def test_replaced_sandbox_addresses_businesses_and_catalog_rows_are_removed(self):
+        for event_type, data, table in (
+                ("address.created", {"id": paddle_id("add"), "country_code": "IN", "status": "active"}, "addresses"),
+                ("business.created", {"id": paddle_id("biz"), "name": "Forged Ltd", "status": "active"},
+                 "businesses"),
+                ("product.created", {"id": paddle_id("pro"), "name": "Forged", "status": "active"}, "products"),
+                ("price.created", {"id": paddle_id("pri"), "unit_price": {"amount": "1", "currency_code": "USD"}},
+                 "prices"),
+                ("discount.created", {"id": paddle_id("dsc"), "code": "FREE", "type": "percentage", "amount": "100"},
+                 "discounts")):
+            with self.subTest(table=table):
+                live, sandbox, eid, cust, _ = self.one_id_two_environments()
+                self.assertStored(self.post_signed(make_event(event_type, data, event_id=eid), ep=sandbox))
+                self.assertEqual(H.state_row("paddle." + table, data["id"])["environment"], "sandbox")
+                self.assertStored(self.post_signed(make_event("customer.created", cust, event_id=eid), ep=live))
+                self.assertIsNone(H.state_row("paddle." + table, data["id"]))
+
     def test_a_sandbox_row_holding_a_later_sandbox_event_stays(self):
         live, sandbox, eid, cust, _ = self.one_id_two_environments()
         sub = sample_subscription()

@@ -103,7 +103,8 @@ class LeastPrivilege(HostileCase):
         self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer = 'least_privilege' "
                                      "AND event_id IN (%s)" % ",".join(H.lit(e) for e in stored)), str(len(stored)))
         for table in ("customers", "subscriptions", "transactions", "adjustments",
-                      "subscription_items", "transaction_items", "adjustment_items"):
+                      "subscription_items", "transaction_items", "adjustment_items", "addresses", "businesses",
+                      "products", "prices", "discounts"):
             n = int(H.sql_value("SELECT count(*) FROM paddle.%s WHERE %s IN (%s)"
                                 % (table, "event_id", ",".join(H.lit(e) for e in stored))))
             self.assertGreater(n, 0, "nothing projected into paddle.%s" % table)

@@ -3,6 +3,7 @@ exact numbers for the scenarios of report_scenarios.py (one per currency)."""
 
 import datetime
 import decimal
+import json
 
 from report_scenarios import report_module
 from reportdata import J, churn_row, mrr_row, money_row, movement_row, norm
@@ -103,6 +104,42 @@ class Plans(ReportCase):
             movement_row("2024-01-01", "CHF", new="299.00", net="299.00", ending="299.00", counts=(5, 0, 0, 0, 0))])
         self.assertRows(view("mrr_movements", in_currency("NZD")), [
             movement_row("2024-01-01", "NZD", new="335.68", net="335.68", ending="335.68", counts=(3, 0, 0, 0, 0))])
+
+
+class CountryPrices(ReportCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("country_prices")
+
+    def test_mrr_takes_the_price_of_the_address_country(self):
+        # IN and PK (its address delivered a month after the subscription) pay 5.00; US, DE (its override is in
+        # EUR, the subscription in USD), no known address and a live address of a sandbox subscription 10.00.
+        self.assertRows(view("mrr", in_currency("USD")), [mrr_row("USD", 6, 6, "50.00", "600.00")])
+        self.assertRows(view("mrr_movements", in_currency("USD")), [
+            movement_row("2024-08-01", "USD", new="50.00", net="50.00", ending="50.00", counts=(6, 0, 0, 0, 0))])
+
+    def test_items_per_country(self):
+        s = self.s
+        rows = q("SELECT c.country, m.currency_code, m.unit_amount FROM paddle.subscriptions h "
+                 "JOIN paddle.payment_events e ON e.event_id = h.event_id "
+                 "CROSS JOIN (VALUES ('IN'), ('PK'), ('DE'), ('US'), (NULL)) AS c(country) "
+                 "CROSS JOIN LATERAL paddle.subscription_mrr_items(e.payload -> 'data', c.country) m "
+                 "WHERE h.id = %s ORDER BY c.country NULLS LAST" % H.lit(s["us"]))
+        self.assertRows(rows, [{"country": c, "currency_code": "USD", "unit_amount": a}
+                               for c, a in (("DE", "1000"), ("IN", "500"), ("PK", "500"), ("US", "1000"),
+                                            (None, "1000"))])
+        self.assertRows(q("SELECT paddle.country_price(%s::jsonb, 'EUR', 'DE') AS de, "
+                          "paddle.country_price(%s::jsonb, 'USD', 'DE') AS none"
+                          % (H.lit(json.dumps(s["price"].json())), H.lit(json.dumps(s["price"].json())))),
+                        [{"de": {"amount": "900", "currency_code": "EUR"}, "none": None}])
+
+    def test_addresses_are_state(self):
+        s = self.s
+        rows = q("SELECT id, environment, country_code, status FROM paddle.addresses WHERE id IN (%s) ORDER BY 3, 2"
+                 % ", ".join(H.lit(s["a_" + k]) for k in ("in", "us", "de", "late_pk", "live_in", "none")))
+        self.assertEqual([(r["id"], r["environment"], r["country_code"]) for r in rows], [
+            (s["a_de"], "sandbox", "DE"), (s["a_live_in"], "live", "IN"), (s["a_in"], "sandbox", "IN"),
+            (s["a_late_pk"], "sandbox", "PK"), (s["a_us"], "sandbox", "US")])
 
 
 class Upgrade(ReportCase):

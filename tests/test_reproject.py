@@ -41,6 +41,11 @@ WITH newest AS (
     UNION ALL SELECT 'subscription', id, event_id FROM paddle.subscriptions
     UNION ALL SELECT 'transaction', id, event_id FROM paddle.transactions
     UNION ALL SELECT 'adjustment', id, event_id FROM paddle.adjustments
+    UNION ALL SELECT 'address', id, event_id FROM paddle.addresses
+    UNION ALL SELECT 'business', id, event_id FROM paddle.businesses
+    UNION ALL SELECT 'product', id, event_id FROM paddle.products
+    UNION ALL SELECT 'price', id, event_id FROM paddle.prices
+    UNION ALL SELECT 'discount', id, event_id FROM paddle.discounts
 )
 SELECT coalesce(n.entity, s.entity), coalesce(n.entity_id, s.id), n.event_id, s.event_id
 FROM newest n FULL JOIN state s ON s.entity = n.entity AND s.id = n.entity_id
@@ -88,7 +93,8 @@ class Reproject(ReportCase):
         before = view_texts()
         self.assertTrue(all(before[v] for v in REPORT_VIEWS), "a report is empty")
         expected = int(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE split_part(event_type, '.', 1) "
-                                   "IN ('customer', 'subscription', 'transaction', 'adjustment')"))
+                                   "IN ('customer', 'subscription', 'transaction', 'adjustment', 'address', 'business', "
+                                   "'product', 'price', 'discount')"))
         self.assertEqual(int(H.sql_value("SELECT paddle.reproject()")), expected)
         after = view_texts()
         for k in before:
