@@ -62,7 +62,8 @@ def main():
              "UNION ALL SELECT 'customers', count(*) FROM paddle.customers "
              "UNION ALL SELECT 'subscriptions', count(*) FROM paddle.subscriptions "
              "UNION ALL SELECT 'transactions', count(*) FROM paddle.transactions "
-             "UNION ALL SELECT 'adjustments', count(*) FROM paddle.adjustments")
+             "UNION ALL SELECT 'adjustments', count(*) FROM paddle.adjustments "
+             "UNION ALL SELECT 'addresses', count(*) FROM paddle.addresses")
         show(h, "paddle.subscriptions (newest snapshot wins, whatever the delivery order)",
              "SELECT s.status, s.billing_cycle_interval AS cycle, s.currency_code, count(*) "
              "FROM paddle.subscriptions s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")

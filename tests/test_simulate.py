@@ -41,7 +41,7 @@ def load_scenarios():
 SCENARIOS = load_scenarios()
 
 TABLES = {"customer": "paddle.customers", "subscription": "paddle.subscriptions",
-          "transaction": "paddle.transactions", "adjustment": "paddle.adjustments"}
+          "transaction": "paddle.transactions", "adjustment": "paddle.adjustments", "address": "paddle.addresses"}
 
 # simulate's ids: prefix _01 + 24 chars of its alphabet (no i, l, o, u)
 ID_RE = r"([a-z]+_01[0-9a-hjkmnp-tv-z]{24})"
@@ -468,6 +468,7 @@ class Lifecycles(SimulateCase):
         run = self.deliver("new-subscription")
         self.assertFields(self.row("customer", run, "ctm:a"), name="Ada Lovelace", email="ada@example.com",
                           status="active", marketing_consent=False)
+        self.assertFields(self.row("address", run, "add:a"), country_code="US", city="New York", status="active")
         sub = self.row("subscription", run, "sub:a")
         self.assertFields(sub, status="active", customer_id=run.id("ctm:a"), currency_code="USD",
                           billing_cycle_interval="month", billing_cycle_frequency=1,
@@ -506,7 +507,7 @@ class Lifecycles(SimulateCase):
 
     def test_upgrade(self):
         run = self.deliver("upgrade")
-        self.delivered_before(run, 4, 5)      # transaction.completed sent before transaction.paid
+        self.delivered_before(run, 5, 6)      # transaction.completed sent before transaction.paid
         sub = self.row("subscription", run, "sub:t")
         self.assertFields(sub, status="active")
         self.assertPeriod(sub, run.t("+1m"), run.t("+30d+1m"))
@@ -514,7 +515,7 @@ class Lifecycles(SimulateCase):
         self.assertFields(item, quantity=3, unit_price_amount=3000)
         txn = self.row("transaction", run, "txn:upgrade")
         self.assertFields(txn, status="completed", origin="subscription_update", subscription_id=run.id("sub:t"),
-                          event_id=run.rows[4]["event_id"], subtotal=3000, tax=300, grand_total=3300,
+                          event_id=run.rows[5]["event_id"], subtotal=3000, tax=300, grand_total=3300,
                           fee=215, earnings=2785, last_payment_status="captured")
         [li] = self.txn_items(run.id("txn:upgrade"))
         self.assertFields(li, quantity=2, unit_price_amount=3000, unit_subtotal=1500, subtotal=3000, total=3300)
@@ -568,10 +569,10 @@ class Lifecycles(SimulateCase):
 
     def test_cancel_at_period_end(self):
         run = self.deliver("cancel-at-period-end")
-        scheduled = run.rows[3]["data"]["scheduled_change"]
+        scheduled = run.rows[4]["data"]["scheduled_change"]
         self.assertEqual(scheduled["action"], "cancel")
         self.assertEqual(parse_ts(scheduled["effective_at"]),
-                         parse_ts(run.rows[3]["data"]["current_billing_period"]["ends_at"]))
+                         parse_ts(run.rows[4]["data"]["current_billing_period"]["ends_at"]))
         sub = self.row("subscription", run, "sub:m")
         self.assertFields(sub, status="canceled", scheduled_change_action=None, next_billed_at=None,
                           currency_code="EUR")
@@ -632,11 +633,11 @@ class Lifecycles(SimulateCase):
 
     def test_trial(self):
         run = self.deliver("trial")
-        self.delivered_before(run, 5, 6)      # subscription.updated sent before subscription.activated
+        self.delivered_before(run, 6, 7)      # subscription.updated sent before subscription.activated
         trialing = [r for r in run.rows if r["event_type"] == "subscription.trialing"][0]["data"]
         self.assertEqual((trialing["status"], trialing["first_billed_at"]), ("trialing", None))
         sub = self.row("subscription", run, "sub:d")
-        self.assertFields(sub, status="active", event_id=run.rows[5]["event_id"], transaction_id=None)
+        self.assertFields(sub, status="active", event_id=run.rows[6]["event_id"], transaction_id=None)
         self.assertTs(sub["first_billed_at"], run.t("+14d+1m"))
         self.assertTs(sub["started_at"], run.t("+1m"))
         self.assertPeriod(sub, run.t("+14d+1m"), run.t("+44d+1m"))
