@@ -42,11 +42,12 @@ all: $(BUILD)/paddlehook
 $(BUILD):
 	@mkdir -p $(BUILD) $(BUILD)/asan
 
-$(BUILD)/migrations.c: $(MIGRATIONS) fcgi/embed.sh | $(BUILD)
+# The directories too: a file removed or renamed changes the list without touching any file in it.
+$(BUILD)/migrations.c: $(MIGRATIONS) sql/migrations fcgi/embed.sh | $(BUILD)
 	@echo "  GEN   $@"
 	@sh fcgi/embed.sh migrations $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/scenarios.c: $(SCENARIOS) fcgi/embed.sh | $(BUILD)
+$(BUILD)/scenarios.c: $(SCENARIOS) fcgi/scenarios fcgi/embed.sh | $(BUILD)
 	@echo "  GEN   $@"
 	@sh fcgi/embed.sh scenarios $(SCENARIOS) > $@.tmp && mv $@.tmp $@
 
