@@ -504,7 +504,8 @@ def scenario_environments(db):
 def scenario_country_prices(db):
     """USD subscriptions to a price with a lower USD price for IN and PK and a EUR one for DE (purchasing-power
     pricing): the addresses' countries pick the price; an address that arrives after the subscription counts
-    too; a live address says nothing of a sandbox subscription."""
+    too; a live address says nothing of a sandbox subscription. And an SGD subscription to a USD price with an SGD
+    override for SG, whose address is in MY: no override of its own, so the first one in SGD, as without one."""
     f, live = db.feed(), db.feed("live")
     price = Price(1000, "USD", overrides=[(["IN", "PK"], 500, "USD"), (["DE"], 900, "EUR")])
     s = {"price": price}
@@ -520,6 +521,12 @@ def scenario_country_prices(db):
             f.add("address.created", address(aid, cid, country, "2024-09-01 08:00"), "2024-09-01 08:00")
         if key == "live_in":
             live.add("address.created", address(aid, cid, country), "2024-08-01 08:00")
+    sgd = Price(1000, "USD", overrides=[(["SG"], 1300, "SGD")])
+    sid, cid, aid = paddle_id("sub"), paddle_id("ctm"), paddle_id("add")
+    s.update({"sgd_my": sid, "a_sgd_my": aid})
+    f.add("address.created", address(aid, cid, "MY"), "2024-08-01 08:00")
+    f.add("subscription.created", subscription(sid, cid, "SGD", "active", [(sgd, 1)], "2024-08-01 09:00",
+                                               address_id=aid), "2024-08-01 09:00")
     f.post()
     live.post()
     return s

@@ -255,11 +255,12 @@ class FixtureDelivery(HarnessTestCase):
 
     def check_products(self, row, data):
         self.assertFields(row, data, ("name", "description", "type", "tax_category", "image_url", "status",
-                                      "custom_data"))
+                                      "custom_data", "import_meta"))
+        self.assertTs(row["created_at"], data.get("created_at"), "created_at")
 
     def check_prices(self, row, data):
         self.assertFields(row, data, ("product_id", "name", "description", "type", "status", "tax_mode",
-                                      "unit_price_overrides"))
+                                      "unit_price_overrides", "import_meta"))
         self.assertEqual(amount(row["unit_price_amount"]), amount(data["unit_price"]["amount"]))
         self.assertEqual(row["unit_price_currency_code"], data["unit_price"]["currency_code"])
         for key in ("billing_cycle", "trial_period"):
@@ -276,6 +277,7 @@ class FixtureDelivery(HarnessTestCase):
                                       "enabled_for_checkout", "discount_group_id"))
         self.assertEqual(amount(row["amount"]), amount(data.get("amount")))
         self.assertTs(row["expires_at"], data.get("expires_at"), "expires_at")
+        self.assertTs(row["updated_at"], data.get("updated_at"), "updated_at")
 
 
 def _add_tests():

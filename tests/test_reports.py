@@ -117,6 +117,8 @@ class CountryPrices(ReportCase):
         self.assertRows(view("mrr", in_currency("USD")), [mrr_row("USD", 6, 6, "50.00", "600.00")])
         self.assertRows(view("mrr_movements", in_currency("USD")), [
             movement_row("2024-08-01", "USD", new="50.00", net="50.00", ending="50.00", counts=(6, 0, 0, 0, 0))])
+        # MY has no override of its own: the SGD one (for SG) stands in, as for an unknown country.
+        self.assertRows(view("mrr", in_currency("SGD")), [mrr_row("SGD", 1, 1, "13.00", "156.00")])
 
     def test_items_per_country(self):
         s = self.s

@@ -177,6 +177,7 @@ CREATE TABLE paddle.discounts (
 COMMENT ON TABLE paddle.discounts IS 'Latest known snapshot of each Paddle discount (dsc_...), from discount.* events. Subscriptions and transactions name theirs in discount_id.';
 COMMENT ON COLUMN paddle.discounts.type IS 'flat (amount in minor units of currency_code, once per transaction), flat_per_seat, or percentage (amount is the percentage, e.g. 12.5).';
 COMMENT ON COLUMN paddle.discounts.amount IS 'Minor units for flat discounts, a percentage for percentage discounts (exact).';
+COMMENT ON COLUMN paddle.discounts.times_used IS 'times_used when the payload carries it (Paddle''s current discount webhooks do not): NULL otherwise.';
 COMMENT ON COLUMN paddle.discounts.restrict_to IS 'Paddle restrict_to: the product and price ids the discount applies to; NULL = all.';
 COMMENT ON COLUMN paddle.discounts.status IS 'active, archived, expired or used.';
 
@@ -807,16 +808,16 @@ COMMENT ON VIEW paddle.entity_snapshots IS
 -- MRR at the price of the customer's country
 -------------------------------------------------------------------------------------------------------------
 
--- One jsonpath expression, which the planner inlines into each call site: it runs for every item of every
--- subscription snapshot whose country is known.
+-- One expression of immutable functions, which the planner inlines into each call site: it runs for every item
+-- of every subscription snapshot whose country is known.
 CREATE FUNCTION paddle.country_price(p_price jsonb, p_currency_code text, p_country_code text) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN jsonb_path_query_first(
+RETURN CASE WHEN p_currency_code IS NOT NULL AND p_country_code IS NOT NULL THEN jsonb_path_query_first(
     p_price,
     'strict $.unit_price_overrides[*] ? (@.unit_price.currency_code == $currency && @.country_codes[*] == $country
                                          && @.unit_price.amount like_regex "^-?[0-9]{1,30}$").unit_price',
-    jsonb_build_object('currency', p_currency_code, 'country', p_country_code),
-    true);
+    jsonb_object(ARRAY['currency', p_currency_code, 'country', p_country_code]),
+    true) END;
 
 COMMENT ON FUNCTION paddle.country_price(jsonb, text, text) IS
     'Building block: the unit_price ({amount, currency_code}) of the first unit_price_overrides entry of a Paddle price object that lists the country and is in the given currency, NULL if none (or the country or currency is NULL, or the price is malformed). Never raises.';
@@ -849,15 +850,15 @@ AS $$
                    e.item ->> 'status' AS status,
                    paddle.to_bool(e.item ->> 'recurring') AS recurring,
                    sd.sub_currency,
-                   -- the unit price (see docs/reports.md): with the address's country known, its override in
-                   -- the subscription's currency, else the base price; without, the base price when it is in
-                   -- the subscription's currency, else the first override in that currency, else the base price
-                   CASE WHEN p_country_code IS NOT NULL AND sd.sub_currency IS NOT NULL
-                        THEN coalesce(paddle.country_price(p.pr, sd.sub_currency, p_country_code), p.pr -> 'unit_price')
-                        WHEN sd.sub_currency IS NULL OR p.pr -> 'unit_price' ->> 'currency_code' = sd.sub_currency
-                        THEN p.pr -> 'unit_price'
-                        ELSE coalesce(paddle.price_override(p.pr, sd.sub_currency), p.pr -> 'unit_price')
-                   END AS up,
+                   -- the unit price (see docs/reports.md): the override for the address's country in the
+                   -- subscription's currency; else the base price when it is in that currency, else the first
+                   -- override in that currency, else the base price in its own
+                   coalesce(paddle.country_price(p.pr, sd.sub_currency, p_country_code),
+                            CASE WHEN sd.sub_currency IS NULL
+                                      OR p.pr -> 'unit_price' ->> 'currency_code' = sd.sub_currency
+                                 THEN p.pr -> 'unit_price'
+                                 ELSE coalesce(paddle.price_override(p.pr, sd.sub_currency), p.pr -> 'unit_price')
+                            END) AS up,
                    -- the price's billing cycle; a recurring item without one follows the subscription's
                    coalesce(paddle.as_object(p.pr -> 'billing_cycle'),
                             CASE WHEN paddle.to_bool(e.item ->> 'recurring') THEN paddle.as_object(sd.sub_cycle) END)
@@ -876,7 +877,7 @@ AS $$
 $$;
 
 COMMENT ON FUNCTION paddle.subscription_mrr_items(jsonb, text) IS
-    'Building block: the recurring items of a subscription snapshot (payment_events.payload->''data''), as listed, with their monthly amount in minor units (exact, not rounded): unit price x quantity x factor / frequency, factor month 1, year 1/12, week 1461/336, day 1461/48. The unit price is, with p_country_code (the country of the subscription''s address) given, its override in the subscription currency, else the base price; without it, the base price in the subscription currency, else the first override in that currency, else the base price. Items whose status is not active, with recurring = false, without price id, billing cycle or amount are left out. Never raises.';
+    'Building block: the recurring items of a subscription snapshot (payment_events.payload->''data''), as listed, with their monthly amount in minor units (exact, not rounded): unit price x quantity x factor / frequency, factor month 1, year 1/12, week 1461/336, day 1461/48. The unit price is the override for p_country_code (the country of the subscription''s address; NULL: unknown) in the subscription currency; else the base price when it is in that currency, else the first override in that currency, else the base price in its own. Items whose status is not active, with recurring = false, without price id, billing cycle or amount are left out. Never raises.';
 
 CREATE OR REPLACE FUNCTION paddle.subscription_mrr_items(p_data jsonb)
     RETURNS TABLE (price_id text, product_id text, quantity integer, currency_code text, unit_amount numeric,
