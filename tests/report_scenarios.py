@@ -523,7 +523,7 @@ def scenario_country_prices(db):
             live.add("address.created", address(aid, cid, country), "2024-08-01 08:00")
     sgd = Price(1000, "USD", overrides=[(["SG"], 1300, "SGD")])
     sid, cid, aid = paddle_id("sub"), paddle_id("ctm"), paddle_id("add")
-    s.update({"sgd_my": sid, "a_sgd_my": aid})
+    s["sgd_my"] = sid
     f.add("address.created", address(aid, cid, "MY"), "2024-08-01 08:00")
     f.add("subscription.created", subscription(sid, cid, "SGD", "active", [(sgd, 1)], "2024-08-01 09:00",
                                                address_id=aid), "2024-08-01 09:00")

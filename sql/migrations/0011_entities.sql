@@ -988,8 +988,9 @@ COMMENT ON VIEW paddle.mrr IS
 -- Deliveries in flight meanwhile run the functions as they were and project nothing: 0012 catches them.
 -------------------------------------------------------------------------------------------------------------
 
-SELECT count(paddle.project_stored_event(e.event_id, e.event_type, e.occurred_at, e.payload -> 'data',
-                                         e.environment, e.projection_error))
-FROM (SELECT * FROM paddle.payment_events
-      WHERE split_part(event_type, '.', 1) IN ('address', 'business', 'product', 'price', 'discount')
-      ORDER BY occurred_at, event_id) AS e;
+SELECT count(*) FILTER (WHERE e.data_error IS NULL) AS projected, count(e.data_error) AS data_errors
+FROM (SELECT paddle.project_stored_event(p.event_id, p.event_type, p.occurred_at, p.payload -> 'data',
+                                         p.environment, p.projection_error) AS data_error
+      FROM paddle.payment_events p
+      WHERE split_part(p.event_type, '.', 1) IN ('address', 'business', 'product', 'price', 'discount')
+      ORDER BY p.occurred_at, p.event_id) AS e;
