@@ -112,10 +112,12 @@ class Migrate(HarnessTestCase):
                                    "unit_price": {"amount": "1000", "currency_code": "USD"}}),
                 ("discount.created", {"id": "dsc_upgrade", "code": "LAUNCH", "type": "percentage",
                                       "amount": "12.5"})), 1))
-        # What a delivery running the old ingest_event stores when it commits after 0011's look: no projection.
+        # What a delivery running the old ingest_event stores when it commits after 0011's look: no projection
+        # (received two hours ago: its commit waited, e.g. for a synchronous standby).
         in_flight = ("INSERT INTO paddle.payment_events (event_id, endpoint_id, environment, event_type, occurred_at, "
-                     "payload) VALUES ('evt_upgrade_in_flight', 'ep_upgrade', 'live', 'address.created', '2024-02-01', "
-                     "%s)" % H.lit(json.dumps({"data": {"id": "add_in_flight", "country_code": "FR"}})))
+                     "received_at, payload) VALUES ('evt_upgrade_in_flight', 'ep_upgrade', 'live', 'address.created', "
+                     "'2024-02-01', now() - interval '2 hours', %s)"
+                     % H.lit(json.dumps({"data": {"id": "add_in_flight", "country_code": "FR"}})))
         db = self.upgrade((worker, reader, other), {
             "0011": "GRANT SELECT, INSERT, UPDATE ON paddle.customers TO %s; GRANT SELECT ON paddle.customers TO %s; %s"
                     % (worker, reader, stored),
