@@ -11,7 +11,7 @@ import unittest
 
 from harness import paddle_id, wait_until
 from report_scenarios import report_module
-from reportdata import REPORT_VIEWS, Price, churn_row, customer, money_row, movement_row, norm, subscription
+from reportdata import REPORT_VIEWS, Price, churn_row, customer, money_row, movement_row, mrr_row, norm, subscription
 
 H, DB, ReportCase = report_module()
 setUpModule, tearDownModule = H.start, H.stop
@@ -65,6 +65,25 @@ class EnvironmentsApart(ReportCase):
         self.assertEqual([(r["environment"], r["transaction_total"], r["customer_email"]) for r in rows],
                          [("sandbox", None, None)])
 
+
+
+class HostileCycles(ReportCase):
+    def test_a_huge_billing_frequency_counts_next_to_nothing_and_breaks_no_report(self):
+        """A sandbox secret is shared with developers: whatever cycle a snapshot names, the MRR reports of every
+        environment keep working (2^31 / 336 weeks overflowed an integer once)."""
+        f = DB.feed()
+        price = Price(1000, "KES", "week", 99999999)
+        for interval in ("week", "day", "year"):
+            f.add("subscription.created", subscription(paddle_id("sub"), paddle_id("ctm"), "KES", "active",
+                                                       [(Price(1000, "KES", interval, 2147483647), 1), (price, 1)],
+                                                       "2024-09-01 10:00", interval=interval, frequency=2147483647),
+                  "2024-09-01 10:00")
+        f.post()
+        self.assertRows(view("mrr", in_currency("KES")), [mrr_row("KES", 3, 3, "0.00", "0.00")])
+        self.assertTrue(view("mrr"))
+        self.assertEqual(len(q("SELECT * FROM paddle.subscription_history WHERE currency_code = 'KES'")), 3)
+        self.assertTrue(view("mrr_movements"))
+        self.assertIsInstance(view("churn_monthly"), list)
 
 
 class StatusCounts(ReportCase):

@@ -456,7 +456,7 @@ COMMENT ON FUNCTION paddle.project_discount(text, text, timestamptz, jsonb, text
     'Upsert one discount snapshot into paddle.discounts (paddle.snapshot_replaces decides over an existing row).';
 
 -------------------------------------------------------------------------------------------------------------
--- Dispatch, ingest, replacement, re-projection: the two entities added to their lists
+-- Dispatch, ingest, replacement, re-projection: the five entities added to their lists
 -------------------------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION paddle.project_event(p_event_id text, p_event_type text, p_occurred_at timestamptz, p_data jsonb,
@@ -820,7 +820,7 @@ RETURN CASE WHEN p_currency_code IS NOT NULL AND p_country_code IS NOT NULL THEN
     true) END;
 
 COMMENT ON FUNCTION paddle.country_price(jsonb, text, text) IS
-    'Building block: the unit_price ({amount, currency_code}) of the first unit_price_overrides entry of a Paddle price object that lists the country and is in the given currency, NULL if none (or the country or currency is NULL, or the price is malformed). Never raises.';
+    'Building block: the unit_price ({amount, currency_code}) of the first unit_price_overrides entry of a Paddle price object that lists the country, is in the given currency and has an amount that is a string of an integer; NULL if none (or the country or currency is NULL, or the price is malformed). Never raises.';
 
 CREATE FUNCTION paddle.subscription_mrr_items(p_data jsonb, p_country_code text)
     RETURNS TABLE (price_id text, product_id text, quantity integer, currency_code text, unit_amount numeric,
@@ -834,8 +834,9 @@ AS $$
            -- exact rational factor per interval (see docs/reports.md): month 1, year 1/12,
            -- week 1461/336 (= 365.25 / 7 / 12), day 1461/48 (= 365.25 / 12)
            x.amount * x.quantity * (CASE x.interval WHEN 'day' THEN 1461 WHEN 'week' THEN 1461 ELSE 1 END)
-               / ((CASE x.interval WHEN 'day' THEN 48 WHEN 'week' THEN 336 WHEN 'month' THEN 1 ELSE 12 END)
-                  * x.frequency)::numeric
+               -- numeric before the product: a frequency near 2^31 times 336 overflows an integer
+               / ((CASE x.interval WHEN 'day' THEN 48 WHEN 'week' THEN 336 WHEN 'month' THEN 1 ELSE 12 END)::numeric
+                  * x.frequency)
     FROM (SELECT z.d ->> 'currency_code' AS sub_currency, z.d -> 'billing_cycle' AS sub_cycle, z.d -> 'items' AS items
           FROM (SELECT p_data AS d OFFSET 0) AS z
           OFFSET 0) AS sd
