@@ -28,8 +28,9 @@
 --
 -- The functions and views are redefined whole (CREATE OR REPLACE, same signatures and columns): they are the
 -- latest of 0001, 0003, 0005 and 0009, changed only in their entity lists, lock lists and deletions, in the
--- country passed to the MRR items, and in paddle.reproject's replay step, which is paddle.project_stored_event
--- now (this migration uses it too). Earlier migrations stay as they were applied.
+-- country passed to the MRR items, and in the projection of one stored event, which paddle.reproject's loop
+-- and paddle.reproject_event each wrote out and which is paddle.project_stored_event now (this migration and
+-- 0012 use it too). Earlier migrations stay as they were applied.
 
 -------------------------------------------------------------------------------------------------------------
 -- State tables
@@ -597,41 +598,9 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION paddle.reproject_event(p_event_id text)
-    RETURNS text
-    LANGUAGE plpgsql
-AS $$
-DECLARE
-    v_event paddle.payment_events%ROWTYPE;
-BEGIN
-    -- The state tables before the event row, in paddle.reproject's order: the other order could deadlock
-    -- with a rebuild that holds the tables and then updates this event's projection_error.
-    LOCK TABLE paddle.customers, paddle.subscriptions, paddle.subscription_items, paddle.transactions,
-               paddle.transaction_items, paddle.adjustments, paddle.adjustment_items, paddle.addresses,
-               paddle.businesses, paddle.products, paddle.prices, paddle.discounts IN ROW EXCLUSIVE MODE;
-    SELECT * INTO v_event FROM paddle.payment_events WHERE event_id = p_event_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    BEGIN
-        PERFORM paddle.project_event(v_event.event_id, v_event.event_type, v_event.occurred_at,
-                                     v_event.payload -> 'data', v_event.environment);
-        UPDATE paddle.payment_events SET projection_error = NULL WHERE event_id = p_event_id;
-        RETURN 'ok';
-    EXCEPTION WHEN OTHERS THEN
-        IF NOT paddle.projection_failure_is_data(SQLSTATE) THEN
-            RAISE;
-        END IF;
-        UPDATE paddle.payment_events
-           SET projection_error = SQLSTATE || ': ' || SQLERRM
-         WHERE event_id = p_event_id;
-        RETURN SQLSTATE || ': ' || SQLERRM;
-    END;
-END
-$$;
-
--- One stored event projected again, its outcome recorded on it: paddle.reproject's replay step (until now
--- written inside it), shared with this migration's projection of the events already stored.
+-- One stored event projected again, its outcome recorded on it: what paddle.reproject's replay loop and
+-- paddle.reproject_event each wrote out until now, shared with them and with this migration's projection of
+-- the events already stored.
 CREATE FUNCTION paddle.project_stored_event(p_event_id text, p_event_type text, p_occurred_at timestamptz,
                                             p_data jsonb, p_environment text, p_projection_error text)
     RETURNS text
@@ -658,6 +627,29 @@ $$;
 
 COMMENT ON FUNCTION paddle.project_stored_event(text, text, timestamptz, jsonb, text, text) IS
     'Project one stored event (paddle.project_event) and record the outcome in its projection_error (p_projection_error: the value stored now, cleared on success); returns NULL, or the error text of a failure the data causes (paddle.projection_failure_is_data). Raises on any other failure.';
+
+CREATE OR REPLACE FUNCTION paddle.reproject_event(p_event_id text)
+    RETURNS text
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_event paddle.payment_events%ROWTYPE;
+BEGIN
+    -- The state tables before the event row, in paddle.reproject's order: the other order could deadlock
+    -- with a rebuild that holds the tables and then updates this event's projection_error.
+    LOCK TABLE paddle.customers, paddle.subscriptions, paddle.subscription_items, paddle.transactions,
+               paddle.transaction_items, paddle.adjustments, paddle.adjustment_items, paddle.addresses,
+               paddle.businesses, paddle.products, paddle.prices, paddle.discounts IN ROW EXCLUSIVE MODE;
+    SELECT * INTO v_event FROM paddle.payment_events WHERE event_id = p_event_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN coalesce(paddle.project_stored_event(v_event.event_id, v_event.event_type, v_event.occurred_at,
+                                                v_event.payload -> 'data', v_event.environment,
+                                                v_event.projection_error),
+                    'ok');
+END
+$$;
 
 CREATE OR REPLACE FUNCTION paddle.reproject(p_since timestamptz DEFAULT NULL)
     RETURNS bigint
