@@ -27,7 +27,7 @@
 #include "limits.h"
 
 #define STATS_MAGIC 0x70686b73u
-#define STATS_VERSION 3u /* the layout: bump when it changes (outcomes[] sizes the windows) */
+#define STATS_VERSION 4u /* the layout: bump when it changes (outcomes[] sizes the windows) */
 #define STATS_MAX_ENDPOINTS 128
 #define STATS_MAX_SERIES 4096
 #define STATS_MINUTES 60
@@ -46,7 +46,8 @@ static const char *const outcomes[] = {
     "malformed_json", "missing_field", "invalid_field", "empty_body", "nesting_too_deep",
     "incomplete_body", "unsupported_json", "unknown_endpoint", "endpoint_disabled",
     "method_not_allowed", "length_required", "body_too_large", "database_unavailable",
-    "internal_error", "not_found", "ok", "secrets_unavailable", "replaced_sandbox", "other",
+    "internal_error", "not_found", "ok", "secrets_unavailable", "replaced_sandbox", "projection_failed",
+    "other",
 };
 #define OUTCOME_COUNT (sizeof outcomes / sizeof outcomes[0])
 #define OUTCOME_OTHER (OUTCOME_COUNT - 1)
@@ -251,10 +252,11 @@ static const struct endpoint_slot *find_endpoint(const struct stats *st, const c
     return NULL;
 }
 
-/* An outcome that stored the event (a replaced sandbox event is stored too). */
+/* An outcome that stored the event (a replaced sandbox event, or one whose projection failed, is stored too). */
 static int outcome_stored(uint32_t o)
 {
-    return strcmp(outcomes[o], "stored") == 0 || strcmp(outcomes[o], "replaced_sandbox") == 0;
+    return strcmp(outcomes[o], "stored") == 0 || strcmp(outcomes[o], "replaced_sandbox") == 0 ||
+           strcmp(outcomes[o], "projection_failed") == 0;
 }
 
 static uint32_t outcome_index(const char *outcome)

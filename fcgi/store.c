@@ -196,9 +196,10 @@ static enum store_result ingest_once(struct store *s, const struct event_envelop
         r = classify_failure(s, res);
         goto out;
     }
-    r = strcmp(PQgetvalue(res, 0, 0), "duplicate") == 0          ? STORE_DUPLICATE
-        : strcmp(PQgetvalue(res, 0, 0), "replaced_sandbox") == 0 ? STORE_REPLACED_SANDBOX
-                                                                 : STORE_STORED;
+    r = strcmp(PQgetvalue(res, 0, 0), "duplicate") == 0           ? STORE_DUPLICATE
+        : strcmp(PQgetvalue(res, 0, 0), "replaced_sandbox") == 0  ? STORE_REPLACED_SANDBOX
+        : strcmp(PQgetvalue(res, 0, 0), "projection_failed") == 0 ? STORE_PROJECTION_FAILED
+                                                                  : STORE_STORED;
 out:
     PQclear(res);
     return r;
@@ -296,6 +297,7 @@ const char *store_result_name(enum store_result r)
     case STORE_STORED: return "stored";
     case STORE_DUPLICATE: return "duplicate";
     case STORE_REPLACED_SANDBOX: return "replaced_sandbox";
+    case STORE_PROJECTION_FAILED: return "projection_failed";
     case STORE_UNAVAILABLE: return "database_unavailable";
     case STORE_BAD_PAYLOAD: return "unsupported_json";
     case STORE_ERROR: return "internal_error";

@@ -24,6 +24,7 @@ enum store_result {
     STORE_STORED = 0,
     STORE_DUPLICATE,
     STORE_REPLACED_SANDBOX, /* stored: a live delivery replaced the event a sandbox endpoint stored under its id */
+    STORE_PROJECTION_FAILED, /* stored, with the projection error its data caused: the state tables lack it */
     STORE_UNAVAILABLE, /* database down or busy: answer 503, Paddle retries */
     STORE_BAD_PAYLOAD, /* PostgreSQL refused the JSON (e.g. \u0000 in jsonb) */
     STORE_ERROR        /* anything else: answer 500 and log */

@@ -124,7 +124,9 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
         http_respond_status(req, 200, o->word);
         break;
     case STORE_REPLACED_SANDBOX:
-        /* Stored, as far as Paddle is concerned; the sandbox event it replaced was forged or mistaken. */
+    case STORE_PROJECTION_FAILED:
+        /* Stored, as far as Paddle is concerned, but the operator has something to look into: a sandbox
+         * secret that was misused, or state tables that lack the event (a retry would fail the same way). */
         o->code = 200;
         o->word = store_result_name(st);
         o->warn = 1;

@@ -10,6 +10,7 @@ nginx's 1 MiB limit.
 """
 
 import json
+import os
 import time
 
 import harness
@@ -318,6 +319,7 @@ class ProjectionFailures(ErrorCase):
 
     def test_failure_the_data_causes_is_recorded_and_the_event_kept(self):
         env, body = self.customer_event()
+        log_at = os.path.getsize(H.serve_log)
         H.sql("ALTER TABLE paddle.customers ADD CONSTRAINT test_no_such_email CHECK (email <> %s)"
               % H.lit(env["data"]["email"]))
         try:
@@ -329,6 +331,14 @@ class ProjectionFailures(ErrorCase):
         self.assertTrue(err and err.startswith("23514:"), err)
         self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.customers WHERE id = %s"
                                      % H.lit(env["data"]["id"])), "0")
+        # Paddle got its 200; the operator gets a warning and a counter of its own.
+        harness.wait_until(lambda: "event_id=%s" % env["event_id"] in H.serve_log_since(log_at), timeout=10,
+                           what="the delivery's log line")
+        line = next(l for l in H.serve_log_since(log_at).splitlines() if "event_id=%s" % env["event_id"] in l)
+        self.assertIn("level=warn", line)
+        self.assertIn("status=200 outcome=projection_failed", line)
+        self.assertIn('endpoint="%s",event_type="customer.created",outcome="projection_failed"} 1' % self.ep.id,
+                      H.get("/paddle/metrics").body.decode())
 
     def test_failure_that_is_not_the_datas_fault_is_not_acknowledged(self):
         env, body = self.customer_event()

@@ -102,6 +102,29 @@ class Status(HarnessTestCase):
         self.assertGreaterEqual(h, 1)
         self.assertEqual(h, d)
 
+    def test_status_names_stored_events_whose_projection_failed_until_they_are_replayed(self):
+        out = self.H.cli("status").stdout
+        self.assertIn("\nprojection errors: none\n", out)
+        ep = self.H.add_endpoint()
+        cust = sample_customer()
+        body = make_event("customer.created", cust)
+        self.H.sql("ALTER TABLE paddle.customers ADD CONSTRAINT test_status_email CHECK (email <> %s)"
+                   % self.H.lit(cust["email"]))
+        try:
+            self.assertStored(self.H.post_event(ep, body))
+        finally:
+            self.H.sql("ALTER TABLE paddle.customers DROP CONSTRAINT test_status_email")
+        eid = json.loads(body)["event_id"]
+        out = self.H.cli("status").stdout
+        self.assertRegex(out, r"\nprojection errors: 1 stored event\(s\) missing from the state tables; "
+                              r"newest %s customer\.created, received \S+Z \(\d+s ago\)\n" % eid)
+        line = next(l for l in out.splitlines() if l.startswith(ep.id))
+        self.assertEqual(line.split()[-4], "1/1", "a projection failure is a stored delivery")
+        # The remedy the status line names.
+        self.assertEqual(self.H.sql_value("SELECT paddle.reproject_event(%s)" % self.H.lit(eid)), "ok")
+        self.assertIsNotNone(self.H.state_row("paddle.customers", cust["id"]))
+        self.assertIn("\nprojection errors: none\n", self.H.cli("status").stdout)
+
     def test_status_without_live_counters_falls_back_to_the_database(self):
         p = self.H.cli("status", "--stats-file", os.path.join(self.H.tmpdir, "no-such-stats"))
         self.assertIn("no live counters", p.stdout)
@@ -115,6 +138,19 @@ class CheckConfig(HarnessTestCase):
         self.assertIn("configuration is good", p.stdout)
         self.assertRegex(p.stdout, r"ok +deliveries: this role can store and project every entity type")
         self.assertEqual(self.H.digest(), before, "the deliveries dry run left rows behind")
+
+    def test_a_projection_the_database_refuses_is_a_problem(self):
+        """A constraint or trigger of the user's own that refuses what Paddle
+        sends leaves state tables stale; the dry run names it."""
+        self.H.sql("ALTER TABLE paddle.customers ADD CONSTRAINT test_check_email "
+                   "CHECK (email <> 'check@example.com')")
+        try:
+            p = self.H.cli("check-config", check=False)
+        finally:
+            self.H.sql("ALTER TABLE paddle.customers DROP CONSTRAINT test_check_email")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"PROBLEM +deliveries: customer\.created: paddle\.ingest_event answered "
+                                   r"projection_failed, not stored")
 
     def test_problems_are_named_in_plain_words(self):
         loose = os.path.join(self.H.tmpdir, "loose.key")
