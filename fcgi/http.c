@@ -40,12 +40,18 @@ void http_request_init(struct http_request *req, FCGX_Request *fcgx)
     for (char **e = fcgx->envp; e && *e; e++)
         req->signature_count += strncmp(*e, "HTTP_PADDLE_SIGNATURE=", 22) == 0;
     if (req->method == NULL) req->method = "";
-    /* DOCUMENT_URI is nginx's normalised path; REQUEST_URI is the fallback
-     * other servers send. */
+    /* DOCUMENT_URI is nginx's normalised, decoded path, taken whole: a '?' in
+     * it was sent as %3F, and cutting there would route /paddle/metrics%3F to
+     * a page whose nginx location it never matched. REQUEST_URI, the fallback
+     * other servers send, carries the query string. */
     uri = FCGX_GetParam("DOCUMENT_URI", fcgx->envp);
-    if (uri == NULL) uri = FCGX_GetParam("REQUEST_URI", fcgx->envp);
-    if (uri == NULL) uri = "";
-    len = strcspn(uri, "?");
+    if (uri != NULL) {
+        len = strlen(uri);
+    } else {
+        uri = FCGX_GetParam("REQUEST_URI", fcgx->envp);
+        if (uri == NULL) uri = "";
+        len = strcspn(uri, "?");
+    }
     if (len < sizeof req->path) {
         memcpy(req->path, uri, len);
         req->path[len] = '\0';

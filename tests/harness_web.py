@@ -166,9 +166,11 @@ class WebMixin:
 
     # ---- HTTP ------------------------------------------------------------
 
-    def request(self, method, path, body=None, headers=None, timeout=30):
-        """One request through nginx with http.client (new connection)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+    def request(self, method, path, body=None, headers=None, timeout=30, source="127.0.0.1"):
+        """One request through nginx with http.client (new connection), from
+        the loopback address source."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout,
+                                          source_address=(source, 0))
         try:
             h = {}
             if body is not None:
@@ -179,8 +181,8 @@ class WebMixin:
         finally:
             conn.close()
 
-    def get(self, path, headers=None, timeout=30):
-        return self.request("GET", path, headers=headers, timeout=timeout)
+    def get(self, path, headers=None, timeout=30, source="127.0.0.1"):
+        return self.request("GET", path, headers=headers, timeout=timeout, source=source)
 
     def post(self, path, body, signature=None, headers=None, timeout=30):
         h = dict(headers or {})

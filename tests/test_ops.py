@@ -63,6 +63,17 @@ class Metrics(HarnessTestCase):
         hist = metric_values(text, "paddlehook_ingest_duration_seconds_count")
         self.assertGreaterEqual(hist[""], 2)
 
+    def test_metrics_are_for_local_scrapers_only_however_the_path_is_spelt(self):
+        for path in ("/paddle/metrics", "/paddle/metrics%3F", "/paddle/metrics%3Fx=1", "/paddle/metrics/",
+                     "/paddle//metrics", "/paddle/./metrics", "/paddle/%6detrics", "/paddle/metrics%3F?x=1"):
+            r = self.H.get(path, source="127.0.0.2")
+            self.assertIn(r.status, (403, 404), "%s from another address: %r" % (path, r))
+            self.assertNotIn(b"paddlehook_", r.body, path)
+        # From the scraper's own host, only the path itself is the metrics page.
+        for path in ("/paddle/metrics%3F", "/paddle/metrics%3Fx=1", "/paddle/metrics%3F?x=1"):
+            self.assertErrorResponse(self.H.get(path), 404, "not_found", path)
+        self.scrape()
+
     def test_unknown_endpoint_ids_never_become_labels(self):
         self.H.post("/paddle/webhooks/ep_attacker_chosen_label", b"{}", signature="ts=1;h1=00")
         self.assertNotIn("ep_attacker_chosen_label", self.scrape())
