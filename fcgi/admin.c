@@ -19,6 +19,7 @@
 
 #include "db.h"
 #include "embedded.h"
+#include "endpoint_cmd.h"
 #include "limits.h"
 #include "masterkey.h"
 #include "stats.h"
@@ -380,7 +381,8 @@ int admin_check_config(const struct config *cfg)
 static int reseal(PGconn *conn, const struct masterkey *old_key, const struct masterkey *new_key, int *count)
 {
     char err[512];
-    PGresult *res = query(conn, SQL_SECRETS, err, sizeof err);
+    PGresult *res = db_exec(conn, ENDPOINT_SECRETS_LOCK_SQL, err, sizeof err) == 0
+                        ? query(conn, SQL_SECRETS, err, sizeof err) : NULL;
     int rc = -1;
 
     if (res == NULL) {

@@ -47,6 +47,8 @@
     "ON s.endpoint_id = e.id AND s.retired_at IS NULL "                                       \
     "GROUP BY e.id ORDER BY e.created_at, e.id"
 
+#define SQL_ACTIVE_SEALED "SELECT encode(sealed, 'hex') FROM paddle.endpoint_secrets WHERE retired_at IS NULL"
+
 #define PH_STR2(x) #x
 #define PH_STR(x) PH_STR2(x)
 
@@ -85,8 +87,70 @@ int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t 
     return (int)len;
 }
 
-/* Reads a secret from stdin and seals it: sealed/hint are filled. */
-static int sealed_secret_from_stdin(const struct config *cfg, unsigned char *sealed,
+/* Whether the stored active secrets are sealed with mk: at least one of them
+ * opens with it, or there is none. A secret sealed with another key (the one
+ * `rekey` just replaced, a wrong --key-file) would be one no worker can open. */
+static int key_matches_stored_secrets(PGconn *conn, const struct masterkey *mk, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, SQL_ACTIVE_SEALED);
+    int rows, opened = 0;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        db_error_line(conn, res, err, errlen);
+        PQclear(res);
+        return 0;
+    }
+    rows = PQntuples(res);
+    for (int r = 0; r < rows && !opened; r++) {
+        unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD], plain[MAX_SECRET_LEN];
+        const char *hex = PQgetvalue(res, r, 0);
+        size_t sealed_len = 0, len = 0;
+
+        opened = sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) == 0 &&
+                 masterkey_open(mk, sealed, sealed_len, plain, sizeof plain, &len) == 0;
+        sodium_memzero(plain, sizeof plain);
+    }
+    PQclear(res);
+    if (rows > 0 && !opened)
+        snprintf(err, errlen, "none of the stored secrets opens with this master key; use the key file "
+                              "serve uses (after a rekey, the new one); nothing changed");
+    return rows == 0 || opened;
+}
+
+/* Opens the transaction that stores a new secret: the secrets table locked
+ * against a concurrent rekey, and the key checked against what is stored. */
+static int begin_secret_change(PGconn *conn, const struct masterkey *mk)
+{
+    char err[512] = "";
+
+    if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && db_exec(conn, ENDPOINT_SECRETS_LOCK_SQL, err, sizeof err) == 0 &&
+        key_matches_stored_secrets(conn, mk, err, sizeof err))
+        return 0;
+    fprintf(stderr, "paddlehook: %s\n", err);
+    PQclear(PQexec(conn, "ROLLBACK"));
+    return -1;
+}
+
+/* Commits what begin_secret_change began if stored (the statement's result,
+ * or NULL when it failed and said why); rolls it back otherwise. */
+static int end_secret_change(PGconn *conn, PGresult *stored)
+{
+    char err[512];
+
+    if (stored == NULL) {
+        PQclear(PQexec(conn, "ROLLBACK"));
+        return -1;
+    }
+    if (db_exec(conn, "COMMIT", err, sizeof err) != 0) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads a secret from stdin and seals it (sealed/hint are filled), then opens
+ * the transaction that will store it (begin_secret_change). */
+static int sealed_secret_from_stdin(const struct config *cfg, PGconn *conn, unsigned char *sealed,
                                     size_t sealed_cap, size_t *sealed_len,
                                     char hint[SECRET_HINT_CHARS + 1])
 {
@@ -110,7 +174,7 @@ static int sealed_secret_from_stdin(const struct config *cfg, unsigned char *sea
         memcpy(hint, secret + from, n);
         hint[n] = '\0';
     }
-    rc = 0;
+    rc = begin_secret_change(conn, &mk);
     goto out;
 fail:
     fprintf(stderr, "paddlehook: %s\n", err);
@@ -156,7 +220,7 @@ static int cmd_add(const struct config *cfg, PGconn *conn)
                         "[--tolerance SECONDS] < secret\n");
         return 2;
     }
-    if (sealed_secret_from_stdin(cfg, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
+    if (sealed_secret_from_stdin(cfg, conn, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
     new_endpoint_id(id, sizeof id);
     snprintf(tolerance, sizeof tolerance, "%d", cfg->tolerance);
     {
@@ -165,7 +229,10 @@ static int cmd_add(const struct config *cfg, PGconn *conn)
         const int formats[6] = {0, 0, 0, 0, 1, 0};
         res = run(conn, SQL_ADD, 6, values, lengths, formats);
     }
-    if (res == NULL) return 1;
+    if (end_secret_change(conn, res) != 0) {
+        PQclear(res);
+        return 1;
+    }
     PQclear(res);
     printf("endpoint %s added (%s, tolerance %ds, secret ...%s)\n", cfg->args[1], environment,
            cfg->tolerance, hint);
@@ -182,14 +249,17 @@ static int cmd_rotate(const struct config *cfg, PGconn *conn)
     PGresult *res;
     int rows;
 
-    if (sealed_secret_from_stdin(cfg, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
+    if (sealed_secret_from_stdin(cfg, conn, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
     {
         const char *values[3] = {cfg->args[1], (char *)sealed, hint};
         const int lengths[3] = {0, (int)sealed_len, 0};
         const int formats[3] = {0, 1, 0};
         res = run(conn, SQL_ROTATE, 3, values, lengths, formats);
     }
-    if (res == NULL) return 1;
+    if (end_secret_change(conn, res) != 0) {
+        PQclear(res);
+        return 1;
+    }
     rows = PQntuples(res);
     PQclear(res);
     if (rows == 0) {

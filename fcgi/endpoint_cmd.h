@@ -4,6 +4,11 @@
 
 #include "config.h"
 
+/* Storing a new secret and `rekey` take this lock in their transactions, so
+ * that neither misses the other's rows (a secret sealed with the key rekey
+ * just replaced); deliveries only read the table and never wait for it. */
+#define ENDPOINT_SECRETS_LOCK_SQL "LOCK TABLE paddle.endpoint_secrets IN SHARE ROW EXCLUSIVE MODE"
+
 /* cfg->args[0] is the action (add, list, rotate, retire-secret, disable,
  * enable). Returns the process exit status. */
 int endpoint_cmd_run(const struct config *cfg);

@@ -103,6 +103,8 @@ static int reload(struct worker *w, const char *why)
     if (store_ready(&w->store) != 0) return -1;
     if (endpoints_load(&w->store, &w->key, &w->endpoints, err, sizeof err) != 0) {
         log_line(LOG_ERROR, "event=endpoints_load_failed reason=\"%s\"", err);
+        /* A lost connection is the unreachable case (endpoints_trusted); a live one refused the query. */
+        w->endpoints_failed = w->store.conn != NULL && PQstatus(w->store.conn) == CONNECTION_OK;
         return -1;
     }
     if (w->endpoints.unreadable && w->cfg->key_file) {
@@ -120,8 +122,19 @@ static int reload(struct worker *w, const char *why)
     }
     w->endpoints_loaded = 1;
     w->endpoints_stale = 0;
+    w->endpoints_failed = 0;
     log_line(LOG_DEBUG, "event=endpoints_loaded count=%zu why=%s", w->endpoints.n, why);
     return 0;
+}
+
+/* Whether the endpoints table may decide a request: loaded, and the last
+ * reload did not fail on a database that answered (it may have been for a
+ * change: an endpoint disabled, a secret retired). While the database is
+ * unreachable the table as it was still tells a bad signature (401); nothing
+ * can be stored then anyway. */
+static int endpoints_trusted(const struct worker *w)
+{
+    return w->endpoints_loaded && !w->endpoints_failed;
 }
 
 /* Applies changes announced by the endpoint commands and reconnects a lost
@@ -147,10 +160,13 @@ static void refresh(struct worker *w, int read_socket)
         if (w->cfg->key_file && masterkey_load(w->cfg->key_file, &w->key, err, sizeof err) != 0)
             log_line(LOG_ERROR, "event=key_reload_failed reason=\"%s\" kept=previous", err);
         reload(w, "sighup");
-    } else if (changed || w->store.reconnected || !w->endpoints_loaded) {
+    } else if (changed || w->store.reconnected || (!endpoints_trusted(w) && db_now_ms() >= w->next_reload_ms)) {
+        /* A reload that failed is tried again, at most once per RELOAD_MIN_INTERVAL_MS: until one
+         * succeeds, a change it would have brought (an endpoint disabled, a secret retired) is unknown. */
+        const char *why = changed ? "notify" : w->store.reconnected ? "connect" : "retry";
         if (store_ready(&w->store) == 0) {
             w->store.reconnected = 0;
-            reload(w, changed ? "notify" : "connect");
+            reload(w, why);
         }
     }
 }
@@ -163,10 +179,12 @@ enum endpoint_lookup worker_endpoint(struct worker *w, const char *id, const str
         reload(w, "miss");
         *out = endpoints_find(&w->endpoints, id);
     }
+    /* A 503 makes Paddle retry. */
+    if (!endpoints_trusted(w)) return ENDPOINT_UNAVAILABLE;
     if (*out) return ENDPOINT_FOUND;
     /* Unknown only if the table is current: with the database unreachable the
-     * endpoint may have been added since, and a 503 makes Paddle retry. */
-    return w->endpoints_loaded && !w->endpoints_stale ? ENDPOINT_UNKNOWN : ENDPOINT_UNAVAILABLE;
+     * endpoint may have been added since. */
+    return w->endpoints_stale ? ENDPOINT_UNAVAILABLE : ENDPOINT_UNKNOWN;
 }
 
 enum wake { WAKE_NONE, WAKE_DB, WAKE_LISTEN, WAKE_KEPT };
@@ -182,12 +200,15 @@ static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int 
     int db_fd = store_socket(&w->store);
     struct pollfd pfd[4] = {{.fd = sig_fd, .events = POLLIN}, {.fd = db_fd, .events = POLLIN},
                             {.fd = listen_fd, .events = POLLIN}, {.fd = kept_fd, .events = POLLIN}};
-    int n = poll(pfd, 4, db_fd < 0 ? w->idle_reconnect_ms : -1); /* a negative fd is skipped */
+    /* A negative fd is skipped. Connected, an idle worker whose endpoints are
+     * not current wakes to load them again. */
+    int n = poll(pfd, 4, db_fd < 0 ? w->idle_reconnect_ms : endpoints_trusted(w) ? -1 : RELOAD_MIN_INTERVAL_MS);
 
     if (n == 0) {
         /* Back off until a connection succeeds (refresh() then resets it). */
-        w->idle_reconnect_ms = w->idle_reconnect_ms * 2 > IDLE_RECONNECT_MAX_MS ? IDLE_RECONNECT_MAX_MS
-                                                                                : w->idle_reconnect_ms * 2;
+        if (db_fd < 0)
+            w->idle_reconnect_ms = w->idle_reconnect_ms * 2 > IDLE_RECONNECT_MAX_MS ? IDLE_RECONNECT_MAX_MS
+                                                                                    : w->idle_reconnect_ms * 2;
         return WAKE_DB;
     }
     if (n < 0) return WAKE_NONE; /* EINTR: a leftover deadline */

@@ -15,6 +15,7 @@ struct worker {
     struct endpoint_table endpoints;
     int endpoints_loaded;
     int endpoints_stale;  /* the last reload failed: a miss may be an endpoint added since */
+    int endpoints_failed; /* ... and the database answered: the table may be out of date (retried) */
     int stop_requested;   /* SIGTERM/SIGINT seen */
     int reload_requested; /* SIGHUP seen */
     long long next_reload_ms;

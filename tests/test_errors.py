@@ -11,6 +11,7 @@ nginx's 1 MiB limit.
 
 import json
 import os
+import threading
 import time
 
 import harness
@@ -168,8 +169,34 @@ class MethodAndPathErrors(ErrorCase):
         self.assertStored(r, "after enable")
         self.assertEqual(H.event_count(), self.before[harness.EVENT_TABLE][0] + 1)
 
-
-class BodyErrors(ErrorCase):
+    def test_disable_the_workers_cannot_load_at_once_still_takes_effect(self):
+        """A reload that fails (here the secrets table is locked past the
+        worker's lock_timeout) is tried again; until one succeeds the endpoint
+        gets 503, never an answer from the table as it was before the change."""
+        ep = H.add_endpoint()
+        self.assertStored(H.post_event(ep, self.event()), "before")
+        locker = threading.Thread(target=H.sql, args=(
+            "SET application_name = 'test_locker'; BEGIN; "
+            "LOCK TABLE paddle.endpoint_secrets IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;",))
+        locker.start()
+        try:
+            harness.wait_until(lambda: H.sql_value(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'test_locker' "
+                "AND query LIKE 'SELECT pg_sleep%'") == "1", timeout=10, interval=0.02, what="the lock")
+            H.disable_endpoint(ep)
+            seen = set()
+            deadline = time.monotonic() + 25
+            while time.monotonic() < deadline:
+                self.before = H.digest()
+                r = H.post_event(ep, self.event())
+                seen.add(r.status)
+                if r.status == 410:
+                    break
+                self.expect(r, 503, "database_unavailable", "while the endpoints cannot be loaded")
+        finally:
+            locker.join()
+        self.assertIn(410, seen, "the disable took effect once the lock was gone")
+        self.assertNothingChanged()
 
     def test_post_without_content_length_is_411(self):
         sig = py_sign(b"", self.ep.secret)

@@ -2,7 +2,10 @@
 
 import json
 import os
+import secrets as _secrets
 import re
+import subprocess
+import threading
 import time
 
 from harness import Harness, HarnessTestCase, make_event, new_secret, sample_customer, wait_until
@@ -279,13 +282,18 @@ class Rekey(HarnessTestCase):
         self.assertStored(post(kept))
 
     def test_endpoint_whose_secrets_do_not_open_answers_503_not_401(self):
-        # Its secret is sealed with another master key than serve's: a configuration fault, not the sender's.
-        other = os.path.join(self.H.tmpdir, "other-%d.key" % time.time_ns())
-        self.H.cli("keygen", "--out", other)
+        # Its secret does not open with serve's master key: a configuration fault, not the sender's.
+        # (endpoint add refuses a key that does not open the stored secrets, so the row is written here,
+        # with a ciphertext of the right size that no key opens.)
+        ep_id = "ep_" + _secrets.token_hex(10)
         secret = new_secret()
         log_at = os.path.getsize(self.H.serve_log)
-        p = self.H.cli("endpoint", "add", "sealed-elsewhere", "--key-file", other, input=secret + "\n")
-        ep_id = p.stdout.split()[-1]
+        self.H.sql("INSERT INTO paddle.endpoints (id, name, environment, tolerance_seconds) "
+                   "VALUES (%s, 'sealed-elsewhere', 'sandbox', 300); "
+                   "INSERT INTO paddle.endpoint_secrets (endpoint_id, sealed, hint) "
+                   "VALUES (%s, decode(%s, 'hex'), 'xxxx'); SELECT pg_notify('paddlehook_endpoints', %s)"
+                   % (self.H.lit(ep_id), self.H.lit(ep_id), self.H.lit(_secrets.token_hex(40 + len(secret))),
+                      self.H.lit(ep_id)))
         path = "/paddle/webhooks/" + ep_id
         body = make_event("customer.created", sample_customer())
         try:
@@ -298,6 +306,71 @@ class Rekey(HarnessTestCase):
             # rekey (other tests) re-seals every stored secret and refuses one it cannot open
             self.H.sql("DELETE FROM paddle.endpoint_secrets WHERE endpoint_id = %s; "
                        "DELETE FROM paddle.endpoints WHERE id = %s" % (self.H.lit(ep_id), self.H.lit(ep_id)))
+
+    def test_a_secret_sealed_with_another_key_than_the_stored_ones_is_refused(self):
+        ep = self.H.add_endpoint()
+        other = os.path.join(self.H.tmpdir, "other-%d.key" % time.time_ns())
+        self.H.cli("keygen", "--out", other)
+        before = self.H.sql_value("SELECT count(*) FROM paddle.endpoint_secrets")
+        for argv in (("endpoint", "add", "wrong-key"), ("endpoint", "rotate", ep.id)):
+            p = self.H.cli(*argv, "--key-file", other, input=new_secret() + "\n", check=False)
+            self.assertEqual(p.returncode, 1, argv)
+            self.assertIn("none of the stored secrets opens with this master key", p.stderr)
+        self.assertEqual(self.H.sql_value("SELECT count(*) FROM paddle.endpoint_secrets"), before)
+        self.assertEqual(self.H.sql_value("SELECT count(*) FROM paddle.endpoints WHERE name = 'wrong-key'"), "0")
+
+    def test_a_secret_added_while_rekey_runs_is_not_left_on_the_old_key(self):
+        """rekey waits here on a secret row another session holds; an
+        endpoint add with the old key, started meanwhile, must either be
+        re-sealed by the rekey or refused, never stored on the old key."""
+        self.H.add_endpoint()
+        original, new_key = self.saved_and_new_key()
+
+        def waiting_on_lock(query_start):
+            return self.H.sql_value(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+                % self.H.lit(query_start + "%")) == "1"
+
+        secret_file = os.path.join(self.H.tmpdir, "racer-%d.secret" % time.time_ns())
+        with open(secret_file, "w") as f:
+            f.write(new_secret() + "\n")
+        env = self.H.env()
+        holder = threading.Thread(target=self.H.sql, args=(
+            "SET application_name = 'test_row_holder'; BEGIN; "
+            "SELECT id FROM paddle.endpoint_secrets ORDER BY id LIMIT 1 FOR UPDATE; SELECT pg_sleep(3); COMMIT;",))
+        rekey = add = None
+        holder.start()
+        try:
+            wait_until(lambda: self.H.sql_value(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'test_row_holder' "
+                "AND query LIKE 'SELECT pg_sleep%'") == "1", timeout=10, interval=0.02, what="the row lock")
+            rekey = subprocess.Popen([self.H.binary, "rekey", "--old-key-file", self.H.key_file, "--key-file",
+                                      new_key], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+            wait_until(lambda: waiting_on_lock("SELECT id, encode(sealed"), timeout=10, interval=0.02,
+                       what="rekey waiting on the row")
+            with open(secret_file) as stdin:
+                add = subprocess.Popen([self.H.binary, "endpoint", "add", "racer"], env=env, stdin=stdin,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            wait_until(lambda: waiting_on_lock("LOCK TABLE paddle.endpoint_secrets"), timeout=10, interval=0.02,
+                       what="endpoint add waiting for rekey")
+            holder.join()
+            _, rekey_err = rekey.communicate(timeout=30)
+            add_out, add_err = add.communicate(timeout=30)
+            self.assertEqual(rekey.returncode, 0, rekey_err)
+            self.assertEqual(add.returncode, 1, add_out + add_err)
+            self.assertIn("none of the stored secrets opens with this master key", add_err)
+            p = self.H.cli("check-config", "--key-file", new_key, check=False)
+            self.assertNotIn("sealed with another master key", p.stdout)
+        finally:
+            holder.join()
+            for proc in (rekey, add):
+                if proc is not None and proc.poll() is None:
+                    proc.communicate(timeout=30)
+            if rekey is not None and rekey.returncode == 0:
+                self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
+            os.kill(self.H.serve_pid(), 1)
+            time.sleep(0.5)
 
     def test_rekey_with_the_wrong_old_key_changes_nothing(self):
         wrong = os.path.join(self.H.tmpdir, "wrong-%d.key" % time.time_ns())
