@@ -106,18 +106,59 @@ static int append_order(PGconn *conn, char *sql, size_t cap, const char *order_b
     return 0;
 }
 
+/* Bytes of a control character at v (C0, DEL, or C1 in UTF-8), 0 otherwise.
+ * Report cells carry text from checkout forms (utm_* values, names): shown
+ * raw, such a character could move the terminal's cursor or fake a row. */
+static int control_len(const unsigned char *v)
+{
+    if (*v < 0x20 || *v == 0x7f) return 1;
+    if (v[0] == 0xc2 && v[1] >= 0x80 && v[1] <= 0x9f) return 2;
+    return 0;
+}
+
+/* A cell as the table shows it: each byte of a control character as \xNN. */
+static size_t shown_len(const char *v)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)v; *p;) {
+        int c = control_len(p);
+        n += c ? 4 * (size_t)c : 1;
+        p += c ? c : 1;
+    }
+    return n;
+}
+
+static void put_shown(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        int c = control_len(p);
+        for (int i = 0; i < c; i++) printf("\\x%02x", p[i]);
+        if (c) p += c - 1;
+        else putchar(*p);
+    }
+}
+
+static void print_cell(const char *v, size_t width, int right, int first)
+{
+    size_t pad = width - shown_len(v);
+
+    if (!first) fputs("  ", stdout);
+    for (size_t i = 0; right && i < pad; i++) putchar(' ');
+    put_shown(v);
+    for (size_t i = 0; !right && i < pad; i++) putchar(' ');
+}
+
 static void print_table(const PGresult *res)
 {
     int cols = PQnfields(res), rows = PQntuples(res);
     size_t width[REPORT_MAX_COLUMNS];
 
     for (int c = 0; c < cols; c++) {
-        width[c] = strlen(PQfname(res, c));
+        width[c] = shown_len(PQfname(res, c));
         for (int r = 0; r < rows; r++)
-            if ((size_t)PQgetlength(res, r, c) > width[c]) width[c] = (size_t)PQgetlength(res, r, c);
+            if (shown_len(PQgetvalue(res, r, c)) > width[c]) width[c] = shown_len(PQgetvalue(res, r, c));
     }
-    for (int c = 0; c < cols; c++)
-        printf("%s%-*s", c ? "  " : "", (int)width[c], PQfname(res, c));
+    for (int c = 0; c < cols; c++) print_cell(PQfname(res, c), width[c], 0, c == 0);
     putchar('\n');
     for (int c = 0; c < cols; c++) {
         printf("%s", c ? "  " : "");
@@ -127,23 +168,25 @@ static void print_table(const PGresult *res)
     for (int r = 0; r < rows; r++) {
         for (int c = 0; c < cols; c++) {
             const char *v = PQgetisnull(res, r, c) ? "" : PQgetvalue(res, r, c);
-            if (is_number_type(PQftype(res, c)))
-                printf("%s%*s", c ? "  " : "", (int)width[c], v);
-            else
-                printf("%s%-*s", c ? "  " : "", (int)width[c], v);
+            print_cell(v, width[c], is_number_type(PQftype(res, c)), c == 0);
         }
         putchar('\n');
     }
     printf("(%d row%s)\n", rows, rows == 1 ? "" : "s");
 }
 
-static void print_csv_field(const char *v)
+/* text: a text cell that starts like a formula (= + - @, or a tab or CR
+ * before one) gets a leading ', so that a spreadsheet opening the file shows
+ * it instead of running it; numbers are written as they are. */
+static void print_csv_field(const char *v, int text)
 {
+    const char *guard = text && *v && strchr("=+-@\t\r", *v) ? "'" : "";
+
     if (strpbrk(v, ",\"\r\n") == NULL) {
-        fputs(v, stdout);
+        printf("%s%s", guard, v);
         return;
     }
-    putchar('"');
+    printf("\"%s", guard);
     for (; *v; v++) {
         if (*v == '"') putchar('"');
         putchar(*v);
@@ -156,13 +199,13 @@ static void print_csv(const PGresult *res)
     int cols = PQnfields(res);
     for (int c = 0; c < cols; c++) {
         if (c) putchar(',');
-        print_csv_field(PQfname(res, c));
+        print_csv_field(PQfname(res, c), 1);
     }
     fputs("\r\n", stdout);
     for (int r = 0; r < PQntuples(res); r++) {
         for (int c = 0; c < cols; c++) {
             if (c) putchar(',');
-            if (!PQgetisnull(res, r, c)) print_csv_field(PQgetvalue(res, r, c));
+            if (!PQgetisnull(res, r, c)) print_csv_field(PQgetvalue(res, r, c), !is_number_type(PQftype(res, c)));
         }
         fputs("\r\n", stdout);
     }

@@ -279,6 +279,38 @@ class Cli(ReportCase):
         self.assertNotEqual(H.cli("report", "mrr", "--since", "2024-01-01", check=False).returncode, 0)
         self.assertNotEqual(H.cli("report", "no_such_report", check=False).returncode, 0)
 
+    def test_text_from_checkout_forms_cannot_drive_a_terminal_or_a_spreadsheet(self):
+        """utm_* values and names come from buyers: in the table a control
+        character is shown as \\xNN; in CSV a text cell that starts like a
+        formula gets a leading '; numbers and JSON stay as they are."""
+        H.sql("CREATE VIEW paddle.test_hostile_text AS SELECT 'live'::text AS environment, "
+              "E'\\x1b[2J\\x1b[31mred' AS clear, '=HYPERLINK(\"http://evil.example/\",\"x\")'::text AS formula, "
+              "'-1+1'::text AS dash, -1.5::numeric AS amount, E'fake\\nrow' AS two_lines, U&'\\009B2J' AS c1; "
+              "INSERT INTO paddle.report_catalog (name, view_name, time_column, order_by, description) "
+              "VALUES ('test_hostile_text', 'test_hostile_text', NULL, 'environment', 'test')")
+        try:
+            table = H.cli("report", "test_hostile_text").stdout
+            csv_out = H.cli("report", "test_hostile_text", "--format", "csv").stdout
+            rows = json.loads(H.cli("report", "test_hostile_text", "--format", "json").stdout,
+                              parse_float=decimal.Decimal)
+        finally:
+            H.sql("DELETE FROM paddle.report_catalog WHERE name = 'test_hostile_text'; "
+                  "DROP VIEW paddle.test_hostile_text")
+        self.assertNotRegex(table, "[\x00-\x09\x0b-\x1f\x7f\x80-\x9f]")
+        lines = table.splitlines()
+        self.assertEqual(len(lines), 4, table)
+        self.assertIn("\\x1b[2J\\x1b[31mred", lines[2])
+        self.assertIn("fake\\x0arow", lines[2])
+        self.assertIn("\\xc2\\x9b2J", lines[2])
+        self.assertEqual(lines[3], "(1 row)")
+        self.assertEqual(len(lines[0]), len(lines[2]), "columns line up")
+        got = list(csv.reader(io.StringIO(csv_out)))
+        self.assertEqual(got[1], ["live", "\x1b[2J\x1b[31mred", "'=HYPERLINK(\"http://evil.example/\",\"x\")", "'-1+1",
+                                  "-1.5", "fake\nrow", "\u009b2J"])
+        self.assertEqual(rows, [{"environment": "live", "clear": "\x1b[2J\x1b[31mred",
+                                 "formula": '=HYPERLINK("http://evil.example/","x")', "dash": "-1+1",
+                                 "amount": decimal.Decimal("-1.5"), "two_lines": "fake\nrow", "c1": "\u009b2J"}])
+
     def test_json_keeps_numbers_exact(self):
         out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--format", "json").stdout
         rows = json.loads(out, parse_float=decimal.Decimal)
