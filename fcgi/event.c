@@ -6,6 +6,7 @@
  */
 #include "event.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include <yajl/yajl_parse.h>
@@ -216,6 +217,43 @@ static const yajl_callbacks callbacks = {
     .yajl_end_array = on_end,
 };
 
+/* Strict UTF-8 (RFC 3629). yajl checks only the shape of multi-byte
+ * sequences: overlong forms, surrogates and code points past U+10FFFF would
+ * reach PostgreSQL, which refuses them as a database error. */
+static int utf8_valid(const unsigned char *s, size_t len)
+{
+    static const uint64_t high_bits = 0x8080808080808080ULL;
+    size_t i = 0;
+
+    while (i < len) {
+        uint32_t cp, min;
+        size_t more;
+        uint64_t word;
+
+        /* ASCII a word at a time: Paddle escapes everything else as \uXXXX. */
+        if (len - i >= sizeof word && (memcpy(&word, s + i, sizeof word), (word & high_bits) == 0)) {
+            i += sizeof word;
+            continue;
+        }
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        if (s[i] >= 0xc2 && s[i] <= 0xdf) more = 1, cp = s[i] & 0x1fu, min = 0x80;
+        else if (s[i] >= 0xe0 && s[i] <= 0xef) more = 2, cp = s[i] & 0x0fu, min = 0x800;
+        else if (s[i] >= 0xf0 && s[i] <= 0xf4) more = 3, cp = s[i] & 0x07u, min = 0x10000;
+        else return 0;
+        if (len - i - 1 < more) return 0;
+        for (size_t k = 1; k <= more; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return 0;
+            cp = cp << 6 | (s[i + k] & 0x3fu);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+        i += more + 1;
+    }
+    return 1;
+}
+
 enum event_error event_parse(const unsigned char *body, size_t len,
                              struct event_envelope *out, const char **detail)
 {
@@ -225,6 +263,10 @@ enum event_error event_parse(const unsigned char *body, size_t len,
     memset(out, 0, sizeof *out);
     if (len == 0) {
         fail(&st, EVENT_EMPTY, "the request body is empty");
+        goto out;
+    }
+    if (!utf8_valid(body, len)) {
+        fail(&st, EVENT_MALFORMED_JSON, "the body is not valid UTF-8");
         goto out;
     }
     h = yajl_alloc(&callbacks, NULL, &st);

@@ -255,6 +255,10 @@ class MethodAndPathErrors(ErrorCase):
         body = self.event()
         body = body.replace(b'"status":"active"', b'"status":"act\xc3\x28ive"', 1)
         self.expect(self.post_signed(body), 400, "malformed_json", "invalid continuation byte")
+        # Well-formed in shape, which is all yajl checks; PostgreSQL would refuse them.
+        for bad in (b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"):
+            body = self.event().replace(b'"status":"active"', b'"status":"act' + bad + b'ive"', 1)
+            self.expect(self.post_signed(body), 400, "malformed_json", repr(bad))
 
     def test_invalid_json_is_400_malformed_json(self):
         good = self.event()

@@ -277,6 +277,9 @@ class Logs(HostileCase):
                   self.post_signed(body.replace(b'"data":', b'"data":1,"x":', 1)),   # invalid field
                   self.post_signed(body[:-3]),                                       # malformed JSON
                   self.post_signed(body.replace(b'"note":"', b'"note":"\\u0000', 1)),  # PostgreSQL refuses
+                  # ... after the canary: PostgreSQL's message quotes the JSON up to where it stopped
+                  self.post_signed(body.replace(canary.encode() + b'"', canary.encode() + b'\\u0000"', 1)),
+                  self.post_signed(body.replace(canary.encode() + b'"', canary.encode() + b'\xed\xa0\x80"', 1)),
                   self.post_signed(make_event("x\ny level=error FORGED=1", data)),
                   H.post(self.ep.path + "%0a" + "ts=0%20level=error%20FORGED=1", body,
                          signature=py_sign(body, self.ep.secret)),

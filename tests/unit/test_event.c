@@ -63,6 +63,36 @@ static void test_fixture_dir(const char *sub, int names_are_types)
 #define ENV_HEAD "{\"event_id\":\"evt_01\",\"event_type\":\"customer.created\","
 #define GOOD ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38.286848Z\",\"notification_id\":\"ntf_01\",\"data\":{}}"
 
+/* Strict UTF-8 in a body that is otherwise a valid notification, at every
+ * offset of an 8-byte word (the ASCII fast path) and at the very end. */
+static void test_utf8(struct event_envelope *ev)
+{
+    static const struct { const char *bytes, *what; int ok; } cases[] = {
+        {"\xc3\xa9", "U+00E9", 1},           {"\xe2\x82\xac", "U+20AC", 1},
+        {"\xf0\x9f\x92\xb3", "U+1F4B3", 1},  {"\xef\xbf\xbf", "U+FFFF", 1},
+        {"\xf4\x8f\xbf\xbf", "U+10FFFF", 1}, {"\xc2\x80", "U+0080", 1},
+        {"\xc0\xaf", "overlong /", 0},     {"\xc1\xbf", "overlong 2-byte", 0},
+        {"\xe0\x80\xaf", "overlong 3-byte", 0}, {"\xf0\x80\x80\xaf", "overlong 4-byte", 0},
+        {"\xed\xa0\x80", "surrogate D800", 0}, {"\xed\xbf\xbf", "surrogate DFFF", 0},
+        {"\xf4\x90\x80\x80", "past U+10FFFF", 0}, {"\xf5\x80\x80\x80", "lead F5", 0},
+        {"\xc3", "truncated 2-byte", 0},    {"\xe2\x82", "truncated 3-byte", 0},
+        {"\x80", "lone continuation", 0},   {"\xc3\x28", "bad continuation", 0},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int all = 1;
+        for (int pad = 0; pad < 8; pad++) {
+            char body[256];
+            snprintf(body, sizeof body,
+                     "{\"event_id\":\"evt_1\",\"event_type\":\"x.y\",\"occurred_at\":\"2024-01-01T00:00:00Z\","
+                     "\"data\":{\"s\":\"%.*s%s\"}}", pad, "abcdefgh", cases[c].bytes);
+            all &= (parse(body, ev) == EVENT_OK) == cases[c].ok;
+        }
+        tap_ok(all, "UTF-8 %s is %s", cases[c].what, cases[c].ok ? "accepted" : "malformed_json");
+    }
+    tap_ok(event_parse((const unsigned char *)"{\"a\":\"\xc3", 7, ev, NULL) == EVENT_MALFORMED_JSON,
+           "a sequence cut by the end of the body");
+}
+
 static void test_envelope_rules(void)
 {
     struct event_envelope ev;
@@ -80,6 +110,7 @@ static void test_envelope_rules(void)
     tap_ok(parse(GOOD " {}", &ev) == EVENT_MALFORMED_JSON, "trailing second value");
     tap_ok(parse("{\"a\":1 /* c */}", &ev) == EVENT_MALFORMED_JSON, "comments are not JSON");
     tap_ok(parse("{\"event_id\":\"evt_\xff\"}", &ev) == EVENT_MALFORMED_JSON, "invalid UTF-8");
+    test_utf8(&ev);
     tap_ok(parse("\xef\xbb\xbf" GOOD, &ev) == EVENT_MALFORMED_JSON, "a byte-order mark is not JSON");
     tap_ok(event_parse((const unsigned char *)GOOD, sizeof GOOD, &ev, NULL) == EVENT_MALFORMED_JSON,
            "a NUL byte after the body");
