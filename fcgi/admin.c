@@ -335,6 +335,18 @@ out:
     return check(1, "deliveries", "this role can store and project every entity type (a dry run, rolled back)");
 }
 
+/* The directory a file at path is created in: "/" for /x, "." for x. */
+static void parent_dir(const char *path, char *dir, size_t cap)
+{
+    char *slash;
+
+    snprintf(dir, cap, "%s", path);
+    slash = strrchr(dir, '/');
+    if (slash == NULL) snprintf(dir, cap, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+}
+
 int admin_check_config(const struct config *cfg)
 {
     struct masterkey mk;
@@ -348,19 +360,13 @@ int admin_check_config(const struct config *cfg)
     problems += check(have_key, "master key", have_key ? cfg->key_file : detail);
     if (cfg->listen && strncmp(cfg->listen, "unix:", 5) == 0) {
         char dir[MAX_URI_LEN];
-        char *slash;
-        snprintf(dir, sizeof dir, "%s", cfg->listen + 5);
-        slash = strrchr(dir, '/');
-        if (slash && slash != dir) *slash = '\0';
+        parent_dir(cfg->listen + 5, dir, sizeof dir);
         snprintf(detail, sizeof detail, "%s %s", dir, access(dir, W_OK) == 0 ? "is writable" : strerror(errno));
         problems += check(access(dir, W_OK) == 0, "socket directory", detail);
     }
     {
         char dir[MAX_URI_LEN];
-        char *slash;
-        snprintf(dir, sizeof dir, "%s", cfg->stats_file);
-        slash = strrchr(dir, '/');
-        if (slash && slash != dir) *slash = '\0';
+        parent_dir(cfg->stats_file, dir, sizeof dir);
         snprintf(detail, sizeof detail, "%s: %s", cfg->stats_file,
                  access(dir, W_OK) == 0 ? "can be created" : "its directory is not writable; metrics stay private to serve and `status` cannot read them");
         check(1, "stats file", detail);

@@ -56,7 +56,7 @@ int command_keygen(const struct config *cfg)
     return 0;
 }
 
-/* Reads all of stdin, at most MAX_BODY_CEILING bytes. */
+/* Reads all of stdin, at most MAX_BODY_CEILING bytes (NULL beyond). */
 static unsigned char *read_stdin(size_t *len)
 {
     size_t cap = 64 * 1024, n = 0;
@@ -65,16 +65,18 @@ static unsigned char *read_stdin(size_t *len)
     while (buf) {
         size_t got = fread(buf + n, 1, cap - n, stdin);
         n += got;
+        if (n > MAX_BODY_CEILING) {
+            free(buf);
+            return NULL;
+        }
         if (got == 0) break;
         if (n == cap) {
-            if (cap >= MAX_BODY_CEILING) {
-                free(buf);
-                return NULL;
-            }
-            grown = realloc(buf, cap * 2);
+            /* Room for one byte past the ceiling tells a body of exactly the ceiling from a longer one. */
+            size_t next = cap * 2 > MAX_BODY_CEILING ? (size_t)MAX_BODY_CEILING + 1 : cap * 2;
+            grown = realloc(buf, next);
             if (grown == NULL) free(buf);
             buf = grown;
-            cap *= 2;
+            cap = next;
         }
     }
     *len = n;

@@ -115,15 +115,12 @@ out:
     return rc;
 }
 
-/* The config file named by --config, PADDLEHOOK_CONFIG, or the default. */
-static const char *config_path(int argc, char **argv, int *required)
+/* The config file named by --config (option, NULL if not given),
+ * PADDLEHOOK_CONFIG, or the default. */
+static const char *config_path(const char *option, int *required)
 {
     const char *env = getenv("PADDLEHOOK_CONFIG");
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0) break;
-        if (strncmp(argv[i], "--config=", 9) == 0) return *required = 1, argv[i] + 9;
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) return *required = 1, argv[i + 1];
-    }
+    if (option) return *required = 1, option;
     if (env && *env) return *required = 1, env;
     *required = 0;
     return CONFIG_DEFAULT_FILE;
@@ -154,8 +151,10 @@ static int validate(const char *values[S_COUNT], struct config *cfg, char *err, 
         return -1;
     }
     cfg->tolerance = (int)v;
+    /* Octal digits only: strtoul alone would take "-0" or " +660". */
     mode = strtoul(values[S_SOCKET_MODE], &end, 8);
-    if (*values[S_SOCKET_MODE] == '\0' || *end != '\0' || mode > 0777) {
+    if (strspn(values[S_SOCKET_MODE], "01234567") != strlen(values[S_SOCKET_MODE]) ||
+        *values[S_SOCKET_MODE] == '\0' || *end != '\0' || mode > 0777) {
         snprintf(err, errlen, "socket_mode takes an octal mode such as 0660");
         return -1;
     }
@@ -207,7 +206,7 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
         {"old-key-file", required_argument, NULL, O_OLD_KEY},
         {NULL, 0, NULL, 0},
     };
-    const char *values[S_COUNT] = {0};
+    const char *values[S_COUNT] = {0}, *config_option = NULL;
     int required, c, r;
     long v;
 
@@ -223,7 +222,14 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
     values[S_LOG_LEVEL] = "info";
     values[S_LOG_FORMAT] = "kv";
 
-    cfg->config_file = config_path(argc, argv, &required);
+    /* The file is read before the options, which override it; getopt_long
+     * itself finds --config, so that every spelling it takes (--conf FILE,
+     * --config=FILE) names the file. Errors are the second pass's. */
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
+        if (c == O_CONFIG) config_option = optarg;
+    cfg->config_file = config_path(config_option, &required);
     r = read_file(cfg->config_file, required, values, err, errlen);
     if (r < 0) return -1;
     if (r > 0) cfg->config_file = NULL;

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,8 +73,8 @@ static int inherited_listener(void)
     return fd;
 }
 
-/* libfcgi unlinks whatever is at a unix socket path before binding, so look
- * first: only a stale socket (nobody accepting on it) may be replaced. */
+/* Only a stale socket (nobody accepting on it) may be replaced at a unix
+ * socket path. */
 static int unix_path_free(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -101,6 +102,75 @@ static int unix_path_free(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* The listening sockets are made here, not by FCGX_OpenSocket, which prints
+ * and exits on any failure; libfcgi accepts on any listening socket. A unix
+ * socket is bound with no permission for anyone and then given socket_mode,
+ * so it is never open wider than asked, whatever the umask. */
+static int listen_unix(const char *path, unsigned mode, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd, bound = 0, saved;
+    mode_t umask_was;
+
+    if (unix_path_free(path, err, errlen) != 0) return -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) goto fail;
+    if (unlink(path) != 0 && errno != ENOENT) goto fail;
+    umask_was = umask(0777);
+    bound = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    saved = errno;
+    umask(umask_was);
+    errno = saved;
+    if (!bound || chmod(path, mode) != 0 || listen(fd, LISTEN_BACKLOG) != 0) goto fail;
+    return fd;
+fail:
+    saved = errno;
+    snprintf(err, errlen, "cannot listen on unix:%s: %s", path, strerror(saved));
+    if (bound) unlink(path);
+    if (fd >= 0) close(fd);
+    return -1;
+}
+
+/* HOST:PORT, [IPv6]:PORT or :PORT (every address). */
+static int listen_tcp(const char *spec, char *err, size_t errlen)
+{
+    const struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
+    const char *whole = spec;
+    char host[256];
+    const char *colon = strrchr(spec, ':'), *port = colon ? colon + 1 : "";
+    size_t host_len = colon ? (size_t)(colon - spec) : 0;
+    struct addrinfo *list = NULL;
+    int fd = -1, rc, saved = 0, one = 1;
+
+    if (host_len >= 2 && spec[0] == '[' && spec[host_len - 1] == ']') spec++, host_len -= 2;
+    if (colon == NULL || host_len >= sizeof host || strspn(port, "0123456789") != strlen(port) || !*port ||
+        strlen(port) > 5 || atoi(port) < 1 || atoi(port) > 65535) {
+        snprintf(err, errlen, "--listen takes unix:/PATH, HOST:PORT, [IPv6]:PORT or :PORT (port 1 to 65535)");
+        return -1;
+    }
+    memcpy(host, spec, host_len);
+    host[host_len] = '\0';
+    rc = getaddrinfo(host_len ? host : NULL, port, &hints, &list);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %.200s: %s", whole, gai_strerror(rc));
+        return -1;
+    }
+    for (const struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd < 0) continue;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+            saved = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(list);
+    if (fd < 0) snprintf(err, errlen, "cannot listen on %.200s: %s", whole, strerror(saved));
+    return fd;
+}
+
 static int open_listener(const struct config *cfg, char *err, size_t errlen)
 {
     int fd;
@@ -112,24 +182,8 @@ static int open_listener(const struct config *cfg, char *err, size_t errlen)
                                   "(fd 0, or fd 3 with systemd socket activation)");
         return fd;
     }
-    if (strncmp(cfg->listen, "unix:", 5) == 0) {
-        const char *path = cfg->listen + 5;
-        if (unix_path_free(path, err, errlen) != 0) return -1;
-        fd = FCGX_OpenSocket(path, LISTEN_BACKLOG);
-        if (fd >= 0 && chmod(path, cfg->socket_mode) != 0) {
-            snprintf(err, errlen, "chmod %s: %s", path, strerror(errno));
-            close(fd);
-            return -1;
-        }
-    } else {
-        if (strchr(cfg->listen, ':') == NULL) {
-            snprintf(err, errlen, "--listen takes unix:/PATH or HOST:PORT");
-            return -1;
-        }
-        fd = FCGX_OpenSocket(cfg->listen, LISTEN_BACKLOG);
-    }
-    if (fd < 0) snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen, strerror(errno));
-    return fd;
+    if (strncmp(cfg->listen, "unix:", 5) == 0) return listen_unix(cfg->listen + 5, cfg->socket_mode, err, errlen);
+    return listen_tcp(cfg->listen, err, errlen);
 }
 
 static void start_worker(struct supervisor *sv, struct slot *slot)

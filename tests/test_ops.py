@@ -407,10 +407,29 @@ class ConfigLayers(HarnessTestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn(":2: unknown setting 'wrokers'", p.stderr)
 
+    def test_invalid_values_stop_the_command_with_exit_2(self):
+        for option, value, message in (("--socket-mode", "-0", "socket_mode takes an octal mode"),
+                                       ("--socket-mode", " +660", "socket_mode takes an octal mode"),
+                                       ("--socket-mode", "0999", "socket_mode takes an octal mode"),
+                                       ("--socket-mode", "01000", "socket_mode takes an octal mode"),
+                                       ("--workers", "0", "workers must be from 1 to 256"),
+                                       ("--workers", "12abc", "workers must be from 1 to 256"),
+                                       ("--max-body", "67108865", "max_body must be from 1 to 67108864"),
+                                       ("--tolerance", "-5", "tolerance takes seconds"),
+                                       ("--log-level", "loud", "log_level must be"),
+                                       ("--format", "xml", "--format must be")):
+            p = self.H.cli("check-config", option, value, check=False)
+            self.assertEqual((p.returncode, p.stdout), (2, ""), (option, value))
+            self.assertIn(message, p.stderr, (option, value))
+        self.assertEqual(self.H.cli("check-config", "--socket-mode", "0660", check=False).returncode, 0)
+
     def test_missing_explicit_config_file_is_an_error(self):
-        p = self.H.cli("check-config", "--config", "/nonexistent/paddlehook.conf", check=False)
-        self.assertEqual(p.returncode, 2)
-        self.assertIn("cannot read config file", p.stderr)
+        # Every spelling getopt takes names the file, abbreviations too.
+        for argv in (("--config", "/nonexistent/paddlehook.conf"), ("--config=/nonexistent/paddlehook.conf",),
+                     ("--conf", "/nonexistent/paddlehook.conf"), ("--con=/nonexistent/paddlehook.conf",)):
+            p = self.H.cli("check-config", *argv, check=False)
+            self.assertEqual(p.returncode, 2, argv)
+            self.assertIn("cannot read config file /nonexistent/paddlehook.conf", p.stderr, argv)
 
 
 class JsonLogs(HarnessTestCase):

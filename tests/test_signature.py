@@ -146,6 +146,13 @@ class SignCommand(HarnessTestCase):
         header = H.sign(body, secret, ts=1700000000)
         self.assertEqual(header, py_sign(body, secret, ts=1700000000))
 
+    def test_sign_takes_a_body_up_to_the_largest_max_body(self):
+        secret = new_secret()
+        body = b"x" * 67108864          # --max-body's ceiling
+        self.assertEqual(H.sign(body, secret, ts=1), py_sign(body, secret, ts=1))
+        with self.assertRaises(Exception):
+            H.sign(body + b"x", secret, ts=1)
+
     def test_sign_without_ts_uses_now(self):
         body = event()
         secret = new_secret()

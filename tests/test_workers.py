@@ -3,10 +3,12 @@ graceful stop."""
 
 import json
 import os
+import re
 import resource
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -113,6 +115,48 @@ def fcgi_response(sock, timeout=10):
             out += content[:length]
         elif rtype == 3:
             return out
+
+
+class Listen(HarnessTestCase):
+    """serve --listen: the sockets serve opens itself."""
+    harness = H
+
+    def serve(self, listen):
+        return subprocess.Popen([H.binary, "serve", "--listen", listen, "--workers", "1",
+                                 "--stats-file", os.path.join(H.tmpdir, "listen-stats-%d" % time.time_ns())],
+                                env=H.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, preexec_fn=harness._set_pdeathsig)
+
+    def test_tcp_listener_answers_fastcgi(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = self.serve("127.0.0.1:%d" % port)
+        try:
+            def answer():
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+                        c.sendall(fcgi_request("GET", "/paddle/healthz", keep_conn=False))
+                        return fcgi_response(c)
+                except OSError:
+                    return None
+            out = harness.wait_until(answer, timeout=15, what="serve on 127.0.0.1:%d" % port)
+            self.assertIn(b'{"status":"ok"}', out)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=40)
+        self.assertEqual(proc.returncode, 0)
+
+    def test_a_listen_serve_cannot_use_is_named_and_exits_1(self):
+        for listen, reason in (("unix:/nonexistent-dir/x.sock", "cannot listen on unix:/nonexistent-dir/x.sock: "
+                                                                "No such file or directory"),
+                               ("127.0.0.1:99999", "--listen takes unix:/PATH, HOST:PORT"),
+                               ("nohost.invalid:9000", "cannot listen on nohost.invalid:9000: "),
+                               ("nocolon", "--listen takes unix:/PATH, HOST:PORT")):
+            proc = self.serve(listen)
+            out, _ = proc.communicate(timeout=30)
+            self.assertEqual(proc.returncode, 1, out)
+            self.assertRegex(out, r"level=error pid=\d+ event=listen_failed reason=\"%s" % re.escape(reason))
 
 
 class RawKeptConnection(HarnessTestCase):
