@@ -277,9 +277,10 @@ class ServiceFromUnits(HarnessTestCase):
                     group=self.www.gr_gid, extra_groups=[])
 
     def start_spawn_fcgi(self):
-        """docs/deploy.md: spawn-fcgi -s SOCK -M 0660 -u paddlehook -g www-data -n -- BIN serve."""
+        """docs/deploy.md: spawn-fcgi -s SOCK -M 0660 -u paddlehook -G www-data -n -- BIN serve (the
+        socket's group; the process keeps the service user's own group)."""
         argv = ["spawn-fcgi", "-s", self.H.socket_path, "-M", "0660", "-u", SERVICE_USER,
-                "-g", NGINX_GROUP, "-n", "--"] + self.exec_start("paddlehook.service")
+                "-G", NGINX_GROUP, "-n", "--"] + self.exec_start("paddlehook.service")
         self.launch(argv)
 
     # ---- what every variant must do -----------------------------------
@@ -361,6 +362,11 @@ class ServiceFromUnits(HarnessTestCase):
     def test_spawn_fcgi_fd0_stores_a_signed_event(self):
         self.start_spawn_fcgi()
         self.assert_socket_for_nginx_only()
+        # The service keeps its user's own group (the one that may read /etc/paddlehook/paddlehook.conf).
+        for pid in self.H.worker_pids():
+            with open("/proc/%d/status" % pid) as f:
+                gid = next(l for l in f if l.startswith("Gid:")).split()[1]
+            self.assertEqual(int(gid), self.svc.pw_gid, "group of worker %d" % pid)
         self.assert_event_goes_through("spawn-fcgi")
         self.assert_reload_and_stop()
 

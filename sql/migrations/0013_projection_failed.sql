@@ -12,6 +12,8 @@
 --
 -- A worker older than this migration takes any answer but 'duplicate' and 'replaced_sandbox' as 'stored', so
 -- old and new workers both run against it. The function is the one of 0011_entities, changed only there.
+--
+-- Also: paddle.schema_migrations (made by the migration runner itself) gets the COMMENT every other table has.
 
 CREATE OR REPLACE FUNCTION paddle.ingest_event(
         p_event_id        text,
@@ -74,3 +76,6 @@ $$;
 
 COMMENT ON FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb) IS
     'The one call per webhook delivery. Stores the notification in payment_events and returns ''duplicate'' if the event_id was already stored (nothing else is touched), except that a live delivery replaces an event stored from a sandbox endpoint (and returns ''replaced_sandbox''). Otherwise projects payload->''data'' into the state tables and returns ''stored''; a projection failure the data causes (paddle.projection_failure_is_data) is recorded in payment_events.projection_error, the event kept, and the answer is ''projection_failed''. Raises (nothing stored) on any other failure, and if the event row itself cannot be stored (NULL in a NOT NULL column, environment not sandbox/live).';
+
+COMMENT ON TABLE paddle.schema_migrations IS
+    'The migrations paddlehook migrate has applied (version = file name without .sql), each once, in order, with when.';
