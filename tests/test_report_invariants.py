@@ -86,6 +86,22 @@ class HostileCycles(ReportCase):
         self.assertIsInstance(view("churn_monthly"), list)
 
 
+    def test_dunning_cases_spanning_millennia_break_no_report(self):
+        """occurred_at may be any year from 1 to 9999: some 600 such cases summed more days than an interval
+        holds when dunning_summary averaged time_to_recover as intervals."""
+        H.sql("SELECT paddle.ingest_event('evt_millennia_f' || g, 'transaction.payment_failed', "
+              "'0001-01-01T00:00:00Z', NULL, 'ep_test', 'sandbox', jsonb_build_object('data', "
+              "jsonb_build_object('id', 'txn_millennia' || g, 'status', 'past_due', 'currency_code', 'XAF'))), "
+              "paddle.ingest_event('evt_millennia_c' || g, 'transaction.completed', '9999-12-31T23:59:59Z', NULL, "
+              "'ep_test', 'sandbox', jsonb_build_object('data', jsonb_build_object('id', 'txn_millennia' || g, "
+              "'status', 'completed', 'currency_code', 'XAF'))) FROM generate_series(1, 600) g")
+        rows = q("SELECT cases, recovered_cases, avg_time_to_recover::text AS avg, "
+                 "median_time_to_recover::text AS median FROM paddle.dunning_summary WHERE currency_code = 'XAF'")
+        self.assertEqual(rows, [{"cases": 600, "recovered_cases": 600, "avg": "3652058 days 23:59:59",
+                                 "median": "3652058 days 23:59:59"}])
+        self.assertTrue(view("dunning_summary"))
+
+
 class StatusCounts(ReportCase):
     def counts(self):
         return {(r["environment"], r["status"]): r["count"] for r in view("subscription_status_counts")}

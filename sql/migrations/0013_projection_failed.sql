@@ -13,7 +13,13 @@
 -- A worker older than this migration takes any answer but 'duplicate' and 'replaced_sandbox' as 'stored', so
 -- old and new workers both run against it. The function is the one of 0011_entities, changed only there.
 --
--- Also: paddle.schema_migrations (made by the migration runner itself) gets the COMMENT every other table has.
+-- Also:
+-- - paddle.dunning_summary averaged time_to_recover with avg(interval), which sums the intervals' 32-bit day
+--   counts: some 590 cases spanning millennia (occurred_at may be any year from 1 to 9999, and whoever holds a
+--   sandbox secret can send them) made the whole view fail with "interval out of range", for every
+--   environment. It now averages seconds in numeric. Same columns and types; otherwise the view of
+--   0003_reports.
+-- - paddle.schema_migrations (made by the migration runner itself) gets the COMMENT every other table has.
 
 CREATE OR REPLACE FUNCTION paddle.ingest_event(
         p_event_id        text,
@@ -79,3 +85,23 @@ COMMENT ON FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, tex
 
 COMMENT ON TABLE paddle.schema_migrations IS
     'The migrations paddlehook migrate has applied (version = file name without .sql), each once, in order, with when.';
+
+CREATE OR REPLACE VIEW paddle.dunning_summary AS
+SELECT d.environment,
+       d.currency_code,
+       count(*) AS cases,
+       count(*) FILTER (WHERE d.state = 'open') AS open_cases,
+       count(*) FILTER (WHERE d.state = 'recovered') AS recovered_cases,
+       count(*) FILTER (WHERE d.state = 'lost') AS lost_cases,
+       round(count(*) FILTER (WHERE d.state = 'recovered')::numeric
+             / nullif(count(*) FILTER (WHERE d.state IN ('recovered', 'lost')), 0), 4) AS recovery_rate,
+       coalesce(sum(d.amount), paddle.to_major(0, d.currency_code)) AS amount_failed,
+       coalesce(sum(d.amount) FILTER (WHERE d.state = 'recovered'), paddle.to_major(0, d.currency_code))
+           AS amount_recovered,
+       coalesce(sum(d.amount) FILTER (WHERE d.state = 'lost'), paddle.to_major(0, d.currency_code)) AS amount_lost,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY d.time_to_recover) AS median_time_to_recover,
+       -- avg(interval) would add up 32-bit day counts; numeric seconds cannot overflow.
+       justify_hours(avg(extract(epoch FROM d.time_to_recover))::double precision * interval '1 second')
+           AS avg_time_to_recover
+FROM paddle.dunning d
+GROUP BY d.environment, d.currency_code;
