@@ -228,11 +228,11 @@ static int utf8_valid(const unsigned char *s, size_t len)
     while (i < len) {
         uint32_t cp, min;
         size_t more;
-        uint64_t word;
+        uint64_t w[4];
 
-        /* ASCII a word at a time: Paddle escapes everything else as \uXXXX. */
-        if (len - i >= sizeof word && (memcpy(&word, s + i, sizeof word), (word & high_bits) == 0)) {
-            i += sizeof word;
+        /* ASCII 32 bytes at a time: Paddle escapes everything else as \uXXXX. */
+        if (len - i >= sizeof w && (memcpy(w, s + i, sizeof w), ((w[0] | w[1] | w[2] | w[3]) & high_bits) == 0)) {
+            i += sizeof w;
             continue;
         }
         if (s[i] < 0x80) {
