@@ -22,6 +22,10 @@
 
 /* PostgreSQL type oids printed unquoted / right-aligned. */
 #define OID_BOOL 16
+#define OID_NAME 19
+#define OID_TEXT 25
+#define OID_BPCHAR 1042
+#define OID_VARCHAR 1043
 #define OID_INT8 20
 #define OID_INT2 21
 #define OID_INT4 23
@@ -37,6 +41,11 @@ static int is_number_type(Oid t)
 {
     return t == OID_INT8 || t == OID_INT2 || t == OID_INT4 || t == OID_FLOAT4 || t == OID_FLOAT8 ||
            t == OID_NUMERIC;
+}
+
+static int is_text_type(Oid t)
+{
+    return t == OID_TEXT || t == OID_VARCHAR || t == OID_BPCHAR || t == OID_NAME;
 }
 
 static PGresult *query(PGconn *conn, const char *sql, int n, const char *const *values)
@@ -177,7 +186,8 @@ static void print_table(const PGresult *res)
 
 /* text: a text cell that starts like a formula (= + - @, or a tab or CR
  * before one) gets a leading ', so that a spreadsheet opening the file shows
- * it instead of running it; numbers are written as they are. */
+ * it instead of running it; numbers, dates and intervals are written as
+ * they are (PostgreSQL prints them, not a buyer). */
 static void print_csv_field(const char *v, int text)
 {
     const char *guard = text && *v && strchr("=+-@\t\r", *v) ? "'" : "";
@@ -205,7 +215,7 @@ static void print_csv(const PGresult *res)
     for (int r = 0; r < PQntuples(res); r++) {
         for (int c = 0; c < cols; c++) {
             if (c) putchar(',');
-            if (!PQgetisnull(res, r, c)) print_csv_field(PQgetvalue(res, r, c), !is_number_type(PQftype(res, c)));
+            if (!PQgetisnull(res, r, c)) print_csv_field(PQgetvalue(res, r, c), is_text_type(PQftype(res, c)));
         }
         fputs("\r\n", stdout);
     }

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,16 +134,37 @@ fail:
     return -1;
 }
 
-/* HOST:PORT, [IPv6]:PORT or :PORT (every address). */
+/* One listening socket on addr, or -1 with errno set. Accepted connections
+ * inherit TCP_NODELAY (no Nagle delay between the parts of an answer), which
+ * libfcgi's own accept sets for IPv4 only and the worker's never. */
+static int bind_listen(const struct addrinfo *ai, int dual_stack)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol), one = 1, off = 0, saved;
+
+    if (fd < 0) return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (dual_stack) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, LISTEN_BACKLOG) == 0) return fd;
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+/* HOST:PORT, [IPv6]:PORT, or :PORT for every address (IPv6 and IPv4 on one
+ * socket where the kernel has IPv6). serve has one listening socket, so a
+ * HOST that names several addresses (localhost: ::1 and 127.0.0.1) is
+ * refused rather than half served. */
 static int listen_tcp(const char *spec, char *err, size_t errlen)
 {
-    const struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
-    const char *whole = spec;
-    char host[256];
-    const char *colon = strrchr(spec, ':'), *port = colon ? colon + 1 : "";
+    const struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM,
+                                   .ai_family = AF_UNSPEC};
+    const char *whole = spec, *colon = strrchr(spec, ':'), *port = colon ? colon + 1 : "";
     size_t host_len = colon ? (size_t)(colon - spec) : 0;
     struct addrinfo *list = NULL;
-    int fd = -1, rc, saved = 0, one = 1;
+    char host[256];
+    int fd = -1, rc;
 
     if (host_len >= 2 && spec[0] == '[' && spec[host_len - 1] == ']') spec++, host_len -= 2;
     if (colon == NULL || host_len >= sizeof host || strspn(port, "0123456789") != strlen(port) || !*port ||
@@ -156,18 +179,23 @@ static int listen_tcp(const char *spec, char *err, size_t errlen)
         snprintf(err, errlen, "cannot listen on %.200s: %s", whole, gai_strerror(rc));
         return -1;
     }
-    for (const struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-        if (fd < 0) continue;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
-            saved = errno;
-            close(fd);
-            fd = -1;
-        }
+    if (host_len && list->ai_next) {
+        snprintf(err, errlen, "cannot listen on %.120s: the name has several addresses; name one (such as "
+                              "127.0.0.1 or [::1])", whole);
+        freeaddrinfo(list);
+        return -1;
     }
+    if (host_len) {
+        fd = bind_listen(list, 0);
+    } else {
+        /* Every address: the IPv6 wildcard, which takes IPv4 too; without IPv6, the IPv4 one. */
+        for (const struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next)
+            if (ai->ai_family == AF_INET6) fd = bind_listen(ai, 1);
+        for (const struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next)
+            if (ai->ai_family == AF_INET) fd = bind_listen(ai, 0);
+    }
+    if (fd < 0) snprintf(err, errlen, "cannot listen on %.200s: %s", whole, strerror(errno));
     freeaddrinfo(list);
-    if (fd < 0) snprintf(err, errlen, "cannot listen on %.200s: %s", whole, strerror(saved));
     return fd;
 }
 

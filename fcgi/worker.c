@@ -103,8 +103,9 @@ static int reload(struct worker *w, const char *why)
     if (store_ready(&w->store) != 0) return -1;
     if (endpoints_load(&w->store, &w->key, &w->endpoints, err, sizeof err) != 0) {
         log_line(LOG_ERROR, "event=endpoints_load_failed reason=\"%s\"", err);
-        /* A lost connection is the unreachable case (endpoints_trusted); a live one refused the query. */
-        w->endpoints_failed = w->store.conn != NULL && PQstatus(w->store.conn) == CONNECTION_OK;
+        /* A live connection refused the query. A lost one is the unreachable case (endpoints_trusted), but
+         * never clears what an earlier refusal set: only a reload that succeeds does. */
+        if (w->store.conn != NULL && PQstatus(w->store.conn) == CONNECTION_OK) w->endpoints_failed = 1;
         return -1;
     }
     if (w->endpoints.unreadable && w->cfg->key_file) {

@@ -198,6 +198,9 @@ class MethodAndPathErrors(ErrorCase):
         self.assertIn(410, seen, "the disable took effect once the lock was gone")
         self.assertNothingChanged()
 
+
+class BodyErrors(ErrorCase):
+
     def test_post_without_content_length_is_411(self):
         sig = py_sign(b"", self.ep.secret)
         raw = ("POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"

@@ -127,25 +127,36 @@ class Listen(HarnessTestCase):
                                 env=H.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, preexec_fn=harness._set_pdeathsig)
 
-    def test_tcp_listener_answers_fastcgi(self):
+    def test_tcp_listeners_answer_fastcgi(self):
+        """HOST:PORT, and :PORT on every address (IPv4 and, where there is IPv6, ::1 too)."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        proc = self.serve("127.0.0.1:%d" % port)
         try:
-            def answer():
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
-                        c.sendall(fcgi_request("GET", "/paddle/healthz", keep_conn=False))
-                        return fcgi_response(c)
-                except OSError:
-                    return None
-            out = harness.wait_until(answer, timeout=15, what="serve on 127.0.0.1:%d" % port)
-            self.assertIn(b'{"status":"ok"}', out)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=40)
-        self.assertEqual(proc.returncode, 0)
+            with socket.socket(socket.AF_INET6) as s6:
+                s6.bind(("::1", 0))
+            hosts = ("127.0.0.1", "::1")
+        except OSError:
+            hosts = ("127.0.0.1",)
+
+        def answer(host):
+            try:
+                with socket.create_connection((host, port), timeout=2) as c:
+                    c.sendall(fcgi_request("GET", "/paddle/healthz", keep_conn=False))
+                    return fcgi_response(c)
+            except OSError:
+                return None
+        for listen, reach in (("127.0.0.1:%d" % port, ("127.0.0.1",)), (":%d" % port, hosts)):
+            proc = self.serve(listen)
+            try:
+                for host in reach:
+                    out = harness.wait_until(lambda: answer(host), timeout=15, what="serve on %s via %s"
+                                             % (listen, host))
+                    self.assertIn(b'{"status":"ok"}', out)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=40)
+            self.assertEqual(proc.returncode, 0, listen)
 
     def test_a_listen_serve_cannot_use_is_named_and_exits_1(self):
         for listen, reason in (("unix:/nonexistent-dir/x.sock", "cannot listen on unix:/nonexistent-dir/x.sock: "
