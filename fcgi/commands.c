@@ -20,13 +20,10 @@ int command_migrate(const struct config *cfg)
 {
     char err[512];
     unsigned applied = 0;
-    PGconn *conn = db_connect(cfg->db, err, sizeof err);
+    PGconn *conn = db_connect_or_say(cfg->db);
     int rc = 1;
 
-    if (conn == NULL) {
-        fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
-        return 1;
-    }
+    if (conn == NULL) return 1;
     if (migrate_apply(conn, &applied, err, sizeof err) != 0) {
         fprintf(stderr, "paddlehook: %s\n", err);
         goto out;

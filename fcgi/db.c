@@ -87,6 +87,25 @@ int db_error_is_data(const PGresult *res)
     return state != NULL && strncmp(state, "22", 2) == 0;
 }
 
+PGconn *db_connect_or_say(const char *conninfo)
+{
+    char err[512];
+    PGconn *conn = db_connect(conninfo, err, sizeof err);
+
+    if (conn == NULL) fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
+    return conn;
+}
+
+PGresult *db_query(PGconn *conn, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, sql);
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) return res;
+    db_error_line(conn, res, err, errlen);
+    PQclear(res);
+    return NULL;
+}
+
 int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
 {
     PGresult *res = PQexec(conn, sql);

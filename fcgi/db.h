@@ -24,6 +24,12 @@ int db_error_is_transient(PGconn *conn, const PGresult *res);
 /* 1 when the server rejected the data itself (SQLSTATE class 22). */
 int db_error_is_data(const PGresult *res);
 
+/* For commands: db_connect, or NULL after saying why on stderr. */
+PGconn *db_connect_or_say(const char *conninfo);
+
+/* Runs a parameterless query; its rows, or NULL with a reason in err. */
+PGresult *db_query(PGconn *conn, const char *sql, char *err, size_t errlen);
+
 /* Runs a parameterless command; 0 on success, -1 with a reason in err. */
 int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen);
 

@@ -326,7 +326,6 @@ int endpoint_cmd_run(const struct config *cfg)
     const char *action = cfg->n_args > 0 ? cfg->args[0] : "";
     int needs_id = strcmp(action, "rotate") == 0 || strcmp(action, "retire-secret") == 0 ||
                    strcmp(action, "disable") == 0 || strcmp(action, "enable") == 0;
-    char err[512];
     PGconn *conn;
     int rc;
 
@@ -338,11 +337,8 @@ int endpoint_cmd_run(const struct config *cfg)
         fprintf(stderr, "usage: paddlehook endpoint %s ID\n", action);
         return 2;
     }
-    conn = db_connect(cfg->db, err, sizeof err);
-    if (conn == NULL) {
-        fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
-        return 1;
-    }
+    conn = db_connect_or_say(cfg->db);
+    if (conn == NULL) return 1;
     if (strcmp(action, "add") == 0) rc = cmd_add(cfg, conn);
     else if (strcmp(action, "list") == 0) rc = cmd_list(conn);
     else if (strcmp(action, "rotate") == 0) rc = cmd_rotate(cfg, conn);

@@ -5,13 +5,15 @@
 
 #include <sodium.h>
 
-#include "admin.h"
+#include "checkconfig.h"
 #include "commands.h"
 #include "config.h"
 #include "endpoint_cmd.h"
 #include "log.h"
+#include "rekey.h"
 #include "report.h"
 #include "simulate.h"
+#include "status.h"
 
 static void usage(FILE *out)
 {
@@ -75,9 +77,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "report") == 0) return report_cmd_run(&cfg);
     if (strcmp(cmd, "reproject") == 0) return report_reproject_run(&cfg);
     if (strcmp(cmd, "simulate") == 0) return simulate_run(&cfg);
-    if (strcmp(cmd, "status") == 0) return admin_status(&cfg);
-    if (strcmp(cmd, "check-config") == 0) return admin_check_config(&cfg);
-    if (strcmp(cmd, "rekey") == 0) return admin_rekey(&cfg);
+    if (strcmp(cmd, "status") == 0) return status_run(&cfg);
+    if (strcmp(cmd, "check-config") == 0) return checkconfig_run(&cfg);
+    if (strcmp(cmd, "rekey") == 0) return rekey_run(&cfg);
     fprintf(stderr, "paddlehook: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -308,11 +308,8 @@ int report_cmd_run(const struct config *cfg)
                         "[--format table|csv|json]\n");
         return 2;
     }
-    conn = db_connect(cfg->db, err, sizeof err);
-    if (conn == NULL) {
-        fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
-        return 1;
-    }
+    conn = db_connect_or_say(cfg->db);
+    if (conn == NULL) return 1;
     /* Report queries are short-lived; JIT compilation only adds seconds to them. */
     db_exec(conn, "SET jit = off", err, sizeof err);
     rc = cfg->n_args == 0 ? list_reports(conn) : show_report(cfg, conn);
@@ -324,14 +321,11 @@ int report_reproject_run(const struct config *cfg)
 {
     const char *params[1] = {cfg->since};
     char err[512];
-    PGconn *conn = db_connect(cfg->db, err, sizeof err);
+    PGconn *conn = db_connect_or_say(cfg->db);
     PGresult *res = NULL;
     int rc = 1;
 
-    if (conn == NULL) {
-        fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
-        return 1;
-    }
+    if (conn == NULL) return 1;
     /* One transaction: readers see the old state until the new one commits. */
     if (db_exec(conn, "BEGIN", err, sizeof err) != 0) goto fail;
     res = PQexecParams(conn, "SELECT paddle.reproject($1::timestamptz)", 1, NULL, params, NULL, NULL, 0);

@@ -1,0 +1,102 @@
+/* rekey.c - `paddlehook rekey`: every endpoint secret re-sealed from the old
+ * master key to the new one, in one transaction. */
+#include "rekey.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+#include <sodium.h>
+
+#include "db.h"
+#include "endpoint_cmd.h"
+#include "limits.h"
+#include "masterkey.h"
+
+#define SQL_SECRETS "SELECT id, encode(sealed, 'hex') FROM paddle.endpoint_secrets ORDER BY id FOR UPDATE"
+#define SQL_RESEAL "UPDATE paddle.endpoint_secrets SET sealed = $2::bytea WHERE id = $1"
+#define SQL_NOTIFY "SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', 'rekey')"
+
+static int reseal(PGconn *conn, const struct masterkey *old_key, const struct masterkey *new_key, int *count)
+{
+    char err[512];
+    PGresult *res = db_exec(conn, ENDPOINT_SECRETS_LOCK_SQL, err, sizeof err) == 0
+                        ? db_query(conn, SQL_SECRETS, err, sizeof err) : NULL;
+    int rc = -1;
+
+    if (res == NULL) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        return -1;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD], plain[MAX_SECRET_LEN];
+        const char *hex = PQgetvalue(res, r, 1);
+        size_t sealed_len = 0, len = 0;
+        PGresult *up;
+        int ok;
+
+        if (sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) != 0 ||
+            masterkey_open(old_key, sealed, sealed_len, plain, sizeof plain, &len) != 0) {
+            fprintf(stderr, "paddlehook: secret %s was not sealed with the old key; nothing changed\n",
+                    PQgetvalue(res, r, 0));
+            goto out;
+        }
+        masterkey_seal(new_key, plain, len, sealed, sizeof sealed);
+        sodium_memzero(plain, sizeof plain);
+        {
+            const char *values[2] = {PQgetvalue(res, r, 0), (const char *)sealed};
+            const int lengths[2] = {0, (int)(len + MASTERKEY_SEAL_OVERHEAD)};
+            const int formats[2] = {0, 1};
+            up = PQexecParams(conn, SQL_RESEAL, 2, NULL, values, lengths, formats, 0);
+        }
+        ok = PQresultStatus(up) == PGRES_COMMAND_OK;
+        if (!ok) db_error_line(conn, up, err, sizeof err);
+        PQclear(up);
+        if (!ok) {
+            fprintf(stderr, "paddlehook: %s\n", err);
+            goto out;
+        }
+        (*count)++;
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+int rekey_run(const struct config *cfg)
+{
+    struct masterkey old_key, new_key;
+    char err[512];
+    PGconn *conn = NULL;
+    int count = 0, rc = 1;
+
+    memset(&old_key, 0, sizeof old_key);
+    memset(&new_key, 0, sizeof new_key);
+    if (cfg->old_key_file == NULL || cfg->key_file == NULL) {
+        fprintf(stderr, "usage: paddlehook rekey --old-key-file OLD --key-file NEW\n");
+        return 2;
+    }
+    if (masterkey_load(cfg->old_key_file, &old_key, err, sizeof err) != 0 ||
+        masterkey_load(cfg->key_file, &new_key, err, sizeof err) != 0) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        goto out;
+    }
+    if ((conn = db_connect_or_say(cfg->db)) == NULL) goto out;
+    /* One transaction: every secret moves to the new key, or none does. */
+    if (db_exec(conn, "BEGIN", err, sizeof err) != 0 || reseal(conn, &old_key, &new_key, &count) != 0 ||
+        db_exec(conn, SQL_NOTIFY, err, sizeof err) != 0 || db_exec(conn, "COMMIT", err, sizeof err) != 0) {
+        db_exec(conn, "ROLLBACK", err, sizeof err);
+        fprintf(stderr, "paddlehook: rekey failed; every secret is still sealed with the old key\n");
+        goto out;
+    }
+    printf("re-sealed %d endpoint secret(s) with %s; put the new key where serve's key_file points and "
+           "reload serve (SIGHUP, systemctl reload paddlehook); running workers keep verifying with the "
+           "secrets they hold until then\n", count, cfg->key_file);
+    rc = 0;
+out:
+    PQfinish(conn);
+    masterkey_wipe(&old_key);
+    masterkey_wipe(&new_key);
+    return rc;
+}

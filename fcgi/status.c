@@ -1,0 +1,149 @@
+/* status.c - `paddlehook status`: what only the database knows (endpoints,
+ * consumer queues, events whose projection failed) joined with what only the
+ * running server knows (every outcome, including requests that never reached
+ * the database, from the shared stats file). */
+#include "status.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "db.h"
+#include "stats.h"
+
+#define SQL_ENDPOINTS                                                                         \
+    "SELECT e.id, e.name, e.environment, CASE WHEN e.enabled THEN 'enabled' ELSE 'disabled' END, " \
+    "count(s.id) FROM paddle.endpoints e LEFT JOIN paddle.endpoint_secrets s "               \
+    "ON s.endpoint_id = e.id AND s.retired_at IS NULL GROUP BY e.id ORDER BY e.created_at, e.id"
+#define SQL_LAST_EVENTS                                                                       \
+    "SELECT endpoint_id, to_char(max(received_at) AT TIME ZONE 'UTC', "                       \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM paddle.payment_events GROUP BY endpoint_id"
+#define SQL_CONSUMERS                                                                         \
+    "SELECT consumer, queued, coalesce(floor(extract(epoch FROM oldest_queued_at))::bigint, 0) " \
+    "FROM paddle.consumer_backlog ORDER BY consumer"
+/* The partial index payment_events_projection_error_idx makes both parts cheap. */
+#define SQL_PROJECTION_ERRORS                                                                 \
+    "SELECT (SELECT count(*) FROM paddle.payment_events WHERE projection_error IS NOT NULL), " \
+    "e.event_id, e.event_type, floor(extract(epoch FROM e.received_at))::bigint FROM (SELECT) one "   \
+    "LEFT JOIN LATERAL (SELECT event_id, event_type, received_at FROM paddle.payment_events "   \
+    "WHERE projection_error IS NOT NULL ORDER BY received_at DESC LIMIT 1) e ON true"
+
+static void format_ago(long long t, char *buf, size_t cap)
+{
+    long long ago = (long long)time(NULL) - t;
+    struct tm tm;
+    time_t tt = (time_t)t;
+    char when[32];
+
+    gmtime_r(&tt, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (ago < 120) snprintf(buf, cap, "%s (%llds ago)", when, ago);
+    else if (ago < 7200) snprintf(buf, cap, "%s (%lldm ago)", when, ago / 60);
+    else snprintf(buf, cap, "%s (%lldh ago)", when, ago / 3600);
+}
+
+/* The application's consumer queues (docs/consumers.md), when there are any:
+ * a queue whose oldest row keeps ageing has a consumer that stopped claiming. */
+static void print_consumers(PGconn *conn)
+{
+    char err[512];
+    PGresult *res = db_query(conn, SQL_CONSUMERS, err, sizeof err);
+
+    if (res == NULL) {
+        printf("\nnote: consumer queues not shown: %s\n", err);
+        return;
+    }
+    int width = (int)strlen("CONSUMER");
+    for (int r = 0; r < PQntuples(res); r++)
+        if (PQgetlength(res, r, 0) > width) width = PQgetlength(res, r, 0);
+    if (PQntuples(res) > 0) printf("\n%-*s %10s  %s\n", width, "CONSUMER", "QUEUED", "OLDEST QUEUED");
+    for (int r = 0; r < PQntuples(res); r++) {
+        char when[64] = "-";
+        long long oldest = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+        if (oldest > 0) format_ago(oldest, when, sizeof when);
+        printf("%-*s %10s  %s\n", width, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), when);
+    }
+    PQclear(res);
+}
+
+/* Stored events whose projection failed for a reason in their data: the state
+ * tables lack what they carried until someone mends it and replays them. */
+static void print_projection_errors(PGconn *conn)
+{
+    char err[512], when[64] = "-";
+    PGresult *res = db_query(conn, SQL_PROJECTION_ERRORS, err, sizeof err);
+
+    if (res == NULL) {
+        printf("\nnote: projection errors not shown: %s\n", err);
+        return;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
+        printf("\nprojection errors: none\n");
+    } else {
+        format_ago(strtoll(PQgetvalue(res, 0, 3), NULL, 10), when, sizeof when);
+        printf("\nprojection errors: %s stored event(s) missing from the state tables; newest %s %s, received %s\n"
+               "  the errors: paddle.payment_events.projection_error; once mended: SELECT paddle.reproject_event(event_id)\n",
+               PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), when);
+    }
+    PQclear(res);
+}
+
+int status_run(const struct config *cfg)
+{
+    struct stats *st = stats_open_readonly(cfg->stats_file);
+    PGresult *eps = NULL, *last = NULL;
+    char err[512];
+    PGconn *conn = db_connect_or_say(cfg->db);
+    int rc = 1;
+
+    if (conn == NULL) goto out;
+    if ((eps = db_query(conn, SQL_ENDPOINTS, err, sizeof err)) == NULL) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        goto out;
+    }
+    /* Without the live counters, fall back to the event log for "last event". */
+    if (st == NULL && (last = db_query(conn, SQL_LAST_EVENTS, err, sizeof err)) == NULL) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        goto out;
+    }
+    if (st == NULL)
+        printf("note: no live counters at %s (is `paddlehook serve` running with this --stats-file?);\n"
+               "      showing the last stored event only\n\n", cfg->stats_file);
+    printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", "ENDPOINT", "NAME", "ENV", "STATE",
+           "SECRETS", "LAST EVENT STORED", "STORED 1h/1d", "DUPS 1h/1d", "SIG FAIL 1h/1d", "ERRORS 1h/1d");
+    for (int r = 0; r < PQntuples(eps); r++) {
+        const char *id = PQgetvalue(eps, r, 0);
+        struct stats_window hour = {0}, day = {0};
+        char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-";
+        long long last_at = 0;
+
+        if (st && stats_endpoint_windows(st, id, &hour, &day, &last_at) == 0) {
+            if (last_at) format_ago(last_at, when, sizeof when);
+            snprintf(c1, sizeof c1, "%llu/%llu", hour.stored, day.stored);
+            snprintf(c2, sizeof c2, "%llu/%llu", hour.duplicate, day.duplicate);
+            snprintf(c3, sizeof c3, "%llu/%llu", hour.signature_failures, day.signature_failures);
+            snprintf(c4, sizeof c4, "%llu/%llu", hour.other_errors, day.other_errors);
+        } else if (st) {
+            snprintf(c1, sizeof c1, "0/0");
+            snprintf(c2, sizeof c2, "0/0");
+            snprintf(c3, sizeof c3, "0/0");
+            snprintf(c4, sizeof c4, "0/0");
+        }
+        for (int l = 0; last && l < PQntuples(last); l++)
+            if (strcmp(PQgetvalue(last, l, 0), id) == 0) snprintf(when, sizeof when, "%s", PQgetvalue(last, l, 1));
+        printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id, PQgetvalue(eps, r, 1),
+               PQgetvalue(eps, r, 2), PQgetvalue(eps, r, 3), PQgetvalue(eps, r, 4), when, c1, c2, c3, c4);
+    }
+    print_consumers(conn);
+    print_projection_errors(conn);
+    rc = 0;
+out:
+    PQclear(last);
+    PQclear(eps);
+    PQfinish(conn);
+    stats_close(st);
+    return rc;
+}
