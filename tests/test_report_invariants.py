@@ -100,6 +100,15 @@ class HostileCycles(ReportCase):
         self.assertEqual(rows, [{"cases": 600, "recovered_cases": 600, "avg": "3652058 days 23:59:59",
                                  "median": "3652058 days 23:59:59"}])
         self.assertTrue(view("dunning_summary"))
+        # Exact to the microsecond over centuries (a double of seconds is not).
+        H.sql("SELECT paddle.ingest_event('evt_centuries_f', 'transaction.payment_failed', '1700-01-01T00:00:00Z', "
+              "NULL, 'ep_test', 'sandbox', '{\"data\":{\"id\":\"txn_centuries\",\"status\":\"past_due\","
+              "\"currency_code\":\"XOF\"}}'), paddle.ingest_event('evt_centuries_c', 'transaction.completed', "
+              "'2024-01-01T00:00:00.000001Z', NULL, 'ep_test', 'sandbox', '{\"data\":{\"id\":\"txn_centuries\","
+              "\"status\":\"completed\",\"currency_code\":\"XOF\"}}')")
+        rows = q("SELECT avg_time_to_recover::text AS avg, median_time_to_recover::text AS median "
+                 "FROM paddle.dunning_summary WHERE currency_code = 'XOF'")
+        self.assertEqual(rows, [{"avg": "118338 days 00:00:00.000001", "median": "118338 days 00:00:00.000001"}])
 
 
 class StatusCounts(ReportCase):

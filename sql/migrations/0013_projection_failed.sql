@@ -17,8 +17,8 @@
 -- - paddle.dunning_summary averaged time_to_recover with avg(interval), which sums the intervals' 32-bit day
 --   counts: some 590 cases spanning millennia (occurred_at may be any year from 1 to 9999, and whoever holds a
 --   sandbox secret can send them) made the whole view fail with "interval out of range", for every
---   environment. It now averages seconds in numeric. Same columns and types; otherwise the view of
---   0003_reports.
+--   environment. It now averages seconds in numeric (exact to the microsecond, shown as days and hours).
+--   Same columns and types; otherwise the view of 0003_reports.
 -- - paddle.schema_migrations (made by the migration runner itself) gets the COMMENT every other table has.
 
 CREATE OR REPLACE FUNCTION paddle.ingest_event(
@@ -100,8 +100,11 @@ SELECT d.environment,
            AS amount_recovered,
        coalesce(sum(d.amount) FILTER (WHERE d.state = 'lost'), paddle.to_major(0, d.currency_code)) AS amount_lost,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY d.time_to_recover) AS median_time_to_recover,
-       -- avg(interval) would add up 32-bit day counts; numeric seconds cannot overflow.
-       justify_hours(avg(extract(epoch FROM d.time_to_recover))::double precision * interval '1 second')
+       -- avg(interval) would add up 32-bit day counts; numeric seconds cannot overflow. Whole days apart, so
+       -- that the double that make_interval takes holds the rest to the microsecond.
+       make_interval(days => floor(avg(extract(epoch FROM d.time_to_recover)) / 86400)::int,
+                     secs => (avg(extract(epoch FROM d.time_to_recover))
+                              - floor(avg(extract(epoch FROM d.time_to_recover)) / 86400) * 86400)::double precision)
            AS avg_time_to_recover
 FROM paddle.dunning d
 GROUP BY d.environment, d.currency_code;

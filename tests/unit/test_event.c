@@ -63,8 +63,10 @@ static void test_fixture_dir(const char *sub, int names_are_types)
 #define ENV_HEAD "{\"event_id\":\"evt_01\",\"event_type\":\"customer.created\","
 #define GOOD ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38.286848Z\",\"notification_id\":\"ntf_01\",\"data\":{}}"
 
-/* Strict UTF-8 in a body that is otherwise a valid notification, at every
- * offset of an 8-byte word (the ASCII fast path) and at the very end. */
+/* Strict UTF-8 in a body that is otherwise a valid notification, the
+ * sequence at every offset of two 32-byte blocks (the ASCII fast path) and
+ * with 0 or 39 ASCII bytes after it, in a buffer of exactly the body's size
+ * (no NUL after it: ASan sees a read past the end). */
 static void test_utf8(struct event_envelope *ev)
 {
     static const struct { const char *bytes, *what; int ok; } cases[] = {
@@ -78,14 +80,22 @@ static void test_utf8(struct event_envelope *ev)
         {"\xc3", "truncated 2-byte", 0},    {"\xe2\x82", "truncated 3-byte", 0},
         {"\x80", "lone continuation", 0},   {"\xc3\x28", "bad continuation", 0},
     };
+    static const char ascii[] = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int all = 1;
-        for (int pad = 0; pad < 8; pad++) {
-            char body[256];
-            snprintf(body, sizeof body,
-                     "{\"event_id\":\"evt_1\",\"event_type\":\"x.y\",\"occurred_at\":\"2024-01-01T00:00:00Z\","
-                     "\"data\":{\"s\":\"%.*s%s\"}}", pad, "abcdefgh", cases[c].bytes);
-            all &= (parse(body, ev) == EVENT_OK) == cases[c].ok;
+        for (int pad = 0; pad < 64; pad++) {
+            for (int tail = 0; tail <= 39; tail += 39) {
+                char body[512];
+                int n = snprintf(body, sizeof body,
+                                 "{\"event_id\":\"evt_1\",\"event_type\":\"x.y\",\"occurred_at\":"
+                                 "\"2024-01-01T00:00:00Z\",\"data\":{\"s\":\"%.*s%s%.*s\"}}",
+                                 pad, ascii, cases[c].bytes, tail, ascii);
+                unsigned char *exact = malloc((size_t)n);
+                if (exact == NULL) abort();
+                memcpy(exact, body, (size_t)n);
+                all &= (event_parse(exact, (size_t)n, ev, NULL) == EVENT_OK) == cases[c].ok;
+                free(exact);
+            }
         }
         tap_ok(all, "UTF-8 %s is %s", cases[c].what, cases[c].ok ? "accepted" : "malformed_json");
     }
