@@ -158,6 +158,25 @@ class Listen(HarnessTestCase):
                 proc.communicate(timeout=40)
             self.assertEqual(proc.returncode, 0, listen)
 
+    def test_a_host_name_with_several_addresses_is_refused(self):
+        """serve has one listening socket: binding one of the name's addresses would leave the others (an
+        nginx upstream naming 127.0.0.1 while ::1 was bound) refused without a word. The name comes from an
+        /etc/hosts of this test's own, in a mount namespace of its own."""
+        hosts = os.path.join(H.tmpdir, "hosts-%d" % time.time_ns())
+        with open(hosts, "w") as f:
+            f.write("127.0.0.1 twice.test\n::1 twice.test\n")
+        shell = 'mount --bind "$0" /etc/hosts && exec "$@"'
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", shell, hosts, "getent", "ahostsv4", "twice.test"],
+                               capture_output=True, text=True, timeout=30)
+        if probe.returncode != 0:
+            self.skipTest("no private mount namespace here: %s" % probe.stderr.strip())
+        p = subprocess.run(["unshare", "-m", "sh", "-c", shell, hosts, H.binary, "serve", "--listen",
+                            "twice.test:9", "--workers", "1"], env=H.env(), capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn('event=listen_failed reason="cannot listen on twice.test:9: the name has several addresses',
+                      p.stderr)
+
     def test_a_listen_serve_cannot_use_is_named_and_exits_1(self):
         for listen, reason in (("unix:/nonexistent-dir/x.sock", "cannot listen on unix:/nonexistent-dir/x.sock: "
                                                                 "No such file or directory"),
