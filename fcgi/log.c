@@ -20,15 +20,25 @@ static int as_json;
 void log_set_level(enum log_level max) { max_level = max; }
 void log_set_json(int json) { as_json = json; }
 
+/* A JSON number a double holds exactly: digits with at most one inner dot,
+ * no leading zero (JSON forbids "007"), at most 15 digits. */
 static int is_number(const char *s, size_t n)
 {
     size_t dots = 0;
-    if (n == 0 || n > 18) return 0;
+    if (n == 0 || n > 15) return 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '.') dots++;
         else if (s[i] < '0' || s[i] > '9') return 0;
     }
+    if (s[0] == '0' && n > 1 && s[1] != '.') return 0;
     return dots <= 1 && s[0] != '.' && s[n - 1] != '.';
+}
+
+/* Keys whose values are names, whatever they look like (an endpoint id comes
+ * from the request's path and may be all digits). */
+static int is_name_key(const char *k, size_t n)
+{
+    return (n == 8 && memcmp(k, "endpoint", 8) == 0) || (n == 8 && memcmp(k, "event_id", 8) == 0);
 }
 
 /* Rewrites `key=value key="quoted value" ...` in line as a JSON object.
@@ -43,7 +53,7 @@ static int to_json(char *line, int n, size_t cap)
     if (g == NULL) return n;
     yajl_gen_map_open(g);
     while (p < end) {
-        char *eq = memchr(p, '=', (size_t)(end - p)), *v, *v_end;
+        char *eq = memchr(p, '=', (size_t)(end - p)), *v, *v_end, *key = p;
         if (eq == NULL) break;
         yajl_gen_string(g, (unsigned char *)p, (size_t)(eq - p));
         v = eq + 1;
@@ -57,7 +67,8 @@ static int to_json(char *line, int n, size_t cap)
             if (v_end == NULL) v_end = end;
             p = v_end;
         }
-        if (is_number(v, (size_t)(v_end - v))) yajl_gen_number(g, v, (size_t)(v_end - v));
+        if (!is_name_key(key, (size_t)(eq - key)) && is_number(v, (size_t)(v_end - v)))
+            yajl_gen_number(g, v, (size_t)(v_end - v));
         else yajl_gen_string(g, (unsigned char *)v, (size_t)(v_end - v));
         while (p < end && *p == ' ') p++;
     }

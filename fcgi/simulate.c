@@ -103,8 +103,26 @@ out:
     return rc;
 }
 
+/* The status curl prints after the body ("\n%{http_code}"), from the last
+ * bytes of its whole output; 0 if they are not a newline and three digits. */
+static int status_from_tail(const char *tail, size_t n)
+{
+    if (n < 4 || tail[n - 4] != '\n') return 0;
+    for (size_t i = n - 3; i < n; i++)
+        if (tail[i] < '0' || tail[i] > '9') return 0;
+    return (tail[n - 3] - '0') * 100 + (tail[n - 2] - '0') * 10 + (tail[n - 1] - '0');
+}
+
+/* The reply as printed: its first bytes, control characters as '.', so a
+ * receiver cannot drive the terminal. */
+static void printable(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '.';
+}
+
 /* POSTs body with curl; returns the HTTP status (0 when curl failed) and
- * leaves the response body in resp. */
+ * leaves the start of the response body in resp. */
 static int post(const char *url, const char *signature, const char *body, size_t len,
                 char *resp, size_t resp_cap)
 {
@@ -114,10 +132,10 @@ static int post(const char *url, const char *signature, const char *body, size_t
                     "--data-binary", "@-", "--url", target, NULL};
     posix_spawn_file_actions_t fa;
     int in[2] = {-1, -1}, out[2] = {-1, -1}, status = 0, code = 0;
-    size_t got = 0;
+    size_t got = 0, total = 0, tail_len = 0;
+    char tail[4];
     pid_t pid = -1;
     ssize_t n;
-    char *nl;
 
     snprintf(header, sizeof header, "Paddle-Signature: %s", signature);
     resp[0] = '\0';
@@ -146,20 +164,31 @@ static int post(const char *url, const char *signature, const char *body, size_t
     close(in[1]);
     in[1] = -1;
     for (;;) {
-        char sink[4096];
-        /* Keep draining past the cap, or curl blocks on a full pipe. */
-        n = got + 1 < resp_cap ? read(out[0], resp + got, resp_cap - got - 1) : read(out[0], sink, sizeof sink);
+        char chunk[4096];
+        size_t room = got + 1 < resp_cap ? resp_cap - got - 1 : 0, take;
+        /* Read to the end (curl would block on a full pipe), keeping the first
+         * bytes to show and the last four, where the status is. */
+        n = read(out[0], chunk, sizeof chunk);
         if (n <= 0) break;
-        if (got + 1 < resp_cap) got += (size_t)n;
+        take = (size_t)n < room ? (size_t)n : room;
+        memcpy(resp + got, chunk, take);
+        got += take;
+        total += (size_t)n;
+        for (ssize_t i = 0; i < n; i++) {
+            if (tail_len == sizeof tail) memmove(tail, tail + 1, --tail_len);
+            tail[tail_len++] = chunk[i];
+        }
     }
     resp[got] = '\0';
     waitpid(pid, &status, 0);
-    nl = strrchr(resp, '\n');
-    if (nl && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        code = atoi(nl + 1);
-        while (nl > resp && (nl[-1] == '\n' || nl[-1] == '\r')) nl--;
-        *nl = '\0';
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) code = status_from_tail(tail, tail_len);
+    /* All of it shown: drop the status line and the body's own line ends. */
+    if (code && got == total) {
+        got -= 4;
+        while (got > 0 && (resp[got - 1] == '\n' || resp[got - 1] == '\r')) got--;
+        resp[got] = '\0';
     }
+    printable(resp);
 out:
     for (int i = 0; i < 2; i++) {
         if (in[i] >= 0) close(in[i]);

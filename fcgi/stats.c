@@ -4,8 +4,10 @@
  * claimed with compare-and-swap and never freed, so the mapping has a fixed
  * size and a worker killed at any instant leaves it consistent: a slot its
  * claimer died filling is taken over by the next process that finds it (the
- * claim holds the claimer's pid). Counts are exact (atomic adds); only the
- * time windows may drop an increment racing a bucket's turn of the minute.
+ * claim holds the claimer's pid). Counts are exact (atomic adds), unless a
+ * live claimer stays off the CPU for STATS_CLAIM_WAIT_NS while another process
+ * looks for the same key, which then claims a second slot for it; the time
+ * windows may drop an increment racing a bucket's turn of the minute.
  */
 #include "stats.h"
 
@@ -28,12 +30,13 @@
 
 #define STATS_MAGIC 0x70686b73u
 #define STATS_VERSION 4u /* the layout: bump when it changes (outcomes[] sizes the windows) */
-#define STATS_MAX_ENDPOINTS 128
 #define STATS_MAX_SERIES 4096
 #define STATS_MINUTES 60
 #define STATS_HOURS 24
 #define STATS_CLAIM_SPINS 1000
-#define STATS_CLAIM_WAIT_NS 1000000L
+/* A claimer fills its slot in microseconds of its own CPU time, but a busy
+ * host can keep it off the CPU for several scheduler ticks. */
+#define STATS_CLAIM_WAIT_NS 100000000L
 #define STATS_LINE_MAX 512
 
 /* A slot's state: free, ready, or being filled by the process whose pid is
@@ -81,7 +84,7 @@ struct stats {
     uint32_t magic, version;
     uint64_t counters[STATS_COUNTER_COUNT];
     uint64_t histogram[BUCKET_COUNT + 1];
-    uint64_t histogram_sum_us, histogram_count;
+    uint64_t histogram_sum_us; /* the count is the sum of the buckets */
     struct endpoint_slot endpoints[STATS_MAX_ENDPOINTS];
     struct series_slot series[STATS_MAX_SERIES];
 };
@@ -299,7 +302,6 @@ void stats_record(struct stats *st, const char *endpoint_id, const char *event_t
         while (b < BUCKET_COUNT && ingest_ms > buckets_ms[b]) b++;
         add(&st->histogram[b], 1);
         add(&st->histogram_sum_us, (uint64_t)(ingest_ms * 1000.0));
-        add(&st->histogram_count, 1);
     }
 }
 
@@ -351,8 +353,10 @@ void stats_render_prometheus(const struct stats *st, const struct endpoint_table
             emitf(emit, ctx, "paddlehook_ingest_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
                   (unsigned long long)cumulative);
     }
+    /* _count is the +Inf bucket, as the format requires (a counter of its own,
+     * read at another moment, differed from it under load). */
     emitf(emit, ctx, "paddlehook_ingest_duration_seconds_sum %.6f\npaddlehook_ingest_duration_seconds_count %llu\n",
-          (double)load(&st->histogram_sum_us) / 1e6, (unsigned long long)load(&st->histogram_count));
+          (double)load(&st->histogram_sum_us) / 1e6, (unsigned long long)cumulative);
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         emitf(emit, ctx, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,
               counters[i].name, counters[i].name, (unsigned long long)load(&st->counters[counters[i].c]));
@@ -383,6 +387,13 @@ static void window_sum(const struct window_bucket *ring, size_t n, uint64_t now_
             else w->other_errors += c;
         }
     }
+}
+
+int stats_endpoints_full(const struct stats *st)
+{
+    for (size_t i = 0; i < STATS_MAX_ENDPOINTS; i++)
+        if (__atomic_load_n(&st->endpoints[i].state, __ATOMIC_ACQUIRE) == SLOT_FREE) return 0;
+    return 1;
 }
 
 int stats_endpoint_windows(const struct stats *st, const char *endpoint_id, struct stats_window *hour,

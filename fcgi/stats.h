@@ -8,6 +8,9 @@
 
 #include <stddef.h>
 
+/* Endpoints counted on their own (time windows, metrics labels) per serve. */
+#define STATS_MAX_ENDPOINTS 128
+
 struct stats;
 struct endpoint_table;
 
@@ -50,5 +53,9 @@ void stats_render_prometheus(const struct stats *st, const struct endpoint_table
 /* Counts for one endpoint over the last hour and the last day. 0 when known. */
 int stats_endpoint_windows(const struct stats *st, const char *endpoint_id, struct stats_window *hour,
                            struct stats_window *day, long long *last_event_at);
+
+/* 1 when every endpoint slot is taken: an endpoint without one is then not
+ * counted on its own (its deliveries go to the series of endpoint ""). */
+int stats_endpoints_full(const struct stats *st);
 
 #endif

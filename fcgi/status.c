@@ -97,7 +97,7 @@ int status_run(const struct config *cfg)
     PGresult *eps = NULL, *last = NULL;
     char err[512];
     PGconn *conn = db_connect_or_say(cfg->db);
-    int rc = 1;
+    int rc = 1, full = st && stats_endpoints_full(st);
 
     if (conn == NULL) goto out;
     if ((eps = db_query(conn, SQL_ENDPOINTS, err, sizeof err)) == NULL) {
@@ -127,16 +127,21 @@ int status_run(const struct config *cfg)
             snprintf(c3, sizeof c3, "%llu/%llu", hour.signature_failures, day.signature_failures);
             snprintf(c4, sizeof c4, "%llu/%llu", hour.other_errors, day.other_errors);
         } else if (st) {
-            snprintf(c1, sizeof c1, "0/0");
-            snprintf(c2, sizeof c2, "0/0");
-            snprintf(c3, sizeof c3, "0/0");
-            snprintf(c4, sizeof c4, "0/0");
+            /* No slot: no delivery yet, or every slot was taken before this endpoint's first. */
+            const char *none = full ? "untracked" : "0/0";
+            snprintf(c1, sizeof c1, "%s", none);
+            snprintf(c2, sizeof c2, "%s", none);
+            snprintf(c3, sizeof c3, "%s", none);
+            snprintf(c4, sizeof c4, "%s", none);
         }
         for (int l = 0; last && l < PQntuples(last); l++)
             if (strcmp(PQgetvalue(last, l, 0), id) == 0) snprintf(when, sizeof when, "%s", PQgetvalue(last, l, 1));
         printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id, PQgetvalue(eps, r, 1),
                PQgetvalue(eps, r, 2), PQgetvalue(eps, r, 3), PQgetvalue(eps, r, 4), when, c1, c2, c3, c4);
     }
+    if (full)
+        printf("\nnote: the counters track %d endpoints per serve; \"untracked\" ones are counted in "
+               "/paddle/metrics under endpoint=\"\"\n", STATS_MAX_ENDPOINTS);
     print_consumers(conn);
     print_projection_errors(conn);
     rc = 0;

@@ -65,6 +65,8 @@ class Metrics(HarnessTestCase):
         self.assertEqual(secrets.get('{endpoint="%s",enabled="true"}' % ep.id), 1)
         hist = metric_values(text, "paddlehook_ingest_duration_seconds_count")
         self.assertGreaterEqual(hist[""], 2)
+        buckets = metric_values(text, "paddlehook_ingest_duration_seconds_bucket")
+        self.assertEqual(buckets['{le="+Inf"}'], hist[""], "the +Inf bucket is the count")
 
     def test_metrics_are_for_local_scrapers_only_however_the_path_is_spelt(self):
         for path in ("/paddle/metrics", "/paddle/metrics%3F", "/paddle/metrics%3Fx=1", "/paddle/metrics/",

@@ -10,10 +10,12 @@ The scenario files themselves are checked in test_scenario_files.
 """
 
 import datetime
+import http.server
 import json
 import os
 import re
 import secrets as _secrets
+import threading
 import unittest
 from decimal import Decimal
 
@@ -239,6 +241,38 @@ class Command(SimulateCase):
         codes = [LINE.match(l).group(3) for l in p.stdout.splitlines() if l.startswith("  ")]
         self.assertEqual(codes, ["401"] * len(SCENARIOS["new-subscription"]["events"]), p.stdout)
         self.assertEqual(event_rows(ep), [])
+
+    def test_the_status_is_the_receivers_whatever_its_body_says(self):
+        """A receiver of the user's choosing: a long body that ends like a status, or escape sequences, must
+        neither pass for a 2xx nor reach the terminal."""
+        replies = [(500, b"200 queued\n" * 10000), (200, b"x" * 100000), (500, b"\x1b[2J200")]
+
+        class Receiver(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                code, body = self.server.reply
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            for code, body in replies:
+                server.reply = (code, body)
+                p = simulate("new-subscription", "--url", "http://127.0.0.1:%d/hook" % server.server_address[1],
+                             secret=new_secret())
+                lines = [LINE.match(l) for l in p.stdout.splitlines() if LINE.match(l)]
+                self.assertTrue(lines, p.stdout)
+                self.assertEqual({int(m.group(3)) for m in lines}, {code}, p.stdout[:500])
+                self.assertEqual(p.returncode, 0 if code == 200 else 1, p.stderr)
+                self.assertNotIn("\x1b", p.stdout)
+        finally:
+            server.shutdown()
+            server.server_close()
 
     def test_all_sends_every_scenario_once_without_mixing_them(self):
         ep = H.add_endpoint()

@@ -121,11 +121,39 @@ class Listen(HarnessTestCase):
     """serve --listen: the sockets serve opens itself."""
     harness = H
 
-    def serve(self, listen):
+    def serve(self, listen, *more):
         return subprocess.Popen([H.binary, "serve", "--listen", listen, "--workers", "1",
-                                 "--stats-file", os.path.join(H.tmpdir, "listen-stats-%d" % time.time_ns())],
-                                env=H.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 "--stats-file", os.path.join(H.tmpdir, "listen-stats-%d" % time.time_ns())]
+                                + list(more), env=H.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, preexec_fn=harness._set_pdeathsig)
+
+    def test_json_log_lines_parse_whatever_the_request_path_holds(self):
+        """--log-format json: an endpoint id from the path stays a string, even all digits (a bare 007 is
+        not JSON, and 19 digits would lose precision as a number)."""
+        path = os.path.join(H.tmpdir, "json-log-%d.sock" % time.time_ns())
+        proc = self.serve("unix:" + path, "--log-format", "json")
+        ids = ("007", "1234567890123456789")
+        try:
+            def ask(endpoint):
+                try:
+                    with socket.socket(socket.AF_UNIX) as c:
+                        c.settimeout(5)
+                        c.connect(path)
+                        c.sendall(fcgi_request("POST", "/paddle/webhooks/" + endpoint, b"{}", keep_conn=False))
+                        return fcgi_response(c)
+                except OSError:
+                    return None
+            harness.wait_until(lambda: ask("ep_warmup"), timeout=15, what="serve on " + path)
+            for endpoint in ids:
+                self.assertIsNotNone(ask(endpoint))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=40)
+        lines = [json.loads(l) for l in out.splitlines()]
+        logged = [l.get("endpoint") for l in lines if l.get("event") == "request"]
+        for endpoint in ids:
+            self.assertIn(endpoint, logged)
+        self.assertTrue(all(isinstance(l["pid"], int) for l in lines), "numbers stay numbers")
 
     def test_tcp_listeners_answer_fastcgi(self):
         """HOST:PORT, and :PORT on every address (IPv4 and, where there is IPv6, ::1 too)."""

@@ -73,5 +73,26 @@ void test_stats(void)
                day.stored == 1 && last > 0,
            "stats: a live event that replaced a sandbox one counts as stored and as the last event");
 
+    stats_record(st, "ep_failed_projection", "customer.created", "projection_failed", 1.0);
+    tap_ok(stats_endpoint_windows(st, "ep_failed_projection", &hour, &day, &last) == 0 && hour.stored == 1,
+           "stats: an event stored with a projection error counts as stored");
+
+    {
+        char id[32];
+        int tracked = 0;
+        tap_ok(!stats_endpoints_full(st), "stats: endpoint slots left");
+        for (int i = 0; i < STATS_MAX_ENDPOINTS + 2; i++) {
+            snprintf(id, sizeof id, "ep_many_%d", i);
+            stats_record(st, id, "customer.created", "stored", 1.0);
+        }
+        for (int i = 0; i < STATS_MAX_ENDPOINTS + 2; i++) {
+            snprintf(id, sizeof id, "ep_many_%d", i);
+            tracked += stats_endpoint_windows(st, id, &hour, &day, &last) == 0;
+        }
+        tap_ok(stats_endpoints_full(st) && tracked < STATS_MAX_ENDPOINTS + 2,
+               "stats: past %d endpoints the table says it is full (status shows the rest as untracked)",
+               STATS_MAX_ENDPOINTS);
+    }
+
     stats_close(st);
 }
