@@ -127,7 +127,8 @@ static int post(const char *url, const char *signature, const char *body, size_t
                 char *resp, size_t resp_cap)
 {
     char header[SIG_HEADER_BUF + 32], target[SIM_URL_MAX];
-    char *argv[] = {"curl", "-sS", "--max-time", "30", "--proto", "=http,https", "-o", "-",
+    /* -q first: a user's ~/.curlrc must not change what is sent or printed. */
+    char *argv[] = {"curl", "-q", "-sS", "--max-time", "30", "--proto", "=http,https", "-o", "-",
                     "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "-H", header,
                     "--data-binary", "@-", "--url", target, NULL};
     posix_spawn_file_actions_t fa;

@@ -274,6 +274,21 @@ class Command(SimulateCase):
             server.shutdown()
             server.server_close()
 
+    def test_a_curlrc_of_the_user_does_not_change_the_requests(self):
+        ep = H.add_endpoint()
+        home = os.path.join(H.tmpdir, "home-%s" % _secrets.token_hex(4))
+        os.makedirs(home)
+        with open(os.path.join(home, ".curlrc"), "w") as f:
+            f.write('header = "Paddle-Signature: ts=1;h1=00"\n')   # a repeated header: 401 for every event
+        secret_file = os.path.join(home, "secret")
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(ep.secret + "\n")
+        p = H._run([H.binary, "simulate", "new-subscription", "--url", self.url(ep), "--secret-file", secret_file],
+                   env=dict(H.env(), HOME=home), check=False, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(len(event_rows(ep)), len(SCENARIOS["new-subscription"]["events"]))
+
     def test_all_sends_every_scenario_once_without_mixing_them(self):
         ep = H.add_endpoint()
         p = simulate("all", "--url", self.url(ep), secret=ep.secret)
