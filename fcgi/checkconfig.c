@@ -93,12 +93,9 @@ static int check_secrets(PGconn *conn, const struct masterkey *mk)
     if (res == NULL) return check(0, "endpoint secrets readable", err);
     n = PQntuples(res);
     for (int r = 0; r < n; r++) {
-        unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD], plain[MAX_SECRET_LEN];
-        const char *hex = PQgetvalue(res, r, 1);
-        size_t sealed_len = 0, len = 0;
-        if (sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) != 0 ||
-            masterkey_open(mk, sealed, sealed_len, plain, sizeof plain, &len) != 0)
-            bad++;
+        unsigned char plain[MAX_SECRET_LEN];
+        size_t len = 0;
+        if (masterkey_open_hex(mk, PQgetvalue(res, r, 1), plain, sizeof plain, &len) != 0) bad++;
         sodium_memzero(plain, sizeof plain);
     }
     PQclear(res);

@@ -92,22 +92,16 @@ int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t 
  * `rekey` just replaced, a wrong --key-file) would be one no worker can open. */
 static int key_matches_stored_secrets(PGconn *conn, const struct masterkey *mk, char *err, size_t errlen)
 {
-    PGresult *res = PQexec(conn, SQL_ACTIVE_SEALED);
+    PGresult *res = db_query(conn, SQL_ACTIVE_SEALED, err, errlen);
     int rows, opened = 0;
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        db_error_line(conn, res, err, errlen);
-        PQclear(res);
-        return 0;
-    }
+    if (res == NULL) return 0;
     rows = PQntuples(res);
     for (int r = 0; r < rows && !opened; r++) {
-        unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD], plain[MAX_SECRET_LEN];
-        const char *hex = PQgetvalue(res, r, 0);
-        size_t sealed_len = 0, len = 0;
+        unsigned char plain[MAX_SECRET_LEN];
+        size_t len = 0;
 
-        opened = sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) == 0 &&
-                 masterkey_open(mk, sealed, sealed_len, plain, sizeof plain, &len) == 0;
+        opened = masterkey_open_hex(mk, PQgetvalue(res, r, 0), plain, sizeof plain, &len) == 0;
         sodium_memzero(plain, sizeof plain);
     }
     PQclear(res);

@@ -24,12 +24,9 @@ static int by_id(const void *a, const void *b)
 static int open_secret(const struct masterkey *mk, const char *hex, unsigned char *vault,
                        size_t cap, size_t *used, struct sig_secret *out)
 {
-    unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
-    size_t sealed_len = 0, len = 0;
+    size_t len = 0;
 
-    if (sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) != 0 ||
-        masterkey_open(mk, sealed, sealed_len, vault + *used, cap - *used, &len) != 0)
-        return -1;
+    if (masterkey_open_hex(mk, hex, vault + *used, cap - *used, &len) != 0) return -1;
     out->key = (const char *)vault + *used;
     out->len = len;
     *used += len;

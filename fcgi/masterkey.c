@@ -99,4 +99,14 @@ int masterkey_open(const struct masterkey *mk, const unsigned char *sealed, size
     return 0;
 }
 
+int masterkey_open_hex(const struct masterkey *mk, const char *hex, unsigned char *out, size_t out_cap,
+                       size_t *out_len)
+{
+    unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
+    size_t sealed_len = 0;
+
+    if (sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) != 0) return -1;
+    return masterkey_open(mk, sealed, sealed_len, out, out_cap, out_len);
+}
+
 void masterkey_wipe(struct masterkey *mk) { sodium_memzero(mk, sizeof *mk); }

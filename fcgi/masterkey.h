@@ -32,6 +32,11 @@ int masterkey_seal(const struct masterkey *mk, const unsigned char *msg, size_t 
 int masterkey_open(const struct masterkey *mk, const unsigned char *sealed, size_t sealed_len,
                    unsigned char *out, size_t out_cap, size_t *out_len);
 
+/* masterkey_open of a sealed endpoint secret as the database returns it,
+ * encode(sealed, 'hex'). -1 when it is not hex of one or does not open. */
+int masterkey_open_hex(const struct masterkey *mk, const char *hex, unsigned char *out, size_t out_cap,
+                       size_t *out_len);
+
 void masterkey_wipe(struct masterkey *mk);
 
 #endif

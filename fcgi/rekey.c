@@ -30,13 +30,11 @@ static int reseal(PGconn *conn, const struct masterkey *old_key, const struct ma
     }
     for (int r = 0; r < PQntuples(res); r++) {
         unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD], plain[MAX_SECRET_LEN];
-        const char *hex = PQgetvalue(res, r, 1);
-        size_t sealed_len = 0, len = 0;
+        size_t len = 0;
         PGresult *up;
         int ok;
 
-        if (sodium_hex2bin(sealed, sizeof sealed, hex, strlen(hex), NULL, &sealed_len, NULL) != 0 ||
-            masterkey_open(old_key, sealed, sealed_len, plain, sizeof plain, &len) != 0) {
+        if (masterkey_open_hex(old_key, PQgetvalue(res, r, 1), plain, sizeof plain, &len) != 0) {
             fprintf(stderr, "paddlehook: secret %s was not sealed with the old key; nothing changed\n",
                     PQgetvalue(res, r, 0));
             goto out;

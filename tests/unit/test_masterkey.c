@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "masterkey.h"
 #include "tap.h"
 
@@ -56,6 +58,28 @@ void test_masterkey(void)
     write_file(bad, hex, 0640);
     tap_ok(masterkey_load(bad, &mk, err, sizeof err) != 0 && strstr(err, "chmod 600") != NULL,
            "masterkey: a group-readable file is refused: %s", err);
+
+    {
+        /* A sealed secret as the database returns it: encode(sealed, 'hex'). */
+        static const char secret[] = "pdl_ntfset_01test";
+        unsigned char sealed[sizeof secret + MASTERKEY_SEAL_OVERHEAD], plain[MAX_SECRET_LEN];
+        char sealed_hex[2 * sizeof sealed + 1];
+        struct masterkey other;
+        size_t len = 0;
+
+        masterkey_load(good, &mk, err, sizeof err);
+        memset(&other, 0x5a, sizeof other);
+        masterkey_seal(&mk, (const unsigned char *)secret, sizeof secret - 1, sealed, sizeof sealed);
+        sodium_bin2hex(sealed_hex, sizeof sealed_hex, sealed, sizeof secret - 1 + MASTERKEY_SEAL_OVERHEAD);
+        tap_ok(masterkey_open_hex(&mk, sealed_hex, plain, sizeof plain, &len) == 0 && len == sizeof secret - 1 &&
+                   memcmp(plain, secret, len) == 0,
+               "masterkey: a sealed secret in hex opens with its key");
+        tap_ok(masterkey_open_hex(&other, sealed_hex, plain, sizeof plain, &len) != 0,
+               "masterkey: ... and not with another key");
+        sealed_hex[3] = 'x';
+        tap_ok(masterkey_open_hex(&mk, sealed_hex, plain, sizeof plain, &len) != 0, "masterkey: ... nor when not hex");
+        masterkey_wipe(&other);
+    }
 
     unlink(good);
     unlink(bad);
