@@ -117,6 +117,27 @@ def fcgi_response(sock, timeout=10):
             return out
 
 
+def fcgi_once(address, method, uri, body=b""):
+    """One request on a new connection to a unix socket path or a (host, port): its STDOUT, or None when
+    nothing answers there (yet)."""
+    try:
+        if isinstance(address, str):
+            conn = socket.socket(socket.AF_UNIX)
+            conn.settimeout(5)
+            try:
+                conn.connect(address)
+            except OSError:
+                conn.close()
+                raise
+        else:
+            conn = socket.create_connection(address, timeout=5)
+        with conn:
+            conn.sendall(fcgi_request(method, uri, body, keep_conn=False))
+            return fcgi_response(conn)
+    except OSError:
+        return None
+
+
 class Listen(HarnessTestCase):
     """serve --listen: the sockets serve opens itself."""
     harness = H
@@ -135,14 +156,7 @@ class Listen(HarnessTestCase):
         ids = ("007", "1234567890123456789")
         try:
             def ask(endpoint):
-                try:
-                    with socket.socket(socket.AF_UNIX) as c:
-                        c.settimeout(5)
-                        c.connect(path)
-                        c.sendall(fcgi_request("POST", "/paddle/webhooks/" + endpoint, b"{}", keep_conn=False))
-                        return fcgi_response(c)
-                except OSError:
-                    return None
+                return fcgi_once(path, "POST", "/paddle/webhooks/" + endpoint, b"{}")
             harness.wait_until(lambda: ask("ep_warmup"), timeout=15, what="serve on " + path)
             for endpoint in ids:
                 self.assertIsNotNone(ask(endpoint))
@@ -166,20 +180,12 @@ class Listen(HarnessTestCase):
             hosts = ("127.0.0.1", "::1")
         except OSError:
             hosts = ("127.0.0.1",)
-
-        def answer(host):
-            try:
-                with socket.create_connection((host, port), timeout=2) as c:
-                    c.sendall(fcgi_request("GET", "/paddle/healthz", keep_conn=False))
-                    return fcgi_response(c)
-            except OSError:
-                return None
         for listen, reach in (("127.0.0.1:%d" % port, ("127.0.0.1",)), (":%d" % port, hosts)):
             proc = self.serve(listen)
             try:
                 for host in reach:
-                    out = harness.wait_until(lambda: answer(host), timeout=15, what="serve on %s via %s"
-                                             % (listen, host))
+                    out = harness.wait_until(lambda: fcgi_once((host, port), "GET", "/paddle/healthz"),
+                                             timeout=15, what="serve on %s via %s" % (listen, host))
                     self.assertIn(b'{"status":"ok"}', out)
             finally:
                 proc.send_signal(signal.SIGTERM)
