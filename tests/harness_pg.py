@@ -6,6 +6,7 @@ import os
 import pwd
 import signal
 import subprocess
+import threading
 
 from harness_util import (DB_NAME, EVENT_TABLE, HarnessError, QUEUE_TABLE, STATE_TABLES, children_of, free_port,
                           kill_pid, pid_alive, ts_text, wait_until)
@@ -154,6 +155,27 @@ class PostgresMixin:
     def sql_value(self, sql, db=DB_NAME):
         rows = self.sql(sql, db=db)
         return rows[0][0] if rows else None
+
+    def sleeping(self, tag):
+        """Whether the session named `tag` runs its pg_sleep (see in_flight)."""
+        return self.sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND "
+                              "state = 'active' AND query LIKE 'SELECT pg_sleep%%'" % self.lit(tag)) != "0"
+
+    def in_flight(self, sql, seconds, tag, rows=None):
+        """Starts a thread running `sql` then pg_sleep(seconds) in one open
+        transaction (application_name `tag`); returns it once the sleep runs,
+        when `sql` is done and uncommitted (psql sends one statement at a time):
+        its locks are held, its rows not yet visible. The rows of the last
+        statement go to `rows`. Join the thread before the test ends."""
+        def run():
+            out = self.sql("SET application_name = %s; BEGIN; %s; SELECT pg_sleep(%s); COMMIT;"
+                           % (self.lit(tag), sql, seconds))
+            if rows is not None:
+                rows.extend(out)
+        t = threading.Thread(target=run)
+        t.start()
+        wait_until(lambda: self.sleeping(tag), timeout=10, interval=0.02, what="%s to be in flight" % tag)
+        return t
 
     def sql_json(self, query, db=DB_NAME):
         """Rows of a SELECT as a list of dicts (via json_agg: types survive)."""

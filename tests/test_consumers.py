@@ -59,27 +59,6 @@ def claim(name, limit=100):
             for r in H.sql_json("SELECT * FROM paddle.claim_events(%s, %d)" % (H.lit(name), limit))]
 
 
-def sleeping(tag):
-    """Whether the session named `tag` runs its pg_sleep (see in_flight)."""
-    return H.sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active' "
-                       "AND query LIKE 'SELECT pg_sleep%%'" % H.lit(tag)) != "0"
-
-
-def in_flight(sql, seconds, tag, rows=None):
-    """Starts a thread running `sql` then pg_sleep(seconds) in one open
-    transaction (application_name `tag`); returns it once the sleep runs,
-    when `sql` is done and uncommitted (psql sends one statement at a time).
-    The rows of the last statement go to `rows`."""
-    def run():
-        out = H.sql("SET application_name = %s; BEGIN; %s; SELECT pg_sleep(%s); COMMIT;" % (H.lit(tag), sql, seconds))
-        if rows is not None:
-            rows.extend(out)
-    t = threading.Thread(target=run)
-    t.start()
-    harness.wait_until(lambda: sleeping(tag), timeout=10, interval=0.02, what="%s to be in flight" % tag)
-    return t
-
-
 def from_now(seconds):
     return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
 
@@ -159,7 +138,7 @@ class Queueing(ConsumerCase):
         eid, etype = paddle_id("evt"), own_type("customer")
         self.store(etype, sample_customer(), ep=self.sandbox, event_id=eid, occurred_at=at(3600))
         late = consumer("late", [etype])
-        backfill = in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(late), 1,
+        backfill = H.in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(late), 1,
                                   "backfill_" + paddle_id("t")[-10:])
         try:
             genuine = self.store(etype, sample_customer(), ep=self.live, event_id=eid)
@@ -225,7 +204,7 @@ class Queueing(ConsumerCase):
         (its event stored and queued, not committed) for longer than a change
         to the consumers waits: the change must fail and change nothing."""
         env = make_event("customer.created", sample_customer(), as_dict=True)
-        delivery = in_flight(H.ingest_sql(env, self.sandbox.id, "sandbox"), 2, "delivery_" + paddle_id("t")[-10:])
+        delivery = H.in_flight(H.ingest_sql(env, self.sandbox.id, "sandbox"), 2, "delivery_" + paddle_id("t")[-10:])
         try:
             with self.assertRaises(harness.HarnessError, msg="the change did not wait for the delivery") as cm:
                 H.sql(change)
@@ -262,7 +241,7 @@ class Queueing(ConsumerCase):
             self.store("customer.created", sample_customer())
         tag = "claim_" + paddle_id("t")[-10:]
         # Open for longer than the worker's 3 s lock timeout: a delivery held up meanwhile would fail.
-        claimer = in_flight("SELECT count(*) FROM paddle.claim_events(%s, 1)" % H.lit(name), 4, tag)
+        claimer = H.in_flight("SELECT count(*) FROM paddle.claim_events(%s, 1)" % H.lit(name), 4, tag)
         deleter = threading.Thread(target=H.sql, args=("SET application_name = %s; DELETE FROM paddle.consumers "
                                                        "WHERE name IN (%s, %s)"
                                                        % (H.lit(tag + "_d"), H.lit(free), H.lit(name)),))
@@ -286,7 +265,7 @@ class Queueing(ConsumerCase):
         etype = own_type("customer")
         env = self.store(etype, sample_customer())
         name = consumer("backfill", [etype])
-        backfill = in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name), 1,
+        backfill = H.in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name), 1,
                                   "backfill_" + paddle_id("t")[-10:])
         try:
             H.sql("DELETE FROM paddle.payment_events WHERE event_id = %s" % H.lit(env["event_id"]))
@@ -300,7 +279,7 @@ class Queueing(ConsumerCase):
         eid, etype = paddle_id("evt"), own_type("customer")
         self.store(etype, sample_customer(), ep=self.sandbox, event_id=eid)
         name = consumer("sandbox_backfill", [etype], environment="sandbox")
-        backfill = in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name), 1,
+        backfill = H.in_flight("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name), 1,
                                   "backfill_" + paddle_id("t")[-10:])
         try:
             self.store(etype, sample_customer(), ep=self.live, event_id=eid)
@@ -407,10 +386,10 @@ class Claiming(ConsumerCase):
     def test_claimers_side_by_side_never_get_the_same_event(self):
         name, ids = self.fill(4)
         held_rows = []
-        held = in_flight("SELECT event_id FROM paddle.claim_events(%s, 2)" % H.lit(name), 5, name, rows=held_rows)
+        held = H.in_flight("SELECT event_id FROM paddle.claim_events(%s, 2)" % H.lit(name), 5, name, rows=held_rows)
         try:
             second = [e[0] for e in claim(name, 10)]
-            self.assertTrue(sleeping(name), "the second claim waited for the first to commit")
+            self.assertTrue(H.sleeping(name), "the second claim waited for the first to commit")
         finally:
             held.join(30)
         self.assertEqual(second, ids[2:], "the rows the first claimer holds are skipped")

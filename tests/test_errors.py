@@ -11,7 +11,6 @@ nginx's 1 MiB limit.
 
 import json
 import os
-import threading
 import time
 
 import harness
@@ -175,14 +174,8 @@ class MethodAndPathErrors(ErrorCase):
         gets 503, never an answer from the table as it was before the change."""
         ep = H.add_endpoint()
         self.assertStored(H.post_event(ep, self.event()), "before")
-        locker = threading.Thread(target=H.sql, args=(
-            "SET application_name = 'test_locker'; BEGIN; "
-            "LOCK TABLE paddle.endpoint_secrets IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT;",))
-        locker.start()
+        locker = H.in_flight("LOCK TABLE paddle.endpoint_secrets IN ACCESS EXCLUSIVE MODE", 5, "test_locker")
         try:
-            harness.wait_until(lambda: H.sql_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'test_locker' "
-                "AND query LIKE 'SELECT pg_sleep%'") == "1", timeout=10, interval=0.02, what="the lock")
             H.disable_endpoint(ep)
             seen = set()
             deadline = time.monotonic() + 25

@@ -150,14 +150,8 @@ class LiveAndSandbox(HostileCase):
         """Two deliveries of the live event (Paddle retries, several destinations) arrive while the
         sandbox insert is uncommitted: one replaces it, the other is a duplicate."""
         live, sandbox, eid, cust, decoy = self.one_id_two_environments(as_dict=True)
-        held = threading.Thread(target=H.sql, args=(
-            "BEGIN; %s; SELECT pg_sleep(2); COMMIT;" % H.ingest_sql(decoy, sandbox.id, "sandbox"),))
-        held.start()
+        held = H.in_flight(H.ingest_sql(decoy, sandbox.id, "sandbox"), 2, "sandbox_insert_" + eid[-10:])
         try:
-            harness.wait_until(lambda: H.sql_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' "
-                "AND state = 'active' AND pid <> pg_backend_pid()") != "0",
-                timeout=10, interval=0.02, what="the sandbox insert to be in flight")
             genuine = make_event("customer.created", cust, event_id=eid)
             answers = []
             posts = [threading.Thread(target=lambda: answers.append(self.post_signed(genuine, ep=live)))

@@ -5,7 +5,6 @@ import os
 import secrets as _secrets
 import re
 import subprocess
-import threading
 import time
 
 from harness import Harness, HarnessTestCase, make_event, new_secret, sample_customer, wait_until
@@ -337,15 +336,10 @@ class Rekey(HarnessTestCase):
         with open(secret_file, "w") as f:
             f.write(new_secret() + "\n")
         env = self.H.env()
-        holder = threading.Thread(target=self.H.sql, args=(
-            "SET application_name = 'test_row_holder'; BEGIN; "
-            "SELECT id FROM paddle.endpoint_secrets ORDER BY id LIMIT 1 FOR UPDATE; SELECT pg_sleep(3); COMMIT;",))
         rekey = add = None
-        holder.start()
+        holder = self.H.in_flight("SELECT id FROM paddle.endpoint_secrets ORDER BY id LIMIT 1 FOR UPDATE", 3,
+                                  "test_row_holder")
         try:
-            wait_until(lambda: self.H.sql_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'test_row_holder' "
-                "AND query LIKE 'SELECT pg_sleep%'") == "1", timeout=10, interval=0.02, what="the row lock")
             rekey = subprocess.Popen([self.H.binary, "rekey", "--old-key-file", self.H.key_file, "--key-file",
                                       new_key], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)

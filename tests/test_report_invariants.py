@@ -6,10 +6,9 @@ import csv
 import decimal
 import io
 import json
-import threading
 import unittest
 
-from harness import paddle_id, wait_until
+from harness import paddle_id
 from report_scenarios import report_module
 from reportdata import REPORT_VIEWS, Price, churn_row, customer, money_row, movement_row, mrr_row, norm, subscription
 
@@ -44,14 +43,8 @@ class EnvironmentsApart(ReportCase):
     def test_live_takes_over_while_a_sandbox_insert_of_the_id_is_in_flight(self):
         cid, sandbox = paddle_id("ctm"), DB.feed("sandbox")
         forged = sandbox.add("customer.updated", customer(cid, "forged@example.my"), "2024-07-21 09:00")
-        held = threading.Thread(target=H.sql, args=(
-            "BEGIN; %s; SELECT pg_sleep(2); COMMIT;" % H.ingest_sql(forged, sandbox.ep.id, "sandbox"),))
-        held.start()
+        held = H.in_flight(H.ingest_sql(forged, sandbox.ep.id, "sandbox"), 2, "sandbox_insert_" + cid[-10:])
         try:
-            wait_until(lambda: H.sql_value("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                                           "WHERE c.relname = 'customers' AND l.mode = 'RowExclusiveLock' "
-                                           "AND l.pid <> pg_backend_pid()") != "0",
-                       timeout=10, interval=0.02, what="the sandbox insert to be in flight")
             DB.feed("live").post([DB.feed("live").add("customer.created", customer(cid, "owner@example.my"),
                                                 "2024-07-02 09:00")])
         finally:
