@@ -7,7 +7,6 @@ import re
 import resource
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -15,6 +14,7 @@ import time
 import harness
 from harness import (Harness, HarnessTestCase, make_event, paddle_id, sample_subscription,
                      sample_transaction, wait_until)
+from harness_fcgi import fcgi_once, fcgi_request, fcgi_response
 
 WORKERS = 3
 H = Harness(workers=WORKERS)
@@ -70,72 +70,6 @@ class KeptConnections(HarnessTestCase):
         self.assertEqual(rows, [(str(len(stored)),)])
         # Sequential requests leave nginx's idle connections open to the workers.
         self.assertGreaterEqual(connections_to_socket(H.socket_path), 1)
-
-
-def fcgi_record(rtype, content=b"", request_id=1):
-    return struct.pack(">BBHHBx", 1, rtype, request_id, len(content), 0) + content
-
-
-def fcgi_request(method, uri, body=b"", keep_conn=True):
-    """A whole FastCGI request as nginx sends it: BEGIN_REQUEST, PARAMS, STDIN."""
-    params = b""
-    for name, value in (("REQUEST_METHOD", method), ("DOCUMENT_URI", uri), ("REQUEST_URI", uri),
-                        ("CONTENT_LENGTH", str(len(body)))):
-        params += bytes([len(name), len(value)]) + name.encode() + value.encode()
-    out = fcgi_record(1, struct.pack(">HB5x", 1, 1 if keep_conn else 0))   # role responder
-    out += fcgi_record(4, params) + fcgi_record(4)
-    for i in range(0, len(body), 65535):
-        out += fcgi_record(5, body[i:i + 65535])
-    return out + fcgi_record(5)
-
-
-def fcgi_response(sock, timeout=10):
-    """STDOUT of one request up to its END_REQUEST; None if the connection closed first."""
-    sock.settimeout(timeout)
-    buf, out = b"", b""
-
-    def need(n):
-        nonlocal buf
-        while len(buf) < n:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            buf += chunk
-        data, buf = buf[:n], buf[n:]
-        return data
-    while True:
-        head = need(8)
-        if head is None:
-            return None
-        _, rtype, _, length, padding = struct.unpack(">BBHHBx", head)
-        content = need(length + padding)
-        if content is None:
-            return None
-        if rtype == 6:
-            out += content[:length]
-        elif rtype == 3:
-            return out
-
-
-def fcgi_once(address, method, uri, body=b""):
-    """One request on a new connection to a unix socket path or a (host, port): its STDOUT, or None when
-    nothing answers there (yet)."""
-    try:
-        if isinstance(address, str):
-            conn = socket.socket(socket.AF_UNIX)
-            conn.settimeout(5)
-            try:
-                conn.connect(address)
-            except OSError:
-                conn.close()
-                raise
-        else:
-            conn = socket.create_connection(address, timeout=5)
-        with conn:
-            conn.sendall(fcgi_request(method, uri, body, keep_conn=False))
-            return fcgi_response(conn)
-    except OSError:
-        return None
 
 
 class Listen(HarnessTestCase):
