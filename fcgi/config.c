@@ -37,6 +37,14 @@ static const struct {
     [S_STATS_FILE] = {"stats_file", "PADDLEHOOK_STATS_FILE"},
 };
 
+/* Where a setting's value came from: an error names it, since the same
+ * setting can be in three places. */
+enum origin { FROM_DEFAULT, FROM_FILE, FROM_ENV, FROM_OPTION };
+struct source {
+    enum origin from;
+    int line; /* in the config file */
+};
+
 /* Options that belong to one command only. */
 enum { O_CONFIG = S_COUNT + 256, O_ENV, O_OUT, O_SECRET_FILE, O_TS, O_SINCE, O_FORMAT, O_URL,
        O_OLD_KEY };
@@ -67,8 +75,8 @@ static char *trim(char *s)
 static char *file_values[S_COUNT];
 
 /* Reads `key = value` lines into values[]. */
-static int read_file(const char *path, int required, const char *values[S_COUNT], char *err,
-                     size_t errlen)
+static int read_file(const char *path, int required, const char *values[S_COUNT], struct source src[S_COUNT],
+                     char *err, size_t errlen)
 {
     char line[CONFIG_LINE_MAX];
     FILE *f = fopen(path, "r");
@@ -104,6 +112,7 @@ static int read_file(const char *path, int required, const char *values[S_COUNT]
         }
         free(file_values[s]);
         values[s] = file_values[s] = strdup(value);
+        src[s] = (struct source){FROM_FILE, n};
         if (values[s] == NULL) {
             snprintf(err, errlen, "out of memory");
             goto out;
@@ -126,27 +135,33 @@ static const char *config_path(const char *option, int *required)
     return CONFIG_DEFAULT_FILE;
 }
 
-static int validate(const char *values[S_COUNT], struct config *cfg, char *err, size_t errlen)
+/* Sets *bad to the setting whose value is wrong (-1 for an option of one command). */
+static int validate(const char *values[S_COUNT], struct config *cfg, int *bad, char *err, size_t errlen)
 {
     long v;
     char *end = NULL;
     unsigned long mode;
+
+    *bad = -1;
 
     cfg->db = values[S_DB] ? values[S_DB] : "";
     cfg->key_file = values[S_KEY_FILE];
     cfg->listen = values[S_LISTEN] && *values[S_LISTEN] ? values[S_LISTEN] : NULL;
     cfg->stats_file = values[S_STATS_FILE] ? values[S_STATS_FILE] : CONFIG_DEFAULT_STATS_FILE;
     if (parse_long(values[S_WORKERS], 1, MAX_WORKERS, &v) != 0) {
+        *bad = S_WORKERS;
         snprintf(err, errlen, "workers must be from 1 to %d", MAX_WORKERS);
         return -1;
     }
     cfg->workers = (int)v;
     if (parse_long(values[S_MAX_BODY], 1, MAX_BODY_CEILING, &v) != 0) {
+        *bad = S_MAX_BODY;
         snprintf(err, errlen, "max_body must be from 1 to %d bytes", MAX_BODY_CEILING);
         return -1;
     }
     cfg->max_body = (size_t)v;
     if (parse_long(values[S_TOLERANCE], 1, SIG_TOLERANCE_MAX, &v) != 0) {
+        *bad = S_TOLERANCE;
         snprintf(err, errlen, "tolerance takes seconds from 1 to %d", SIG_TOLERANCE_MAX);
         return -1;
     }
@@ -155,15 +170,18 @@ static int validate(const char *values[S_COUNT], struct config *cfg, char *err, 
     mode = strtoul(values[S_SOCKET_MODE], &end, 8);
     if (strspn(values[S_SOCKET_MODE], "01234567") != strlen(values[S_SOCKET_MODE]) ||
         *values[S_SOCKET_MODE] == '\0' || *end != '\0' || mode > 0777) {
+        *bad = S_SOCKET_MODE;
         snprintf(err, errlen, "socket_mode takes an octal mode such as 0660");
         return -1;
     }
     cfg->socket_mode = (unsigned)mode;
     if (log_level_parse(values[S_LOG_LEVEL], &cfg->log_level) != 0) {
+        *bad = S_LOG_LEVEL;
         snprintf(err, errlen, "log_level must be error, warn, info or debug");
         return -1;
     }
     if (strcmp(values[S_LOG_FORMAT], "kv") != 0 && strcmp(values[S_LOG_FORMAT], "json") != 0) {
+        *bad = S_LOG_FORMAT;
         snprintf(err, errlen, "log_format must be kv or json");
         return -1;
     }
@@ -179,6 +197,25 @@ static int validate(const char *values[S_COUNT], struct config *cfg, char *err, 
         return -1;
     }
     return 0;
+}
+
+/* Appends where the bad value came from to err. */
+static void name_source(const struct config *cfg, int bad, const char *value, struct source src, char *err,
+                        size_t errlen)
+{
+    size_t used = strlen(err);
+    char where[320];
+
+    switch (src.from) {
+    case FROM_DEFAULT: return;
+    case FROM_FILE: snprintf(where, sizeof where, "%s:%d", cfg->config_file, src.line); break;
+    case FROM_ENV: snprintf(where, sizeof where, "%s", settings[bad].env); break;
+    case FROM_OPTION: snprintf(where, sizeof where, "--%s", settings[bad].key); break;
+    }
+    if (src.from == FROM_OPTION)
+        for (char *c = where; *c; c++) *c = *c == '_' ? '-' : *c;
+    snprintf(err + used, errlen - used, " (%s: '%.64s'%s)", where, value,
+             src.from == FROM_FILE && strchr(value, '#') ? "; a comment goes on a line of its own" : "");
 }
 
 int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
@@ -207,7 +244,8 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
         {NULL, 0, NULL, 0},
     };
     const char *values[S_COUNT] = {0}, *config_option = NULL;
-    int required, c, r;
+    struct source src[S_COUNT] = {0};
+    int required, c, r, bad;
     long v;
 
     memset(cfg, 0, sizeof *cfg);
@@ -230,12 +268,12 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
         if (c == O_CONFIG) config_option = optarg;
     cfg->config_file = config_path(config_option, &required);
-    r = read_file(cfg->config_file, required, values, err, errlen);
+    r = read_file(cfg->config_file, required, values, src, err, errlen);
     if (r < 0) return -1;
     if (r > 0) cfg->config_file = NULL;
     for (int s = 0; s < S_COUNT; s++) {
         const char *e = getenv(settings[s].env);
-        if (e && *e) values[s] = e;
+        if (e && *e) values[s] = e, src[s] = (struct source){FROM_ENV, 0};
     }
 
     optind = 1;
@@ -243,6 +281,7 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c >= 256 && c < 256 + S_COUNT) {
             values[c - 256] = optarg;
+            src[c - 256] = (struct source){FROM_OPTION, 0};
             continue;
         }
         switch (c) {
@@ -266,7 +305,10 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
             return -1;
         }
     }
-    if (validate(values, cfg, err, errlen) != 0) return -1;
+    if (validate(values, cfg, &bad, err, errlen) != 0) {
+        if (bad >= 0) name_source(cfg, bad, values[bad], src[bad], err, errlen);
+        return -1;
+    }
     cfg->args = argv + optind;
     cfg->n_args = argc - optind;
     return 0;

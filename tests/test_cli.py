@@ -51,6 +51,30 @@ class Migrate(HarnessTestCase):
         self.assertEqual(H.sql("SELECT * FROM paddle.schema_migrations ORDER BY 1"), before)
         self.assertEqual(H.digest(), digest)
 
+    def test_an_empty_database_is_migrated_one_logged_step_at_a_time_and_check_config_names_what_is_missing(self):
+        db = "paddlehook_empty"
+        H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
+        self.addCleanup(H.psql, "DROP DATABASE IF EXISTS %s" % db, db="postgres")
+        H.psql("CREATE DATABASE %s" % db, db="postgres")
+        conninfo = H.conninfo.replace("dbname=%s" % harness.DB_NAME, "dbname=%s" % db)
+        p = H.cli("check-config", "--db", conninfo, check=False)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("paddle.schema_migrations is missing: run `paddlehook migrate`", p.stdout)
+
+        p = H.cli("migrate", "--db", conninfo, "--log-format", "json")
+        names = sorted(f[:-4] for f in os.listdir(os.path.join(harness.REPO_ROOT, "sql", "migrations"))
+                       if f.endswith(".sql"))
+        lines = [json.loads(line) for line in p.stderr.splitlines()]
+        self.assertEqual([(l["level"], l["event"], l["version"]) for l in lines],
+                         [("info", "migration_applied", name) for name in names])
+        self.assertTrue(all(isinstance(l["pid"], int) and l["ts"] for l in lines), lines)
+
+        H.psql("DELETE FROM paddle.schema_migrations WHERE version IN (%s, %s)"
+               % (H.lit(names[0]), H.lit(names[-1])), db=db)
+        p = H.cli("check-config", "--db", conninfo, check=False)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("not applied: %s, %s; run `paddlehook migrate`" % (names[0], names[-1]), p.stdout)
+
 
     def upgrade(self, roles, before):
         """Applies every migration to a fresh database as `paddlehook migrate` does (each in a transaction that

@@ -419,6 +419,30 @@ class ConfigLayers(HarnessTestCase):
             self.assertIn(message, p.stderr, (option, value))
         self.assertEqual(self.H.cli("check-config", "--socket-mode", "0660", check=False).returncode, 0)
 
+    def test_a_bad_value_names_where_it_came_from(self):
+        conf = self.write_config("tolerance = 60\nworkers = 4  # four\n")
+        p = self.H.cli("check-config", "--config", conf, check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("workers must be from 1 to 256 (%s:2: '4  # four'; a comment goes on a line of its own)"
+                      % conf, p.stderr)
+        p = self.H._run([self.H.binary, "check-config"], env=dict(self.H.env(), PADDLEHOOK_MAX_BODY="0"),
+                        check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("max_body must be from 1 to 67108864 bytes (PADDLEHOOK_MAX_BODY: '0')", p.stderr)
+        p = self.H.cli("check-config", "--log-level", "loud", check=False)
+        self.assertIn("log_level must be error, warn, info or debug (--log-level: 'loud')", p.stderr)
+
+    def test_usage_errors_exit_2_and_help_exits_0(self):
+        for argv, message in ((("frobnicate",), "unknown command 'frobnicate'"),
+                              (("status", "--frob"), "unknown or incomplete option '--frob'"),
+                              ((), "usage: paddlehook COMMAND")):
+            p = self.H._run([self.H.binary] + list(argv), env=self.H.env(), check=False)
+            self.assertEqual((p.returncode, p.stdout), (2, ""), argv)
+            self.assertIn(message, p.stderr, argv)
+        p = self.H._run([self.H.binary, "--help"], env=self.H.env(), check=False)
+        self.assertEqual((p.returncode, p.stderr), (0, ""))
+        self.assertTrue(p.stdout.startswith("usage: paddlehook COMMAND"), p.stdout)
+
     def test_missing_explicit_config_file_is_an_error(self):
         # Every spelling getopt takes names the file, abbreviations too.
         for argv in (("--config", "/nonexistent/paddlehook.conf"), ("--config=/nonexistent/paddlehook.conf",),
@@ -429,13 +453,6 @@ class ConfigLayers(HarnessTestCase):
 
 
 class JsonLogs(HarnessTestCase):
-    def test_log_format_json_writes_one_object_per_line(self):
-        p = self.H.cli("migrate", "--log-format", "json", "--log-level", "debug")
-        for line in p.stderr.splitlines():
-            obj = json.loads(line)
-            self.assertIn("ts", obj)
-            self.assertIn("level", obj)
-
     def test_request_log_lines_never_carry_secrets_or_payloads(self):
         ep = self.H.add_endpoint()
         marker = "payload-marker-%d" % time.time_ns()
