@@ -83,8 +83,11 @@ int http_read_body(struct http_request *req, unsigned char *buf, size_t len)
         got += (size_t)n;
     }
     buf[got] = '\0';
-    /* A body longer than its Content-Length is as suspect as a shorter one. */
-    return got == len && FCGX_GetChar(req->fcgx->in) == EOF ? 0 : -1;
+    /* A body longer than its Content-Length is as suspect as a shorter one.
+     * libfcgi also answers EOF when the stream failed (the request deadline
+     * interrupted the wait for its end, the peer aborted or closed): only the
+     * end record nginx sends after every body is an end. */
+    return got == len && FCGX_GetChar(req->fcgx->in) == EOF && FCGX_GetError(req->fcgx->in) == 0 ? 0 : -1;
 }
 
 static void respond(struct http_request *req, int code, const char *extra_headers,

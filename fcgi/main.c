@@ -12,6 +12,7 @@
 #include "log.h"
 #include "rekey.h"
 #include "report.h"
+#include "serve.h"
 #include "simulate.h"
 #include "status.h"
 
@@ -54,6 +55,9 @@ int main(int argc, char **argv)
     char err[256];
     const char *cmd;
 
+    /* First of all: a reload (SIGHUP) sent while serve starts must wait for
+     * serve's handler instead of ending it, which is its default action. */
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) serve_hold_reload();
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

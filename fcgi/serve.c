@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,6 +298,36 @@ static void tick(struct supervisor *sv)
     }
 }
 
+void serve_hold_reload(void)
+{
+    sigset_t hup;
+
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigprocmask(SIG_BLOCK, &hup, NULL);
+}
+
+/* systemd's readiness notification (sd_notify(3): one datagram to
+ * $NOTIFY_SOCKET, a path or an abstract name written with '@'). With
+ * Type=notify, systemd holds a reload back until this, and a start that
+ * fails is reported as failed instead of as a service that died. */
+static void notify_ready(void)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    size_t len = path ? strlen(path) : 0;
+    int fd;
+
+    if (len < 2 || len >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@')) return;
+    memcpy(addr.sun_path, path, len);
+    if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || sendto(fd, "READY=1", 7, MSG_NOSIGNAL, (struct sockaddr *)&addr,
+                         (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) != 7)
+        log_line(LOG_WARN, "event=notify_failed reason=\"%s\"", strerror(errno));
+    if (fd >= 0) close(fd);
+}
+
 int serve_run(const struct config *cfg, const struct masterkey *mk)
 {
     struct supervisor sv;
@@ -347,6 +378,7 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
              cfg->listen ? cfg->listen : (sv.listen_fd == SD_LISTEN_FDS_START ? "fd:3" : "fd:0"),
              cfg->workers, cfg->max_body);
     tick(&sv);
+    notify_ready();
     while (!sv.stopping || running(&sv) > 0) {
         int sig = sigtimedwait(&watched, NULL, &timeout);
         switch (sig) {

@@ -5,6 +5,10 @@
 #include "config.h"
 #include "masterkey.h"
 
+/* Blocks SIGHUP until serve_run watches for it: called first thing, so that a
+ * reload sent during start-up is not fatal. */
+void serve_hold_reload(void);
+
 /* Runs until SIGTERM/SIGINT; returns the process exit status. */
 int serve_run(const struct config *cfg, const struct masterkey *mk);
 

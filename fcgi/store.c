@@ -184,6 +184,13 @@ static enum store_result ingest_once(struct store *s, const struct event_envelop
     enum store_result r = STORE_ERROR;
     PGresult *res = NULL;
 
+    /* The delivery's time is spent (a slow sender, a slow reload): the server
+     * would commit an event answered 503, and the connection would be dropped
+     * for a reply that cannot come in time. */
+    if (s->deadline_ms > 0 && db_now_ms() >= s->deadline_ms) {
+        log_line(LOG_WARN, "event=deadline_passed step=ingest");
+        return STORE_UNAVAILABLE;
+    }
     if (store_ready(s) != 0) return STORE_UNAVAILABLE;
     if (prepare(s) != 0) {
         r = PQstatus(s->conn) == CONNECTION_OK ? STORE_ERROR : STORE_UNAVAILABLE;

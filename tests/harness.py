@@ -477,6 +477,13 @@ class HarnessTestCase(unittest.TestCase):
         msg = j.get("message")
         self.assertIsInstance(msg, str, "%s: message missing: %r" % (what, r))
         self.assertTrue(msg.strip(), "%s: empty message: %r" % (what, r))
+        # Every 503 tells Paddle when to retry; nothing else does.
+        retry_after = r.headers.get("retry-after")
+        if status == 503:
+            self.assertTrue(retry_after and retry_after.isdigit() and int(retry_after) > 0,
+                            "%s: 503 without a Retry-After: %r" % (what, r.headers))
+        else:
+            self.assertIsNone(retry_after, "%s: Retry-After on a %d" % (what, status))
         return j
 
 

@@ -5,7 +5,7 @@ not a number) and for the connection-level behaviour nginx relies on."""
 import socket
 import struct
 
-FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 1, 3, 4, 5, 6
+FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 1, 2, 3, 4, 5, 6
 
 
 def fcgi_record(rtype, content=b"", request_id=1):
@@ -18,9 +18,10 @@ def _name_value(name, value):
     return length(len(name)) + length(len(value)) + name + value
 
 
-def fcgi_request(method, uri, body=b"", keep_conn=True, params=(), content_length=None):
+def fcgi_request(method, uri, body=b"", keep_conn=True, params=(), content_length=None, end_stdin=True):
     """A whole FastCGI request: BEGIN_REQUEST, PARAMS, STDIN. params: more (name, value) pairs, a name
-    may repeat; content_length: CONTENT_LENGTH as sent (default the body's length, None-valued = absent)."""
+    may repeat; content_length: CONTENT_LENGTH as sent (default the body's length, False = absent);
+    end_stdin=False leaves out the empty STDIN record that ends the body."""
     pairs = [("REQUEST_METHOD", method), ("DOCUMENT_URI", uri), ("REQUEST_URI", uri)]
     cl = str(len(body)) if content_length is None else content_length
     if cl is not False:
@@ -32,7 +33,7 @@ def fcgi_request(method, uri, body=b"", keep_conn=True, params=(), content_lengt
     out += fcgi_record(FCGI_PARAMS)
     for i in range(0, len(body), 65535):
         out += fcgi_record(FCGI_STDIN, body[i:i + 65535])
-    return out + fcgi_record(FCGI_STDIN)
+    return out + fcgi_record(FCGI_STDIN) if end_stdin else out
 
 
 def fcgi_response(sock, timeout=10):

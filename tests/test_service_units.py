@@ -238,15 +238,30 @@ class ServiceFromUnits(HarnessTestCase):
         env["PGTZ"] = "UTC"
         return env
 
-    def launch(self, argv, **kw):
+    def launch(self, argv, unit=None, **kw):
+        """unit: the systemd unit whose Type=notify is emulated (an abstract notify socket: no file
+        permissions stand between it and the service user)."""
         log = open(self.H.serve_log, "ab")
+        env = self.service_env()
+        notify = None
+        if unit is not None:
+            self.assertEqual((self.unit(unit)["Type"], self.unit(unit)["NotifyAccess"]), (["notify"], ["main"]))
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            name = "paddlehook-test-notify-%d" % time.time_ns()
+            notify.bind("\0" + name)
+            env["NOTIFY_SOCKET"] = "@" + name
         self.H._log_command(argv, "(started as a unit would)", "", "")
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         env=self.service_env(), cwd="/", umask=0o027,
+                                         env=env, cwd="/", umask=0o027,
                                          preexec_fn=harness._set_pdeathsig, **kw)
+            if notify is not None:
+                notify.settimeout(20)
+                self.assertEqual(notify.recvfrom(256)[0], b"READY=1", "the unit's Type=notify readiness")
         finally:
             log.close()
+            if notify is not None:
+                notify.close()
         self.H.serve_proc = self.proc     # so the harness helpers and stop_serve apply
         wait_until(lambda: self.proc.poll() is None and os.path.exists(self.H.socket_path)
                    and len(self.H.worker_pids()) >= WORKERS or self.proc.poll() is not None,
@@ -267,13 +282,14 @@ class ServiceFromUnits(HarnessTestCase):
             self.exec_start("paddlehook.service")
 
     def start_activated(self):
-        self.launch(self.activate_argv())
+        self.launch(self.activate_argv(), unit="paddlehook.service")
 
     def start_listen(self):
         """paddlehook-listen.service: User=paddlehook, Group=www-data."""
         unit = self.unit("paddlehook-listen.service")
         self.assertEqual(unit["Group"], [NGINX_GROUP])
-        self.launch(self.exec_start("paddlehook-listen.service"), user=self.svc.pw_uid,
+        self.launch(self.exec_start("paddlehook-listen.service"), unit="paddlehook-listen.service",
+                    user=self.svc.pw_uid,
                     group=self.www.gr_gid, extra_groups=[])
 
     def start_spawn_fcgi(self):

@@ -126,6 +126,56 @@ class Listen(HarnessTestCase):
                 proc.communicate(timeout=40)
             self.assertEqual(proc.returncode, 0, listen)
 
+    def test_a_reload_while_serve_starts_is_not_fatal(self):
+        """SIGHUP's default action ends a process: one sent by `systemctl reload` just after a start must wait
+        for serve's handler. The config file is a FIFO here, so that serve stays in its start-up until the
+        test writes the settings."""
+        fifo = os.path.join(H.tmpdir, "conf-fifo-%d" % time.time_ns())
+        path = os.path.join(H.tmpdir, "hup-%d.sock" % time.time_ns())
+        os.mkfifo(fifo, 0o600)
+        proc = self.serve("unix:" + path, "--config", fifo)
+        try:
+            def holds_sighup():
+                with open("/proc/%d/status" % proc.pid) as f:
+                    blocked = [l for l in f if l.startswith("SigBlk:")][0]
+                return int(blocked.split()[1], 16) & (1 << (signal.SIGHUP - 1))
+            harness.wait_until(holds_sighup, timeout=10, what="serve to hold SIGHUP back while starting")
+            proc.send_signal(signal.SIGHUP)
+            with open(fifo, "w") as f:
+                f.write("log_level = info\n")
+            out = harness.wait_until(lambda: proc.poll() is None and fcgi_once(path, "GET", "/paddle/healthz"),
+                                     timeout=15, what="serve on " + path)
+            self.assertIn(b'{"status":"ok"}', out)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            log, _ = proc.communicate(timeout=40)
+        self.assertEqual(proc.returncode, 0, log)
+        self.assertIn("event=reload", log, "the reload took effect once serve was serving")
+
+    def test_readiness_reaches_systemd_once_the_socket_answers(self):
+        """Type=notify: READY=1 on $NOTIFY_SOCKET (a path, or an abstract name spelt with '@'), sent when
+        a request can be answered; systemd holds a reload back until then."""
+        for abstract in (False, True):
+            name = os.path.join(H.tmpdir, "notify-%d" % time.time_ns())
+            path = name + ".sock"
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+                notify.bind("\0" + name if abstract else name)
+                notify.settimeout(20)
+                proc = subprocess.Popen([H.binary, "serve", "--listen", "unix:" + path, "--workers", "1",
+                                         "--stats-file", path + ".stats"],
+                                        env=dict(H.env(), NOTIFY_SOCKET="@" + name if abstract else name),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, preexec_fn=harness._set_pdeathsig)
+                try:
+                    message, _ = notify.recvfrom(256)
+                    self.assertEqual(message, b"READY=1")
+                    self.assertIn(b'{"status":"ok"}', fcgi_once(path, "GET", "/paddle/healthz") or b"")
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    log, _ = proc.communicate(timeout=40)
+            self.assertEqual(proc.returncode, 0, log)
+            self.assertNotIn("notify_failed", log)
+
     def test_a_host_name_with_several_addresses_is_refused(self):
         """serve has one listening socket: binding one of the name's addresses would leave the others (an
         nginx upstream naming 127.0.0.1 while ::1 was bound) refused without a word. The name comes from an
