@@ -23,6 +23,10 @@
 #define SQL_ACTIVE_SECRETS                                                                    \
     "SELECT endpoint_id, encode(sealed, 'hex') FROM paddle.endpoint_secrets WHERE retired_at IS NULL"
 #define CHECK_ENDPOINT "ep_paddlehook_check_config"
+/* Schemas every role may create objects in (public before PostgreSQL 15). */
+#define SQL_OPEN_SCHEMAS                                                                      \
+    "SELECT string_agg(quote_ident(nspname), ', ' ORDER BY nspname) FROM pg_catalog.pg_namespace "   \
+    "WHERE pg_catalog.has_schema_privilege('public', oid, 'CREATE')"
 /* A rebuild (reproject) holds the state tables: say so after a while instead of waiting for it. */
 #define SQL_DRY_RUN_BEGIN                                                                     \
     "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '15s'"
@@ -136,6 +140,27 @@ static int check_schema(PGconn *conn)
     return check(1, "schema", "every migration of this version is applied");
 }
 
+/* A schema every role may create in lets any role put a function where a
+ * session with the default search_path (psql, a BI tool) finds it before a
+ * built-in, inside paddle's functions and views: PostgreSQL's own advice is
+ * to revoke that (the default from PostgreSQL 15 on). */
+static int check_open_schemas(PGconn *conn)
+{
+    char err[256], detail[600];
+    PGresult *res = db_query(conn, SQL_OPEN_SCHEMAS, err, sizeof err);
+    const char *open = res && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : NULL;
+    int ok;
+
+    if (res == NULL) snprintf(detail, sizeof detail, "cannot read the schemas' privileges: %s", err);
+    else if (open)
+        snprintf(detail, sizeof detail, "every role may create objects in %s, which any session that searches it "
+                 "may run instead of a built-in: REVOKE CREATE ON SCHEMA %s FROM PUBLIC", open, open);
+    else snprintf(detail, sizeof detail, "no schema is open to every role");
+    ok = res != NULL && open == NULL;
+    PQclear(res);
+    return check(ok, "schemas", detail);
+}
+
 /* Runs the dry run as this connection's role and rolls it back: a grant
  * missing for serve's role, or a schema serve cannot use, fails here instead
  * of on Paddle's deliveries. */
@@ -209,10 +234,11 @@ int checkconfig_run(const struct config *cfg)
                  access(dir, W_OK) == 0 ? "can be created" : "its directory is not writable; metrics stay private to serve and `status` cannot read them");
         check(1, "stats file", detail);
     }
-    conn = db_connect(cfg->db, detail, sizeof detail);
+    conn = db_connect_command(cfg->db, detail, sizeof detail);
     problems += check(conn != NULL, "database connection", conn ? PQdb(conn) : detail);
     if (conn) {
         problems += check_schema(conn);
+        problems += check_open_schemas(conn);
         if (have_key) problems += check_secrets(conn, &mk);
         problems += check_deliveries(conn);
     }

@@ -33,11 +33,14 @@ static void log_notice(void *arg, const PGresult *res)
     const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
     const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
     const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     char level[16], msg[256], more[256];
     int serious;
 
     (void)arg;
     if (severity == NULL) severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
+    /* "... already exists, skipping" and "... does not exist, skipping" (IF [NOT] EXISTS) say nothing. */
+    if (severity && strcmp(severity, "NOTICE") == 0 && state && strncmp(state, "42", 2) == 0) return;
     one_line(severity ? severity : "NOTICE", level, sizeof level);
     one_line(detail ? detail : "", more, sizeof more);
     one_line(primary ? primary : PQresultErrorMessage(res), msg, sizeof msg);
@@ -87,10 +90,21 @@ int db_error_is_data(const PGresult *res)
     return state != NULL && strncmp(state, "22", 2) == 0;
 }
 
+PGconn *db_connect_command(const char *conninfo, char *err, size_t errlen)
+{
+    PGconn *conn = db_connect(conninfo, err, errlen);
+
+    if (conn && db_exec(conn, DB_PIN_SEARCH_PATH, err, errlen) != 0) {
+        PQfinish(conn);
+        conn = NULL;
+    }
+    return conn;
+}
+
 PGconn *db_connect_or_say(const char *conninfo)
 {
     char err[512];
-    PGconn *conn = db_connect(conninfo, err, sizeof err);
+    PGconn *conn = db_connect_command(conninfo, err, sizeof err);
 
     if (conn == NULL) fprintf(stderr, "paddlehook: cannot connect to the database: %s\n", err);
     return conn;

@@ -13,9 +13,19 @@
 /* Channel the endpoint commands NOTIFY so running workers reload at once. */
 #define DB_ENDPOINTS_CHANNEL "paddlehook_endpoints"
 
+/* Every session of ours resolves names in pg_catalog only (pg_temp last): a
+ * function or operator that another role put in a schema on the default
+ * search_path (public is writable by every role before PostgreSQL 15) would
+ * otherwise stand in for a built-in inside paddle's functions and run with
+ * this session's rights. */
+#define DB_PIN_SEARCH_PATH "SET search_path = pg_catalog, pg_temp"
+
 /* Connects with `conninfo` (a URI or key=value string; "" = libpq defaults).
- * NULL with a reason in err on failure. */
+ * NULL with a reason in err on failure. The caller pins the search_path. */
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen);
+
+/* For commands: db_connect with the search_path pinned (a blocking round trip). */
+PGconn *db_connect_command(const char *conninfo, char *err, size_t errlen);
 
 /* 1 when a failed result means "try again later" (connection lost, server
  * shutting down or overloaded, lock or statement timeout, serialization). */
@@ -24,7 +34,7 @@ int db_error_is_transient(PGconn *conn, const PGresult *res);
 /* 1 when the server rejected the data itself (SQLSTATE class 22). */
 int db_error_is_data(const PGresult *res);
 
-/* For commands: db_connect, or NULL after saying why on stderr. */
+/* For commands: db_connect_command, or NULL after saying why on stderr. */
 PGconn *db_connect_or_say(const char *conninfo);
 
 /* Runs a parameterless query; its rows, or NULL with a reason in err. */

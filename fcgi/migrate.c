@@ -15,7 +15,11 @@
     "CREATE SCHEMA IF NOT EXISTS paddle;"                                        \
     "CREATE TABLE IF NOT EXISTS paddle.schema_migrations ("                      \
     " version text PRIMARY KEY,"                                                 \
-    " applied_at timestamptz NOT NULL DEFAULT now())"
+    " applied_at timestamptz NOT NULL DEFAULT now());"                           \
+    "SET client_min_messages = notice" /* what a migration says is logged */
+/* Whatever the database's or role's default: a migration that waits for
+ * deliveries in flight must see what they commit while it waits. */
+#define MIGRATE_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
 
 static int is_applied(PGconn *conn, const char *version, int *applied, char *err, size_t errlen)
 {
@@ -37,7 +41,7 @@ static int apply_one(PGconn *conn, const struct embedded_file *m, char *err, siz
     char why[512];
     int rc = -1;
 
-    if (db_exec(conn, "BEGIN", why, sizeof why) != 0) goto fail;
+    if (db_exec(conn, MIGRATE_BEGIN, why, sizeof why) != 0) goto fail;
     if (db_exec(conn, m->text, why, sizeof why) != 0) goto fail;
     res = PQexecParams(conn, "INSERT INTO paddle.schema_migrations (version) VALUES ($1)", 1, NULL,
                        params, NULL, NULL, 0);

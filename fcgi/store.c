@@ -20,7 +20,7 @@
 /* Keep every statement inside Paddle's 5-second delivery window. The
  * upserts and the consumer queues rely on READ COMMITTED, whatever the
  * role's or database's default. */
-#define SESSION_SETUP "SET statement_timeout = '4s'; SET lock_timeout = '3s'; " \
+#define SESSION_SETUP DB_PIN_SEARCH_PATH "; SET statement_timeout = '4s'; SET lock_timeout = '3s'; " \
                       "SET default_transaction_isolation = 'read committed'; " \
                       "LISTEN " DB_ENDPOINTS_CHANNEL
 /* A 2xx promises the event survives a crash; synchronous_commit = off (a

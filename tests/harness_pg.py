@@ -161,7 +161,7 @@ class PostgresMixin:
         return self.sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND "
                               "state = 'active' AND query LIKE 'SELECT pg_sleep%%'" % self.lit(tag)) != "0"
 
-    def in_flight(self, sql, seconds, tag, rows=None):
+    def in_flight(self, sql, seconds, tag, rows=None, db=DB_NAME):
         """Starts a thread running `sql` then pg_sleep(seconds) in one open
         transaction (application_name `tag`); returns it once the sleep runs,
         when `sql` is done and uncommitted (psql sends one statement at a time):
@@ -169,7 +169,7 @@ class PostgresMixin:
         statement go to `rows`. Join the thread before the test ends."""
         def run():
             out = self.sql("SET application_name = %s; BEGIN; %s; SELECT pg_sleep(%s); COMMIT;"
-                           % (self.lit(tag), sql, seconds))
+                           % (self.lit(tag), sql, seconds), db=db)
             if rows is not None:
                 rows.extend(out)
         t = threading.Thread(target=run)

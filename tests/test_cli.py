@@ -76,11 +76,11 @@ class Migrate(HarnessTestCase):
         self.assertIn("not applied: %s, %s; run `paddlehook migrate`" % (names[0], names[-1]), p.stdout)
 
 
-    def upgrade(self, roles, before):
+    def upgrade(self, roles, before, until="9999"):
         """Applies every migration to a fresh database as `paddlehook migrate` does (each in a transaction that
         records it in paddle.schema_migrations), running before[prefix] (SQL) before the migration whose file
-        name starts with prefix; returns the database's name. The roles exist first; the database is dropped at
-        the end of the test."""
+        name starts with prefix, and stopping before the one that starts with until; returns the database's
+        name. The roles exist first; the database is dropped at the end of the test."""
         db = "paddlehook_upgrade"
         mig = os.path.join(harness.REPO_ROOT, "sql", "migrations")
         H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
@@ -91,7 +91,7 @@ class Migrate(HarnessTestCase):
                    "CREATE ROLE %s; END IF; END $$;" % (role, role), db=db)
         H.psql("CREATE SCHEMA paddle; CREATE TABLE paddle.schema_migrations (version text PRIMARY KEY, "
                "applied_at timestamptz NOT NULL DEFAULT now())", db=db)
-        for name in sorted(f for f in os.listdir(mig) if f.endswith(".sql")):
+        for name in sorted(f for f in os.listdir(mig) if f.endswith(".sql") and f[:4] < until):
             if name[:4] in before:
                 H.psql(before[name[:4]], db=db)
             with open(os.path.join(mig, name)) as f:
@@ -117,6 +117,39 @@ class Migrate(HarnessTestCase):
             with self.subTest(role=role):
                 self.assertEqual(H.psql("SELECT has_function_privilege('%s', '%s', 'EXECUTE')" % (role, fn),
                                         db=db).strip(), expected)
+
+    def test_migrate_sees_deliveries_that_commit_while_it_waits_whatever_the_default_isolation(self):
+        """0012 waits for deliveries that began before 0011 and projects what they stored. Under a database
+        default of repeatable read its snapshot would predate their commits: migrate runs every migration in
+        read committed."""
+        db = self.upgrade((), {}, until="0011")
+        H.psql("ALTER DATABASE %s SET default_transaction_isolation = 'repeatable read'" % db, db="postgres")
+        conninfo = H.conninfo.replace("dbname=%s" % harness.DB_NAME, "dbname=%s" % db)
+        delivery = ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SELECT paddle.ingest_event('evt_in_flight', "
+                    "'address.created', '2024-02-01', NULL, 'ep_upgrade', 'live', %s)"
+                    % H.lit(json.dumps({"data": {"id": "add_in_flight", "country_code": "FR"}})))
+        in_flight = H.in_flight(delivery, 3, "test_delivery_in_flight", db=db)
+        try:
+            H.cli("migrate", "--db", conninfo)
+        finally:
+            in_flight.join()
+        self.assertEqual(H.psql("SELECT string_agg(id || ' ' || country_code, ', ') FROM paddle.addresses",
+                                db=db).strip(), "add_in_flight FR")
+
+    def test_what_a_migration_says_reaches_the_log(self):
+        """A migration that waits tells the operator why (0012's NOTICE); "already exists, skipping" does not
+        clutter the log. Here the database's own event trigger speaks while the last migration runs."""
+        names = sorted(f[:-4] for f in os.listdir(os.path.join(harness.REPO_ROOT, "sql", "migrations"))
+                       if f.endswith(".sql"))
+        db = self.upgrade((), {}, until=names[-1][:4])
+        H.psql("CREATE FUNCTION public.say_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
+               "RAISE NOTICE 'the database saw %', tg_tag; END $$; "
+               "CREATE EVENT TRIGGER say_ddl ON ddl_command_end EXECUTE FUNCTION public.say_ddl()", db=db)
+        conninfo = H.conninfo.replace("dbname=%s" % harness.DB_NAME, "dbname=%s" % db)
+        p = H.cli("migrate", "--db", conninfo)
+        self.assertRegex(p.stderr, r"level=info pid=\d+ event=db_notice severity=NOTICE message=\"the database saw ")
+        self.assertNotIn("skipping", p.stderr)
+        self.assertIn("event=migration_applied version=%s" % names[-1], p.stderr)
 
     def test_upgrade_to_0011_projects_stored_events_and_grants_their_tables(self):
         """address.*, business.*, product.*, price.* and discount.* events stored before 0011 become state rows,

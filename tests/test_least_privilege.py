@@ -24,13 +24,13 @@ class HostileCase(hostile.HostileCase):
     harness = H
 
 
-def documented_grants():
-    """The SQL between `-- BEGIN worker-role` and `-- END worker-role` in docs/security.md."""
+def documented_grants(block="worker-role"):
+    """The SQL between `-- BEGIN <block>` and `-- END <block>` in docs/security.md."""
     with open(SECURITY_DOC) as f:
         text = f.read()
-    m = re.search(r"-- BEGIN worker-role\n(.*?)-- END worker-role", text, re.S)
+    m = re.search(r"-- BEGIN %s\n(.*?)-- END %s" % (block, block), text, re.S)
     if not m:
-        raise AssertionError("docs/security.md has no '-- BEGIN worker-role' ... '-- END worker-role' block")
+        raise AssertionError("docs/security.md has no '-- BEGIN %s' ... '-- END %s' block" % (block, block))
     return m.group(1)
 
 
@@ -109,6 +109,23 @@ class LeastPrivilege(HostileCase):
                                 % (table, "event_id", ",".join(H.lit(e) for e in stored))))
             self.assertGreater(n, 0, "nothing projected into paddle.%s" % table)
         self.assertEqual(H.get("/paddle/healthz").status, 200)
+
+    def test_a_database_that_revokes_execute_from_public_needs_only_the_documented_grant(self):
+        H.psql("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA paddle FROM PUBLIC")
+        try:
+            H.psql(documented_grants("revoked-public"))
+            sub = paddle_id("sub")
+            body = make_event("subscription.created", harness.sample_subscription(sub))
+            self.assertStored(self.post_signed(body))
+            self.assertIsNone(H.event_row(json.loads(body)["event_id"])["projection_error"])
+            self.assertIsNotNone(H.state_row("paddle.subscriptions", sub))
+            for call in ("SELECT * FROM paddle.claim_events('licences', 1)",
+                         "SELECT paddle.queue_stored_events('licences', NULL)"):
+                rc, out = psql_as(WORKER_ROLE, call)
+                self.assertNotEqual(rc, 0, call)
+                self.assertIn("permission denied for function", out)
+        finally:
+            H.psql(documented_grants("revoked-public").replace("TO paddlehook_worker", "TO PUBLIC"))
 
     def test_worker_role_replaces_a_sandbox_event_with_its_live_delivery(self):
         live = H.add_endpoint(environment="live")
@@ -210,3 +227,72 @@ class Logs(HostileCase):
 
     def test_no_secret_or_malformed_line_reaches_the_logs(self):
         self.assertLogsClean()
+
+
+INTRUDER = "paddlehook_intruder"
+
+# A built-in stand-in, as a role that may create in public plants it: the projection calls hashtextextended(text, 0),
+# and this exact match would beat pg_catalog.hashtextextended(text, bigint) on a search_path that has public. It
+# counts its calls in a sequence, which a rollback (check-config's dry run) does not undo.
+TRAP = """
+CREATE SEQUENCE public.intruder_calls;
+GRANT USAGE ON SEQUENCE public.intruder_calls TO PUBLIC;
+CREATE FUNCTION public.hashtextextended(t text, seed integer) RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM nextval('public.intruder_calls');
+    RETURN pg_catalog.hashtextextended(t, seed);
+END $$;
+"""
+
+
+class SearchPath(HostileCase):
+    """Where a role may create objects in public (every role before PostgreSQL 15), its functions must never run
+    inside paddle's with another session's rights: not in the workers, not in `paddlehook reproject`, not in
+    paddle.reproject_event() called from psql."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s LOGIN; "
+               "END IF; END $$; GRANT CREATE ON SCHEMA public TO %s;" % (INTRUDER, INTRUDER, INTRUDER))
+        rc, out = psql_as(INTRUDER, TRAP)
+        if rc != 0:
+            raise AssertionError(out)
+        # Sessions that planned the projection before the trap existed keep their plans.
+        H.stop_serve()
+        H.start_serve()
+        H.wait_healthy()
+        H.wait_endpoint_known(cls.ep)
+
+    @classmethod
+    def tearDownClass(cls):
+        H.psql("DROP FUNCTION public.hashtextextended(text, integer); DROP SEQUENCE public.intruder_calls; "
+               "REVOKE CREATE ON SCHEMA public FROM %s;" % INTRUDER)
+
+    def intruded(self):
+        return int(H.sql_value("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.intruder_calls"))
+
+    def test_the_intruders_function_runs_for_no_session_of_paddlehook(self):
+        H.psql("SELECT hashtextextended('x', 0)")   # psql's own search_path reaches the trap
+        self.assertEqual(self.intruded(), 1, "the trap is not reachable; the test proves nothing")
+        H.psql("SELECT setval('public.intruder_calls', 1, false)")
+
+        sub = paddle_id("sub")
+        body = make_event("subscription.created", dict(harness.sample_subscription(sub)))
+        self.assertStored(self.post_signed(body), "delivery")
+        event_id = json.loads(body)["event_id"]
+        self.assertEqual(H.state_row("paddle.subscriptions", sub)["event_id"], event_id)
+        H.cli("reproject", "--since", "2000-01-01")
+        H.cli("check-config")                       # its dry run projects through paddle.ingest_event
+        H.psql("SELECT paddle.reproject_event(%s)" % H.lit(event_id))
+        self.assertEqual(self.intruded(), 0, "ran with the rights of a paddlehook session")
+
+    def test_check_config_names_a_public_schema_every_role_may_create_in(self):
+        H.psql("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        try:
+            p = H.cli("check-config", check=False)
+        finally:
+            H.psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("REVOKE CREATE ON SCHEMA public FROM PUBLIC", p.stdout)
+        self.assertNotIn("REVOKE CREATE ON SCHEMA public", H.cli("check-config", check=False).stdout)
