@@ -477,6 +477,50 @@ def scenario_churn_edges(db):
     return s
 
 
+def scenario_reversed_chargebacks(db):
+    """Two disputes Paddle won (ZAR): a chargeback approved on 05-08, then its chargeback_reverse on 05-20 and the
+    chargeback set to reversed; and one whose approved snapshot was never stored (created 05-10, reversed 05-21)."""
+    f = db.feed()
+    p1, p2 = Price(3000, "ZAR", recurring=False), Price(5000, "ZAR", recurring=False)
+    s = {"c": paddle_id("ctm"), "t1": paddle_id("txn"), "t2": paddle_id("txn")}
+    s.update({k: paddle_id("adj") for k in ("cb1", "rev1", "cb2", "rev2")})
+    for txn, price, at in (("t1", p1, "2024-05-02 09:00"), ("t2", p2, "2024-05-03 09:00")):
+        f.add("transaction.completed", transaction(s[txn], s["c"], "ZAR", "completed", [(price, 1)], at), at)
+    for cb, rev, txn, amount, created, reversed_at, known in (
+            ("cb1", "rev1", "t1", 3300, "2024-05-08 10:00", "2024-05-20 10:00", True),
+            ("cb2", "rev2", "t2", 5500, "2024-05-10 10:00", "2024-05-21 10:00", False)):
+        if known:
+            f.add("adjustment.created", adjustment(s[cb], s[txn], s["c"], "ZAR", amount, "approved", created,
+                                                   action="chargeback", kind="full"), created)
+        f.add("adjustment.created", adjustment(s[rev], s[txn], s["c"], "ZAR", amount, "approved", reversed_at,
+                                               action="chargeback_reverse", kind="full"), reversed_at)
+        f.add("adjustment.updated", adjustment(s[cb], s[txn], s["c"], "ZAR", amount, "reversed", created,
+                                               action="chargeback", kind="full"), reversed_at[:-2] + "01")
+    f.post()
+    return s
+
+
+def scenario_unpaid_trials(db):
+    """Trials that never paid, cancelled a month later: one whose first payment failed (ILS: trialing, past_due,
+    canceled), one paused at the end of its trial (THB: trialing, paused, canceled); and one that paid once
+    before it failed (PHP: trialing, active, past_due, canceled)."""
+    f = db.feed()
+    s = {}
+    for cur, steps in (("ILS", ("trialing", "past_due", "canceled")), ("THB", ("trialing", "paused", "canceled")),
+                       ("PHP", ("trialing", "active", "past_due", "canceled"))):
+        sid, cid, price = paddle_id("sub"), paddle_id("ctm"), Price(5000, cur)
+        s[cur] = sid
+        days = ("06-05", "06-19", "07-03") if len(steps) == 3 else ("06-05", "06-12", "06-19", "07-03")
+        for i, (day, status) in enumerate(zip(days, steps)):
+            at = "2024-%s 08:00" % day
+            f.add("subscription.created" if i == 0 else "subscription.updated",
+                  subscription(sid, cid, cur, status, [(price, 1)], at, created="2024-06-05 08:00",
+                               item_status="trialing" if status == "trialing" else "active",
+                               canceled_at=at if status == "canceled" else None), at)
+    f.post()
+    return s
+
+
 def scenario_environments(db):
     """A live one-time purchase, and sandbox snapshots that name its transaction id: an approved full refund,
     and an earlier transaction.paid. Sandbox secrets are shared with developers; none of it may touch live."""
@@ -537,6 +581,8 @@ SCENARIOS = {
     "checkout": scenario_checkout,
     "environments": scenario_environments,
     "churn_edges": scenario_churn_edges,
+    "reversed_chargebacks": scenario_reversed_chargebacks,
+    "unpaid_trials": scenario_unpaid_trials,
     "minor_units": scenario_minor_units,
     "plans": scenario_plans,
     "upgrade": scenario_upgrade,

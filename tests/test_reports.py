@@ -424,6 +424,61 @@ class ChurnEdges(ReportCase):
 
 
 
+class ReversedChargebacks(ReportCase):
+    """A dispute Paddle won: the chargeback stays on its day, its reversal takes it back on its own."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("reversed_chargebacks")
+
+    def test_revenue_daily_nets_a_reversed_chargeback_to_zero(self):
+        rows = view("revenue_daily", in_currency("ZAR"))
+        self.assertRows(rows, [
+            money_row("2024-05-02", "ZAR", 1, "33.00", "0.00", "3.00", "30.00", "1.65", "28.35", 0, "0.00", 0, "0.00"),
+            money_row("2024-05-03", "ZAR", 1, "55.00", "0.00", "5.00", "50.00", "2.75", "47.25", 0, "0.00", 0, "0.00"),
+            money_row("2024-05-08", "ZAR", 0, "0.00", "0.00", "0.00", "0.00", "0.00", "0.00", 0, "0.00", 1, "33.00"),
+            money_row("2024-05-10", "ZAR", 0, "0.00", "0.00", "0.00", "0.00", "0.00", "0.00", 0, "0.00", 1, "55.00"),
+            money_row("2024-05-20", "ZAR", 0, "0.00", "0.00", "0.00", "0.00", "0.00", "0.00", 0, "0.00", 0, "-33.00"),
+            money_row("2024-05-21", "ZAR", 0, "0.00", "0.00", "0.00", "0.00", "0.00", "0.00", 0, "0.00", 0, "-55.00"),
+        ])
+        self.assertEqual(sum(decimal.Decimal(r["chargebacks"]) for r in rows), 0)
+
+    def test_a_reversed_chargeback_keeps_its_approval_day(self):
+        s = self.s
+        got = {r["adjustment_id"]: (r["action"], r["status"], r["approved_at"])
+               for r in view("refunds", in_currency("ZAR"))}
+        self.assertEqual(got, {
+            s["cb1"]: ("chargeback", "reversed", J("2024-05-08 10:00")),
+            s["rev1"]: ("chargeback_reverse", "approved", J("2024-05-20 10:00")),
+            s["cb2"]: ("chargeback", "reversed", J("2024-05-10 10:00")),   # approval never stored: created_at
+            s["rev2"]: ("chargeback_reverse", "approved", J("2024-05-21 10:00")),
+        })
+
+
+class UnpaidTrials(ReportCase):
+    """A trial that never paid is not churn, whatever came between (a failed first payment, a pause at the end
+    of the trial); one that paid once is."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("unpaid_trials")
+
+    def test_churn_counts_only_subscriptions_that_paid(self):
+        self.assertEqual(view("churn_monthly", in_currency("ILS")), [])
+        self.assertEqual(view("churn_monthly", in_currency("THB")), [])
+        self.assertRows(view("churn_monthly", in_currency("PHP")), [
+            churn_row("2024-07-01", "PHP", failed=(1, 1, "50.00")),
+        ])
+
+    def test_movements_keep_the_mrr_of_a_past_due_trial(self):
+        # documented: past_due keeps its MRR, an unpaid trial's too; the cancellation takes it out again
+        self.assertRows(view("mrr_movements", in_currency("ILS")), [
+            movement_row("2024-06-01", "ILS", new="50.00", net="50.00", ending="50.00", counts=(1, 0, 0, 0, 0)),
+            movement_row("2024-07-01", "ILS", churned="50.00", net="-50.00", ending="0.00", counts=(0, 0, 0, 1, 0)),
+        ])
+        self.assertEqual(view("mrr_movements", in_currency("THB")), [])
+
+
 class CheckoutWithOneTimeItem(ReportCase):
     """The one-time item of a subscription checkout grants forever; the recurring one grants through the
     subscription, before and after the transaction names it."""
