@@ -327,7 +327,7 @@ void stats_render_prometheus(const struct stats *st, const struct endpoint_table
                              void (*emit)(void *ctx, const char *text), void *ctx)
 {
     static const struct { enum stats_counter c; const char *name, *help; } counters[] = {
-        {STATS_DB_ERRORS, "paddlehook_db_errors_total", "Database errors seen by workers."},
+        {STATS_DB_ERRORS, "paddlehook_db_errors_total", "Database errors seen by workers: failed statements and timeouts, lost connections, failed connection attempts."},
         {STATS_DB_RECONNECTS, "paddlehook_db_reconnects_total", "Database connections (re)established by workers."},
         {STATS_WORKER_RESTARTS, "paddlehook_worker_restarts_total", "Workers that exited unexpectedly and were replaced."},
     };

@@ -101,6 +101,7 @@ int store_ready(struct store *s)
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK) return 0;
     if (s->conn) {
         log_line(LOG_WARN, "event=db_connection_lost");
+        stats_count(s->stats, STATS_DB_ERRORS);
         drop(s);
     }
     if (db_now_ms() < s->next_attempt_ms) return -1;
@@ -128,6 +129,7 @@ int store_ready(struct store *s)
     return 0;
 fail:
     log_line(LOG_ERROR, "event=db_connect_failed reason=\"%s\"", err);
+    stats_count(s->stats, STATS_DB_ERRORS);
     drop(s);
     s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
     return -1;
@@ -283,6 +285,7 @@ int store_endpoints_changed(struct store *s, int read_socket)
      * we were idle: drop it, so the caller reconnects before the request. */
     if (PQstatus(s->conn) != CONNECTION_OK || (read_socket && PQconsumeInput(s->conn) == 0)) {
         log_line(LOG_WARN, "event=db_connection_lost");
+        stats_count(s->stats, STATS_DB_ERRORS);
         drop(s);
         return 0;
     }

@@ -5,6 +5,7 @@ and the Response and Endpoint records the harness hands to tests."""
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -164,6 +165,16 @@ class Response:
 
     def __repr__(self):
         return "<Response %s %r>" % (self.status, self.body[:300])
+
+
+def metric_values(text, name):
+    """{labels-string: value} for one metric family of a /paddle/metrics page."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^%s(\{[^}]*\})? (\S+)$" % re.escape(name), line)
+        if m:
+            out[m.group(1) or ""] = float(m.group(2))
+    return out
 
 
 def _response_from(resp):

@@ -5,8 +5,8 @@ import os
 import signal
 
 import harness
-from harness import (WORKER_SESSIONS, Harness, HarnessTestCase, make_event, py_sign, sample_customer,
-                     sample_subscription, wait_until)
+from harness import (WORKER_SESSIONS, Harness, HarnessTestCase, make_event, metric_values, py_sign,
+                     sample_customer, sample_subscription, wait_until)
 
 H = Harness(workers=2)
 
@@ -47,9 +47,15 @@ class DatabaseDown(HarnessTestCase):
         for _ in range(4 * H.workers):
             self.assertStored(H.post_event(self.ep, body_of(event())))
 
+    def db_counters(self):
+        text = H.get("/paddle/metrics").body.decode()
+        return tuple(metric_values(text, name).get("", 0)
+                     for name in ("paddlehook_db_errors_total", "paddlehook_db_reconnects_total"))
+
     def test_db_down_gives_503_and_same_workers_recover(self):
         self.warm_up()
         serve_pid, workers = H.serve_pid(), H.worker_pids()
+        errors, reconnects = self.db_counters()
         self.assertEqual(len(workers), H.workers)
         env = event()
         H.stop_postgres()
@@ -78,6 +84,9 @@ class DatabaseDown(HarnessTestCase):
         self.assertEqual(H.worker_pids(), workers, "workers were restarted instead of reconnecting")
         self.assertEqual(int(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
                                          % H.lit(env["event_id"]))), 1)
+        errors_after, reconnects_after = self.db_counters()
+        self.assertGreater(errors_after, errors, "paddlehook_db_errors_total")
+        self.assertGreater(reconnects_after, reconnects, "paddlehook_db_reconnects_total")
 
     def test_frozen_database_sessions_give_503_not_a_hung_worker(self):
         # The workers' sessions stop answering while their sockets stay open (a
@@ -89,6 +98,7 @@ class DatabaseDown(HarnessTestCase):
         wait_until(lambda: len(H.sql(WORKER_SESSIONS)) == H.workers, timeout=60, interval=0.2,
                    what="a session for every worker")
         frozen = [int(row[0]) for row in H.sql(WORKER_SESSIONS)]
+        log_from = os.path.getsize(H.serve_log)
         env = event()
         outcomes = []
         for pid in frozen:
@@ -108,7 +118,7 @@ class DatabaseDown(HarnessTestCase):
         finally:
             for pid in frozen:
                 os.kill(pid, signal.SIGCONT)
-        self.assertIn("event=db_timeout", H.serve_log_since(0))
+        self.assertIn("event=db_timeout", H.serve_log_since(log_from))
         self.assertEqual(H.worker_pids(), workers, "workers were restarted")
         # The abandoned session may still run the first attempt once it thaws:
         # that can only ever be a duplicate.

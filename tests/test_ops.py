@@ -7,7 +7,7 @@ import re
 import subprocess
 import time
 
-from harness import Harness, HarnessTestCase, make_event, new_secret, sample_customer, wait_until
+from harness import Harness, HarnessTestCase, make_event, metric_values, new_secret, sample_customer, wait_until
 
 H = None
 
@@ -21,16 +21,6 @@ def setUpModule():
 
 def tearDownModule():
     H.stop()
-
-
-def metric_values(text, name):
-    """{labels-string: value} for one metric family."""
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r"^%s(\{[^}]*\})? (\S+)$" % re.escape(name), line)
-        if m:
-            out[m.group(1) or ""] = float(m.group(2))
-    return out
 
 
 class Metrics(HarnessTestCase):

@@ -103,6 +103,23 @@ class Listen(HarnessTestCase):
             self.assertIn(endpoint, logged)
         self.assertTrue(all(isinstance(l["pid"], int) for l in lines), "numbers stay numbers")
 
+    def test_log_level_keeps_what_is_at_or_above_it(self):
+        for level, present, absent in (("warn", (), ("event=serving", "event=request", "event=worker_started")),
+                                       ("debug", ("event=serving", "event=request", "level=debug pid="), ())):
+            path = os.path.join(H.tmpdir, "level-%d.sock" % time.time_ns())
+            proc = self.serve("unix:" + path, "--log-level", level)
+            try:
+                harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15,
+                                   what="serve on " + path)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                out, _ = proc.communicate(timeout=40)
+            self.assertEqual(proc.returncode, 0, out)
+            for text in present:
+                self.assertIn(text, out, level)
+            for text in absent:
+                self.assertNotIn(text, out, level)
+
     def test_tcp_listeners_answer_fastcgi(self):
         """HOST:PORT, and :PORT on every address (IPv4 and, where there is IPv6, ::1 too)."""
         with socket.socket() as s:
