@@ -90,22 +90,28 @@ class Metrics(HarnessTestCase):
 class Status(HarnessTestCase):
     def test_status_shows_outcomes_per_endpoint(self):
         ep = self.H.add_endpoint(name="status-check")
+
+        def columns():
+            line = next(l for l in self.H.cli("status").stdout.splitlines() if l.startswith(ep.id))
+            return line, line.split()[-4:]   # STORED, DUPS, SIG FAIL, ERRORS as hour/day
+        _, (_, _, sig_before, errors_before) = columns()   # add_endpoint's readiness probes are unsigned
+        body = make_event("customer.created", sample_customer())
         for _ in range(2):
             self.H.post_event(ep, make_event("customer.created", sample_customer()))
-        self.H.post_event(ep, make_event("customer.created", sample_customer()), secret="pdl_wrong")
-        out = self.H.cli("status").stdout
-        line = next(l for l in out.splitlines() if l.startswith(ep.id))
-        cols = line.split()
-        self.assertIn("status-check", cols)
+        self.H.post_event(ep, body)
+        self.H.post_event(ep, body)                                               # duplicate
+        self.H.post_event(ep, body, secret="pdl_wrong")                           # invalid_signature
+        self.H.post_event(ep, body, ts=int(time.time()) - 3600)                   # timestamp_out_of_range
+        self.H.post(ep.path, body)                                                # missing_signature
+        self.H.post_event(ep, b'{"not": "an event"}')                             # missing_field
+        line, cols = columns()
+        self.assertIn("status-check", line.split())
         self.assertIn("ago)", line, "last event time is shown")
-        # STORED, DUPS, SIG FAIL, ERRORS as hour/day; the readiness probes of
-        # add_endpoint are unsigned POSTs, so signature failures are >= 1.
-        stored, dups, sig, _errors = cols[-4:]
-        self.assertEqual(stored, "2/2")
-        self.assertEqual(dups, "0/0")
-        h, d = (int(x) for x in sig.split("/"))
-        self.assertGreaterEqual(h, 1)
-        self.assertEqual(h, d)
+
+        def plus(before, n):
+            h, d = (int(x) for x in before.split("/"))
+            return "%d/%d" % (h + n, d + n)
+        self.assertEqual(cols, ["3/3", "1/1", plus(sig_before, 3), plus(errors_before, 1)])
 
     def test_status_names_stored_events_whose_projection_failed_until_they_are_replayed(self):
         out = self.H.cli("status").stdout

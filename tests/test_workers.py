@@ -120,6 +120,38 @@ class Listen(HarnessTestCase):
             for text in absent:
                 self.assertNotIn(text, out, level)
 
+    def test_unknown_endpoint_ids_reload_the_endpoints_at_most_once_a_second(self):
+        """A well-formed unknown id makes the worker look again (the endpoint may have been added a moment ago),
+        but a flood of them must not become a flood of queries."""
+        path = os.path.join(H.tmpdir, "miss-%d.sock" % time.time_ns())
+        proc = self.serve("unix:" + path, "--log-level", "debug")
+        try:
+            harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15, what="serve on " + path)
+            time.sleep(1.1)   # past the minimum interval since the worker's first load
+            start = time.monotonic()
+            for _ in range(30):
+                out = fcgi_once(path, "POST", "/paddle/webhooks/%s" % paddle_id("ep"), b"{}")
+                self.assertIn(b"unknown_endpoint", out or b"")
+            elapsed = time.monotonic() - start
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            log, _ = proc.communicate(timeout=40)
+        misses = log.count("why=miss")
+        self.assertGreaterEqual(misses, 1, log)
+        self.assertLessEqual(misses, 1 + int(elapsed), "%d reloads in %.1f s" % (misses, elapsed))
+
+    def test_a_unix_socket_gets_exactly_its_socket_mode(self):
+        for mode in (0o600, 0o640, 0o666):
+            path = os.path.join(H.tmpdir, "mode-%d.sock" % time.time_ns())
+            proc = self.serve("unix:" + path, "--socket-mode", "%04o" % mode)
+            try:
+                harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15,
+                                   what="serve on " + path)
+                self.assertEqual(oct(os.stat(path).st_mode & 0o7777), oct(mode))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=40)
+
     def test_tcp_listeners_answer_fastcgi(self):
         """HOST:PORT, and :PORT on every address (IPv4 and, where there is IPv6, ::1 too)."""
         with socket.socket() as s:

@@ -92,6 +92,16 @@ void test_stats(void)
         tap_ok(stats_endpoints_full(st) && tracked < STATS_MAX_ENDPOINTS + 2,
                "stats: past %d endpoints the table says it is full (status shows the rest as untracked)",
                STATS_MAX_ENDPOINTS);
+        {
+            uint64_t unlabelled = 0;
+            for (size_t i = 0; i < STATS_MAX_SERIES; i++)
+                if (st->series[i].state == SLOT_READY && st->series[i].endpoint == -1 &&
+                    st->series[i].outcome == outcome_index("stored") &&
+                    strcmp(st->series[i].event_type, "customer.created") == 0)
+                    unlabelled += st->series[i].count;
+            tap_ok(unlabelled == (uint64_t)(STATS_MAX_ENDPOINTS + 2 - tracked),
+                   "stats: the deliveries of the untracked endpoints are counted under endpoint=\"\"");
+        }
     }
 
     stats_close(st);
