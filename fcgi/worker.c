@@ -160,7 +160,8 @@ static void refresh(struct worker *w, int read_socket)
         /* A rotated master key (`paddlehook rekey`) takes effect here. */
         if (w->cfg->key_file && masterkey_load(w->cfg->key_file, &w->key, err, sizeof err) != 0)
             log_line(LOG_ERROR, "event=key_reload_failed reason=\"%s\" kept=previous", err);
-        reload(w, "sighup");
+        /* Said at info level: an operator's reload shows that it took effect, worker by worker. */
+        log_line(LOG_INFO, "event=reloaded endpoints=%s", reload(w, "sighup") == 0 ? "loaded" : "kept");
     } else if (changed || w->store.reconnected || (!endpoints_trusted(w) && db_now_ms() >= w->next_reload_ms)) {
         /* A reload that failed is tried again, at most once per RELOAD_MIN_INTERVAL_MS: until one
          * succeeds, a change it would have brought (an endpoint disabled, a secret retired) is unknown. */

@@ -2,8 +2,9 @@
 
 import json
 import os
-import secrets as _secrets
 import re
+import secrets as _secrets
+import signal
 import subprocess
 import time
 
@@ -192,6 +193,12 @@ class Rekey(HarnessTestCase):
             return all(re.search(r"pid=%d .*%s" % (pid, re.escape(text)), log) for pid in self.H.worker_pids())
         wait_until(done, timeout=15, interval=0.05, what="every worker to log %r" % text)
 
+    def reload_serve(self):
+        """SIGHUP to serve, then until every worker has reloaded."""
+        offset = os.path.getsize(self.H.serve_log)
+        os.kill(self.H.serve_pid(), signal.SIGHUP)
+        self.wait_every_worker_logged(offset, "event=reloaded")
+
     def saved_and_new_key(self):
         """A copy of the key in use (to rekey back to) and a new key, both 0600 files."""
         stamp = time.time_ns()
@@ -211,8 +218,7 @@ class Rekey(HarnessTestCase):
     def test_rekey_rotates_the_master_key_without_rejecting_a_delivery(self):
         ep = self.H.add_endpoint()
         # Every worker has seen the endpoint (with its secret) before the rotation.
-        os.kill(self.H.serve_pid(), 1)
-        time.sleep(0.5)
+        self.reload_serve()
         original, new_key = self.saved_and_new_key()
 
         def delivered():
@@ -227,8 +233,7 @@ class Rekey(HarnessTestCase):
             delivered()
         # The new key goes where serve reads it; SIGHUP makes serve and workers re-read it.
         self.replace_key_file(new_key)
-        os.kill(self.H.serve_pid(), 1)
-        time.sleep(0.5)
+        self.reload_serve()
         for _ in range(4):
             delivered()
         # A worker forked after the reload gets the new key from the supervisor.
@@ -240,8 +245,7 @@ class Rekey(HarnessTestCase):
         # Back to the harness key for the other tests.
         self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
         self.replace_key_file(original)
-        os.kill(self.H.serve_pid(), 1)
-        time.sleep(0.5)
+        self.reload_serve()
         delivered()
         self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
 
@@ -251,8 +255,7 @@ class Rekey(HarnessTestCase):
         ep = self.H.add_endpoint()
         retired = ep.secret
         kept = self.H.rotate_endpoint(ep)
-        os.kill(self.H.serve_pid(), 1)
-        time.sleep(0.5)
+        self.reload_serve()
         original, new_key = self.saved_and_new_key()
 
         def post(secret):
@@ -274,8 +277,7 @@ class Rekey(HarnessTestCase):
                 self.assertStored(post(kept))
         finally:
             self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
-            os.kill(self.H.serve_pid(), 1)
-            time.sleep(0.5)
+            self.reload_serve()
         self.assertStored(post(kept))
 
     def test_endpoint_whose_secrets_do_not_open_answers_503_not_401(self):
@@ -361,8 +363,7 @@ class Rekey(HarnessTestCase):
                     proc.communicate(timeout=30)
             if rekey is not None and rekey.returncode == 0:
                 self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
-            os.kill(self.H.serve_pid(), 1)
-            time.sleep(0.5)
+            self.reload_serve()
 
     def test_rekey_with_the_wrong_old_key_changes_nothing(self):
         wrong = os.path.join(self.H.tmpdir, "wrong-%d.key" % time.time_ns())

@@ -338,8 +338,10 @@ class ServiceFromUnits(HarnessTestCase):
         Restart=on-failure leaves it stopped."""
         main = self.proc.pid
         workers = self.H.worker_pids()
+        offset = os.path.getsize(self.H.serve_log)
         os.kill(main, signal.SIGHUP)
-        time.sleep(0.3)
+        wait_until(lambda: self.H.serve_log_since(offset).count("event=reloaded endpoints=loaded") >= len(workers)
+                   or self.proc.poll() is not None, timeout=15, what="every worker to reload")
         self.assertIsNone(self.proc.poll(), "SIGHUP stopped the service")
         self.assertEqual(self.H.worker_pids(), workers, "SIGHUP restarted workers")
         self.assert_event_goes_through("after SIGHUP")
