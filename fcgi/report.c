@@ -125,13 +125,14 @@ static int control_len(const unsigned char *v)
     return 0;
 }
 
-/* A cell as the table shows it: each byte of a control character as \xNN. */
+/* Columns a cell takes in the table: each byte of a control character as
+ * \xNN, any other character one (UTF-8: its continuation bytes take none). */
 static size_t shown_len(const char *v)
 {
     size_t n = 0;
     for (const unsigned char *p = (const unsigned char *)v; *p;) {
         int c = control_len(p);
-        n += c ? 4 * (size_t)c : 1;
+        n += c ? 4 * (size_t)c : (*p & 0xc0) != 0x80;
         p += c ? c : 1;
     }
     return n;

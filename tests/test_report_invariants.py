@@ -300,7 +300,7 @@ class Cli(ReportCase):
         H.sql("CREATE VIEW paddle.test_hostile_text AS SELECT 'live'::text AS environment, "
               "E'\\x1b[2J\\x1b[31mred' AS clear, '=HYPERLINK(\"http://evil.example/\",\"x\")'::text AS formula, "
               "'-1+1'::text AS dash, -1.5::numeric AS amount, E'fake\\nrow' AS two_lines, U&'\\009B2J' AS c1, "
-              "'-1 day'::interval AS back; "
+              "'-1 day'::interval AS back, 'café-newsletter'::text AS source; "
               "INSERT INTO paddle.report_catalog (name, view_name, time_column, order_by, description) "
               "VALUES ('test_hostile_text', 'test_hostile_text', NULL, 'environment', 'test')")
         try:
@@ -318,14 +318,14 @@ class Cli(ReportCase):
         self.assertIn("fake\\x0arow", lines[2])
         self.assertIn("\\xc2\\x9b2J", lines[2])
         self.assertEqual(lines[3], "(1 row)")
-        self.assertEqual(len(lines[0]), len(lines[2]), "columns line up")
+        self.assertEqual(len(lines[0]), len(lines[2]), "columns line up, in characters")
         got = list(csv.reader(io.StringIO(csv_out)))
         self.assertEqual(got[1], ["live", "\x1b[2J\x1b[31mred", "'=HYPERLINK(\"http://evil.example/\",\"x\")", "'-1+1",
-                                  "-1.5", "fake\nrow", "\u009b2J", "-1 days"])
+                                  "-1.5", "fake\nrow", "\u009b2J", "-1 days", "café-newsletter"])
         self.assertEqual(rows, [{"environment": "live", "clear": "\x1b[2J\x1b[31mred",
                                  "formula": '=HYPERLINK("http://evil.example/","x")', "dash": "-1+1",
                                  "amount": decimal.Decimal("-1.5"), "two_lines": "fake\nrow", "c1": "\u009b2J",
-                                 "back": "-1 days"}])
+                                 "back": "-1 days", "source": "café-newsletter"}])
 
     def test_json_keeps_numbers_exact(self):
         out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--format", "json").stdout
