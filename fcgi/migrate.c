@@ -9,6 +9,11 @@
 #include "embedded.h"
 
 #define MIGRATE_LOCK "SELECT pg_advisory_lock(hashtext('paddlehook.migrate'))"
+#define MIGRATE_TRY_LOCK "SELECT pg_try_advisory_lock(hashtext('paddlehook.migrate'))"
+/* Who holds it: a bigint advisory key is split into classid (high half) and objid. */
+#define MIGRATE_LOCK_HOLDER                                                                   \
+    "SELECT coalesce(string_agg(pid::text, ','), '?') FROM pg_locks WHERE locktype = 'advisory' AND granted " \
+    "AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = hashtext('paddlehook.migrate')::bigint"
 #define MIGRATE_UNLOCK "SELECT pg_advisory_unlock(hashtext('paddlehook.migrate'))"
 #define MIGRATE_BOOTSTRAP                                                        \
     "SET client_min_messages = warning;"                                         \
@@ -60,13 +65,31 @@ out:
     return rc;
 }
 
+/* The migration lock; when another session holds it (another migrate, or
+ * one whose client was killed and whose transaction has not ended yet), says
+ * so and who before waiting for it. */
+static int take_lock(PGconn *conn, char *why, size_t whylen)
+{
+    PGresult *res = db_query(conn, MIGRATE_TRY_LOCK, why, whylen);
+    int got = res && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+
+    PQclear(res);
+    if (res == NULL) return -1;
+    if (got) return 0;
+    res = db_query(conn, MIGRATE_LOCK_HOLDER, why, whylen);
+    log_line(LOG_WARN, "event=migrate_waiting holder_pid=%s reason=\"another session holds the migration lock; "
+             "waiting for it\"", res ? PQgetvalue(res, 0, 0) : "?");
+    PQclear(res);
+    return db_exec(conn, MIGRATE_LOCK, why, whylen);
+}
+
 int migrate_apply(PGconn *conn, unsigned *applied, char *err, size_t errlen)
 {
     char why[512];
     int rc = -1;
 
     *applied = 0;
-    if (db_exec(conn, MIGRATE_LOCK, why, sizeof why) != 0) {
+    if (take_lock(conn, why, sizeof why) != 0) {
         snprintf(err, errlen, "cannot take the migration lock: %s", why);
         return -1;
     }

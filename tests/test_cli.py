@@ -136,6 +136,17 @@ class Migrate(HarnessTestCase):
         self.assertEqual(H.psql("SELECT string_agg(id || ' ' || country_code, ', ') FROM paddle.addresses",
                                 db=db).strip(), "add_in_flight FR")
 
+    def test_a_migrate_waiting_for_the_lock_says_who_holds_it(self):
+        holder = H.in_flight("SELECT pg_advisory_lock(hashtext('paddlehook.migrate'))", 2, "test_migrate_lock_holder")
+        try:
+            pid = H.sql_value("SELECT pid FROM pg_stat_activity WHERE application_name = 'test_migrate_lock_holder'")
+            p = H.cli("migrate")
+        finally:
+            holder.join()
+        self.assertIn("event=migrate_waiting holder_pid=%s reason=" % pid, p.stderr)
+        self.assertIn("schema is current", p.stdout)
+        self.assertNotIn("migrate_waiting", H.cli("migrate").stderr)
+
     def test_what_a_migration_says_reaches_the_log(self):
         """A migration that waits tells the operator why (0012's NOTICE); "already exists, skipping" does not
         clutter the log. Here the database's own event trigger speaks while the last migration runs."""
