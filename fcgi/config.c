@@ -16,6 +16,10 @@
 #define DEFAULT_SOCKET_MODE "0660"
 #define CONFIG_LINE_MAX 1024
 #define CONFIG_MAX_LINES 1000
+/* An invalid value is quoted in its error up to this many bytes. */
+#define CONFIG_QUOTED_VALUE_MAX 64
+/* Room for where a value came from: the config file's path and line, or a name. */
+#define CONFIG_SOURCE_MAX 512
 
 /* Settings that the file, the environment and an option can all set. */
 enum { S_DB, S_KEY_FILE, S_LISTEN, S_WORKERS, S_MAX_BODY, S_SOCKET_MODE, S_LOG_LEVEL, S_LOG_FORMAT,
@@ -204,17 +208,17 @@ static void name_source(const struct config *cfg, int bad, const char *value, st
                         size_t errlen)
 {
     size_t used = strlen(err);
-    char where[320];
+    char where[CONFIG_SOURCE_MAX];
 
     switch (src.from) {
-    case FROM_DEFAULT: return;
+    case FROM_DEFAULT: snprintf(where, sizeof where, "the default"); break;
     case FROM_FILE: snprintf(where, sizeof where, "%s:%d", cfg->config_file, src.line); break;
     case FROM_ENV: snprintf(where, sizeof where, "%s", settings[bad].env); break;
     case FROM_OPTION: snprintf(where, sizeof where, "--%s", settings[bad].key); break;
     }
     if (src.from == FROM_OPTION)
         for (char *c = where; *c; c++) *c = *c == '_' ? '-' : *c;
-    snprintf(err + used, errlen - used, " (%s: '%.64s'%s)", where, value,
+    snprintf(err + used, errlen - used, " (%s: '%.*s'%s)", where, CONFIG_QUOTED_VALUE_MAX, value,
              src.from == FROM_FILE && strchr(value, '#') ? "; a comment goes on a line of its own" : "");
 }
 

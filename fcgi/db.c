@@ -26,6 +26,12 @@ static void one_line(const char *msg, char *buf, size_t len)
         if (*p == '"' || (unsigned char)*p < 0x20) *p = '\'';
 }
 
+static int ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), t = strlen(tail);
+    return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
 /* Server notices and the goodbye of a terminated session become log lines
  * instead of libpq's raw multi-line text on stderr. */
 static void log_notice(void *arg, const PGresult *res)
@@ -39,8 +45,12 @@ static void log_notice(void *arg, const PGresult *res)
 
     (void)arg;
     if (severity == NULL) severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
-    /* "... already exists, skipping" and "... does not exist, skipping" (IF [NOT] EXISTS) say nothing. */
-    if (severity && strcmp(severity, "NOTICE") == 0 && state && strncmp(state, "42", 2) == 0) return;
+    /* IF [NOT] EXISTS on what is already so says nothing: "... already exists, skipping" (duplicate schema,
+     * table or object) and, in English, "... does not exist, skipping" (SQLSTATE 00000). */
+    if (severity && strcmp(severity, "NOTICE") == 0 && state &&
+        (strcmp(state, "42P06") == 0 || strcmp(state, "42P07") == 0 || strcmp(state, "42710") == 0 ||
+         (strcmp(state, "00000") == 0 && primary && ends_with(primary, ", skipping"))))
+        return;
     one_line(severity ? severity : "NOTICE", level, sizeof level);
     one_line(detail ? detail : "", more, sizeof more);
     one_line(primary ? primary : PQresultErrorMessage(res), msg, sizeof msg);

@@ -13,6 +13,7 @@
 /* Who holds it: a bigint advisory key is split into classid (high half) and objid. */
 #define MIGRATE_LOCK_HOLDER                                                                   \
     "SELECT coalesce(string_agg(pid::text, ','), '?') FROM pg_locks WHERE locktype = 'advisory' AND granted " \
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "                       \
     "AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = hashtext('paddlehook.migrate')::bigint"
 #define MIGRATE_UNLOCK "SELECT pg_advisory_unlock(hashtext('paddlehook.migrate'))"
 #define MIGRATE_BOOTSTRAP                                                        \
@@ -70,17 +71,18 @@ out:
  * so and who before waiting for it. */
 static int take_lock(PGconn *conn, char *why, size_t whylen)
 {
-    PGresult *res = db_query(conn, MIGRATE_TRY_LOCK, why, whylen);
-    int got = res && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PGresult *tried = db_query(conn, MIGRATE_TRY_LOCK, why, whylen), *holder = NULL;
+    int rc = tried ? 0 : -1;
 
-    PQclear(res);
-    if (res == NULL) return -1;
-    if (got) return 0;
-    res = db_query(conn, MIGRATE_LOCK_HOLDER, why, whylen);
-    log_line(LOG_WARN, "event=migrate_waiting holder_pid=%s reason=\"another session holds the migration lock; "
-             "waiting for it\"", res ? PQgetvalue(res, 0, 0) : "?");
-    PQclear(res);
-    return db_exec(conn, MIGRATE_LOCK, why, whylen);
+    if (tried && strcmp(PQgetvalue(tried, 0, 0), "t") != 0) {
+        holder = db_query(conn, MIGRATE_LOCK_HOLDER, why, whylen);
+        log_line(LOG_WARN, "event=migrate_waiting holder_pid=%s reason=\"another session holds the migration "
+                 "lock; waiting for it\"", holder ? PQgetvalue(holder, 0, 0) : "?");
+        rc = db_exec(conn, MIGRATE_LOCK, why, whylen);
+    }
+    PQclear(tried);
+    PQclear(holder);
+    return rc;
 }
 
 int migrate_apply(PGconn *conn, unsigned *applied, char *err, size_t errlen)

@@ -311,8 +311,10 @@ int report_cmd_run(const struct config *cfg)
     }
     conn = db_connect_or_say(cfg->db);
     if (conn == NULL) return 1;
-    /* Report queries are short-lived; JIT compilation only adds seconds to them. */
-    db_exec(conn, "SET jit = off", err, sizeof err);
+    /* Report queries are short-lived; JIT compilation only adds seconds to them. A report view may be the
+     * user's own (paddle.report_catalog), written for the role's usual search_path: it runs in that one, as
+     * it would in psql, not in the pinned one of paddlehook's other sessions. */
+    db_exec(conn, "SET jit = off; RESET search_path", err, sizeof err);
     rc = cfg->n_args == 0 ? list_reports(conn) : show_report(cfg, conn);
     PQfinish(conn);
     return rc;

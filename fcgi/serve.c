@@ -313,18 +313,21 @@ void serve_hold_reload(void)
  * fails is reported as failed instead of as a service that died. */
 static void notify_ready(void)
 {
+    static const char ready[] = "READY=1";
     const char *path = getenv("NOTIFY_SOCKET");
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     size_t len = path ? strlen(path) : 0;
-    int fd;
+    int fd = -1;
 
-    if (len < 2 || len >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@')) return;
+    /* No such socket: not started by systemd with Type=notify. */
+    if (len < 2 || len >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@')) goto out;
     memcpy(addr.sun_path, path, len);
     if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || sendto(fd, "READY=1", 7, MSG_NOSIGNAL, (struct sockaddr *)&addr,
-                         (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) != 7)
+    if (fd < 0 || sendto(fd, ready, sizeof ready - 1, MSG_NOSIGNAL, (struct sockaddr *)&addr,
+                         (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) != (ssize_t)(sizeof ready - 1))
         log_line(LOG_WARN, "event=notify_failed reason=\"%s\"", strerror(errno));
+out:
     if (fd >= 0) close(fd);
 }
 

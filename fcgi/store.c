@@ -108,6 +108,7 @@ int store_ready(struct store *s)
     /* Too little of the delivery's time left to connect: answer 503 now;
      * the next delivery (or the idle worker) connects. */
     if (s->deadline_ms > 0 && s->deadline_ms - db_now_ms() < STORE_CONNECT_MIN_MS) return -1;
+    s->gave_up = 0;
     s->conn = db_connect(s->conninfo, err, sizeof err);
     if (s->conn == NULL) goto fail;
     /* Non-blocking from the start, so that every command, the set-up too,
@@ -129,7 +130,7 @@ int store_ready(struct store *s)
     return 0;
 fail:
     log_line(LOG_ERROR, "event=db_connect_failed reason=\"%s\"", err);
-    stats_count(s->stats, STATS_DB_ERRORS);
+    if (!s->gave_up) stats_count(s->stats, STATS_DB_ERRORS); /* reply() counted a timeout */
     drop(s);
     s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
     return -1;
@@ -146,9 +147,13 @@ static int prepare(struct store *s)
     res = reply(s, PQsendPrepare(s->conn, INGEST_STMT, STORE_INGEST_SQL, STORE_INGEST_PARAMS, NULL));
     ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok && !s->gave_up) {
+        /* reply() logged a connection it lost; a refusal is logged here. Both are counted here. */
         char err[256];
-        db_error_line(s->conn, res, err, sizeof err);
-        log_line(LOG_ERROR, "event=db_prepare_failed reason=\"%s\"", err);
+        if (s->conn) {
+            db_error_line(s->conn, res, err, sizeof err);
+            log_line(LOG_ERROR, "event=db_prepare_failed reason=\"%s\"", err);
+        }
+        stats_count(s->stats, STATS_DB_ERRORS);
     }
     PQclear(res);
     s->prepared = ok;

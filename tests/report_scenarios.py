@@ -502,21 +502,24 @@ def scenario_reversed_chargebacks(db):
 
 def scenario_unpaid_trials(db):
     """Trials that never paid, cancelled a month later: one whose first payment failed (ILS: trialing, past_due,
-    canceled), one paused at the end of its trial (THB: trialing, paused, canceled); and one that paid once
-    before it failed (PHP: trialing, active, past_due, canceled)."""
+    canceled), one paused at the end of its trial (THB: trialing, paused, canceled); one that paid once before it
+    failed (PHP: trialing, active, past_due, canceled); and one whose first snapshot has no status (INR)."""
     f = db.feed()
     s = {}
     for cur, steps in (("ILS", ("trialing", "past_due", "canceled")), ("THB", ("trialing", "paused", "canceled")),
-                       ("PHP", ("trialing", "active", "past_due", "canceled"))):
+                       ("PHP", ("trialing", "active", "past_due", "canceled")),
+                       ("INR", (None, "past_due", "canceled"))):
         sid, cid, price = paddle_id("sub"), paddle_id("ctm"), Price(5000, cur)
         s[cur] = sid
         days = ("06-05", "06-19", "07-03") if len(steps) == 3 else ("06-05", "06-12", "06-19", "07-03")
         for i, (day, status) in enumerate(zip(days, steps)):
             at = "2024-%s 08:00" % day
-            f.add("subscription.created" if i == 0 else "subscription.updated",
-                  subscription(sid, cid, cur, status, [(price, 1)], at, created="2024-06-05 08:00",
-                               item_status="trialing" if status == "trialing" else "active",
-                               canceled_at=at if status == "canceled" else None), at)
+            data = subscription(sid, cid, cur, status or "active", [(price, 1)], at, created="2024-06-05 08:00",
+                                item_status="trialing" if status == "trialing" else "active",
+                                canceled_at=at if status == "canceled" else None)
+            if status is None:
+                del data["status"]
+            f.add("subscription.created" if i == 0 else "subscription.updated", data, at)
     f.post()
     return s
 

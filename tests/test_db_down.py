@@ -88,6 +88,28 @@ class DatabaseDown(HarnessTestCase):
         self.assertGreater(errors_after, errors, "paddlehook_db_errors_total")
         self.assertGreater(reconnects_after, reconnects, "paddlehook_db_reconnects_total")
 
+    def test_a_statement_the_database_refuses_counts_as_a_db_error(self):
+        """Preparing the delivery statement fails (the function is gone): 500, and each refusal is counted
+        once in paddlehook_db_errors_total."""
+        self.warm_up()
+        H.sql("SELECT pg_terminate_backend(pid) FROM (%s) w" % WORKER_SESSIONS)   # fresh sessions prepare again
+        wait_until(lambda: len(H.sql(WORKER_SESSIONS)) == H.workers, timeout=60, interval=0.2,
+                   what="a new session for every worker")
+        errors, _ = self.db_counters()
+        fn = "paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb)"
+        H.sql("ALTER FUNCTION %s RENAME TO ingest_event_gone" % fn)
+        log_from = os.path.getsize(H.serve_log)
+        try:
+            r = H.post_event(self.ep, body_of(event()))
+        finally:
+            H.sql("ALTER FUNCTION paddle.ingest_event_gone(text, text, timestamptz, text, text, text, jsonb) "
+                  "RENAME TO ingest_event")
+        self.assertErrorResponse(r, 500, "internal_error")
+        refusals = H.serve_log_since(log_from).count("event=db_prepare_failed")
+        self.assertGreaterEqual(refusals, 1)
+        self.assertEqual(self.db_counters()[0] - errors, refusals)
+        self.assertStored(H.post_event(self.ep, body_of(event())), "once the function is back")
+
     def test_frozen_database_sessions_give_503_not_a_hung_worker(self):
         # The workers' sessions stop answering while their sockets stay open (a
         # frozen server, hung storage): the server's own timeouts cannot fire, so

@@ -327,6 +327,20 @@ class Cli(ReportCase):
                                  "amount": decimal.Decimal("-1.5"), "two_lines": "fake\nrow", "c1": "\u009b2J",
                                  "back": "-1 days", "source": "café-newsletter"}])
 
+    def test_a_report_of_ones_own_runs_in_the_roles_search_path(self):
+        """A view added to the catalog may call functions written for the usual search_path (public here)."""
+        H.sql("CREATE TABLE public.test_fx (rate numeric); INSERT INTO public.test_fx VALUES (1.1); "
+              "CREATE FUNCTION public.test_fx_rate() RETURNS numeric LANGUAGE sql AS 'SELECT rate FROM test_fx'; "
+              "CREATE VIEW paddle.test_custom_fx AS SELECT 'live'::text AS environment, public.test_fx_rate() AS rate; "
+              "INSERT INTO paddle.report_catalog (name, view_name, time_column, order_by, description) "
+              "VALUES ('test_custom_fx', 'test_custom_fx', NULL, 'environment', 'test')")
+        try:
+            p = H.cli("report", "test_custom_fx", "--format", "csv", check=False)
+        finally:
+            H.sql("DELETE FROM paddle.report_catalog WHERE name = 'test_custom_fx'; DROP VIEW paddle.test_custom_fx; "
+                  "DROP FUNCTION public.test_fx_rate(); DROP TABLE public.test_fx")
+        self.assertEqual((p.returncode, p.stdout), (0, "environment,rate\nlive,1.1\n"), p.stderr)
+
     def test_json_keeps_numbers_exact(self):
         out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--format", "json").stdout
         rows = json.loads(out, parse_float=decimal.Decimal)

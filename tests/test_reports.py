@@ -469,6 +469,10 @@ class UnpaidTrials(ReportCase):
         self.assertRows(view("churn_monthly", in_currency("PHP")), [
             churn_row("2024-07-01", "PHP", failed=(1, 1, "50.00")),
         ])
+        # first seen without a status: not known to be a trial, so it counts as before
+        self.assertRows(view("churn_monthly", in_currency("INR")), [
+            churn_row("2024-07-01", "INR", failed=(1, 1, "50.00")),
+        ])
 
     def test_movements_keep_the_mrr_of_a_past_due_trial(self):
         # documented: past_due keeps its MRR, an unpaid trial's too; the cancellation takes it out again

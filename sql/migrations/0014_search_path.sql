@@ -10,7 +10,8 @@
 -- paddle.reproject() or paddle.reproject_event() from psql: the schema owner, as docs/reports.md and
 -- `paddlehook status` advise. Both now run with search_path = pg_catalog, pg_temp, which their whole call tree
 -- inherits. paddlehook's own sessions pin the same search_path themselves (the workers, migrate and every
--- command), so paddle.ingest_event, called once per delivery, keeps no per-call setting.
+-- command but report, whose views may be the user's own), so paddle.ingest_event, called once per delivery,
+-- keeps no per-call setting.
 
 ALTER FUNCTION paddle.reproject(timestamptz) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION paddle.reproject_event(text) SET search_path = pg_catalog, pg_temp;

@@ -99,8 +99,9 @@ COMMENT ON VIEW paddle.revenue_daily IS
 CREATE OR REPLACE VIEW paddle.churn_monthly AS
 WITH h AS (
     SELECT h.*,
-           -- first seen trialing, and not active yet: never paid
-           first_value(h.status) OVER w = 'trialing' AND NOT bool_or(h.status = 'active') OVER w AS unpaid_trial
+           -- first seen trialing, and not active yet: never paid (a snapshot without a status is not trialing)
+           coalesce(first_value(h.status) OVER w = 'trialing' AND NOT bool_or(h.status = 'active') OVER w, false)
+               AS unpaid_trial
     FROM paddle.subscription_history h
     WINDOW w AS (PARTITION BY h.environment, h.subscription_id ORDER BY h.seq
                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
