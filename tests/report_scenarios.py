@@ -373,6 +373,32 @@ def scenario_grace(db):
     return s
 
 
+def scenario_schedule_ends(db):
+    """COP subscriptions whose scheduled change took effect yesterday, with its event not received yet: an
+    active one set to cancel, one set to pause, a trial set to cancel; one whose cancel is still ahead. And a
+    past_due run that began on 2024-10-22 12:00 UTC, five days before Europe's clocks went back."""
+    f = db.feed()
+    p = Price(7000, "COP")
+    d = lambda days: NOW - datetime.timedelta(days=days)   # noqa: E731
+    s = {}
+    for key, status, action, when in (("cancelled", "active", "cancel", d(1)), ("paused", "active", "pause", d(1)),
+                                      ("trial", "trialing", "cancel", d(1)), ("ahead", "active", "cancel", d(-9))):
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        s[key], s["c_" + key], s["at_" + key] = sid, cid, when
+        f.add("subscription.created", subscription(sid, cid, "COP", status, [(p, 1)], d(20), period=(d(30), when),
+                                                   scheduled=(action, when),
+                                                   item_status="trialing" if status == "trialing" else "active"),
+              d(20))
+    sid, cid = paddle_id("sub"), paddle_id("ctm")
+    s["dst"], s["c_dst"] = sid, cid
+    f.add("subscription.created", subscription(sid, cid, "COP", "active", [(p, 1)], "2024-09-22 12:00"),
+          "2024-09-22 12:00")
+    f.add("subscription.past_due", subscription(sid, cid, "COP", "past_due", [(p, 1)], "2024-10-22 12:00",
+                                                created="2024-09-22 12:00"), "2024-10-22 12:00")
+    f.post()
+    return s
+
+
 def lifecycle_events(f, currency):
     """One customer's life in `currency`, added to f (not posted): checkout with utm keys, upgrade with
     proration, failed renewal recovered, partial refund, cancel at period end; a second customer's one-time
@@ -586,6 +612,7 @@ SCENARIOS = {
     "churn_edges": scenario_churn_edges,
     "reversed_chargebacks": scenario_reversed_chargebacks,
     "unpaid_trials": scenario_unpaid_trials,
+    "schedule_ends": scenario_schedule_ends,
     "minor_units": scenario_minor_units,
     "plans": scenario_plans,
     "upgrade": scenario_upgrade,

@@ -483,6 +483,35 @@ class UnpaidTrials(ReportCase):
         self.assertEqual(view("mrr_movements", in_currency("THB")), [])
 
 
+class ScheduleEnds(ReportCase):
+    """Access ends when a scheduled cancel or pause takes effect, whether or not its event has arrived; grace
+    days are 24 hours whatever the session's time zone."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("schedule_ends")
+
+    def test_a_scheduled_change_ends_access_at_its_date(self):
+        s = self.s
+        got = {r["customer_id"]: (r["granted"], r["reason"], r["access_until"])
+               for r in view("entitlements", "customer_id IN (%s)"
+                             % ", ".join(H.lit(s["c_" + k]) for k in ("cancelled", "paused", "trial", "ahead")))}
+        self.assertEqual(got, {
+            s["c_cancelled"]: (False, "cancel_effective", J(s["at_cancelled"])),
+            s["c_paused"]: (False, "pause_effective", J(s["at_paused"])),
+            s["c_trial"]: (False, "cancel_effective", J(s["at_trial"])),
+            s["c_ahead"]: (True, "cancel_scheduled", J(s["at_ahead"])),
+        })
+
+    def test_grace_days_are_24_hours_in_every_time_zone(self):
+        sql = ("SELECT extract(epoch FROM access_until) FROM paddle.entitlements WHERE customer_id = %s"
+               % H.lit(self.s["c_dst"]))
+        utc = H.sql_value(sql)
+        self.assertEqual(H.sql_value("SET TimeZone = 'Europe/Berlin'; " + sql), utc)
+        self.assertEqual(H.sql_value("SET TimeZone = 'America/New_York'; " + sql), utc)
+        self.assertEqual(H.sql_value("SELECT extract(epoch FROM timestamptz '2024-10-29 12:00+00')"), utc)
+
+
 class CheckoutWithOneTimeItem(ReportCase):
     """The one-time item of a subscription checkout grants forever; the recurring one grants through the
     subscription, before and after the transaction names it."""
