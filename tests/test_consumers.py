@@ -377,6 +377,42 @@ class Claiming(ConsumerCase):
                          "an empty answer must mean an empty queue")
         self.assertEqual(queued(name), [])
 
+    def test_dropping_many_unwanted_rows_takes_linear_work(self):
+        """A narrowed consumer with 2,000 rows it no longer wants ahead of one it does: a claim of 1 walks the
+        queue's index once, not once per pass (each pass used to start over, across the entries the earlier
+        passes had deleted: some 2,000,000 index reads here)."""
+        name = consumer("backlog", ["customer.*"])
+        H.sql("DO $$ BEGIN FOR i IN 1..2000 LOOP PERFORM paddle.ingest_event('evt_backlog_' || %s || '_' || i, "
+              "'customer.created', timestamptz '2020-01-01' + i * interval '1 second', NULL, 'ep_backlog', 'live', "
+              "'{\"data\": {}}'); END LOOP; END $$" % H.lit(name))
+        wanted = self.store("customer.updated", sample_customer(), occurred_at=at(-100))
+        H.sql("UPDATE paddle.consumers SET event_types = '{customer.updated}' WHERE name = %s" % H.lit(name))
+        reads = ("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE schemaname = 'paddle' "
+                 "AND indexrelname = 'consumer_queue_order'")
+        before = int(H.sql_value(reads))
+        self.assertEqual([e[0] for e in claim(name, 1)], [wanted["event_id"]])
+        read = int(harness.wait_until(lambda: int(H.sql_value(reads)) - before or None, timeout=10,
+                                      what="the claim's index reads in the statistics"))
+        self.assertLess(read, 20 * 2000, "index entries read by one claim")
+        self.assertEqual(queued(name), [])
+
+    def test_the_documented_rename_keeps_the_queue_as_it_is(self):
+        """docs/consumers.md's rename: what the old name claimed is not queued again, what it had not claimed is
+        all there, even an event that occurred before one already claimed."""
+        with open(os.path.join(harness.REPO_ROOT, "docs", "consumers.md")) as f:
+            recipe = f.read().split("-- BEGIN rename-consumer\n")[1].split("-- END rename-consumer")[0]
+        old = consumer("old_name", ["customer.*"])
+        new = old.replace("old_name", "new_name")
+        late = self.store("customer.created", sample_customer(), occurred_at=at(-50))["event_id"]
+        self.assertEqual([e[0] for e in claim(old)], [late])
+        early = self.store("customer.created", sample_customer(), occurred_at=at(-60))["event_id"]
+        H.sql(recipe.replace("'licences_v2'", H.lit(new)).replace("'licences'", H.lit(old)))
+        self.assertEqual(H.sql("SELECT name, event_types::text FROM paddle.consumers WHERE name IN (%s, %s)"
+                               % (H.lit(old), H.lit(new))), [(new, "{customer.*}")])
+        self.assertEqual([e[0] for e in claim(new)], [early])
+        later = self.store("customer.updated", sample_customer(), occurred_at=at(-10))["event_id"]
+        self.assertEqual([e[0] for e in claim(new)], [later])
+
     def test_a_claim_rolled_back_is_claimed_again(self):
         name, ids = self.fill(2)
         H.sql("BEGIN; SELECT count(*) FROM paddle.claim_events(%s, 10); ROLLBACK;" % H.lit(name))

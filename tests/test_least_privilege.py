@@ -124,6 +124,17 @@ class LeastPrivilege(HostileCase):
                 rc, out = psql_as(WORKER_ROLE, call)
                 self.assertNotEqual(rc, 0, call)
                 self.assertIn("permission denied for function", out)
+            # docs/consumers.md, Privileges: a role that registers consumers needs the pattern check too
+            registrar = "paddlehook_registrar"
+            H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s LOGIN; "
+                   "END IF; END $$; GRANT USAGE ON SCHEMA paddle TO %s; GRANT INSERT ON paddle.consumers TO %s;"
+                   % ((registrar,) * 4))
+            register = "INSERT INTO paddle.consumers (name, event_types) VALUES ('%s', '{customer.*}')"
+            rc, out = psql_as(registrar, register % "registered_without")
+            self.assertIn("permission denied for function valid_event_type_patterns", out)
+            H.psql("GRANT EXECUTE ON FUNCTION paddle.valid_event_type_patterns(text[]) TO %s" % registrar)
+            self.assertEqual(psql_as(registrar, register % "registered_with"), (0, ""))
+            H.psql("DELETE FROM paddle.consumers WHERE name = 'registered_with'")
         finally:
             H.psql(documented_grants("revoked-public").replace("TO paddlehook_worker", "TO PUBLIC"))
 
