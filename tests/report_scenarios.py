@@ -381,12 +381,15 @@ def scenario_schedule_ends(db):
     p = Price(7000, "COP")
     d = lambda days: NOW - datetime.timedelta(days=days)   # noqa: E731
     s = {}
-    for key, status, action, when in (("cancelled", "active", "cancel", d(1)), ("paused", "active", "pause", d(1)),
-                                      ("trial", "trialing", "cancel", d(1)), ("ahead", "active", "cancel", d(-9))):
+    # the pause's date comes before its period's end: the date decides
+    for key, status, action, when, period_end in (("cancelled", "active", "cancel", d(1), d(1)),
+                                                  ("paused", "active", "pause", d(1), d(-20)),
+                                                  ("trial", "trialing", "cancel", d(1), d(1)),
+                                                  ("ahead", "active", "cancel", d(-9), d(-9))):
         sid, cid = paddle_id("sub"), paddle_id("ctm")
         s[key], s["c_" + key], s["at_" + key] = sid, cid, when
-        f.add("subscription.created", subscription(sid, cid, "COP", status, [(p, 1)], d(20), period=(d(30), when),
-                                                   scheduled=(action, when),
+        f.add("subscription.created", subscription(sid, cid, "COP", status, [(p, 1)], d(20),
+                                                   period=(d(30), period_end), scheduled=(action, when),
                                                    item_status="trialing" if status == "trialing" else "active"),
               d(20))
     sid, cid = paddle_id("sub"), paddle_id("ctm")

@@ -377,6 +377,14 @@ class Claiming(ConsumerCase):
                          "an empty answer must mean an empty queue")
         self.assertEqual(queued(name), [])
 
+    def test_a_queue_of_only_unwanted_rows_is_emptied_and_answered_empty(self):
+        name = consumer("unwanted", ["customer.*"])
+        for i in range(3):
+            self.store("customer.created", sample_customer(), occurred_at=at(-300 + i))
+        H.sql("UPDATE paddle.consumers SET event_types = '{customer.updated}' WHERE name = %s" % H.lit(name))
+        self.assertEqual(claim(name, 1), [])
+        self.assertEqual(queued(name), [])
+
     def test_dropping_many_unwanted_rows_takes_linear_work(self):
         """A narrowed consumer with 2,000 rows it no longer wants ahead of one it does: a claim of 1 walks the
         queue's index once, not once per pass (each pass used to start over, across the entries the earlier

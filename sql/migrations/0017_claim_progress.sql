@@ -8,7 +8,8 @@
 -- of the same transaction had deleted (they cannot be removed before it ends): 10,000 unwanted rows ahead of a
 -- wanted one took 6 s to claim with a limit of 1, 100,000 more than ten minutes, so a claim under any statement
 -- timeout rolled back every time and the queue never drained. Each pass now starts after the last row the
--- previous one took. Same signature, rights and search_path; otherwise the function of 0010.
+-- previous one took, and one last pass from the start before an empty answer finds rows queued meanwhile
+-- ahead of them. Same signature, rights and search_path; otherwise the function of 0010.
 
 CREATE OR REPLACE FUNCTION paddle.claim_events(p_consumer text, p_limit integer DEFAULT 100)
     RETURNS TABLE (event_id text, event_type text, environment text, occurred_at timestamptz,
@@ -23,6 +24,8 @@ DECLARE
     -- ids are never empty). A condition the index always answers, so that the pass skips what lies before.
     v_after_at timestamptz := '-infinity';
     v_after_id text := '';
+    v_last_at timestamptz;  -- the last key of the pass just made
+    v_last_id text;
 BEGIN
     -- Under REPEATABLE READ or SERIALIZABLE, a row another claimer deleted after this transaction's snapshot
     -- raises a serialization failure instead of being skipped.
@@ -38,10 +41,10 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     -- Until something is returned or nothing is left to take: an empty result means an empty queue (but for
-    -- rows other claimers hold, and rows queued behind the last one this call took while it ran: the next call
-    -- gets them). Each pass starts after the rows the previous one took: it would otherwise walk again over
-    -- their index entries, deleted but not removable before this transaction ends, and a queue of N rows the
-    -- consumer no longer wants would take N^2/limit steps to drop.
+    -- rows other claimers hold). Each pass starts after the rows the previous one took: it would otherwise walk
+    -- again over their index entries, deleted but not removable before this transaction ends, and a queue of N
+    -- rows the consumer no longer wants would take N^2/limit steps to drop. Before it answers empty, one more
+    -- pass looks from the start, for rows queued meanwhile with an earlier key.
     LOOP
         -- The rows locked here stay locked until the transaction ends, so their ctids are valid for the DELETE.
         WITH claimed AS (
@@ -56,11 +59,17 @@ BEGIN
         SELECT array_agg(c.event_id),
                (array_agg(c.occurred_at ORDER BY c.occurred_at DESC, c.event_id DESC))[1],
                (array_agg(c.event_id ORDER BY c.occurred_at DESC, c.event_id DESC))[1]
-          INTO v_taken, v_after_at, v_after_id
+          INTO v_taken, v_last_at, v_last_id
           FROM claimed c;
-        IF v_taken IS NULL THEN
+        IF v_taken IS NULL AND v_after_at = '-infinity' THEN
             RETURN;
+        ELSIF v_taken IS NULL THEN
+            v_after_at := '-infinity';
+            v_after_id := '';
+            CONTINUE;
         END IF;
+        v_after_at := v_last_at;
+        v_after_id := v_last_id;
         -- Taken rows whose event is gone, or no longer one the consumer wants, are dropped: a backfill that
         -- ran beside the event's deletion, or beside a live delivery replacing a sandbox event, can leave such
         -- a row (their triggers do not see its uncommitted rows), and the consumer's definition may have
