@@ -23,7 +23,8 @@ void http_request_init(struct http_request *req, FCGX_Request *fcgx);
 int http_content_length(const struct http_request *req, size_t *len);
 
 /* Reads exactly len bytes into buf (len + 1 bytes, NUL-terminated). 0 when
- * the body had exactly that many bytes, -1 when it was shorter or longer. */
+ * the body had exactly that many bytes and then its end record; -1 when it was
+ * shorter or longer, or its stream failed first (aborted, closed, deadline). */
 int http_read_body(struct http_request *req, unsigned char *buf, size_t len);
 
 /* {"status": status_word} with code. */

@@ -82,7 +82,8 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
     enum store_result st;
 
     if (http_read_body(req, w->body, len) != 0) {
-        respond_error(req, o, 400, "incomplete_body", "the body does not match its Content-Length", NULL);
+        respond_error(req, o, 400, "incomplete_body",
+                      "the body does not match its Content-Length, or did not end properly", NULL);
         return;
     }
     sr = req->signature_count > 1

@@ -151,6 +151,22 @@ class CheckConfig(HarnessTestCase):
         self.assertRegex(p.stdout, r"ok +deliveries: this role can store and project every entity type")
         self.assertEqual(self.H.digest(), before, "the deliveries dry run left rows behind")
 
+    def test_a_trigger_of_ones_own_that_relies_on_the_search_path_is_named(self):
+        """deploy.md (0014): paddlehook's sessions search pg_catalog only, so the user's own trigger must
+        qualify its names; the dry run shows one that does not."""
+        self.H.sql("CREATE TABLE public.test_audit (id text); "
+                   "CREATE FUNCTION public.test_audit_customer() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN INSERT INTO test_audit VALUES (NEW.id); RETURN NULL; END $$; "
+                   "CREATE TRIGGER test_audit AFTER INSERT ON paddle.customers FOR EACH ROW "
+                   "EXECUTE FUNCTION public.test_audit_customer()")
+        try:
+            p = self.H.cli("check-config", check=False)
+        finally:
+            self.H.sql("DROP TRIGGER test_audit ON paddle.customers; DROP FUNCTION public.test_audit_customer(); "
+                       "DROP TABLE public.test_audit")
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertRegex(p.stdout, r"PROBLEM +deliveries: customer\.created: .*test_audit.* does not exist")
+
     def test_a_projection_the_database_refuses_is_a_problem(self):
         """A constraint or trigger of the user's own that refuses what Paddle
         sends leaves state tables stale; the dry run names it."""
