@@ -8,14 +8,15 @@
 #include "log.h"
 #include "embedded.h"
 
-#define MIGRATE_LOCK "SELECT pg_advisory_lock(hashtext('paddlehook.migrate'))"
-#define MIGRATE_TRY_LOCK "SELECT pg_try_advisory_lock(hashtext('paddlehook.migrate'))"
+#define MIGRATE_LOCK_KEY "hashtext('paddlehook.migrate')"
+#define MIGRATE_LOCK "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")"
+#define MIGRATE_TRY_LOCK "SELECT pg_try_advisory_lock(" MIGRATE_LOCK_KEY ")"
 /* Who holds it: a bigint advisory key is split into classid (high half) and objid. */
 #define MIGRATE_LOCK_HOLDER                                                                   \
     "SELECT coalesce(string_agg(pid::text, ','), '?') FROM pg_locks WHERE locktype = 'advisory' AND granted " \
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "                       \
-    "AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = hashtext('paddlehook.migrate')::bigint"
-#define MIGRATE_UNLOCK "SELECT pg_advisory_unlock(hashtext('paddlehook.migrate'))"
+    "AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = " MIGRATE_LOCK_KEY "::bigint"
+#define MIGRATE_UNLOCK "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"
 #define MIGRATE_BOOTSTRAP                                                        \
     "SET client_min_messages = warning;"                                         \
     "CREATE SCHEMA IF NOT EXISTS paddle;"                                        \

@@ -165,8 +165,10 @@ static void print_table(const PGresult *res)
 
     for (int c = 0; c < cols; c++) {
         width[c] = shown_len(PQfname(res, c));
-        for (int r = 0; r < rows; r++)
-            if (shown_len(PQgetvalue(res, r, c)) > width[c]) width[c] = shown_len(PQgetvalue(res, r, c));
+        for (int r = 0; r < rows; r++) {
+            size_t shown = shown_len(PQgetvalue(res, r, c));
+            if (shown > width[c]) width[c] = shown;
+        }
     }
     for (int c = 0; c < cols; c++) print_cell(PQfname(res, c), width[c], 0, c == 0);
     putchar('\n');

@@ -45,6 +45,14 @@ static void drop(struct store *s)
 
 void store_close(struct store *s) { drop(s); }
 
+/* A connection found closed or broken: said, counted and dropped. */
+static void drop_lost(struct store *s)
+{
+    log_line(LOG_WARN, "event=db_connection_lost");
+    stats_count(s->stats, STATS_DB_ERRORS);
+    drop(s);
+}
+
 /* The reply to the command just sent (sent = what the PQsend* call
  * returned), by the request's deadline (store_set_deadline) or within
  * STORE_TIMEOUT_MS. No reply on a connection that is still up (time ran
@@ -99,11 +107,7 @@ int store_ready(struct store *s)
     char err[256];
 
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK) return 0;
-    if (s->conn) {
-        log_line(LOG_WARN, "event=db_connection_lost");
-        stats_count(s->stats, STATS_DB_ERRORS);
-        drop(s);
-    }
+    if (s->conn) drop_lost(s);
     if (db_now_ms() < s->next_attempt_ms) return -1;
     /* Too little of the delivery's time left to connect: answer 503 now;
      * the next delivery (or the idle worker) connects. */
@@ -289,9 +293,7 @@ int store_endpoints_changed(struct store *s, int read_socket)
     /* Broken under a query (a failed reload), or the server went away while
      * we were idle: drop it, so the caller reconnects before the request. */
     if (PQstatus(s->conn) != CONNECTION_OK || (read_socket && PQconsumeInput(s->conn) == 0)) {
-        log_line(LOG_WARN, "event=db_connection_lost");
-        stats_count(s->stats, STATS_DB_ERRORS);
-        drop(s);
+        drop_lost(s);
         return 0;
     }
     while ((n = PQnotifies(s->conn)) != NULL) {

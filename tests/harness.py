@@ -178,8 +178,12 @@ class Harness(PostgresMixin, WebMixin):
 
     @property
     def conninfo(self):
+        return self.conninfo_for(DB_NAME)
+
+    def conninfo_for(self, dbname):
+        """The connection string of another database of this cluster."""
         return ("host=127.0.0.1 port=%d user=postgres dbname=%s connect_timeout=5"
-                % (self.pg_port, DB_NAME))
+                % (self.pg_port, dbname))
 
     @property
     def base_url(self):

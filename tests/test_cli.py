@@ -56,7 +56,7 @@ class Migrate(HarnessTestCase):
         H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
         self.addCleanup(H.psql, "DROP DATABASE IF EXISTS %s" % db, db="postgres")
         H.psql("CREATE DATABASE %s" % db, db="postgres")
-        conninfo = H.conninfo.replace("dbname=%s" % harness.DB_NAME, "dbname=%s" % db)
+        conninfo = H.conninfo_for(db)
         p = H.cli("check-config", "--db", conninfo, check=False)
         self.assertEqual(p.returncode, 1, p.stdout)
         self.assertIn("paddle.schema_migrations is missing: run `paddlehook migrate`", p.stdout)
@@ -124,7 +124,7 @@ class Migrate(HarnessTestCase):
         read committed."""
         db = self.upgrade((), {}, until="0011")
         H.psql("ALTER DATABASE %s SET default_transaction_isolation = 'repeatable read'" % db, db="postgres")
-        conninfo = H.conninfo.replace("dbname=%s" % harness.DB_NAME, "dbname=%s" % db)
+        conninfo = H.conninfo_for(db)
         delivery = ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SELECT paddle.ingest_event('evt_in_flight', "
                     "'address.created', '2024-02-01', NULL, 'ep_upgrade', 'live', %s)"
                     % H.lit(json.dumps({"data": {"id": "add_in_flight", "country_code": "FR"}})))
@@ -160,7 +160,7 @@ class Migrate(HarnessTestCase):
         H.psql("CREATE FUNCTION public.say_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
                "RAISE NOTICE 'the database saw %', tg_tag; END $$; "
                "CREATE EVENT TRIGGER say_ddl ON ddl_command_end EXECUTE FUNCTION public.say_ddl()", db=db)
-        conninfo = H.conninfo.replace("dbname=%s" % harness.DB_NAME, "dbname=%s" % db)
+        conninfo = H.conninfo_for(db)
         p = H.cli("migrate", "--db", conninfo)
         self.assertRegex(p.stderr, r"level=info pid=\d+ event=db_notice severity=NOTICE message=\"the database saw ")
         self.assertIn("event=migration_applied version=%s" % names[-1], p.stderr)

@@ -76,11 +76,13 @@ class Listen(HarnessTestCase):
     """serve --listen: the sockets serve opens itself."""
     harness = H
 
-    def serve(self, listen, *more):
+    def serve(self, listen, *more, env=None):
+        """serve --listen with one worker, its output (stderr too) piped; env: more environment variables."""
         return subprocess.Popen([H.binary, "serve", "--listen", listen, "--workers", "1",
                                  "--stats-file", os.path.join(H.tmpdir, "listen-stats-%d" % time.time_ns())]
-                                + list(more), env=H.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, preexec_fn=harness._set_pdeathsig)
+                                + list(more), env=dict(H.env(), **(env or {})), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=harness._set_pdeathsig)
 
     def test_json_log_lines_parse_whatever_the_request_path_holds(self):
         """--log-format json: an endpoint id from the path stays a string, even all digits (a bare 007 is
@@ -210,11 +212,7 @@ class Listen(HarnessTestCase):
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
                 notify.bind("\0" + name if abstract else name)
                 notify.settimeout(20)
-                proc = subprocess.Popen([H.binary, "serve", "--listen", "unix:" + path, "--workers", "1",
-                                         "--stats-file", path + ".stats"],
-                                        env=dict(H.env(), NOTIFY_SOCKET="@" + name if abstract else name),
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, preexec_fn=harness._set_pdeathsig)
+                proc = self.serve("unix:" + path, env={"NOTIFY_SOCKET": "@" + name if abstract else name})
                 try:
                     message, _ = notify.recvfrom(256)
                     self.assertEqual(message, b"READY=1")
