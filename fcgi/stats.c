@@ -18,10 +18,10 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,21 +134,31 @@ struct stats *stats_create(const char *path, const char **note)
     return st;
 }
 
-struct stats *stats_open_readonly(const char *path)
+struct stats *stats_snapshot(const char *path)
 {
-    struct stat sb;
-    struct stats *st = NULL;
+    struct stats *st = malloc(sizeof *st);
+    size_t got = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-    if (fd < 0) return NULL;
-    if (fstat(fd, &sb) == 0 && (size_t)sb.st_size == sizeof(struct stats)) st = map(fd, 0);
-    close(fd);
-    if (st && (st->magic != STATS_MAGIC || st->version != STATS_VERSION)) {
-        stats_close(st);
-        st = NULL;
+    if (fd < 0 || st == NULL) goto fail;
+    /* read(), not a mapping: a serve starting meanwhile truncates the file,
+     * and touching a mapped page past its end would be SIGBUS. */
+    while (got < sizeof *st) {
+        ssize_t n = read(fd, (char *)st + got, sizeof *st - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) goto fail;
+        got += (size_t)n;
     }
+    if (st->magic != STATS_MAGIC || st->version != STATS_VERSION) goto fail;
+    close(fd);
     return st;
+fail:
+    if (fd >= 0) close(fd);
+    free(st);
+    return NULL;
 }
+
+void stats_snapshot_free(struct stats *st) { free(st); }
 
 void stats_close(struct stats *st)
 {

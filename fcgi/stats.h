@@ -31,9 +31,12 @@ struct stats_window {
  * shared memory (metrics work, `status` cannot see them); *note explains. */
 struct stats *stats_create(const char *path, const char **note);
 
-/* Maps an existing stats file read-only (for `status`). NULL when absent. */
-struct stats *stats_open_readonly(const char *path);
+/* A private copy of an existing stats file (for `status`), to free with
+ * stats_snapshot_free. NULL when absent, short or of another layout. */
+struct stats *stats_snapshot(const char *path);
+void stats_snapshot_free(struct stats *st);
 
+/* Unmaps what stats_create returned. */
 void stats_close(struct stats *st);
 
 /* One request's outcome ("stored", "invalid_signature", ...). endpoint_id

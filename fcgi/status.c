@@ -93,7 +93,7 @@ static void print_projection_errors(PGconn *conn)
 
 int status_run(const struct config *cfg)
 {
-    struct stats *st = stats_open_readonly(cfg->stats_file);
+    struct stats *st = stats_snapshot(cfg->stats_file);
     PGresult *eps = NULL, *last = NULL;
     char err[512];
     PGconn *conn = db_connect_or_say(cfg->db);
@@ -149,6 +149,6 @@ out:
     PQclear(last);
     PQclear(eps);
     PQfinish(conn);
-    stats_close(st);
+    stats_snapshot_free(st);
     return rc;
 }

@@ -6,6 +6,7 @@ import re
 import secrets as _secrets
 import signal
 import subprocess
+import threading
 import time
 
 from harness import Harness, HarnessTestCase, make_event, metric_values, new_secret, sample_customer, wait_until
@@ -140,6 +141,36 @@ class Status(HarnessTestCase):
     def test_status_without_live_counters_falls_back_to_the_database(self):
         p = self.H.cli("status", "--stats-file", os.path.join(self.H.tmpdir, "no-such-stats"))
         self.assertIn("no live counters", p.stdout)
+
+    def test_status_survives_a_serve_recreating_the_stats_file(self):
+        # A serve that starts truncates the file and sizes it again; a status
+        # between its open and its reads must not touch pages past the end.
+        path = os.path.join(self.H.tmpdir, "stats-recreated")
+        with open(self.H._p("stats"), "rb") as f:
+            content = f.read()
+        with open(path, "wb") as f:
+            f.write(content)
+        stop = threading.Event()
+
+        def recreate():
+            fd = os.open(path, os.O_RDWR)
+            try:
+                while not stop.is_set():
+                    os.ftruncate(fd, 0)
+                    time.sleep(0.002)
+                    os.pwrite(fd, content, 0)
+                    time.sleep(0.002)
+            finally:
+                os.close(fd)
+        t = threading.Thread(target=recreate)
+        t.start()
+        try:
+            runs = [self.H.cli("status", "--stats-file", path, check=False) for _ in range(40)]
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual([p.returncode for p in runs if p.returncode != 0], [])
+        self.assertTrue(all(p.stdout.startswith(("note: no live counters", "ENDPOINT")) for p in runs))
 
 
 class CheckConfig(HarnessTestCase):
