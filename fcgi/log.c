@@ -13,6 +13,10 @@
 #include <yajl/yajl_gen.h>
 
 #define LOG_LINE_MAX 1024
+/* Values never hold '"' or control characters (callers sanitise them), so
+ * JSON at most doubles a line ('\\' and the quotes around each key and value);
+ * still under PIPE_BUF, so one write(2) stays one line. */
+#define LOG_JSON_MAX (2 * LOG_LINE_MAX + 8)
 
 static enum log_level max_level = LOG_INFO;
 static int as_json;
@@ -41,21 +45,22 @@ static int is_name_key(const char *k, size_t n)
     return (n == 8 && memcmp(k, "endpoint", 8) == 0) || (n == 8 && memcmp(k, "event_id", 8) == 0);
 }
 
-/* Rewrites `key=value key="quoted value" ...` in line as a JSON object.
- * Values never contain '"' (callers sanitise them), so quoting is simple. */
-static int to_json(char *line, int n, size_t cap)
+/* Writes `key=value key="quoted value" ...` (line, n bytes) as one JSON
+ * object and a newline into out; the length, or 0 if it cannot. Values never
+ * contain '"' (callers sanitise them), so quoting is simple. */
+static size_t to_json(const char *line, size_t n, char *out, size_t cap)
 {
     yajl_gen g = yajl_gen_alloc(NULL);
-    const unsigned char *out;
-    size_t out_len;
-    char *p = line, *end = line + n;
+    const unsigned char *json;
+    size_t json_len, len = 0;
+    const char *p = line, *end = line + n;
 
-    if (g == NULL) return n;
+    if (g == NULL) return 0;
     yajl_gen_map_open(g);
     while (p < end) {
-        char *eq = memchr(p, '=', (size_t)(end - p)), *v, *v_end, *key = p;
+        const char *eq = memchr(p, '=', (size_t)(end - p)), *v, *v_end, *key = p;
         if (eq == NULL) break;
-        yajl_gen_string(g, (unsigned char *)p, (size_t)(eq - p));
+        yajl_gen_string(g, (const unsigned char *)p, (size_t)(eq - p));
         v = eq + 1;
         if (*v == '"') {
             v++;
@@ -69,16 +74,17 @@ static int to_json(char *line, int n, size_t cap)
         }
         if (!is_name_key(key, (size_t)(eq - key)) && is_number(v, (size_t)(v_end - v)))
             yajl_gen_number(g, v, (size_t)(v_end - v));
-        else yajl_gen_string(g, (unsigned char *)v, (size_t)(v_end - v));
+        else yajl_gen_string(g, (const unsigned char *)v, (size_t)(v_end - v));
         while (p < end && *p == ' ') p++;
     }
     yajl_gen_map_close(g);
-    if (yajl_gen_get_buf(g, &out, &out_len) == yajl_gen_status_ok && out_len < cap) {
-        memcpy(line, out, out_len);
-        n = (int)out_len;
+    if (yajl_gen_get_buf(g, &json, &json_len) == yajl_gen_status_ok && json_len < cap) {
+        memcpy(out, json, json_len);
+        out[json_len] = '\n';
+        len = json_len + 1;
     }
     yajl_gen_free(g);
-    return n;
+    return len;
 }
 
 int log_level_parse(const char *name, enum log_level *out)
@@ -95,7 +101,9 @@ int log_level_parse(const char *name, enum log_level *out)
 void log_line(enum log_level level, const char *fmt, ...)
 {
     static const char *names[] = {"error", "warn", "info", "debug"};
-    char line[LOG_LINE_MAX];
+    char line[LOG_LINE_MAX], json[LOG_JSON_MAX];
+    const char *text = line;
+    size_t len;
     struct timeval tv;
     struct tm tm;
     va_list ap;
@@ -111,7 +119,8 @@ void log_line(enum log_level level, const char *fmt, ...)
     n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
     if (n >= (int)sizeof line - 1) n = (int)sizeof line - 2;
-    if (as_json) n = to_json(line, n, sizeof line - 1);
-    line[n++] = '\n';
-    (void)!write(STDERR_FILENO, line, (size_t)n);
+    line[n] = '\n';
+    if (as_json && (len = to_json(line, (size_t)n, json, sizeof json)) > 0) text = json;
+    else len = (size_t)n + 1;
+    (void)!write(STDERR_FILENO, text, len);
 }

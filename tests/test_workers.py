@@ -12,7 +12,7 @@ import threading
 import time
 
 import harness
-from harness import (Harness, HarnessTestCase, make_event, paddle_id, sample_subscription,
+from harness import (Harness, HarnessTestCase, make_event, paddle_id, sample_customer, sample_subscription,
                      sample_transaction, wait_until)
 from harness_fcgi import fcgi_once, fcgi_request, fcgi_response
 
@@ -104,6 +104,34 @@ class Listen(HarnessTestCase):
         for endpoint in ids:
             self.assertIn(endpoint, logged)
         self.assertTrue(all(isinstance(l["pid"], int) for l in lines), "numbers stay numbers")
+
+    def test_json_log_lines_stay_json_when_escaping_makes_them_longer_than_the_text_form(self):
+        """A database notice full of backslashes: its key=value line fits the line limit, its JSON form
+        (each backslash escaped) does not fit the same size and must not fall back to key=value."""
+        ep = H.add_endpoint()
+        H.sql("CREATE FUNCTION public.test_loud_notice() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+              "RAISE NOTICE '%', repeat(E'\\\\', 300) USING DETAIL = repeat(E'\\\\', 300); RETURN NEW; END $$; "
+              "CREATE TRIGGER test_loud_notice AFTER INSERT ON paddle.customers "
+              "FOR EACH ROW EXECUTE FUNCTION public.test_loud_notice()")
+        self.addCleanup(H.sql, "DROP TRIGGER test_loud_notice ON paddle.customers; "
+                               "DROP FUNCTION public.test_loud_notice()")
+        path = os.path.join(H.tmpdir, "json-notice-%d.sock" % time.time_ns())
+        proc = self.serve("unix:" + path, "--log-format", "json")
+        body = make_event("customer.created", sample_customer())
+        try:
+            harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15,
+                               what="serve on " + path)
+            reply = fcgi_once(path, "POST", ep.path, body,
+                              params=[("HTTP_PADDLE_SIGNATURE", H.py_sign(body, ep.secret))])
+            self.assertIn(b"Status: 200", reply)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=40)
+        lines = [json.loads(l) for l in out.splitlines()]
+        notices = [l for l in lines if l.get("event") == "db_notice"]
+        self.assertEqual(len(notices), 1, out)
+        self.assertEqual(notices[0]["message"], "\\" * 255)   # the notice's text is cut at 255 bytes
+        self.assertEqual(notices[0]["detail"], "\\" * 255)
 
     def test_log_level_keeps_what_is_at_or_above_it(self):
         for level, present, absent in (("warn", (), ("event=serving", "event=request", "event=worker_started")),
