@@ -16,6 +16,7 @@
 #define TEXT(x) TEXT_(x)
 #define DB_CONNECT_TIMEOUT TEXT(DB_CONNECT_TIMEOUT_S)
 #define DB_TCP_USER_TIMEOUT_MS "10000"
+#define DB_CLIENT_CHECK "SET client_connection_check_interval = '1s'"
 
 /* First line of msg, safe inside a log line's quotes: messages may quote input. */
 static void one_line(const char *msg, char *buf, size_t len)
@@ -103,11 +104,14 @@ int db_error_is_data(const PGresult *res)
 PGconn *db_connect_command(const char *conninfo, char *err, size_t errlen)
 {
     PGconn *conn = db_connect(conninfo, err, errlen);
+    char ignored[64];
 
     if (conn && db_exec(conn, DB_PIN_SEARCH_PATH, err, errlen) != 0) {
         PQfinish(conn);
         conn = NULL;
     }
+    /* A server that cannot watch its clients (not Linux, macOS or BSD) refuses it: commands work without. */
+    if (conn) db_exec(conn, DB_CLIENT_CHECK, ignored, sizeof ignored);
     return conn;
 }
 

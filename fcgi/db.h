@@ -24,7 +24,10 @@
  * NULL with a reason in err on failure. The caller pins the search_path. */
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen);
 
-/* For commands: db_connect with the search_path pinned (a blocking round trip). */
+/* For commands: db_connect with the search_path pinned (a blocking round
+ * trip), and the server told to stop the session's statement within a second
+ * of the command's end (interrupted or killed mid-statement), so that a
+ * rebuild or migration nobody waits for no longer holds its locks. */
 PGconn *db_connect_command(const char *conninfo, char *err, size_t errlen);
 
 /* 1 when a failed result means "try again later" (connection lost, server

@@ -4,10 +4,14 @@ every report view unchanged, also while deliveries keep arriving."""
 import datetime
 import json
 import random
+import signal
+import subprocess
 import threading
 import time
 
-from harness import ITEMS_FROM_OTHER_DATA, make_event, paddle_id, rfc3339, sample_subscription
+import harness
+from harness import (ITEMS_FROM_OTHER_DATA, make_event, paddle_id, rfc3339, sample_customer, sample_subscription,
+                     wait_until)
 from report_scenarios import report_module
 from reportdata import HELPER_VIEWS, REPORT_VIEWS, STATE_TABLES, UTC, Price, adjustment, subscription, transaction
 
@@ -226,3 +230,51 @@ class ReprojectWhileDelivering(ReportCase):
         self.assertEqual(H.sql(NEWEST_MISMATCHES), [])
         # ... and is exactly what projecting that snapshot gives (a quiet full rebuild changes nothing).
         self.assertEqual(rebuild_differences(), {t: 0 for t in STATE_TABLES})
+
+
+REPROJECT_SESSIONS = ("SELECT count(*) FROM pg_stat_activity "
+                      "WHERE query LIKE 'SELECT paddle.reproject(%' AND pid <> pg_backend_pid()")
+
+
+class ReprojectWaitingForATable(ReportCase):
+    """A rebuild that waits for a table (a VACUUM, an index build, a long transaction holds it) must not hold
+    the deliveries that project into the tables it has locked meanwhile, and a rebuild whose command is
+    interrupted must not go on by itself."""
+
+    def start_rebuild(self, holder_tag):
+        """`paddlehook reproject` behind a SHARE UPDATE EXCLUSIVE lock (what VACUUM and CREATE INDEX
+        CONCURRENTLY take) on paddle.transactions, the fourth table it locks; returns it once it waits."""
+        holder = H.in_flight("LOCK TABLE paddle.transactions IN SHARE UPDATE EXCLUSIVE MODE", 8, holder_tag)
+        self.addCleanup(holder.join, 30)
+        proc = subprocess.Popen([H.binary, "reproject"], env=H.env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=harness._set_pdeathsig)
+        self.addCleanup(lambda: proc.poll() is not None or (proc.kill(), proc.communicate()))
+        wait_until(lambda: H.sql_value(REPROJECT_SESSIONS) == "1", timeout=10, what="the rebuild to start")
+        time.sleep(0.5)   # past its first try at the locks
+        return holder, proc
+
+    def test_deliveries_go_on_while_a_rebuild_waits_for_a_table(self):
+        ep = H.add_endpoint()
+        holder, proc = self.start_rebuild("test_vacuum_stand_in")
+        customer = sample_customer()
+        sub = sample_subscription()
+        # customers and subscriptions come before transactions in the rebuild's order
+        self.assertStored(H.post_event(ep, make_event("customer.created", customer)))
+        self.assertStored(H.post_event(ep, make_event("subscription.created", sub)))
+        self.assertEqual(H.sql_value(REPROJECT_SESSIONS), "1", "the rebuild is still waiting")
+        holder.join(30)
+        out, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertRegex(out, r"replayed \d+ event")
+        self.assertIn("waiting for the state tables", err)
+        self.assertIsNotNone(H.state_row("paddle.customers", customer["id"]))
+        self.assertIsNotNone(H.state_row("paddle.subscriptions", sub["id"]))
+
+    def test_an_interrupted_rebuild_ends_its_session(self):
+        _, proc = self.start_rebuild("test_long_holder")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+        # while the holder still holds its lock (8 s)
+        wait_until(lambda: H.sql_value(REPROJECT_SESSIONS) == "0", timeout=4, interval=0.1,
+                   what="the server to end the rebuild of an interrupted command")
