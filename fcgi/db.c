@@ -106,7 +106,7 @@ PGconn *db_connect_command(const char *conninfo, char *err, size_t errlen)
     PGconn *conn = db_connect(conninfo, err, errlen);
     char ignored[64];
 
-    if (conn && db_exec(conn, DB_PIN_SEARCH_PATH, err, errlen) != 0) {
+    if (conn && db_exec(conn, DB_PIN_SEARCH_PATH "; " DB_DURABLE_COMMIT, err, errlen) != 0) {
         PQfinish(conn);
         conn = NULL;
     }

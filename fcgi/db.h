@@ -20,12 +20,19 @@
  * this session's rights. */
 #define DB_PIN_SEARCH_PATH "SET search_path = pg_catalog, pg_temp"
 
+/* A 2xx, or a command's "done", promises the change survives a crash;
+ * synchronous_commit = off (a common throughput setting) would break that
+ * promise, so it is raised to local for the session (a row when it was).
+ * Stronger settings (remote_apply, ...) are kept. */
+#define DB_DURABLE_COMMIT "SELECT set_config('synchronous_commit', 'local', false) " \
+                          "WHERE current_setting('synchronous_commit') = 'off'"
+
 /* Connects with `conninfo` (a URI or key=value string; "" = libpq defaults).
  * NULL with a reason in err on failure. The caller pins the search_path. */
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen);
 
-/* For commands: db_connect with the search_path pinned (a blocking round
- * trip), and the server told to stop the session's statement within a second
+/* For commands: db_connect with the search_path pinned and commits made
+ * durable (one blocking round trip), and the server told to stop the session's statement within a second
  * of the command's end (interrupted or killed mid-statement), so that a
  * rebuild or migration nobody waits for no longer holds its locks. */
 PGconn *db_connect_command(const char *conninfo, char *err, size_t errlen);

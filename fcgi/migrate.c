@@ -16,6 +16,9 @@
     "SELECT coalesce(string_agg(pid::text, ','), '?') FROM pg_locks WHERE locktype = 'advisory' AND granted " \
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "                       \
     "AND objsubid = 1 AND (classid::bigint << 32 | objid::bigint) = " MIGRATE_LOCK_KEY "::bigint"
+/* Waiting for the lock, or for deliveries in flight (0012 sleeps up to 5 s),
+ * a database's or role's statement_timeout must not cut migrate off. */
+#define MIGRATE_NO_TIMEOUT "SET statement_timeout = 0"
 #define MIGRATE_UNLOCK "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"
 #define MIGRATE_BOOTSTRAP                                                        \
     "SET client_min_messages = warning;"                                         \
@@ -72,7 +75,7 @@ out:
  * so and who before waiting for it. */
 static int take_lock(PGconn *conn, char *why, size_t whylen)
 {
-    PGresult *tried = db_query(conn, MIGRATE_TRY_LOCK, why, whylen), *holder = NULL;
+    PGresult *tried = db_query(conn, MIGRATE_NO_TIMEOUT "; " MIGRATE_TRY_LOCK, why, whylen), *holder = NULL;
     int rc = tried ? 0 : -1;
 
     if (tried && strcmp(PQgetvalue(tried, 0, 0), "t") != 0) {

@@ -19,15 +19,12 @@
 #define INGEST_STMT "paddlehook_ingest"
 /* Keep every statement inside Paddle's 5-second delivery window. The
  * upserts and the consumer queues rely on READ COMMITTED, whatever the
- * role's or database's default. */
+ * role's or database's default. An idle worker keeps its session (a
+ * database's idle_session_timeout would end it over and over). */
 #define SESSION_SETUP DB_PIN_SEARCH_PATH "; SET statement_timeout = '4s'; SET lock_timeout = '3s'; " \
+                      "SET idle_session_timeout = 0; " \
                       "SET default_transaction_isolation = 'read committed'; " \
                       "LISTEN " DB_ENDPOINTS_CHANNEL
-/* A 2xx promises the event survives a crash; synchronous_commit = off (a
- * common throughput setting) would break that promise, so it is raised to
- * local for this session. Stronger settings (remote_apply, ...) are kept. */
-#define DURABLE_COMMIT "SELECT set_config('synchronous_commit', 'local', false) " \
-                       "WHERE current_setting('synchronous_commit') = 'off'"
 
 void store_init(struct store *s, const char *conninfo, struct stats *stats)
 {
@@ -122,7 +119,7 @@ int store_ready(struct store *s)
         goto fail;
     }
     if (run(s, SESSION_SETUP, PGRES_COMMAND_OK, NULL, err, sizeof err) != 0 ||
-        run(s, DURABLE_COMMIT, PGRES_TUPLES_OK, &raised, err, sizeof err) != 0)
+        run(s, DB_DURABLE_COMMIT, PGRES_TUPLES_OK, &raised, err, sizeof err) != 0)
         goto fail;
     if (PQntuples(raised) > 0)
         log_line(LOG_WARN, "event=synchronous_commit_raised from=off to=local "

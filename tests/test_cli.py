@@ -151,6 +151,33 @@ class Migrate(HarnessTestCase):
         self.assertIn("schema is current", p.stdout)
         self.assertNotIn("migrate_waiting", H.cli("migrate").stderr)
 
+    def test_a_database_statement_timeout_cuts_off_neither_migrate_nor_reproject(self):
+        """A guard many databases set: migrate waits for the lock (or for deliveries, as 0012 does) and a
+        rebuild waits for its tables, each longer than the timeout."""
+        db = "paddlehook_timeout"
+        H.psql("DROP DATABASE IF EXISTS %s" % db, db="postgres")
+        self.addCleanup(H.psql, "DROP DATABASE IF EXISTS %s" % db, db="postgres")
+        H.psql("CREATE DATABASE %s" % db, db="postgres")
+        conninfo = H.conninfo_for(db)
+        H.cli("migrate", "--db", conninfo)
+        H.psql("ALTER DATABASE %s SET statement_timeout = '300ms'" % db, db="postgres")
+        holder = H.in_flight("SET statement_timeout = 0; SELECT pg_advisory_lock(hashtext('paddlehook.migrate'))", 1.5,
+                             "test_timeout_lock_holder", db=db)
+        try:
+            p = H.cli("migrate", "--db", conninfo, check=False)
+        finally:
+            holder.join()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("migrate_waiting", p.stderr)
+        holder = H.in_flight("SET statement_timeout = 0; LOCK TABLE paddle.customers IN SHARE UPDATE EXCLUSIVE MODE", 1.5,
+                             "test_timeout_table_holder", db=db)
+        try:
+            p = H.cli("reproject", "--db", conninfo, check=False)
+        finally:
+            holder.join()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("replayed 0 event(s)", p.stdout)
+
     def test_what_a_migration_says_reaches_the_log(self):
         """A migration that waits tells the operator why (0012's NOTICE); "already exists, skipping" does not
         clutter the log. Here the database's own event trigger speaks while the last migration runs."""

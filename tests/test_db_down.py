@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import time
 
 import harness
 from harness import (WORKER_SESSIONS, Harness, HarnessTestCase, make_event, metric_values, py_sign,
@@ -167,6 +168,34 @@ class DatabaseDown(HarnessTestCase):
         self.assertIn('event=db_notice severity=FATAL message="terminating connection', log)
         self.assertNotRegex(log, r"(?m)^FATAL:")
         self.assertStored(H.post_event(self.ep, body_of(event())), "first delivery after the reconnect")
+
+    def test_a_database_idle_session_timeout_does_not_end_idle_workers(self):
+        H.sql("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET idle_session_timeout = ''300ms''', "
+              "current_database()); END $$")
+        self.addCleanup(H.sql, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET idle_session_timeout', "
+                               "current_database()); END $$")
+        self.warm_up()
+        old = set(H.sql(WORKER_SESSIONS))
+        H.sql("SELECT pg_terminate_backend(pid) FROM (%s) b" % WORKER_SESSIONS)   # new sessions get the setting
+        wait_until(lambda: len(set(H.sql(WORKER_SESSIONS)) - old) >= len(old), timeout=15, interval=0.1,
+                   what="every idle worker to reconnect")
+        sessions = set(H.sql(WORKER_SESSIONS))
+        log_at = os.path.getsize(H.serve_log)
+        time.sleep(1.5)   # five timeouts' worth of idleness
+        self.assertEqual(set(H.sql(WORKER_SESSIONS)), sessions)
+        self.assertNotIn("event=db_connection_lost", H.serve_log_since(log_at))
+
+    def test_commands_commit_durably_whatever_synchronous_commit_says(self):
+        # The harness's PostgreSQL runs with synchronous_commit = off: a commit is acknowledged before its WAL
+        # is written, and a crash right after it loses the commit. A command that said "added" must not.
+        for i in range(3):
+            name = "durable-%d-%d" % (os.getpid(), i)
+            ep = H.cli("endpoint", "add", name, "--environment", "sandbox",
+                       input=harness.new_secret() + "\n").stdout.split()[-1]
+            H.stop_postgres(mode="immediate")
+            H.start_postgres()
+            self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.endpoints WHERE id = %s" % H.lit(ep)), "1",
+                             "endpoint %s lost in the crash (round %d)" % (ep, i))
 
     def test_idle_workers_reconnect_after_an_outage_without_a_delivery(self):
         self.warm_up()
