@@ -161,21 +161,19 @@ class Migrate(HarnessTestCase):
         conninfo = H.conninfo_for(db)
         H.cli("migrate", "--db", conninfo)
         H.psql("ALTER DATABASE %s SET statement_timeout = '300ms'" % db, db="postgres")
-        holder = H.in_flight("SET statement_timeout = 0; SELECT pg_advisory_lock(hashtext('paddlehook.migrate'))", 1.5,
-                             "test_timeout_lock_holder", db=db)
-        try:
-            p = H.cli("migrate", "--db", conninfo, check=False)
-        finally:
-            holder.join()
-        self.assertEqual(p.returncode, 0, p.stderr)
+
+        def behind(lock, *command):
+            """command, while another session holds lock for 1.5 s"""
+            holder = H.in_flight("SET statement_timeout = 0; " + lock, 1.5, "test_timeout_holder", db=db)
+            try:
+                p = H.cli(*command, "--db", conninfo, check=False)
+            finally:
+                holder.join()
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return p
+        p = behind("SELECT pg_advisory_lock(hashtext('paddlehook.migrate'))", "migrate")
         self.assertIn("migrate_waiting", p.stderr)
-        holder = H.in_flight("SET statement_timeout = 0; LOCK TABLE paddle.customers IN SHARE UPDATE EXCLUSIVE MODE", 1.5,
-                             "test_timeout_table_holder", db=db)
-        try:
-            p = H.cli("reproject", "--db", conninfo, check=False)
-        finally:
-            holder.join()
-        self.assertEqual(p.returncode, 0, p.stderr)
+        p = behind("LOCK TABLE paddle.customers IN SHARE UPDATE EXCLUSIVE MODE", "reproject")
         self.assertIn("replayed 0 event(s)", p.stdout)
 
     def test_what_a_migration_says_reaches_the_log(self):
