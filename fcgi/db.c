@@ -144,6 +144,12 @@ int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
     return ok ? 0 : -1;
 }
 
+enum db_commit_outcome db_commit(PGconn *conn, char *err, size_t errlen)
+{
+    if (db_exec(conn, "COMMIT", err, errlen) == 0) return DB_COMMITTED;
+    return PQstatus(conn) == CONNECTION_OK ? DB_NOT_COMMITTED : DB_COMMIT_UNKNOWN;
+}
+
 void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len)
 {
     const char *msg = res ? PQresultErrorMessage(res) : NULL;

@@ -53,6 +53,14 @@ PGresult *db_query(PGconn *conn, const char *sql, char *err, size_t errlen);
 /* Runs a parameterless command; 0 on success, -1 with a reason in err. */
 int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen);
 
+enum db_commit_outcome { DB_COMMITTED, DB_NOT_COMMITTED, DB_COMMIT_UNKNOWN };
+
+/* COMMIT: DB_NOT_COMMITTED with the server's reason in err, or
+ * DB_COMMIT_UNKNOWN when the connection was lost before the answer (the
+ * server may have committed: a crash, or a wait for a synchronous standby
+ * ended by a shutdown, after the local commit). */
+enum db_commit_outcome db_commit(PGconn *conn, char *err, size_t errlen);
+
 /* CLOCK_MONOTONIC in milliseconds, for deadlines. */
 long long db_now_ms(void);
 

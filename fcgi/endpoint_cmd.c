@@ -19,6 +19,9 @@
 #define ENDPOINT_ID_RANDOM_CHARS 20
 #define SECRET_HINT_CHARS 4
 
+/* After a lost answer to a commit: said, since the command cannot tell. */
+#define OUTCOME_UNKNOWN "paddlehook: the connection was lost before the database answered: the change may " \
+                        "or may not have been made; `paddlehook endpoint list` shows what is stored\n"
 #define SQL_ADD                                                                               \
     "WITH e AS (INSERT INTO paddle.endpoints (id, name, environment, tolerance_seconds) "     \
     "VALUES ($1, $2, $3, $4::int) RETURNING id), "                                            \
@@ -87,10 +90,7 @@ int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t 
     return (int)len;
 }
 
-/* Whether the stored active secrets are sealed with mk: at least one of them
- * opens with it, or there is none. A secret sealed with another key (the one
- * `rekey` just replaced, a wrong --key-file) would be one no worker can open. */
-static int key_matches_stored_secrets(PGconn *conn, const struct masterkey *mk, char *err, size_t errlen)
+int endpoint_secrets_open_with(PGconn *conn, const struct masterkey *mk, char *err, size_t errlen)
 {
     PGresult *res = db_query(conn, SQL_ACTIVE_SEALED, err, errlen);
     int rows, opened = 0;
@@ -118,7 +118,7 @@ static int begin_secret_change(PGconn *conn, const struct masterkey *mk)
     char err[512] = "";
 
     if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && db_exec(conn, ENDPOINT_SECRETS_LOCK_SQL, err, sizeof err) == 0 &&
-        key_matches_stored_secrets(conn, mk, err, sizeof err))
+        endpoint_secrets_open_with(conn, mk, err, sizeof err))
         return 0;
     fprintf(stderr, "paddlehook: %s\n", err);
     PQclear(PQexec(conn, "ROLLBACK"));
@@ -130,16 +130,16 @@ static int begin_secret_change(PGconn *conn, const struct masterkey *mk)
 static int end_secret_change(PGconn *conn, PGresult *stored)
 {
     char err[512];
+    enum db_commit_outcome outcome;
 
     if (stored == NULL) {
         PQclear(PQexec(conn, "ROLLBACK"));
         return -1;
     }
-    if (db_exec(conn, "COMMIT", err, sizeof err) != 0) {
-        fprintf(stderr, "paddlehook: %s\n", err);
-        return -1;
-    }
-    return 0;
+    outcome = db_commit(conn, err, sizeof err);
+    if (outcome != DB_COMMITTED) fprintf(stderr, "paddlehook: %s\n", err);
+    if (outcome == DB_COMMIT_UNKNOWN) fprintf(stderr, "%s", OUTCOME_UNKNOWN);
+    return outcome == DB_COMMITTED ? 0 : -1;
 }
 
 /* Reads a secret from stdin and seals it (sealed/hint are filled), then opens
@@ -181,11 +181,14 @@ out:
 static PGresult *run(PGconn *conn, const char *sql, int n, const char *const *values,
                      const int *lengths, const int *formats)
 {
+    int autocommit = PQtransactionStatus(conn) == PQTRANS_IDLE;
     PGresult *res = PQexecParams(conn, sql, n, NULL, values, lengths, formats, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char err[512];
         db_error_line(conn, res, err, sizeof err);
         fprintf(stderr, "paddlehook: %s\n", err);
+        /* A statement of its own commits as it ends: the lost answer may have been a commit. */
+        if (autocommit && PQstatus(conn) != CONNECTION_OK) fprintf(stderr, "%s", OUTCOME_UNKNOWN);
         PQclear(res);
         return NULL;
     }

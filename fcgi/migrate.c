@@ -50,6 +50,7 @@ static int apply_one(PGconn *conn, const struct embedded_file *m, char *err, siz
     PGresult *res = NULL;
     char why[512];
     int rc = -1;
+    enum db_commit_outcome outcome;
 
     if (db_exec(conn, MIGRATE_BEGIN, why, sizeof why) != 0) goto fail;
     if (db_exec(conn, m->text, why, sizeof why) != 0) goto fail;
@@ -59,7 +60,13 @@ static int apply_one(PGconn *conn, const struct embedded_file *m, char *err, siz
         db_error_line(conn, res, why, sizeof why);
         goto fail;
     }
-    if (db_exec(conn, "COMMIT", why, sizeof why) != 0) goto fail;
+    outcome = db_commit(conn, why, sizeof why);
+    if (outcome == DB_NOT_COMMITTED) goto fail;
+    if (outcome == DB_COMMIT_UNKNOWN) {
+        snprintf(err, errlen, "the connection was lost while committing migration %s (%s): it may have been "
+                 "applied; run migrate again, it applies only what is missing", m->name, why);
+        goto out;
+    }
     rc = 0;
     goto out;
 fail:

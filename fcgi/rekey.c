@@ -62,12 +62,28 @@ out:
     return rc;
 }
 
+/* After a COMMIT whose answer was lost: which key the stored secrets open
+ * with, on a new connection. */
+static enum db_commit_outcome rekey_outcome(const struct config *cfg, const struct masterkey *old_key,
+                                            const struct masterkey *new_key)
+{
+    char err[512];
+    PGconn *conn = db_connect_or_say(cfg->db);
+    enum db_commit_outcome outcome = DB_COMMIT_UNKNOWN;
+
+    if (conn && endpoint_secrets_open_with(conn, new_key, err, sizeof err)) outcome = DB_COMMITTED;
+    else if (conn && endpoint_secrets_open_with(conn, old_key, err, sizeof err)) outcome = DB_NOT_COMMITTED;
+    PQfinish(conn);
+    return outcome;
+}
+
 int rekey_run(const struct config *cfg)
 {
     struct masterkey old_key, new_key;
-    char err[512];
+    char err[512] = "";
     PGconn *conn = NULL;
     int count = 0, rc = 1;
+    enum db_commit_outcome outcome = DB_NOT_COMMITTED;
 
     memset(&old_key, 0, sizeof old_key);
     memset(&new_key, 0, sizeof new_key);
@@ -82,10 +98,24 @@ int rekey_run(const struct config *cfg)
     }
     if ((conn = db_connect_or_say(cfg->db)) == NULL) goto out;
     /* One transaction: every secret moves to the new key, or none does. */
-    if (db_exec(conn, "BEGIN", err, sizeof err) != 0 || reseal(conn, &old_key, &new_key, &count) != 0 ||
-        db_exec(conn, SQL_NOTIFY, err, sizeof err) != 0 || db_exec(conn, "COMMIT", err, sizeof err) != 0) {
+    if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && reseal(conn, &old_key, &new_key, &count) == 0 &&
+        db_exec(conn, SQL_NOTIFY, err, sizeof err) == 0)
+        outcome = db_commit(conn, err, sizeof err);
+    else
         db_exec(conn, "ROLLBACK", err, sizeof err);
+    if (outcome == DB_COMMIT_UNKNOWN) {
+        fprintf(stderr, "paddlehook: the connection was lost while committing (%s); asking the database "
+                        "which key the secrets open with\n", err);
+        outcome = rekey_outcome(cfg, &old_key, &new_key);
+    }
+    if (outcome == DB_NOT_COMMITTED) {
         fprintf(stderr, "paddlehook: rekey failed; every secret is still sealed with the old key\n");
+        goto out;
+    }
+    if (outcome == DB_COMMIT_UNKNOWN) {
+        fprintf(stderr, "paddlehook: the rekey may or may not have taken effect: keep both key files, and "
+                        "run `paddlehook check-config --key-file %s` once the database answers: it says "
+                        "whether the stored secrets open with the new key\n", cfg->key_file);
         goto out;
     }
     printf("re-sealed %d endpoint secret(s) with %s; put the new key where serve's key_file points and "

@@ -320,6 +320,32 @@ class Harness(PostgresMixin, WebMixin):
                                % (" ".join(map(str, args)), p.returncode, p.stdout, p.stderr))
         return p
 
+    def cli_losing_commit_answer(self, args, input=""):
+        """Runs paddlehook with args while commits wait for a synchronous standby that is not there, and ends
+        the session that waits: its commit has taken place locally, but the command gets no answer (a shutdown
+        does the same). Returns the finished process, output captured."""
+        waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        self.sql("ALTER SYSTEM SET synchronous_standby_names = 'no_such_standby'")
+        self.sql("ALTER SYSTEM SET synchronous_commit = 'on'")
+        self.sql("SELECT pg_reload_conf()")
+        proc = subprocess.Popen([self.binary] + list(args), env=self.env(), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        output = []
+        talk = threading.Thread(target=lambda: output.extend(proc.communicate(input)))
+        talk.start()
+        try:
+            wait_until(lambda: self.sql(waiting), timeout=10, what="the command's commit to wait for the standby")
+            self.sql("SELECT pg_terminate_backend(pid) FROM (%s) w" % waiting)
+            talk.join(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            talk.join(30)
+            self.sql("ALTER SYSTEM RESET synchronous_standby_names")
+            self.sql("ALTER SYSTEM RESET synchronous_commit")
+            self.sql("SELECT pg_reload_conf()")
+        return subprocess.CompletedProcess(args, proc.returncode, *output)
+
     def migrate(self):
         return self.cli("migrate")
 

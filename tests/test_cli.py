@@ -176,6 +176,19 @@ class Migrate(HarnessTestCase):
         p = behind("LOCK TABLE paddle.customers IN SHARE UPDATE EXCLUSIVE MODE", "reproject")
         self.assertIn("replayed 0 event(s)", p.stdout)
 
+    def test_a_migration_whose_commit_answer_is_lost_is_not_called_failed(self):
+        names = sorted(f[:-4] for f in os.listdir(os.path.join(harness.REPO_ROOT, "sql", "migrations"))
+                       if f.endswith(".sql"))
+        db = self.upgrade((), {}, until=names[-1][:4])
+        conninfo = H.conninfo_for(db)
+        p = H.cli_losing_commit_answer(["migrate", "--db", conninfo])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("the connection was lost while committing migration %s" % names[-1], p.stderr)
+        self.assertIn("run migrate again, it applies only what is missing", p.stderr)
+        self.assertIn("schema is current", H.cli("migrate", "--db", conninfo).stdout)
+        self.assertEqual(H.psql("SELECT count(*) FROM paddle.schema_migrations WHERE version = %s"
+                                % H.lit(names[-1]), db=db).strip(), "1")
+
     def test_what_a_migration_says_reaches_the_log(self):
         """A migration that waits tells the operator why (0012's NOTICE); "already exists, skipping" does not
         clutter the log. Here the database's own event trigger speaks while the last migration runs."""

@@ -296,6 +296,29 @@ class Rekey(HarnessTestCase):
         delivered()
         self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
 
+    def test_a_rekey_whose_commit_answer_is_lost_finds_out_that_it_took_effect(self):
+        """Rekey must not tell the operator to keep the old key when the commit took place."""
+        self.H.add_endpoint()
+        original, new_key = self.saved_and_new_key()
+        proc = self.H.cli_losing_commit_answer(["rekey", "--old-key-file", self.H.key_file, "--key-file",
+                                                 new_key])
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("the connection was lost while committing", proc.stderr)
+        self.assertIn("re-sealed", proc.stdout)
+        self.assertEqual(self.H.cli("check-config", "--key-file", new_key, check=False).returncode, 0)
+        # Back to the harness key for the other tests.
+        self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
+        self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
+
+    def test_an_endpoint_command_whose_answer_is_lost_says_it_cannot_tell(self):
+        name = "lost-answer-%d" % time.time_ns()
+        proc = self.H.cli_losing_commit_answer(["endpoint", "add", name, "--environment", "sandbox"],
+                                        input=new_secret() + "\n")
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("the change may or may not have been made; `paddlehook endpoint list` shows what is stored",
+                      proc.stderr)
+        self.assertIn(name, self.H.list_endpoints(), "it was made: the commit had taken place")
+
     def test_secret_retired_before_the_new_key_is_loaded_stops_verifying(self):
         # After rekey the workers (still on the old key) cannot open any secret and keep the ones they
         # held; a secret retired in that window must not be among them.
