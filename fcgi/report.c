@@ -329,6 +329,7 @@ int report_reproject_run(const struct config *cfg)
     PGconn *conn = db_connect_or_say(cfg->db);
     PGresult *res = NULL;
     int rc = 1;
+    enum db_commit_outcome outcome;
 
     if (conn == NULL) return 1;
     /* One transaction: readers see the old state until the new one commits. The rebuild is one statement,
@@ -339,7 +340,13 @@ int report_reproject_run(const struct config *cfg)
         db_error_line(conn, res, err, sizeof err);
         goto fail;
     }
-    if (db_exec(conn, "COMMIT", err, sizeof err) != 0) goto fail;
+    outcome = db_commit(conn, err, sizeof err);
+    if (outcome == DB_NOT_COMMITTED) goto fail;
+    if (outcome == DB_COMMIT_UNKNOWN) {
+        fprintf(stderr, "paddlehook: the connection was lost while committing the rebuild (%s): it may or may "
+                        "not have taken effect; a rebuild can always be run again\n", err);
+        goto out;
+    }
     printf("replayed %s event(s)%s%s into the state tables\n", PQgetvalue(res, 0, 0),
            cfg->since ? " of entities changed since " : "", cfg->since ? cfg->since : "");
     rc = 0;

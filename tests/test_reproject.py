@@ -278,3 +278,13 @@ class ReprojectWaitingForATable(ReportCase):
         # while the holder still holds its lock (8 s)
         wait_until(lambda: H.sql_value(REPROJECT_SESSIONS) == "0", timeout=4, interval=0.1,
                    what="the server to end the rebuild of an interrupted command")
+
+
+class ReprojectLosingItsCommitAnswer(ReportCase):
+    def test_a_rebuild_whose_commit_answer_is_lost_is_not_called_failed(self):
+        ep = H.add_endpoint()
+        self.assertStored(H.post_event(ep, make_event("customer.created", sample_customer())))
+        p = H.cli_losing_commit_answer(["reproject"])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("the connection was lost while committing the rebuild", p.stderr)
+        self.assertNotIn("nothing changed", p.stderr)
