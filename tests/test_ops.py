@@ -70,6 +70,19 @@ class Metrics(HarnessTestCase):
             self.assertErrorResponse(self.H.get(path), 404, "not_found", path)
         self.scrape()
 
+    def test_endpoints_the_database_refuses_to_read_count_as_db_errors(self):
+        before = metric_values(self.scrape(), "paddlehook_db_errors_total")[""]
+        log_at = os.path.getsize(self.H.serve_log)
+        self.H.sql("ALTER TABLE paddle.endpoints RENAME TO endpoints_test_gone; NOTIFY paddlehook_endpoints")
+        self.addCleanup(self.H.sql, "ALTER TABLE IF EXISTS paddle.endpoints_test_gone RENAME TO endpoints; "
+                                    "NOTIFY paddlehook_endpoints")
+        wait_until(lambda: "event=endpoints_load_failed" in self.H.serve_log_since(log_at), timeout=10,
+                   what="a worker to fail to read the endpoints")
+        after = metric_values(self.scrape(), "paddlehook_db_errors_total")[""]
+        failed = self.H.serve_log_since(log_at).count("event=endpoints_load_failed")
+        self.assertGreaterEqual(after - before, 1)
+        self.assertLessEqual(after - before, failed, "counted once per failed reload")
+
     def test_unknown_endpoint_ids_never_become_labels(self):
         self.H.post("/paddle/webhooks/ep_attacker_chosen_label", b"{}", signature="ts=1;h1=00")
         self.assertNotIn("ep_attacker_chosen_label", self.scrape())
