@@ -244,28 +244,29 @@ enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
     return r;
 }
 
-static int ping_once(struct store *s)
+static int ping_once(struct store *s, int *writable)
 {
     PGresult *res;
     int ok;
 
     if (store_ready(s) != 0) return -1;
-    res = reply(s, PQsendQuery(s->conn, "SELECT 1"));
-    ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok && !s->gave_up) classify_failure(s, res);
+    res = reply(s, PQsendQuery(s->conn, "SELECT current_setting('transaction_read_only') = 'off'"));
+    ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    if (ok) *writable = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    else if (!s->gave_up) classify_failure(s, res);
     PQclear(res);
     return ok ? 0 : -1;
 }
 
-int store_ping(struct store *s)
+int store_ping(struct store *s, int *writable)
 {
     int had_connection = s->conn != NULL;
     int rc;
 
     s->gave_up = 0;
-    rc = ping_once(s);
+    rc = ping_once(s, writable);
 
-    if (rc != 0 && was_stale(s, had_connection)) rc = ping_once(s);
+    if (rc != 0 && was_stale(s, had_connection)) rc = ping_once(s, writable);
     return rc;
 }
 

@@ -54,8 +54,9 @@ enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
                                const char *endpoint_id, const char *environment,
                                const char *body);
 
-/* 0 when the database answers a trivial query. */
-int store_ping(struct store *s);
+/* 0 when the database answers a trivial query; *writable then says whether
+ * this session may write (not a standby, not read-only by default). */
+int store_ping(struct store *s, int *writable);
 
 /* Runs a parameterless query on the worker's connection, within the same
  * time limit as an ingest. Its rows, or NULL with a reason in err. */

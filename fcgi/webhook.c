@@ -58,12 +58,24 @@ static int valid_endpoint_id(const char *id)
 
 static void handle_healthz(struct worker *w, struct http_request *req, struct outcome *o)
 {
+    int writable = 0;
+
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
         respond_error(req, o, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD\r\n");
         return;
     }
-    if (store_ping(&w->store) != 0) {
+    if (store_ping(&w->store, &writable) != 0) {
         respond_error(req, o, 503, "database_unavailable", "the database is not reachable", RETRY_AFTER);
+        return;
+    }
+    /* What a delivery would meet: healthy only if events can be stored. */
+    if (!writable) {
+        respond_error(req, o, 503, "database_unavailable", "the database accepts no writes (a standby, or "
+                      "read-only)", RETRY_AFTER);
+        return;
+    }
+    if (w->endpoints_failed) {
+        respond_error(req, o, 503, "database_unavailable", "endpoints cannot be loaded", RETRY_AFTER);
         return;
     }
     o->code = 200;

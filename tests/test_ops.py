@@ -83,6 +83,34 @@ class Metrics(HarnessTestCase):
         self.assertGreaterEqual(after - before, 1)
         self.assertLessEqual(after - before, failed, "counted once per failed reload")
 
+    def test_healthz_fails_while_deliveries_would(self):
+        """A load balancer or a monitor asks healthz: it must not say ok while events cannot be stored."""
+        ep = self.H.add_endpoint()
+
+        def health():
+            return self.H.get("/paddle/healthz")
+
+        def healthz_says(message):
+            return lambda: health().status == 503 and message in health().body.decode()
+
+        self.assertEqual(health().status, 200)
+        self.H.sql("ALTER SYSTEM SET default_transaction_read_only = on")
+        self.H.sql("SELECT pg_reload_conf()")
+        try:
+            wait_until(healthz_says("the database accepts no writes"), timeout=10, what="healthz to see read-only")
+            self.assertErrorResponse(self.H.post_event(ep, make_event("customer.created", sample_customer())),
+                                     503, "database_unavailable")
+        finally:
+            self.H.sql("ALTER SYSTEM RESET default_transaction_read_only")
+            self.H.sql("SELECT pg_reload_conf()")
+        wait_until(lambda: health().status == 200, timeout=10, what="healthz ok again")
+        self.H.sql("ALTER TABLE paddle.endpoints RENAME TO endpoints_test_gone; NOTIFY paddlehook_endpoints")
+        try:
+            wait_until(healthz_says("endpoints cannot be loaded"), timeout=10, what="healthz to see the endpoints")
+        finally:
+            self.H.sql("ALTER TABLE paddle.endpoints_test_gone RENAME TO endpoints; NOTIFY paddlehook_endpoints")
+        wait_until(lambda: all(health().status == 200 for _ in range(4)), timeout=10, what="healthz ok again")
+
     def test_unknown_endpoint_ids_never_become_labels(self):
         self.H.post("/paddle/webhooks/ep_attacker_chosen_label", b"{}", signature="ts=1;h1=00")
         self.assertNotIn("ep_attacker_chosen_label", self.scrape())
