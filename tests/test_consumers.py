@@ -260,6 +260,27 @@ class Queueing(ConsumerCase):
         self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumer_queue WHERE consumer IN (%s, %s)"
                                      % (H.lit(free), H.lit(name))), "0")
 
+    def test_a_long_queue_emptied_in_batches_as_documented_holds_no_delivery(self):
+        """docs/consumers.md's way to delete a consumer with a long queue."""
+        with open(os.path.join(harness.REPO_ROOT, "docs", "consumers.md")) as f:
+            recipe = f.read().split("-- BEGIN empty-queue\n")[1].split("-- END empty-queue")[0]
+        name = consumer("abandoned", ["customer.*"])
+        H.sql("INSERT INTO paddle.consumer_queue (event_id, consumer, occurred_at) "
+              "SELECT 'evt_abandoned_' || g, %s, now() FROM generate_series(1, 25000) g" % H.lit(name))
+        batch = ("DELETE FROM paddle.consumer_queue WHERE consumer = %s AND event_id IN "
+                 "(SELECT event_id FROM paddle.consumer_queue WHERE consumer = %s LIMIT 10000)"
+                 % (H.lit(name), H.lit(name)))
+        # One batch open for longer than the worker's 3 s lock timeout: a delivery held up meanwhile would fail.
+        held = H.in_flight(batch, 4, "batch_" + paddle_id("t")[-10:])
+        try:
+            event_id = self.store("customer.created", sample_customer())["event_id"]
+        finally:
+            held.join(30)
+        self.assertIn(event_id, queued(name))
+        H.sql(recipe.replace("'licences'", H.lit(name)))
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumers WHERE name = %s" % H.lit(name)), "0")
+        self.assertEqual(queued(name), [])
+
     def test_an_event_deleted_beside_a_backfill_is_never_claimed(self):
         """The deletion's trigger cannot see the backfill's uncommitted row; the claim drops it."""
         etype = own_type("customer")
