@@ -98,9 +98,24 @@ static int run(struct store *s, const char *sql, ExecStatusType want, PGresult *
     return ok ? 0 : -1;
 }
 
-int store_ready(struct store *s)
+/* synchronous_commit as the server's configuration says now (a session
+ * value set earlier is dropped), raised from off (DB_DURABLE_COMMIT). */
+static int make_commits_durable(struct store *s, char *err, size_t errlen)
 {
     PGresult *raised = NULL;
+
+    if (run(s, "RESET synchronous_commit", PGRES_COMMAND_OK, NULL, err, errlen) != 0 ||
+        run(s, DB_DURABLE_COMMIT, PGRES_TUPLES_OK, &raised, err, errlen) != 0)
+        return -1;
+    if (PQntuples(raised) > 0)
+        log_line(LOG_WARN, "event=synchronous_commit_raised from=off to=local "
+                 "reason=\"an acknowledged event must survive a database crash\"");
+    PQclear(raised);
+    return 0;
+}
+
+int store_ready(struct store *s)
+{
     char err[256];
 
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK) return 0;
@@ -119,12 +134,8 @@ int store_ready(struct store *s)
         goto fail;
     }
     if (run(s, SESSION_SETUP, PGRES_COMMAND_OK, NULL, err, sizeof err) != 0 ||
-        run(s, DB_DURABLE_COMMIT, PGRES_TUPLES_OK, &raised, err, sizeof err) != 0)
+        make_commits_durable(s, err, sizeof err) != 0)
         goto fail;
-    if (PQntuples(raised) > 0)
-        log_line(LOG_WARN, "event=synchronous_commit_raised from=off to=local "
-                 "reason=\"an acknowledged event must survive a database crash\"");
-    PQclear(raised);
     s->reconnected = 1;
     stats_count(s->stats, STATS_DB_RECONNECTS);
     log_line(LOG_INFO, "event=db_connected");
@@ -135,6 +146,19 @@ fail:
     drop(s);
     s->next_attempt_ms = db_now_ms() + STORE_RETRY_MS;
     return -1;
+}
+
+void store_reload_session(struct store *s)
+{
+    char err[256];
+
+    if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) return;
+    s->gave_up = 0;
+    if (make_commits_durable(s, err, sizeof err) == 0) return;
+    /* A new session gets it right from the start. */
+    log_line(LOG_ERROR, "event=session_reload_failed reason=\"%s\"", err);
+    if (!s->gave_up) stats_count(s->stats, STATS_DB_ERRORS); /* reply() counted a timeout */
+    drop(s);
 }
 
 void store_set_deadline(struct store *s, long long at_ms) { s->deadline_ms = at_ms; }

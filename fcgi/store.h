@@ -50,6 +50,11 @@ int store_ready(struct store *s);
  * 0 between requests, when each round trip gets STORE_TIMEOUT_MS. */
 void store_set_deadline(struct store *s, long long at_ms);
 
+/* For a reload (SIGHUP): the session takes the server's synchronous_commit
+ * again (raised from off), so that a change made there since it connected
+ * applies; a session that fails to is dropped. */
+void store_reload_session(struct store *s);
+
 enum store_result store_ingest(struct store *s, const struct event_envelope *ev,
                                const char *endpoint_id, const char *environment,
                                const char *body);

@@ -160,6 +160,7 @@ static void refresh(struct worker *w, int read_socket)
     if (w->reload_requested) {
         char err[256];
         w->reload_requested = 0;
+        store_reload_session(&w->store);
         /* A rotated master key (`paddlehook rekey`) takes effect here. */
         if (w->cfg->key_file && masterkey_load(w->cfg->key_file, &w->key, err, sizeof err) != 0)
             log_line(LOG_ERROR, "event=key_reload_failed reason=\"%s\" kept=previous", err);

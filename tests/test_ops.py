@@ -25,6 +25,14 @@ def tearDownModule():
     H.stop()
 
 
+def wait_every_worker_logged(H, offset, text):
+    """Until each worker has logged a line with text since offset in serve's log."""
+    def done():
+        log = H.serve_log_since(offset)
+        return all(re.search(r"pid=%d .*%s" % (pid, re.escape(text)), log) for pid in H.worker_pids())
+    wait_until(done, timeout=15, interval=0.05, what="every worker to log %r" % text)
+
+
 class Metrics(HarnessTestCase):
     def scrape(self):
         r = self.H.get("/paddle/metrics")
@@ -274,18 +282,11 @@ class CheckConfig(HarnessTestCase):
 
 
 class Rekey(HarnessTestCase):
-    def wait_every_worker_logged(self, offset, text):
-        """Until each worker has logged a line with text since offset in serve's log."""
-        def done():
-            log = self.H.serve_log_since(offset)
-            return all(re.search(r"pid=%d .*%s" % (pid, re.escape(text)), log) for pid in self.H.worker_pids())
-        wait_until(done, timeout=15, interval=0.05, what="every worker to log %r" % text)
-
     def reload_serve(self):
         """SIGHUP to serve, then until every worker has reloaded."""
         offset = os.path.getsize(self.H.serve_log)
         os.kill(self.H.serve_pid(), signal.SIGHUP)
-        self.wait_every_worker_logged(offset, "event=reloaded")
+        wait_every_worker_logged(self.H, offset, "event=reloaded")
 
     def saved_and_new_key(self):
         """A copy of the key in use (to rekey back to) and a new key, both 0600 files."""
@@ -376,7 +377,7 @@ class Rekey(HarnessTestCase):
         log_at = os.path.getsize(self.H.serve_log)
         self.H.retire_secrets(ep)
         # Every worker reloads on the retirement's NOTIFY and keeps one secret: the active one.
-        self.wait_every_worker_logged(log_at, "event=endpoint_secret_unreadable endpoint=%s kept=1" % ep.id)
+        wait_every_worker_logged(self.H, log_at, "event=endpoint_secret_unreadable endpoint=%s kept=1" % ep.id)
         streak = [0]
 
         def refused():
@@ -407,7 +408,7 @@ class Rekey(HarnessTestCase):
         path = "/paddle/webhooks/" + ep_id
         body = make_event("customer.created", sample_customer())
         try:
-            self.wait_every_worker_logged(log_at, "event=endpoint_secret_unreadable endpoint=%s reason=" % ep_id)
+            wait_every_worker_logged(self.H, log_at, "event=endpoint_secret_unreadable endpoint=%s reason=" % ep_id)
             for _ in range(2 * self.H.workers):
                 r = self.H.post(path, body, signature=self.H.sign(body, secret))
                 self.assertErrorResponse(r, 503, "secrets_unavailable")
@@ -582,3 +583,26 @@ class Durability(HarnessTestCase):
         with open(self.H.serve_log) as f:
             log = f.read()
         self.assertIn("event=synchronous_commit_raised from=off to=local", log)
+
+    def test_a_reload_applies_a_synchronous_commit_raised_on_the_server(self):
+        """The workers raised off to local when they connected; synchronous replication turned on since must
+        apply from the next reload (SIGHUP), not only from the next connection."""
+        ep = self.H.add_endpoint()
+        self.H.sql("ALTER SYSTEM SET synchronous_standby_names = 'no_such_standby'")
+        self.H.sql("ALTER SYSTEM SET synchronous_commit = 'on'")
+        self.H.sql("SELECT pg_reload_conf()")
+        try:
+            offset = os.path.getsize(self.H.serve_log)
+            os.kill(self.H.serve_pid(), signal.SIGHUP)
+            wait_every_worker_logged(self.H, offset, "event=reloaded")
+            # The commit now waits for the standby that never answers: 503 once the worker gives up.
+            self.assertErrorResponse(self.H.post_event(ep, make_event("customer.created", sample_customer())),
+                                     503, "database_unavailable")
+        finally:
+            self.H.sql("ALTER SYSTEM RESET synchronous_standby_names")
+            self.H.sql("ALTER SYSTEM RESET synchronous_commit")
+            self.H.sql("SELECT pg_reload_conf()")
+        offset = os.path.getsize(self.H.serve_log)
+        os.kill(self.H.serve_pid(), signal.SIGHUP)
+        wait_every_worker_logged(self.H, offset, "event=synchronous_commit_raised from=off to=local")
+        self.assertStored(self.H.post_event(ep, make_event("customer.created", sample_customer())))
