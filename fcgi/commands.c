@@ -24,7 +24,7 @@ int command_migrate(const struct config *cfg)
     int rc = 1;
 
     if (conn == NULL) return 1;
-    if (migrate_apply(conn, &applied, err, sizeof err) != 0) {
+    if (migrate_apply(conn, cfg->db, &applied, err, sizeof err) != 0) {
         fprintf(stderr, "paddlehook: %s\n", err);
         goto out;
     }

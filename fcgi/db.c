@@ -17,6 +17,9 @@
 #define DB_CONNECT_TIMEOUT TEXT(DB_CONNECT_TIMEOUT_S)
 #define DB_TCP_USER_TIMEOUT_MS "10000"
 #define DB_CLIENT_CHECK "SET client_connection_check_interval = '1s'"
+/* How long a command asks what became of a commit whose answer it lost. */
+#define DB_OUTCOME_ASKS 50
+#define DB_OUTCOME_ASK_INTERVAL_MS 200
 
 /* First line of msg, safe inside a log line's quotes: messages may quote input. */
 static void one_line(const char *msg, char *buf, size_t len)
@@ -144,10 +147,60 @@ int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
     return ok ? 0 : -1;
 }
 
-enum db_commit_outcome db_commit(PGconn *conn, char *err, size_t errlen)
+/* What became of transaction xid, asked on a new connection; said on stderr.
+ * "in progress" is asked again: a commit waiting for a synchronous standby
+ * is durable here but not done (nor visible) until the standby answers. */
+static enum db_commit_outcome ask_outcome(const char *conninfo, const char *xid, char *err, size_t errlen)
 {
-    if (db_exec(conn, "COMMIT", err, errlen) == 0) return DB_COMMITTED;
-    return PQstatus(conn) == CONNECTION_OK ? DB_NOT_COMMITTED : DB_COMMIT_UNKNOWN;
+    enum db_commit_outcome outcome = DB_COMMIT_UNKNOWN;
+    char why[256] = "";
+    const char *status = "";
+    PGconn *conn;
+
+    fprintf(stderr, "paddlehook: the connection was lost while committing (%s); asking the database what "
+                    "became of the transaction\n", err);
+    conn = db_connect_command(conninfo, why, sizeof why);
+    for (int i = 0; conn != NULL && i < DB_OUTCOME_ASKS; i++) {
+        const char *params[1] = {xid};
+        PGresult *res = PQexecParams(conn, "SELECT pg_xact_status($1::xid8)", 1, NULL, params, NULL, NULL, 0);
+
+        status = PQresultStatus(res) == PGRES_TUPLES_OK && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : "";
+        outcome = strcmp(status, "committed") == 0 ? DB_COMMITTED
+                  : strcmp(status, "aborted") == 0 ? DB_NOT_COMMITTED
+                                                   : DB_COMMIT_UNKNOWN;
+        status = strcmp(status, "in progress") == 0 ? "in progress" : "";
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) db_error_line(conn, res, why, sizeof why);
+        PQclear(res);
+        if (*status == '\0') break;
+        nanosleep(&(struct timespec){.tv_nsec = DB_OUTCOME_ASK_INTERVAL_MS * 1000000L}, NULL);
+    }
+    PQfinish(conn);
+    if (outcome == DB_COMMITTED) snprintf(err, errlen, "the database says the transaction committed");
+    else if (outcome == DB_NOT_COMMITTED) snprintf(err, errlen, "the database says the transaction did not commit");
+    else if (*status) snprintf(err, errlen, "the transaction was still committing after %d s (a synchronous "
+                                            "standby that does not answer?)",
+                               DB_OUTCOME_ASKS * DB_OUTCOME_ASK_INTERVAL_MS / 1000);
+    else snprintf(err, errlen, "the database cannot tell: %s", *why ? why : "no answer");
+    fprintf(stderr, "paddlehook: %s\n", err);
+    return outcome;
+}
+
+enum db_commit_outcome db_commit(PGconn *conn, const char *conninfo, char *err, size_t errlen)
+{
+    PGresult *res = db_query(conn, "SELECT pg_current_xact_id()::text", err, errlen);
+    enum db_commit_outcome outcome = DB_NOT_COMMITTED;
+    char xid[32];
+
+    /* COMMIT not sent: a transaction the server saw fail, or lost with its connection, is rolled back. */
+    if (res == NULL) {
+        PQclear(PQexec(conn, "ROLLBACK"));
+        return outcome;
+    }
+    snprintf(xid, sizeof xid, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (db_exec(conn, "COMMIT", err, errlen) == 0) outcome = DB_COMMITTED;
+    else if (PQstatus(conn) != CONNECTION_OK) outcome = ask_outcome(conninfo, xid, err, errlen);
+    return outcome;
 }
 
 void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len)

@@ -32,9 +32,9 @@
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen);
 
 /* For commands: db_connect with the search_path pinned and commits made
- * durable (one blocking round trip), and the server told to stop the session's statement within a second
- * of the command's end (interrupted or killed mid-statement), so that a
- * rebuild or migration nobody waits for no longer holds its locks. */
+ * durable, and the server told to stop the session's statement within a
+ * second of the command's end (interrupted or killed mid-statement), so that
+ * a rebuild or migration nobody waits for no longer holds its locks. */
 PGconn *db_connect_command(const char *conninfo, char *err, size_t errlen);
 
 /* 1 when a failed result means "try again later" (connection lost, server
@@ -55,11 +55,13 @@ int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen);
 
 enum db_commit_outcome { DB_COMMITTED, DB_NOT_COMMITTED, DB_COMMIT_UNKNOWN };
 
-/* COMMIT: DB_NOT_COMMITTED with the server's reason in err, or
- * DB_COMMIT_UNKNOWN when the connection was lost before the answer (the
- * server may have committed: a crash, or a wait for a synchronous standby
- * ended by a shutdown, after the local commit). */
-enum db_commit_outcome db_commit(PGconn *conn, char *err, size_t errlen);
+/* COMMIT of the open transaction (for commands): DB_NOT_COMMITTED with the
+ * server's reason in err. When the connection is lost before the answer (a
+ * restart, a failover, a wait for a synchronous standby ended by a
+ * shutdown), the server may have committed: it asks on a new connection to
+ * conninfo, for up to 10 s, and says so on stderr; DB_COMMIT_UNKNOWN if it
+ * cannot tell. */
+enum db_commit_outcome db_commit(PGconn *conn, const char *conninfo, char *err, size_t errlen);
 
 /* CLOCK_MONOTONIC in milliseconds, for deadlines. */
 long long db_now_ms(void);

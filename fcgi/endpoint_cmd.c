@@ -127,7 +127,7 @@ static int begin_secret_change(PGconn *conn, const struct masterkey *mk)
 
 /* Commits what begin_secret_change began if stored (the statement's result,
  * or NULL when it failed and said why); rolls it back otherwise. */
-static int end_secret_change(PGconn *conn, PGresult *stored)
+static int end_secret_change(const struct config *cfg, PGconn *conn, PGresult *stored)
 {
     char err[512];
     enum db_commit_outcome outcome;
@@ -136,8 +136,8 @@ static int end_secret_change(PGconn *conn, PGresult *stored)
         PQclear(PQexec(conn, "ROLLBACK"));
         return -1;
     }
-    outcome = db_commit(conn, err, sizeof err);
-    if (outcome != DB_COMMITTED) fprintf(stderr, "paddlehook: %s\n", err);
+    outcome = db_commit(conn, cfg->db, err, sizeof err);
+    if (outcome == DB_NOT_COMMITTED) fprintf(stderr, "paddlehook: %s\n", err);
     if (outcome == DB_COMMIT_UNKNOWN) fprintf(stderr, "%s", OUTCOME_UNKNOWN);
     return outcome == DB_COMMITTED ? 0 : -1;
 }
@@ -178,17 +178,19 @@ out:
     return rc;
 }
 
-static PGresult *run(PGconn *conn, const char *sql, int n, const char *const *values,
+enum statement_kind { READS, WRITES };
+
+static PGresult *run(PGconn *conn, enum statement_kind kind, const char *sql, int n, const char *const *values,
                      const int *lengths, const int *formats)
 {
-    int autocommit = PQtransactionStatus(conn) == PQTRANS_IDLE;
+    int may_commit = kind == WRITES && PQtransactionStatus(conn) == PQTRANS_IDLE;
     PGresult *res = PQexecParams(conn, sql, n, NULL, values, lengths, formats, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char err[512];
         db_error_line(conn, res, err, sizeof err);
         fprintf(stderr, "paddlehook: %s\n", err);
-        /* A statement of its own commits as it ends: the lost answer may have been a commit. */
-        if (autocommit && PQstatus(conn) != CONNECTION_OK) fprintf(stderr, "%s", OUTCOME_UNKNOWN);
+        /* A write of its own commits as it ends: the lost answer may have been a commit. */
+        if (may_commit && PQstatus(conn) != CONNECTION_OK) fprintf(stderr, "%s", OUTCOME_UNKNOWN);
         PQclear(res);
         return NULL;
     }
@@ -224,9 +226,9 @@ static int cmd_add(const struct config *cfg, PGconn *conn)
         const char *values[6] = {id, cfg->args[1], environment, tolerance, (char *)sealed, hint};
         const int lengths[6] = {0, 0, 0, 0, (int)sealed_len, 0};
         const int formats[6] = {0, 0, 0, 0, 1, 0};
-        res = run(conn, SQL_ADD, 6, values, lengths, formats);
+        res = run(conn, WRITES, SQL_ADD, 6, values, lengths, formats);
     }
-    if (end_secret_change(conn, res) != 0) {
+    if (end_secret_change(cfg, conn, res) != 0) {
         PQclear(res);
         return 1;
     }
@@ -251,9 +253,9 @@ static int cmd_rotate(const struct config *cfg, PGconn *conn)
         const char *values[3] = {cfg->args[1], (char *)sealed, hint};
         const int lengths[3] = {0, (int)sealed_len, 0};
         const int formats[3] = {0, 1, 0};
-        res = run(conn, SQL_ROTATE, 3, values, lengths, formats);
+        res = run(conn, WRITES, SQL_ROTATE, 3, values, lengths, formats);
     }
-    if (end_secret_change(conn, res) != 0) {
+    if (end_secret_change(cfg, conn, res) != 0) {
         PQclear(res);
         return 1;
     }
@@ -272,7 +274,7 @@ static int cmd_rotate(const struct config *cfg, PGconn *conn)
 static int cmd_retire(const struct config *cfg, PGconn *conn)
 {
     const char *values[1] = {cfg->args[1]};
-    PGresult *res = run(conn, SQL_RETIRE, 1, values, NULL, NULL);
+    PGresult *res = run(conn, WRITES, SQL_RETIRE, 1, values, NULL, NULL);
     long n;
 
     if (res == NULL) return 1;
@@ -290,7 +292,7 @@ static int cmd_retire(const struct config *cfg, PGconn *conn)
 static int cmd_set_enabled(const struct config *cfg, PGconn *conn, int enabled)
 {
     const char *values[2] = {cfg->args[1], enabled ? "true" : "false"};
-    PGresult *res = run(conn, SQL_SET_ENABLED, 2, values, NULL, NULL);
+    PGresult *res = run(conn, WRITES, SQL_SET_ENABLED, 2, values, NULL, NULL);
     int rows;
 
     if (res == NULL) return 1;
@@ -306,7 +308,7 @@ static int cmd_set_enabled(const struct config *cfg, PGconn *conn, int enabled)
 
 static int cmd_list(PGconn *conn)
 {
-    PGresult *res = run(conn, SQL_LIST, 0, NULL, NULL, NULL);
+    PGresult *res = run(conn, READS, SQL_LIST, 0, NULL, NULL, NULL);
 
     if (res == NULL) return 1;
     printf("%-24s %-20s %-8s %-9s %-8s %s\n", "ID", "NAME", "ENV", "TOLERANCE", "STATE", "SECRETS");

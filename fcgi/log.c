@@ -14,9 +14,9 @@
 
 #define LOG_LINE_MAX 1024
 /* Values never hold '"' or control characters (callers sanitise them), so
- * JSON at most doubles a line ('\\' and the quotes around each key and value);
+ * JSON is at most 7/3 of a line ("k= " becomes "\"k\":\"\",", a '\\' two);
  * still under PIPE_BUF, so one write(2) stays one line. */
-#define LOG_JSON_MAX (2 * LOG_LINE_MAX + 8)
+#define LOG_JSON_MAX (3 * LOG_LINE_MAX)
 
 static enum log_level max_level = LOG_INFO;
 static int as_json;

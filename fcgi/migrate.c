@@ -44,7 +44,8 @@ static int is_applied(PGconn *conn, const char *version, int *applied, char *err
     return ok ? 0 : -1;
 }
 
-static int apply_one(PGconn *conn, const struct embedded_file *m, char *err, size_t errlen)
+static int apply_one(PGconn *conn, const char *conninfo, const struct embedded_file *m, char *err,
+                     size_t errlen)
 {
     const char *params[1] = {m->name};
     PGresult *res = NULL;
@@ -60,18 +61,18 @@ static int apply_one(PGconn *conn, const struct embedded_file *m, char *err, siz
         db_error_line(conn, res, why, sizeof why);
         goto fail;
     }
-    outcome = db_commit(conn, why, sizeof why);
+    outcome = db_commit(conn, conninfo, why, sizeof why);
     if (outcome == DB_NOT_COMMITTED) goto fail;
     if (outcome == DB_COMMIT_UNKNOWN) {
-        snprintf(err, errlen, "the connection was lost while committing migration %s (%s): it may have been "
-                 "applied; run migrate again, it applies only what is missing", m->name, why);
+        snprintf(err, errlen, "migration %s may or may not have been applied (%s); run migrate again, it "
+                 "applies only what is missing", m->name, why);
         goto out;
     }
     rc = 0;
     goto out;
 fail:
     snprintf(err, errlen, "migration %s failed: %s", m->name, why);
-    db_exec(conn, "ROLLBACK", why, sizeof why);
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE) PQclear(PQexec(conn, "ROLLBACK")); /* a failed COMMIT ended it */
 out:
     PQclear(res);
     return rc;
@@ -96,7 +97,7 @@ static int take_lock(PGconn *conn, char *why, size_t whylen)
     return rc;
 }
 
-int migrate_apply(PGconn *conn, unsigned *applied, char *err, size_t errlen)
+int migrate_apply(PGconn *conn, const char *conninfo, unsigned *applied, char *err, size_t errlen)
 {
     char why[512];
     int rc = -1;
@@ -117,7 +118,7 @@ int migrate_apply(PGconn *conn, unsigned *applied, char *err, size_t errlen)
             goto out;
         }
         if (done) continue;
-        if (apply_one(conn, &migrations[i], err, errlen) != 0) goto out;
+        if (apply_one(conn, conninfo, &migrations[i], err, errlen) != 0) goto out;
         log_line(LOG_INFO, "event=migration_applied version=%s", migrations[i].name);
         (*applied)++;
     }

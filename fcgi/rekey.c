@@ -62,21 +62,6 @@ out:
     return rc;
 }
 
-/* After a COMMIT whose answer was lost: which key the stored secrets open
- * with, on a new connection. */
-static enum db_commit_outcome rekey_outcome(const struct config *cfg, const struct masterkey *old_key,
-                                            const struct masterkey *new_key)
-{
-    char err[512];
-    PGconn *conn = db_connect_or_say(cfg->db);
-    enum db_commit_outcome outcome = DB_COMMIT_UNKNOWN;
-
-    if (conn && endpoint_secrets_open_with(conn, new_key, err, sizeof err)) outcome = DB_COMMITTED;
-    else if (conn && endpoint_secrets_open_with(conn, old_key, err, sizeof err)) outcome = DB_NOT_COMMITTED;
-    PQfinish(conn);
-    return outcome;
-}
-
 int rekey_run(const struct config *cfg)
 {
     struct masterkey old_key, new_key;
@@ -100,15 +85,11 @@ int rekey_run(const struct config *cfg)
     /* One transaction: every secret moves to the new key, or none does. */
     if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && reseal(conn, &old_key, &new_key, &count) == 0 &&
         db_exec(conn, SQL_NOTIFY, err, sizeof err) == 0)
-        outcome = db_commit(conn, err, sizeof err);
+        outcome = db_commit(conn, cfg->db, err, sizeof err);
     else
-        db_exec(conn, "ROLLBACK", err, sizeof err);
-    if (outcome == DB_COMMIT_UNKNOWN) {
-        fprintf(stderr, "paddlehook: the connection was lost while committing (%s); asking the database "
-                        "which key the secrets open with\n", err);
-        outcome = rekey_outcome(cfg, &old_key, &new_key);
-    }
+        PQclear(PQexec(conn, "ROLLBACK"));
     if (outcome == DB_NOT_COMMITTED) {
+        if (*err) fprintf(stderr, "paddlehook: %s\n", err);
         fprintf(stderr, "paddlehook: rekey failed; every secret is still sealed with the old key\n");
         goto out;
     }

@@ -340,11 +340,10 @@ int report_reproject_run(const struct config *cfg)
         db_error_line(conn, res, err, sizeof err);
         goto fail;
     }
-    outcome = db_commit(conn, err, sizeof err);
+    outcome = db_commit(conn, cfg->db, err, sizeof err);
     if (outcome == DB_NOT_COMMITTED) goto fail;
     if (outcome == DB_COMMIT_UNKNOWN) {
-        fprintf(stderr, "paddlehook: the connection was lost while committing the rebuild (%s): it may or may "
-                        "not have taken effect; a rebuild can always be run again\n", err);
+        fprintf(stderr, "paddlehook: the rebuild may or may not have taken effect; it can always be run again\n");
         goto out;
     }
     printf("replayed %s event(s)%s%s into the state tables\n", PQgetvalue(res, 0, 0),

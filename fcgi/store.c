@@ -303,7 +303,10 @@ PGresult *store_query(struct store *s, const char *sql, char *err, size_t errlen
         snprintf(err, errlen, "no database connection");
         return NULL;
     }
-    return run(s, sql, PGRES_TUPLES_OK, &res, err, errlen) == 0 ? res : NULL;
+    if (run(s, sql, PGRES_TUPLES_OK, &res, err, errlen) != 0 && s->conn != NULL &&
+        PQstatus(s->conn) == CONNECTION_OK)
+        stats_count(s->stats, STATS_DB_ERRORS); /* refused; a lost connection or a timeout is counted as such */
+    return res;
 }
 
 int store_endpoints_changed(struct store *s, int read_socket)

@@ -105,10 +105,7 @@ static int reload(struct worker *w, const char *why)
         log_line(LOG_ERROR, "event=endpoints_load_failed reason=\"%s\"", err);
         /* A live connection refused the query. A lost one is the unreachable case (endpoints_trusted), but
          * never clears what an earlier refusal set: only a reload that succeeds does. */
-        if (w->store.conn != NULL && PQstatus(w->store.conn) == CONNECTION_OK) {
-            w->endpoints_failed = 1;
-            stats_count(w->store.stats, STATS_DB_ERRORS); /* a lost one was counted as lost */
-        }
+        if (w->store.conn != NULL && PQstatus(w->store.conn) == CONNECTION_OK) w->endpoints_failed = 1;
         return -1;
     }
     if (w->endpoints.unreadable && w->cfg->key_file) {

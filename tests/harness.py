@@ -53,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import secrets as _secrets
 import unittest
 
@@ -60,7 +61,7 @@ import unittest
 from paddledata import (fixtures_dir, hmac_h1, make_event, new_secret,  # noqa: F401
                         paddle_id, parse_ts, py_sign, rfc3339, sample_adjustment, sample_customer,
                         sample_subscription, sample_transaction)
-from harness_util import (DB_NAME, DEFAULT_PG_BIN, EVENT_TABLE, Endpoint, HarnessError,  # noqa: F401
+from harness_util import (DB_NAME, DEFAULT_PG_BIN, EVENT_TABLE, ClientCutProxy, Endpoint, HarnessError,  # noqa: F401
                           REPO_ROOT, Response, STATE_TABLES, TESTS_DIR, _response_from, _set_pdeathsig,
                           WORKER_SESSIONS, children_of, free_port, kill_pid, metric_values, pid_alive, tail,
                           ts_text, wait_until)
@@ -320,30 +321,47 @@ class Harness(PostgresMixin, WebMixin):
                                % (" ".join(map(str, args)), p.returncode, p.stdout, p.stderr))
         return p
 
-    def cli_losing_commit_answer(self, args, input=""):
-        """Runs paddlehook with args while commits wait for a synchronous standby that is not there, and ends
-        the session that waits: its commit has taken place locally, but the command gets no answer (a shutdown
-        does the same). Returns the finished process, output captured."""
+    def cli_losing_commit_answer(self, args, input="", cut="server"):
+        """Runs paddlehook with args while commits wait for a synchronous standby that is not there, and loses
+        the answer to the command's commit, which has taken place locally. cut="server": the session that waits
+        is ended (a shutdown does the same; the commit is then visible at once). cut="client": the command's
+        connection is cut between it and the database (through a ClientCutProxy; it must connect to
+        PADDLEHOOK_DB), the session keeps waiting, and the standby setting is lifted a second later, which
+        lets the commit finish. Returns the finished process, output captured."""
         waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
-        self.sql("ALTER SYSTEM SET synchronous_standby_names = 'no_such_standby'")
-        self.sql("ALTER SYSTEM SET synchronous_commit = 'on'")
-        self.sql("SELECT pg_reload_conf()")
-        proc = subprocess.Popen([self.binary] + list(args), env=self.env(), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proxy = ClientCutProxy(self.pg_port) if cut == "client" else None
+        env = self.env()
+        if proxy:
+            env["PADDLEHOOK_DB"] = env["PADDLEHOOK_DB"].replace("port=%d" % self.pg_port, "port=%d" % proxy.port)
         output = []
-        talk = threading.Thread(target=lambda: output.extend(proc.communicate(input)))
-        talk.start()
         try:
-            wait_until(lambda: self.sql(waiting), timeout=10, what="the command's commit to wait for the standby")
-            self.sql("SELECT pg_terminate_backend(pid) FROM (%s) w" % waiting)
-            talk.join(30)
+            self.sql("ALTER SYSTEM SET synchronous_standby_names = 'no_such_standby'")
+            self.sql("ALTER SYSTEM SET synchronous_commit = 'on'")
+            self.sql("SELECT pg_reload_conf()")
+            proc = subprocess.Popen([self.binary] + list(args), env=env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            talk = threading.Thread(target=lambda: output.extend(proc.communicate(input)))
+            talk.start()
+            try:
+                wait_until(lambda: self.sql(waiting), timeout=10, what="the command's commit to wait for the standby")
+                if proxy:
+                    proxy.cut()
+                    time.sleep(1)   # the command asks what became of its commit meanwhile
+                    self.sql("ALTER SYSTEM RESET synchronous_standby_names")
+                    self.sql("SELECT pg_reload_conf()")
+                else:
+                    self.sql("SELECT pg_terminate_backend(pid) FROM (%s) w" % waiting)
+                talk.join(30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                talk.join(30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-            talk.join(30)
             self.sql("ALTER SYSTEM RESET synchronous_standby_names")
             self.sql("ALTER SYSTEM RESET synchronous_commit")
             self.sql("SELECT pg_reload_conf()")
+            if proxy:
+                proxy.close()
         return subprocess.CompletedProcess(args, proc.returncode, *output)
 
     def migrate(self):

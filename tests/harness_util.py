@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,3 +231,50 @@ def stop_with_children(proc, timeout):
         if pid_alive(k):
             kill_pid(k, signal.SIGKILL)
     return proc.returncode
+
+
+class ClientCutProxy:
+    """A TCP proxy on 127.0.0.1 to a local port. cut() closes the client's side of every connection open then
+    and keeps the server's side open, as a network that fails between client and proxy would: the client sees
+    its connection lost, the server sees nothing. Later connections are proxied as before."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.pairs = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.pairs.append((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        for client, _ in self.pairs:
+            client.shutdown(socket.SHUT_RDWR)
+            client.close()
+        self.pairs = []
+
+    def close(self):
+        self.listener.close()
+        for client, server in self.pairs:
+            client.close()
+            server.close()

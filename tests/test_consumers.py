@@ -277,9 +277,25 @@ class Queueing(ConsumerCase):
         finally:
             held.join(30)
         self.assertIn(event_id, queued(name))
+        # Which transactions delete how many of its queue rows: the recipe's point is many small ones, and none
+        # left for the consumer's own DELETE, which holds deliveries meanwhile.
+        H.sql("CREATE TABLE public.test_queue_deletes (xid xid8, consumer_deleted boolean, n bigint); "
+              "CREATE FUNCTION public.test_count_queue_deletes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+              "INSERT INTO public.test_queue_deletes SELECT pg_catalog.pg_current_xact_id(), "
+              "NOT EXISTS (SELECT FROM paddle.consumers WHERE name = %s), pg_catalog.count(*) FROM gone; "
+              "RETURN NULL; END $$; "
+              "CREATE TRIGGER test_count_queue_deletes AFTER DELETE ON paddle.consumer_queue "
+              "REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION public.test_count_queue_deletes()"
+              % H.lit(name))
+        self.addCleanup(H.sql, "DROP TRIGGER test_count_queue_deletes ON paddle.consumer_queue; "
+                               "DROP FUNCTION public.test_count_queue_deletes(); DROP TABLE public.test_queue_deletes")
         H.sql(recipe.replace("'licences'", H.lit(name)))
         self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.consumers WHERE name = %s" % H.lit(name)), "0")
         self.assertEqual(queued(name), [])
+        batches = H.sql("SELECT xid::text, bool_or(consumer_deleted), sum(n) FROM public.test_queue_deletes "
+                        "WHERE n > 0 GROUP BY xid ORDER BY min(n) DESC")
+        self.assertGreaterEqual(len(batches), 2, batches)   # 15,001 rows left after the batch held above
+        self.assertTrue(all(int(n) <= 10000 and flag == "f" for _, flag, n in batches), batches)
 
     def test_an_event_deleted_beside_a_backfill_is_never_claimed(self):
         """The deletion's trigger cannot see the backfill's uncommitted row; the claim drops it."""

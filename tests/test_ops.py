@@ -339,27 +339,55 @@ class Rekey(HarnessTestCase):
         self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
 
     def test_a_rekey_whose_commit_answer_is_lost_finds_out_that_it_took_effect(self):
-        """Rekey must not tell the operator to keep the old key when the commit took place."""
+        """Rekey must not tell the operator to keep the old key when the commit took place: neither when the
+        session ended (the commit visible at once) nor when only the client lost it (the commit still waiting
+        for a synchronous standby, done a second later)."""
         self.H.add_endpoint()
-        original, new_key = self.saved_and_new_key()
-        proc = self.H.cli_losing_commit_answer(["rekey", "--old-key-file", self.H.key_file, "--key-file",
-                                                 new_key])
-        self.assertEqual(proc.returncode, 0, proc.stderr)
-        self.assertIn("the connection was lost while committing", proc.stderr)
-        self.assertIn("re-sealed", proc.stdout)
-        self.assertEqual(self.H.cli("check-config", "--key-file", new_key, check=False).returncode, 0)
-        # Back to the harness key for the other tests.
-        self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
-        self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
+        for cut in ("server", "client"):
+            original, new_key = self.saved_and_new_key()
+            # Back to the harness key for the other tests, whatever happens here.
+            self.addCleanup(self.H.cli, "rekey", "--old-key-file", new_key, "--key-file", original, check=False)
+            proc = self.H.cli_losing_commit_answer(["rekey", "--old-key-file", self.H.key_file, "--key-file",
+                                                    new_key], cut=cut)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("the connection was lost while committing", proc.stderr)
+            self.assertIn("the database says the transaction committed", proc.stderr)
+            self.assertIn("re-sealed", proc.stdout)
+            self.assertEqual(self.H.cli("check-config", "--key-file", new_key, check=False).returncode, 0, cut)
+            self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
+            self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
 
-    def test_an_endpoint_command_whose_answer_is_lost_says_it_cannot_tell(self):
+    def test_an_endpoint_change_whose_answer_is_lost_is_found_out_or_said_unknown(self):
         name = "lost-answer-%d" % time.time_ns()
+        # In a transaction: asked again, found committed.
         proc = self.H.cli_losing_commit_answer(["endpoint", "add", name, "--environment", "sandbox"],
-                                        input=new_secret() + "\n")
+                                               input=new_secret() + "\n")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("the database says the transaction committed", proc.stderr)
+        ep_id = proc.stdout.split()[-1]
+        self.assertIn(ep_id, self.H.list_endpoints())
+        # A statement of its own: nothing to ask about, so said.
+        proc = self.H.cli_losing_commit_answer(["endpoint", "disable", ep_id])
         self.assertEqual(proc.returncode, 1)
         self.assertIn("the change may or may not have been made; `paddlehook endpoint list` shows what is stored",
                       proc.stderr)
-        self.assertIn(name, self.H.list_endpoints(), "it was made: the commit had taken place")
+        self.H.cli("endpoint", "enable", ep_id)
+
+    def test_a_read_whose_answer_is_lost_says_nothing_of_changes(self):
+        tag = "test_endpoints_locked"
+        held = self.H.in_flight("LOCK TABLE paddle.endpoints IN ACCESS EXCLUSIVE MODE", 3, tag)
+        try:
+            proc = subprocess.Popen([self.H.binary, "endpoint", "list"], env=self.H.env(), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            listing = "SELECT pid FROM pg_stat_activity WHERE query LIKE '%%paddle.endpoints%%' " \
+                      "AND wait_event_type = 'Lock' AND application_name <> %s" % self.H.lit(tag)
+            wait_until(lambda: self.H.sql(listing), timeout=10, what="endpoint list to wait for the lock")
+            self.H.sql("SELECT pg_terminate_backend(pid) FROM (%s) l" % listing)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            held.join(30)
+        self.assertEqual(proc.returncode, 1)
+        self.assertNotIn("may or may not", err)
 
     def test_secret_retired_before_the_new_key_is_loaded_stops_verifying(self):
         # After rekey the workers (still on the old key) cannot open any secret and keep the ones they

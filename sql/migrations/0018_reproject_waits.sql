@@ -7,8 +7,9 @@
 -- with the rebuild's SHARE ROW EXCLUSIVE) kept it waiting while it held the earlier ones, and every delivery
 -- that projects into those answered 503 after the worker's 3-second lock timeout, for as long as the other
 -- command ran: minutes, before the rebuild had even begun. It now asks for the locks 200 ms at a time and
--- releases them between tries, as 0012 does, and says once in a while what it waits for. Same signature and
--- search_path (0014); otherwise the function of 0011.
+-- releases them between tries, as 0012 does, and says once in a while what it waits for; a caller's own
+-- lock_timeout still bounds the whole wait. Same signature and search_path (0014); otherwise the function of
+-- 0011.
 
 CREATE OR REPLACE FUNCTION paddle.reproject(p_since timestamptz DEFAULT NULL)
     RETURNS bigint
@@ -19,6 +20,7 @@ DECLARE
     v_event record;
     v_count bigint := 0;
     v_lock_timeout text := current_setting('lock_timeout');
+    v_started timestamptz := clock_timestamp();
     v_tries integer := 0;
 BEGIN
     -- Later statements must see every event committed before the lock was granted: that needs a fresh
@@ -42,6 +44,11 @@ BEGIN
                 IN SHARE ROW EXCLUSIVE MODE;
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
+            -- The caller's own lock_timeout, if any, still bounds the whole wait.
+            IF v_lock_timeout <> '0' AND clock_timestamp() - v_started >= v_lock_timeout::interval THEN
+                RAISE lock_not_available USING MESSAGE = format(
+                    'paddle.reproject() waited %s (lock_timeout) for the state tables', v_lock_timeout);
+            END IF;
             v_tries := v_tries + 1;
             IF v_tries % 50 = 1 THEN
                 RAISE NOTICE 'waiting for the state tables (a VACUUM, an index build or a long transaction holds one); deliveries go on meanwhile';
@@ -134,3 +141,6 @@ BEGIN
     RETURN v_count;
 END
 $$;
+
+COMMENT ON FUNCTION paddle.reproject(timestamptz) IS
+    'Rebuild the state tables from payment_events in (occurred_at, event_id) order, inside the caller''s transaction (READ COMMITTED), while the receiver keeps running. p_since NULL: every state row is deleted and every customer/subscription/transaction/adjustment/address/business/product/price/discount event replayed. p_since given: only entities (entity type + data.id) with an event at or after p_since are deleted and rebuilt from all their events. Locks the state tables IN SHARE ROW EXCLUSIVE MODE first, asking 200 ms at a time and releasing them between tries so that deliveries never queue behind its wait (the caller''s lock_timeout, if set, bounds the whole wait); readers go on and see the old rows until commit; ingests wait, then apply newer-wins. projection_error is set or cleared per event as in ingest_event/reproject_event. Returns the number of events replayed.';
