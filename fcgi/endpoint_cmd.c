@@ -14,10 +14,12 @@
 #include "endpoint_cmd.h"
 #include "limits.h"
 #include "masterkey.h"
+#include "shown.h"
 
 #define ENDPOINT_ID_PREFIX "ep_"
 #define ENDPOINT_ID_RANDOM_CHARS 20
 #define SECRET_HINT_CHARS 4
+#define ENDPOINT_NAME_SHOWN_MAX 1024
 
 /* After a lost answer to a commit: said, since the command cannot tell. */
 #define OUTCOME_UNKNOWN "paddlehook: the connection was lost before the database answered: the change may " \
@@ -312,10 +314,12 @@ static int cmd_list(PGconn *conn)
 
     if (res == NULL) return 1;
     printf("%-24s %-20s %-8s %-9s %-8s %s\n", "ID", "NAME", "ENV", "TOLERANCE", "STATE", "SECRETS");
-    for (int r = 0; r < PQntuples(res); r++)
-        printf("%-24s %-20s %-8s %-9s %-8s %s\n", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
-               PQgetvalue(res, r, 2), PQgetvalue(res, r, 3), PQgetvalue(res, r, 4),
-               PQgetvalue(res, r, 5));
+    for (int r = 0; r < PQntuples(res); r++) {
+        char name[ENDPOINT_NAME_SHOWN_MAX];
+        shown_copy(name, sizeof name, PQgetvalue(res, r, 1));
+        printf("%-24s %-20s %-8s %-9s %-8s %s\n", PQgetvalue(res, r, 0), name, PQgetvalue(res, r, 2),
+               PQgetvalue(res, r, 3), PQgetvalue(res, r, 4), PQgetvalue(res, r, 5));
+    }
     PQclear(res);
     return 0;
 }

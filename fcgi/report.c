@@ -15,6 +15,11 @@
 #include <yajl/yajl_gen.h>
 
 #include "db.h"
+#include "shown.h"
+
+/* The catalog is the user's own table: its text is shown, cut to these. */
+#define REPORT_NAME_SHOWN_MAX 256
+#define REPORT_DESCRIPTION_SHOWN_MAX 1024
 
 #define REPORT_SQL_MAX 2048
 #define REPORT_MAX_COLUMNS 64
@@ -67,8 +72,12 @@ static int list_reports(PGconn *conn)
     if (res == NULL) return 1;
     printf("reports (paddlehook report NAME [--environment sandbox|live] [--since DATE] "
            "[--format table|csv|json]):\n");
-    for (int r = 0; r < PQntuples(res); r++)
-        printf("  %-28s %s\n", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1));
+    for (int r = 0; r < PQntuples(res); r++) {
+        char name[REPORT_NAME_SHOWN_MAX], description[REPORT_DESCRIPTION_SHOWN_MAX];
+        shown_copy(name, sizeof name, PQgetvalue(res, r, 0));
+        shown_copy(description, sizeof description, PQgetvalue(res, r, 1));
+        printf("  %-28s %s\n", name, description);
+    }
     PQclear(res);
     return 0;
 }
@@ -115,46 +124,15 @@ static int append_order(PGconn *conn, char *sql, size_t cap, const char *order_b
     return 0;
 }
 
-/* Bytes of a control character at v (C0, DEL, or C1 in UTF-8), 0 otherwise.
- * Report cells carry text from checkout forms (utm_* values, names): shown
- * raw, such a character could move the terminal's cursor or fake a row. */
-static int control_len(const unsigned char *v)
-{
-    if (*v < 0x20 || *v == 0x7f) return 1;
-    if (v[0] == 0xc2 && v[1] >= 0x80 && v[1] <= 0x9f) return 2;
-    return 0;
-}
-
-/* Columns a cell takes in the table: each byte of a control character as
- * \xNN, any other character one (UTF-8: its continuation bytes take none). */
-static size_t shown_len(const char *v)
-{
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)v; *p;) {
-        int c = control_len(p);
-        n += c ? 4 * (size_t)c : (*p & 0xc0) != 0x80;
-        p += c ? c : 1;
-    }
-    return n;
-}
-
-static void put_shown(const char *v)
-{
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        int c = control_len(p);
-        for (int i = 0; i < c; i++) printf("\\x%02x", p[i]);
-        if (c) p += c - 1;
-        else putchar(*p);
-    }
-}
-
+/* Report cells carry text from checkout forms (utm_* values, names): shown
+ * raw, a control character could move the terminal's cursor or fake a row. */
 static void print_cell(const char *v, size_t width, int right, int first)
 {
     size_t pad = width - shown_len(v);
 
     if (!first) fputs("  ", stdout);
     for (size_t i = 0; right && i < pad; i++) putchar(' ');
-    put_shown(v);
+    shown_put(stdout, v);
     for (size_t i = 0; !right && i < pad; i++) putchar(' ');
 }
 

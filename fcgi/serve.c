@@ -343,8 +343,16 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
     sv.cfg = cfg;
     sv.key = *mk;
     /* Before FCGX_Init, which would otherwise install a SIGUSR1 handler whose
-     * effect every worker forked later inherits. */
+     * effect every worker forked later inherits, and a SIGTERM handler that
+     * would swallow a stop sent during start-up: blocked, it waits for the
+     * loop below. */
     signal(SIGUSR1, SIG_IGN);
+    sigemptyset(&watched);
+    sigaddset(&watched, SIGCHLD);
+    sigaddset(&watched, SIGTERM);
+    sigaddset(&watched, SIGINT);
+    sigaddset(&watched, SIGHUP);
+    sigprocmask(SIG_BLOCK, &watched, NULL);
     if (FCGX_Init() != 0) {
         log_line(LOG_ERROR, "event=fcgi_init_failed");
         return 1;
@@ -369,12 +377,6 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
         }
         if (note) log_line(LOG_WARN, "event=stats_private file=%s reason=\"%s\"", cfg->stats_file, note);
     }
-    sigemptyset(&watched);
-    sigaddset(&watched, SIGCHLD);
-    sigaddset(&watched, SIGTERM);
-    sigaddset(&watched, SIGINT);
-    sigaddset(&watched, SIGHUP);
-    sigprocmask(SIG_BLOCK, &watched, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     log_line(LOG_INFO, "event=serving listen=%s workers=%d max_body=%zu",

@@ -25,6 +25,7 @@
 #include "embedded.h"
 #include "endpoint_cmd.h"
 #include "limits.h"
+#include "shown.h"
 #include "sig.h"
 #include "template.h"
 
@@ -113,14 +114,6 @@ static int status_from_tail(const char *tail, size_t n)
     return (tail[n - 3] - '0') * 100 + (tail[n - 2] - '0') * 10 + (tail[n - 1] - '0');
 }
 
-/* The reply as printed: its first bytes, control characters as '.', so a
- * receiver cannot drive the terminal. */
-static void printable(char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '.';
-}
-
 /* POSTs body with curl; returns the HTTP status (0 when curl failed) and
  * leaves the start of the response body in resp. */
 static int post(const char *url, const char *signature, const char *body, size_t len,
@@ -189,7 +182,6 @@ static int post(const char *url, const char *signature, const char *body, size_t
         while (got > 0 && (resp[got - 1] == '\n' || resp[got - 1] == '\r')) got--;
         resp[got] = '\0';
     }
-    printable(resp);
 out:
     for (int i = 0; i < 2; i++) {
         if (in[i] >= 0) close(in[i]);
@@ -234,7 +226,7 @@ static int valid_event_type(const char *t)
 static int run_scenario(const struct config *cfg, const struct embedded_file *sc,
                         const struct sig_secret *secret, int *failed)
 {
-    char err[256], *text = NULL, resp[SIM_MAX_OUTPUT];
+    char err[256], *text = NULL, resp[SIM_MAX_OUTPUT], reply[SIM_MAX_OUTPUT];
     yajl_val root = NULL, events;
     long long span = 0, base;
     int rc = -1;
@@ -276,8 +268,10 @@ static int run_scenario(const struct config *cfg, const struct embedded_file *sc
         yajl_gen_free(g);
         sig_format(secret, (int64_t)time(NULL), (const unsigned char *)body, body_len, header);
         code = post(cfg->url, header, body, body_len, resp, sizeof resp);
+        /* What the receiver said, shown so that it cannot drive the terminal. */
+        shown_copy(reply, sizeof reply, resp);
         free(body);
-        printf("  %-28s %s  %d %s\n", type, occurred_at, code, resp);
+        printf("  %-28s %s  %d %s\n", type, occurred_at, code, reply);
         if (code < 200 || code > 299) (*failed)++;
     }
     rc = 0;

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@
  * host can keep it off the CPU for several scheduler ticks. */
 #define STATS_CLAIM_WAIT_NS 100000000L
 #define STATS_LINE_MAX 512
+#define STATS_FILE_MODE 0640
 
 /* A slot's state: free, ready, or being filled by the process whose pid is
  * state - SLOT_CLAIMED_BY (one word, so claiming and naming the claimer are
@@ -107,20 +109,41 @@ static struct stats *map(int fd, int writable)
     return p == MAP_FAILED ? NULL : p;
 }
 
+/* The stats file, opened for writing only if it is this user's own regular
+ * file: serve truncates and maps it, and whoever may write its directory
+ * (the service user, /run/paddlehook) must not make serve, run as another
+ * user such as root, truncate some other file through a link. -1 with *note
+ * set otherwise. */
+static int open_own_file(const char *path, const char **note)
+{
+    struct stat sb;
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, STATS_FILE_MODE);
+
+    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_uid == geteuid() && sb.st_nlink == 1 &&
+        fchmod(fd, STATS_FILE_MODE) == 0)
+        return fd;
+    *note = fd < 0 && errno == ELOOP ? "stats file is a symbolic link; not followed"
+            : fd < 0                ? "stats file cannot be created; `paddlehook status` will not see live counters"
+                                    : "stats file is not a regular file of this user's own; not used";
+    if (fd >= 0) close(fd);
+    return -1;
+}
+
 struct stats *stats_create(const char *path, const char **note)
 {
     struct stats *st = NULL;
-    int fd = path && *path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640) : -1;
+    int fd;
 
     *note = NULL;
+    fd = path && *path ? open_own_file(path, note) : -1;
     if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
         *note = "stats file is in use by another paddlehook serve; counters are private to this one";
         close(fd);
         fd = -1;
     } else if (fd >= 0 && ftruncate(fd, 0) == 0 && ftruncate(fd, sizeof(struct stats)) == 0) {
         st = map(fd, 1);
-    } else if (path && *path) {
-        *note = "stats file cannot be created; `paddlehook status` will not see live counters";
+    } else if (fd >= 0) {
+        *note = "stats file cannot be sized; `paddlehook status` will not see live counters";
     }
     /* The descriptor (and its lock) stays open for the life of the process. */
     if (st == NULL) {

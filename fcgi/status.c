@@ -12,8 +12,10 @@
 #include <libpq-fe.h>
 
 #include "db.h"
+#include "shown.h"
 #include "stats.h"
 
+#define STATUS_NAME_SHOWN_MAX 1024
 #define SQL_ENDPOINTS                                                                         \
     "SELECT e.id, e.name, e.environment, CASE WHEN e.enabled THEN 'enabled' ELSE 'disabled' END, " \
     "count(s.id) FROM paddle.endpoints e LEFT JOIN paddle.endpoint_secrets s "               \
@@ -117,7 +119,7 @@ int status_run(const struct config *cfg)
     for (int r = 0; r < PQntuples(eps); r++) {
         const char *id = PQgetvalue(eps, r, 0);
         struct stats_window hour = {0}, day = {0};
-        char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-";
+        char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-", name[STATUS_NAME_SHOWN_MAX];
         long long last_at = 0;
 
         if (st && stats_endpoint_windows(st, id, &hour, &day, &last_at) == 0) {
@@ -136,7 +138,8 @@ int status_run(const struct config *cfg)
         }
         for (int l = 0; last && l < PQntuples(last); l++)
             if (strcmp(PQgetvalue(last, l, 0), id) == 0) snprintf(when, sizeof when, "%s", PQgetvalue(last, l, 1));
-        printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id, PQgetvalue(eps, r, 1),
+        shown_copy(name, sizeof name, PQgetvalue(eps, r, 1)); /* anyone who may add an endpoint names it */
+        printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id, name,
                PQgetvalue(eps, r, 2), PQgetvalue(eps, r, 3), PQgetvalue(eps, r, 4), when, c1, c2, c3, c4);
     }
     if (full)

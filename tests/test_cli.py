@@ -302,6 +302,15 @@ class Endpoints(HarnessTestCase):
         self.assertIn(a.id, out)
         self.assertIn(b.id, out)
 
+    def test_endpoint_names_reach_the_terminal_escaped(self):
+        """Whoever may add an endpoint names it; the operator's terminal must not obey the name."""
+        ep = H.add_endpoint(name="shop\x1b[2J\x1b]0;owned\x07\u009b1A", wait=False)
+        for args in (("endpoint", "list"), ("status",)):
+            out = H.cli(*args).stdout
+            self.assertNotRegex(out, "[\x07\x1b\x80-\x9f]", args)
+            line = next(l for l in out.splitlines() if l.startswith(ep.id))
+            self.assertIn("shop\\x1b[2J\\x1b]0;owned\\x07\\xc2\\x9b1A", line, args)
+
     def test_secrets_are_not_stored_in_clear(self):
         ep = H.add_endpoint()
         dump = H.psql("SELECT row_to_json(s)::text FROM paddle.endpoint_secrets s; "

@@ -245,7 +245,8 @@ class Command(SimulateCase):
     def test_the_status_is_the_receivers_whatever_its_body_says(self):
         """A receiver of the user's choosing: a long body that ends like a status, or escape sequences, must
         neither pass for a 2xx nor reach the terminal."""
-        replies = [(500, b"200 queued\n" * 10000), (200, b"x" * 100000), (500, b"\x1b[2J200")]
+        replies = [(500, b"200 queued\n" * 10000), (200, b"x" * 100000), (500, b"\x1b[2J200"),
+                   (500, "\u009b2J\u009d0;title\u009c200".encode())]   # C1 controls, as UTF-8
 
         class Receiver(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
@@ -269,7 +270,7 @@ class Command(SimulateCase):
                 self.assertTrue(lines, p.stdout)
                 self.assertEqual({int(m.group(3)) for m in lines}, {code}, p.stdout[:500])
                 self.assertEqual(p.returncode, 0 if code == 200 else 1, p.stderr)
-                self.assertNotIn("\x1b", p.stdout)
+                self.assertNotRegex(p.stdout, "[\x1b\x80-\x9f]")
         finally:
             server.shutdown()
             server.server_close()

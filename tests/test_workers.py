@@ -3,6 +3,7 @@ graceful stop."""
 
 import json
 import os
+import random
 import re
 import resource
 import signal
@@ -76,13 +77,25 @@ class Listen(HarnessTestCase):
     """serve --listen: the sockets serve opens itself."""
     harness = H
 
-    def serve(self, listen, *more, env=None):
+    def serve(self, listen, *more, env=None, stats_file=None, output=subprocess.PIPE):
         """serve --listen with one worker, its output (stderr too) piped; env: more environment variables."""
-        return subprocess.Popen([H.binary, "serve", "--listen", listen, "--workers", "1",
-                                 "--stats-file", os.path.join(H.tmpdir, "listen-stats-%d" % time.time_ns())]
+        if stats_file is None:
+            stats_file = os.path.join(H.tmpdir, "listen-stats-%d" % time.time_ns())
+        return subprocess.Popen([H.binary, "serve", "--listen", listen, "--workers", "1", "--stats-file", stats_file]
                                 + list(more), env=dict(H.env(), **(env or {})), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdout=output, stderr=subprocess.STDOUT, text=True,
                                 preexec_fn=harness._set_pdeathsig)
+
+    def serve_until_ready(self, *more, stats_file=None):
+        """serve with more options on a new socket, until it answers, then stopped: (exit status, output)."""
+        sock = os.path.join(H.tmpdir, "ready-%d.sock" % time.time_ns())
+        proc = self.serve("unix:" + sock, *more, stats_file=stats_file)
+        try:
+            harness.wait_until(lambda: fcgi_once(sock, "GET", "/paddle/healthz"), timeout=15, what="serve on " + sock)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=40)
+        return proc.returncode, out
 
     def test_json_log_lines_parse_whatever_the_request_path_holds(self):
         """--log-format json: an endpoint id from the path stays a string, even all digits (a bare 007 is
@@ -133,18 +146,57 @@ class Listen(HarnessTestCase):
         self.assertEqual(notices[0]["message"], "\\" * 255)   # the notice's text is cut at 255 bytes
         self.assertEqual(notices[0]["detail"], "\\" * 255)
 
+    def test_the_stats_file_is_used_only_if_it_is_serves_own_regular_file(self):
+        """Whoever may write the stats file's directory must not get serve (run as another user, root here) to
+        truncate another file through a link; a file left looser than 0640 is tightened."""
+        victim = os.path.join(H.tmpdir, "victim-%d" % time.time_ns())
+        with open(victim, "w") as f:
+            f.write("precious\n")
+        link = victim + ".stats"
+        os.symlink(victim, link)
+        loose = victim + ".loose"
+        with open(loose, "w"):
+            pass
+        os.chmod(loose, 0o666)
+        others = victim + ".others"
+        with open(others, "w"):
+            pass
+        os.chown(others, 65534, 65534)
+        for path, note in ((link, "stats file is a symbolic link; not followed"), (loose, None),
+                           (others, "stats file is not a regular file of this user's own; not used")):
+            _, out = self.serve_until_ready(stats_file=path)
+            if note:
+                self.assertIn('event=stats_private file=%s reason="%s"' % (path, note), out)
+            else:
+                self.assertNotIn("event=stats_private", out)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious\n")
+        self.assertEqual(os.stat(loose).st_mode & 0o777, 0o640)
+        self.assertEqual(os.stat(others).st_size, 0)
+
+    def test_a_stop_sent_while_serve_starts_stops_it(self):
+        """libfcgi's set-up installs a SIGTERM handler of its own; a stop arriving around it must still end
+        serve (a stop or restart of the service right after its start)."""
+        rng = random.Random(7)
+        stuck = []
+        for i in range(30):
+            sock = os.path.join(H.tmpdir, "early-stop-%d-%d.sock" % (i, time.time_ns()))
+            proc = self.serve("unix:" + sock, stats_file="", output=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0, 0.015))
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                stuck.append(i)
+                proc.kill()
+                proc.wait()
+        self.assertEqual(stuck, [])
+
     def test_log_level_keeps_what_is_at_or_above_it(self):
         for level, present, absent in (("warn", (), ("event=serving", "event=request", "event=worker_started")),
                                        ("debug", ("event=serving", "event=request", "level=debug pid="), ())):
-            path = os.path.join(H.tmpdir, "level-%d.sock" % time.time_ns())
-            proc = self.serve("unix:" + path, "--log-level", level)
-            try:
-                harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15,
-                                   what="serve on " + path)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                out, _ = proc.communicate(timeout=40)
-            self.assertEqual(proc.returncode, 0, out)
+            returncode, out = self.serve_until_ready("--log-level", level)
+            self.assertEqual(returncode, 0, out)
             for text in present:
                 self.assertIn(text, out, level)
             for text in absent:

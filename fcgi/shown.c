@@ -1,0 +1,68 @@
+/* shown.c - text made safe to print on a terminal. */
+#include "shown.h"
+
+#include <string.h>
+
+/* \xNN */
+#define SHOWN_ESCAPE_LEN 4
+
+/* Bytes of a control character at v (C0, DEL, or C1 in UTF-8), 0 otherwise. */
+static int control_len(const unsigned char *v)
+{
+    if (*v < 0x20 || *v == 0x7f) return 1;
+    if (v[0] == 0xc2 && v[1] >= 0x80 && v[1] <= 0x9f) return 2;
+    return 0;
+}
+
+size_t shown_len(const char *v)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)v; *p;) {
+        int c = control_len(p);
+        n += c ? SHOWN_ESCAPE_LEN * (size_t)c : (*p & 0xc0) != 0x80;
+        p += c ? c : 1;
+    }
+    return n;
+}
+
+void shown_put(FILE *out, const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        int c = control_len(p);
+        for (int i = 0; i < c; i++) fprintf(out, "\\x%02x", p[i]);
+        if (c) p += c - 1;
+        else putc(*p, out);
+    }
+}
+
+/* Bytes of the character at p: a UTF-8 lead byte and the continuation bytes
+ * that follow it (at most three), else one. */
+static size_t char_len(const unsigned char *p)
+{
+    size_t n = 1;
+    size_t more = *p >= 0xf0 ? 3 : *p >= 0xe0 ? 2 : *p >= 0xc0 ? 1 : 0;
+
+    while (more-- > 0 && (p[n] & 0xc0) == 0x80) n++;
+    return n;
+}
+
+void shown_copy(char *dst, size_t cap, const char *v)
+{
+    const unsigned char *p = (const unsigned char *)v;
+    size_t n = 0;
+
+    if (cap == 0) return;
+    while (*p) {
+        int c = control_len(p);
+        size_t len = c ? (size_t)c : char_len(p), need = c ? SHOWN_ESCAPE_LEN * len : len;
+
+        if (n + need >= cap) break;
+        for (int i = 0; i < c; i++) n += (size_t)snprintf(dst + n, cap - n, "\\x%02x", p[i]);
+        if (c == 0) {
+            memcpy(dst + n, p, len);
+            n += len;
+        }
+        p += len;
+    }
+    dst[n] = '\0';
+}

@@ -1,0 +1,21 @@
+/* shown.h - text from the database or the network, made safe to print on a
+ * terminal: each byte of a control character (C0, DEL, or C1 in UTF-8) is
+ * written as \xNN, so that no such text can move the cursor, set the
+ * window's title or fake a line. */
+#ifndef PADDLEHOOK_SHOWN_H
+#define PADDLEHOOK_SHOWN_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* Columns v takes once shown (UTF-8: continuation bytes take none). */
+size_t shown_len(const char *v);
+
+/* Writes v to out as shown. */
+void shown_put(FILE *out, const char *v);
+
+/* v as shown, into dst (always terminated; cut before a character that does
+ * not fit). */
+void shown_copy(char *dst, size_t cap, const char *v);
+
+#endif
