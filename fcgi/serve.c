@@ -107,8 +107,7 @@ static int unix_path_free(const char *path, char *err, size_t errlen)
 
 /* The listening sockets are made here, not by FCGX_OpenSocket, which prints
  * and exits on any failure; libfcgi accepts on any listening socket. A unix
- * socket is bound with no permission for anyone and then given socket_mode,
- * so it is never open wider than asked, whatever the umask. */
+ * socket is bound with socket_mode exactly, whatever the umask. */
 static int listen_unix(const char *path, unsigned mode, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -120,12 +119,14 @@ static int listen_unix(const char *path, unsigned mode, char *err, size_t errlen
     fd = socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0) goto fail;
     if (unlink(path) != 0 && errno != ENOENT) goto fail;
-    umask_was = umask(0777);
+    /* The mode comes from the umask at bind: a chmod by path afterwards would follow a link that whoever
+     * may write the directory put there meanwhile. The mode is never wider than asked. */
+    umask_was = umask(~(mode_t)mode & 0777);
     bound = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
     saved = errno;
     umask(umask_was);
     errno = saved;
-    if (!bound || chmod(path, mode) != 0 || listen(fd, LISTEN_BACKLOG) != 0) goto fail;
+    if (!bound || listen(fd, LISTEN_BACKLOG) != 0) goto fail;
     return fd;
 fail:
     saved = errno;
