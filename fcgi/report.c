@@ -165,13 +165,28 @@ static void print_table(const PGresult *res)
     printf("(%d row%s)\n", rows, rows == 1 ? "" : "s");
 }
 
-/* text: a text cell that starts like a formula (= + - @, or a tab or CR
- * before one) gets a leading ', so that a spreadsheet opening the file shows
- * it instead of running it; numbers, dates and intervals are written as
- * they are (PostgreSQL prints them, not a buyer). */
+/* Whether a spreadsheet may take v for a formula: = + - @ first, after any
+ * blanks or line breaks (some trim them), in their full-width forms too
+ * (U+FF1D, U+FF0B, U+FF0D, U+FF20, which some convert), or a tab or CR
+ * first. */
+static int starts_like_formula(const char *v)
+{
+    static const char *const wide[] = {"\xef\xbc\x9d", "\xef\xbc\x8b", "\xef\xbc\x8d", "\xef\xbc\xa0"};
+
+    if (*v == '\t' || *v == '\r') return 1;
+    v += strspn(v, " \t\r\n");
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+        if (strncmp(v, wide[i], 3) == 0) return 1;
+    return *v != '\0' && strchr("=+-@", *v) != NULL;
+}
+
+/* text: a text cell that starts like a formula gets a leading ', so that a
+ * spreadsheet opening the file shows it instead of running it; numbers,
+ * dates and intervals are written as they are (PostgreSQL prints them, not a
+ * buyer). */
 static void print_csv_field(const char *v, int text)
 {
-    const char *guard = text && *v && strchr("=+-@\t\r", *v) ? "'" : "";
+    const char *guard = text && starts_like_formula(v) ? "'" : "";
 
     if (strpbrk(v, ",\"\r\n") == NULL) {
         printf("%s%s", guard, v);

@@ -300,7 +300,8 @@ class Cli(ReportCase):
         H.sql("CREATE VIEW paddle.test_hostile_text AS SELECT 'live'::text AS environment, "
               "E'\\x1b[2J\\x1b[31mred' AS clear, '=HYPERLINK(\"http://evil.example/\",\"x\")'::text AS formula, "
               "'-1+1'::text AS dash, -1.5::numeric AS amount, E'fake\\nrow' AS two_lines, U&'\\009B2J' AS c1, "
-              "'-1 day'::interval AS back, 'café-newsletter'::text AS source; "
+              "'-1 day'::interval AS back, 'café-newsletter'::text AS source, ' =1+1'::text AS blank_first, "
+              "E'\\n@SUM(A1)' AS break_first, '＝1+1'::text AS wide; "
               "INSERT INTO paddle.report_catalog (name, view_name, time_column, order_by, description) "
               "VALUES ('test_hostile_text', 'test_hostile_text', NULL, 'environment', 'test')")
         try:
@@ -321,11 +322,13 @@ class Cli(ReportCase):
         self.assertEqual(len(lines[0]), len(lines[2]), "columns line up, in characters")
         got = list(csv.reader(io.StringIO(csv_out)))
         self.assertEqual(got[1], ["live", "\x1b[2J\x1b[31mred", "'=HYPERLINK(\"http://evil.example/\",\"x\")", "'-1+1",
-                                  "-1.5", "fake\nrow", "\u009b2J", "-1 days", "café-newsletter"])
+                                  "-1.5", "fake\nrow", "\u009b2J", "-1 days", "café-newsletter", "' =1+1",
+                                  "'\n@SUM(A1)", "'＝1+1"])
         self.assertEqual(rows, [{"environment": "live", "clear": "\x1b[2J\x1b[31mred",
                                  "formula": '=HYPERLINK("http://evil.example/","x")', "dash": "-1+1",
                                  "amount": decimal.Decimal("-1.5"), "two_lines": "fake\nrow", "c1": "\u009b2J",
-                                 "back": "-1 days", "source": "café-newsletter"}])
+                                 "back": "-1 days", "source": "café-newsletter", "blank_first": " =1+1",
+                                 "break_first": "\n@SUM(A1)", "wide": "＝1+1"}])
 
     def test_a_report_of_ones_own_runs_in_the_roles_search_path(self):
         """A view added to the catalog may call functions written for the usual search_path (public here)."""
