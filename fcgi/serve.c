@@ -340,6 +340,9 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
     sigset_t watched;
 
     memset(&sv, 0, sizeof sv);
+    if (geteuid() == 0)
+        log_line(LOG_WARN, "event=running_as_root reason=\"serve needs no privilege and its workers face the "
+                           "internet: run it as its own user\"");
     sv.pid = getpid();
     sv.cfg = cfg;
     sv.key = *mk;

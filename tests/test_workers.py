@@ -217,6 +217,11 @@ class Listen(HarnessTestCase):
                 proc.wait()
         self.assertEqual(stuck, [])
 
+    def test_serve_run_as_root_says_it_should_not_be(self):
+        _, out = self.serve_until_ready()
+        warned = 'event=running_as_root reason="serve needs no privilege' in out
+        self.assertEqual(warned, os.geteuid() == 0, out)
+
     def test_log_level_keeps_what_is_at_or_above_it(self):
         for level, present, absent in (("warn", (), ("event=serving", "event=request", "event=worker_started")),
                                        ("debug", ("event=serving", "event=request", "level=debug pid="), ())):
