@@ -147,45 +147,86 @@ int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
     return ok ? 0 : -1;
 }
 
-/* What became of transaction xid, asked on a new connection; said on stderr.
- * "in progress" is asked again: a commit waiting for a synchronous standby
- * is durable here but not done (nor visible) until the standby answers. */
-static enum db_commit_outcome ask_outcome(const char *conninfo, const char *xid, char *err, size_t errlen)
+/* pg_xact_status of xid on conn: "committed", "aborted", "in progress", or
+ * "" when the server cannot say (an id it never gave out, after a failover)
+ * or the query failed (why says so). */
+static const char *xact_status(PGconn *conn, const char *xid, char *why, size_t whylen)
+{
+    const char *params[1] = {xid};
+    PGresult *res = PQexecParams(conn, "SELECT pg_xact_status($1::xid8)", 1, NULL, params, NULL, NULL, 0);
+    const char *status = "";
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) db_error_line(conn, res, why, whylen);
+    else if (!PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, 0), "committed") == 0) status = "committed";
+    else if (!PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, 0), "aborted") == 0) status = "aborted";
+    else if (!PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, 0), "in progress") == 0) status = "in progress";
+    PQclear(res);
+    return status;
+}
+
+/* Whether the change is in the database (its query answers true): 1, 0, or
+ * -1 when the query failed (why says so). */
+static int change_present(PGconn *conn, const struct db_change *change, char *why, size_t whylen)
+{
+    PGresult *res = PQexecParams(conn, change->sql, change->n_params, NULL, change->params, NULL, NULL, 0);
+    int present = -1;
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        present = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    else
+        db_error_line(conn, res, why, whylen);
+    PQclear(res);
+    return present;
+}
+
+/* What became of transaction xid, asked on new connections for up to
+ * DB_OUTCOME_ASKS intervals: while the server restarts, and while the
+ * transaction is "in progress" (a commit that waits for a synchronous
+ * standby is durable here but not done until the standby answers). A
+ * transaction id says nothing once another server answers (a failover: the
+ * same id may have gone to another's transaction), so where the change can
+ * be looked for, it decides. The verdict goes to err, but for DB_COMMITTED. */
+static enum db_commit_outcome ask_outcome(const char *conninfo, const char *xid, const struct db_change *change,
+                                          char *err, size_t errlen)
 {
     enum db_commit_outcome outcome = DB_COMMIT_UNKNOWN;
-    char why[256] = "";
+    char why[256] = "no answer";
     const char *status = "";
-    PGconn *conn;
+    PGconn *conn = NULL;
+    int present;
 
     fprintf(stderr, "paddlehook: the connection was lost while committing (%s); asking the database what "
                     "became of the transaction\n", err);
-    conn = db_connect_command(conninfo, why, sizeof why);
-    for (int i = 0; conn != NULL && i < DB_OUTCOME_ASKS; i++) {
-        const char *params[1] = {xid};
-        PGresult *res = PQexecParams(conn, "SELECT pg_xact_status($1::xid8)", 1, NULL, params, NULL, NULL, 0);
-
-        status = PQresultStatus(res) == PGRES_TUPLES_OK && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : "";
-        outcome = strcmp(status, "committed") == 0 ? DB_COMMITTED
-                  : strcmp(status, "aborted") == 0 ? DB_NOT_COMMITTED
-                                                   : DB_COMMIT_UNKNOWN;
-        status = strcmp(status, "in progress") == 0 ? "in progress" : "";
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) db_error_line(conn, res, why, sizeof why);
-        PQclear(res);
-        if (*status == '\0') break;
+    for (int i = 0; i < DB_OUTCOME_ASKS; i++) {
+        if (conn == NULL) conn = db_connect_command(conninfo, why, sizeof why);
+        if (conn != NULL) status = xact_status(conn, xid, why, sizeof why);
+        if (conn != NULL && PQstatus(conn) != CONNECTION_OK) {
+            PQfinish(conn);
+            conn = NULL;
+        }
+        if (conn != NULL && strcmp(status, "in progress") != 0) break;
         nanosleep(&(struct timespec){.tv_nsec = DB_OUTCOME_ASK_INTERVAL_MS * 1000000L}, NULL);
     }
+    if (conn == NULL) {
+        snprintf(err, errlen, "the database cannot tell: %s", why);
+    } else if (strcmp(status, "in progress") == 0) {
+        snprintf(err, errlen, "the transaction was still committing after %d s (a synchronous standby that does "
+                              "not answer?)", DB_OUTCOME_ASKS * DB_OUTCOME_ASK_INTERVAL_MS / 1000);
+    } else if (change != NULL && (present = change_present(conn, change, why, sizeof why)) >= 0) {
+        outcome = present ? DB_COMMITTED : DB_NOT_COMMITTED;
+        snprintf(err, errlen, "%s", present ? "" : "the database does not hold the change: it did not commit");
+    } else if (change == NULL && *status != '\0') {
+        outcome = strcmp(status, "committed") == 0 ? DB_COMMITTED : DB_NOT_COMMITTED;
+        snprintf(err, errlen, "%s", outcome == DB_COMMITTED ? "" : "the database says the transaction did not commit");
+    } else {
+        snprintf(err, errlen, "the database cannot tell: %s", why);
+    }
     PQfinish(conn);
-    if (outcome == DB_COMMITTED) snprintf(err, errlen, "the database says the transaction committed");
-    else if (outcome == DB_NOT_COMMITTED) snprintf(err, errlen, "the database says the transaction did not commit");
-    else if (*status) snprintf(err, errlen, "the transaction was still committing after %d s (a synchronous "
-                                            "standby that does not answer?)",
-                               DB_OUTCOME_ASKS * DB_OUTCOME_ASK_INTERVAL_MS / 1000);
-    else snprintf(err, errlen, "the database cannot tell: %s", *why ? why : "no answer");
-    fprintf(stderr, "paddlehook: %s\n", err);
     return outcome;
 }
 
-enum db_commit_outcome db_commit(PGconn *conn, const char *conninfo, char *err, size_t errlen)
+enum db_commit_outcome db_commit(PGconn *conn, const char *conninfo, const struct db_change *change, char *err,
+                                 size_t errlen)
 {
     PGresult *res = db_query(conn, "SELECT pg_current_xact_id()::text", err, errlen);
     enum db_commit_outcome outcome = DB_NOT_COMMITTED;
@@ -199,7 +240,7 @@ enum db_commit_outcome db_commit(PGconn *conn, const char *conninfo, char *err, 
     snprintf(xid, sizeof xid, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     if (db_exec(conn, "COMMIT", err, errlen) == 0) outcome = DB_COMMITTED;
-    else if (PQstatus(conn) != CONNECTION_OK) outcome = ask_outcome(conninfo, xid, err, errlen);
+    else if (PQstatus(conn) != CONNECTION_OK) outcome = ask_outcome(conninfo, xid, change, err, errlen);
     return outcome;
 }
 

@@ -55,13 +55,25 @@ int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen);
 
 enum db_commit_outcome { DB_COMMITTED, DB_NOT_COMMITTED, DB_COMMIT_UNKNOWN };
 
+/* What a transaction changed, to look for after a lost answer to its
+ * COMMIT: a query with text parameters whose one row is true when the
+ * change is in the database. */
+struct db_change {
+    const char *sql;
+    int n_params;
+    const char *params[2];
+};
+
 /* COMMIT of the open transaction (for commands): DB_NOT_COMMITTED with the
  * server's reason in err. When the connection is lost before the answer (a
  * restart, a failover, a wait for a synchronous standby ended by a
- * shutdown), the server may have committed: it asks on a new connection to
- * conninfo, for up to 10 s, and says so on stderr; DB_COMMIT_UNKNOWN if it
- * cannot tell. */
-enum db_commit_outcome db_commit(PGconn *conn, const char *conninfo, char *err, size_t errlen);
+ * shutdown), the server may have committed: it says so on stderr and asks
+ * on new connections to conninfo, for up to 10 s, what became of the
+ * transaction, looking for change when given (NULL: the transaction's
+ * status alone, which a failover can mislead). DB_COMMIT_UNKNOWN if it
+ * cannot tell; err then says why. */
+enum db_commit_outcome db_commit(PGconn *conn, const char *conninfo, const struct db_change *change, char *err,
+                                 size_t errlen);
 
 /* CLOCK_MONOTONIC in milliseconds, for deadlines. */
 long long db_now_ms(void);

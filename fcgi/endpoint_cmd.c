@@ -129,17 +129,20 @@ static int begin_secret_change(PGconn *conn, const struct masterkey *mk)
 
 /* Commits what begin_secret_change began if stored (the statement's result,
  * or NULL when it failed and said why); rolls it back otherwise. */
-static int end_secret_change(const struct config *cfg, PGconn *conn, PGresult *stored)
+static int end_secret_change(const struct config *cfg, PGconn *conn, PGresult *stored, const unsigned char *sealed,
+                             size_t sealed_len)
 {
-    char err[512];
+    char err[512], hex[ENDPOINT_SEALED_HEX_MAX];
+    struct db_change change = {ENDPOINT_SECRET_STORED_SQL, 1, {hex}};
     enum db_commit_outcome outcome;
 
     if (stored == NULL) {
         PQclear(PQexec(conn, "ROLLBACK"));
         return -1;
     }
-    outcome = db_commit(conn, cfg->db, err, sizeof err);
-    if (outcome == DB_NOT_COMMITTED) fprintf(stderr, "paddlehook: %s\n", err);
+    sodium_bin2hex(hex, sizeof hex, sealed, sealed_len);
+    outcome = db_commit(conn, cfg->db, &change, err, sizeof err);
+    if (outcome != DB_COMMITTED) fprintf(stderr, "paddlehook: %s\n", err);
     if (outcome == DB_COMMIT_UNKNOWN) fprintf(stderr, "%s", OUTCOME_UNKNOWN);
     return outcome == DB_COMMITTED ? 0 : -1;
 }
@@ -230,7 +233,7 @@ static int cmd_add(const struct config *cfg, PGconn *conn)
         const int formats[6] = {0, 0, 0, 0, 1, 0};
         res = run(conn, WRITES, SQL_ADD, 6, values, lengths, formats);
     }
-    if (end_secret_change(cfg, conn, res) != 0) {
+    if (end_secret_change(cfg, conn, res, sealed, sealed_len) != 0) {
         PQclear(res);
         return 1;
     }
@@ -257,7 +260,7 @@ static int cmd_rotate(const struct config *cfg, PGconn *conn)
         const int formats[3] = {0, 1, 0};
         res = run(conn, WRITES, SQL_ROTATE, 3, values, lengths, formats);
     }
-    if (end_secret_change(cfg, conn, res) != 0) {
+    if (end_secret_change(cfg, conn, res, sealed, sealed_len) != 0) {
         PQclear(res);
         return 1;
     }

@@ -14,7 +14,7 @@
 
 #define LOG_LINE_MAX 1024
 /* Values never hold '"' or control characters (callers sanitise them), so
- * JSON is at most 7/3 of a line ("k= " becomes "\"k\":\"\",", a '\\' two);
+ * JSON is at most three times a line ("= " becomes "\"\":\"\",", a '\\' two);
  * still under PIPE_BUF, so one write(2) stays one line. */
 #define LOG_JSON_MAX (3 * LOG_LINE_MAX)
 

@@ -30,6 +30,7 @@
 /* Whatever the database's or role's default: a migration that waits for
  * deliveries in flight must see what they commit while it waits. */
 #define MIGRATE_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
+#define MIGRATE_RECORDED "SELECT EXISTS (SELECT FROM paddle.schema_migrations WHERE version = $1)"
 
 static int is_applied(PGconn *conn, const char *version, int *applied, char *err, size_t errlen)
 {
@@ -61,7 +62,7 @@ static int apply_one(PGconn *conn, const char *conninfo, const struct embedded_f
         db_error_line(conn, res, why, sizeof why);
         goto fail;
     }
-    outcome = db_commit(conn, conninfo, why, sizeof why);
+    outcome = db_commit(conn, conninfo, &(struct db_change){MIGRATE_RECORDED, 1, {m->name}}, why, sizeof why);
     if (outcome == DB_NOT_COMMITTED) goto fail;
     if (outcome == DB_COMMIT_UNKNOWN) {
         snprintf(err, errlen, "migration %s may or may not have been applied (%s); run migrate again, it "
@@ -121,6 +122,12 @@ int migrate_apply(PGconn *conn, const char *conninfo, unsigned *applied, char *e
         if (apply_one(conn, conninfo, &migrations[i], err, errlen) != 0) goto out;
         log_line(LOG_INFO, "event=migration_applied version=%s", migrations[i].name);
         (*applied)++;
+        /* Its commit was found to have taken place after the answer was lost. */
+        if (PQstatus(conn) != CONNECTION_OK) {
+            snprintf(err, errlen, "the connection was lost after migration %s was applied; run migrate again, it "
+                     "applies only what is missing", migrations[i].name);
+            goto out;
+        }
     }
     rc = 0;
 out:

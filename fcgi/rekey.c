@@ -17,7 +17,10 @@
 #define SQL_RESEAL "UPDATE paddle.endpoint_secrets SET sealed = $2::bytea WHERE id = $1"
 #define SQL_NOTIFY "SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', 'rekey')"
 
-static int reseal(PGconn *conn, const struct masterkey *old_key, const struct masterkey *new_key, int *count)
+/* Re-seals every secret; proof_hex gets the last one as stored, to look for
+ * after a lost answer to the COMMIT. */
+static int reseal(PGconn *conn, const struct masterkey *old_key, const struct masterkey *new_key, int *count,
+                  char proof_hex[ENDPOINT_SEALED_HEX_MAX])
 {
     char err[512];
     PGresult *res = db_exec(conn, ENDPOINT_SECRETS_LOCK_SQL, err, sizeof err) == 0
@@ -41,6 +44,7 @@ static int reseal(PGconn *conn, const struct masterkey *old_key, const struct ma
         }
         masterkey_seal(new_key, plain, len, sealed, sizeof sealed);
         sodium_memzero(plain, sizeof plain);
+        sodium_bin2hex(proof_hex, ENDPOINT_SEALED_HEX_MAX, sealed, len + MASTERKEY_SEAL_OVERHEAD);
         {
             const char *values[2] = {PQgetvalue(res, r, 0), (const char *)sealed};
             const int lengths[2] = {0, (int)(len + MASTERKEY_SEAL_OVERHEAD)};
@@ -69,6 +73,8 @@ int rekey_run(const struct config *cfg)
     PGconn *conn = NULL;
     int count = 0, rc = 1;
     enum db_commit_outcome outcome = DB_NOT_COMMITTED;
+    char proof_hex[ENDPOINT_SEALED_HEX_MAX] = "";
+    struct db_change change = {ENDPOINT_SECRET_STORED_SQL, 1, {proof_hex}};
 
     memset(&old_key, 0, sizeof old_key);
     memset(&new_key, 0, sizeof new_key);
@@ -83,9 +89,9 @@ int rekey_run(const struct config *cfg)
     }
     if ((conn = db_connect_or_say(cfg->db)) == NULL) goto out;
     /* One transaction: every secret moves to the new key, or none does. */
-    if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && reseal(conn, &old_key, &new_key, &count) == 0 &&
+    if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && reseal(conn, &old_key, &new_key, &count, proof_hex) == 0 &&
         db_exec(conn, SQL_NOTIFY, err, sizeof err) == 0)
-        outcome = db_commit(conn, cfg->db, err, sizeof err);
+        outcome = db_commit(conn, cfg->db, count > 0 ? &change : NULL, err, sizeof err);
     else
         PQclear(PQexec(conn, "ROLLBACK"));
     if (outcome == DB_NOT_COMMITTED) {
@@ -94,6 +100,7 @@ int rekey_run(const struct config *cfg)
         goto out;
     }
     if (outcome == DB_COMMIT_UNKNOWN) {
+        fprintf(stderr, "paddlehook: %s\n", err);
         fprintf(stderr, "paddlehook: the rekey may or may not have taken effect: keep both key files, and "
                         "run `paddlehook check-config --key-file %s` once the database answers: it says "
                         "whether the stored secrets open with the new key\n", cfg->key_file);

@@ -333,10 +333,12 @@ int report_reproject_run(const struct config *cfg)
         db_error_line(conn, res, err, sizeof err);
         goto fail;
     }
-    outcome = db_commit(conn, cfg->db, err, sizeof err);
+    /* Nothing to look for: a rebuild rewrites rows as they were. */
+    outcome = db_commit(conn, cfg->db, NULL, err, sizeof err);
     if (outcome == DB_NOT_COMMITTED) goto fail;
     if (outcome == DB_COMMIT_UNKNOWN) {
-        fprintf(stderr, "paddlehook: the rebuild may or may not have taken effect; it can always be run again\n");
+        fprintf(stderr, "paddlehook: %s; the rebuild may or may not have taken effect; it can always be run "
+                        "again\n", err);
         goto out;
     }
     printf("replayed %s event(s)%s%s into the state tables\n", PQgetvalue(res, 0, 0),

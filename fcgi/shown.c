@@ -6,33 +6,14 @@
 /* \xNN */
 #define SHOWN_ESCAPE_LEN 4
 
-/* Bytes of a control character at v (C0, DEL, or C1 in UTF-8), 0 otherwise. */
+/* Bytes of a control character at the start of a character v: C0, DEL, C1
+ * in UTF-8, or a byte 0x80-0x9f that starts nothing (a C1 control to a
+ * terminal that reads 8-bit bytes); 0 otherwise. */
 static int control_len(const unsigned char *v)
 {
-    if (*v < 0x20 || *v == 0x7f) return 1;
+    if (*v < 0x20 || *v == 0x7f || (*v >= 0x80 && *v <= 0x9f)) return 1;
     if (v[0] == 0xc2 && v[1] >= 0x80 && v[1] <= 0x9f) return 2;
     return 0;
-}
-
-size_t shown_len(const char *v)
-{
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)v; *p;) {
-        int c = control_len(p);
-        n += c ? SHOWN_ESCAPE_LEN * (size_t)c : (*p & 0xc0) != 0x80;
-        p += c ? c : 1;
-    }
-    return n;
-}
-
-void shown_put(FILE *out, const char *v)
-{
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        int c = control_len(p);
-        for (int i = 0; i < c; i++) fprintf(out, "\\x%02x", p[i]);
-        if (c) p += c - 1;
-        else putc(*p, out);
-    }
 }
 
 /* Bytes of the character at p: a UTF-8 lead byte and the continuation bytes
@@ -44,6 +25,28 @@ static size_t char_len(const unsigned char *p)
 
     while (more-- > 0 && (p[n] & 0xc0) == 0x80) n++;
     return n;
+}
+
+size_t shown_len(const char *v)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)v; *p;) {
+        int c = control_len(p);
+        n += c ? SHOWN_ESCAPE_LEN * (size_t)c : 1;
+        p += c ? (size_t)c : char_len(p);
+    }
+    return n;
+}
+
+void shown_put(FILE *out, const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p;) {
+        int c = control_len(p);
+        size_t len = c ? (size_t)c : char_len(p);
+        for (int i = 0; i < c; i++) fprintf(out, "\\x%02x", p[i]);
+        if (c == 0) fwrite(p, 1, len, out);
+        p += len;
+    }
 }
 
 void shown_copy(char *dst, size_t cap, const char *v)

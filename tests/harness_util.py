@@ -242,7 +242,9 @@ class ClientCutProxy:
         self.target_port = target_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.pairs = []
+        self.lock = threading.Lock()
+        self.open = []        # (client, server) still proxied
+        self.cut_servers = []  # server sides kept open after a cut, closed by close()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -252,7 +254,8 @@ class ClientCutProxy:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.target_port))
-            self.pairs.append((client, server))
+            with self.lock:
+                self.open.append((client, server))
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -268,13 +271,17 @@ class ClientCutProxy:
             pass
 
     def cut(self):
-        for client, _ in self.pairs:
+        with self.lock:
+            pairs, self.open = self.open, []
+            self.cut_servers += [server for _, server in pairs]
+        for client, _ in pairs:
             client.shutdown(socket.SHUT_RDWR)
             client.close()
-        self.pairs = []
 
     def close(self):
         self.listener.close()
-        for client, server in self.pairs:
-            client.close()
-            server.close()
+        with self.lock:
+            socks = [s for pair in self.open for s in pair] + self.cut_servers
+            self.open, self.cut_servers = [], []
+        for s in socks:
+            s.close()

@@ -296,5 +296,5 @@ class ReprojectLosingItsCommitAnswer(ReportCase):
         self.assertStored(H.post_event(ep, make_event("customer.created", sample_customer())))
         p = H.cli_losing_commit_answer(["reproject"])
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn("the database says the transaction committed", p.stderr)
+        self.assertIn("asking the database what became of the transaction", p.stderr)
         self.assertRegex(p.stdout, r"replayed \d+ event")

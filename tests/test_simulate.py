@@ -246,7 +246,8 @@ class Command(SimulateCase):
         """A receiver of the user's choosing: a long body that ends like a status, or escape sequences, must
         neither pass for a 2xx nor reach the terminal."""
         replies = [(500, b"200 queued\n" * 10000), (200, b"x" * 100000), (500, b"\x1b[2J200"),
-                   (500, "\u009b2J\u009d0;title\u009c200".encode())]   # C1 controls, as UTF-8
+                   (500, "\u009b2J\u009d0;title\u009c200".encode()),   # C1 controls, as UTF-8
+                   (500, b"\x9b2J\x9d0;title\x9c200")]                    # ... and as raw bytes
 
         class Receiver(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
