@@ -307,3 +307,24 @@ class SearchPath(HostileCase):
         self.assertEqual(p.returncode, 1, p.stdout)
         self.assertIn("REVOKE CREATE ON SCHEMA public FROM PUBLIC", p.stdout)
         self.assertNotIn("REVOKE CREATE ON SCHEMA public", H.cli("check-config", check=False).stdout)
+
+
+class PersonalData(HostileCase):
+    def test_the_personal_data_table_of_security_md_names_real_columns(self):
+        """Every table and column docs/security.md lists as holding personal data exists, so that the list
+        stays a map of the schema as it is."""
+        with open(os.path.join(harness.REPO_ROOT, "docs", "security.md")) as f:
+            section = f.read().split("## Personal data\n")[1].split("\n## ")[0]
+        named = []
+        for line in section.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) != 2 or not cells[0].startswith("`paddle."):
+                continue
+            tables = re.findall(r"`paddle\.(\w+)(?:\.(\w+))?`", cells[0])
+            columns = [c for c in re.findall(r"`(\w+)`", cells[1].split(";")[0])]
+            for table, column in tables:
+                named += [(table, column)] if column else [(table, c) for c in columns]
+        self.assertGreater(len(named), 15, section)
+        existing = set(H.sql("SELECT table_name, column_name FROM information_schema.columns "
+                             "WHERE table_schema = 'paddle'"))
+        self.assertEqual([n for n in named if n not in existing], [])
