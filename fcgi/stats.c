@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -135,8 +136,7 @@ struct stats *stats_create(const char *path, const char **note)
 
     *note = NULL;
     fd = path && *path ? open_own_file(path, note) : -1;
-    /* A write lock, not flock(): only who may write the file can take one, not any reader to keep serve out. */
-    if (fd >= 0 && fcntl(fd, F_SETLK, &(struct flock){.l_type = F_WRLCK, .l_whence = SEEK_SET}) != 0) {
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
         *note = "stats file is in use by another paddlehook serve; counters are private to this one";
         close(fd);
         fd = -1;

@@ -1,7 +1,6 @@
 """The serve supervisor: workers SIGKILLed under traffic, worker unreachable,
 graceful stop."""
 
-import fcntl
 import json
 import os
 import random
@@ -174,30 +173,6 @@ class Listen(HarnessTestCase):
             self.assertEqual(f.read(), "precious\n")
         self.assertEqual(os.stat(loose).st_mode & 0o777, 0o640)
         self.assertEqual(os.stat(others).st_size, 0)
-
-    def test_only_another_serve_keeps_serve_from_its_stats_file(self):
-        """A reader of the file (group paddlehook may read it) holding a lock on it must not push a starting
-        serve onto private counters; a second serve on the same file must be."""
-        path = os.path.join(H.tmpdir, "stats-locked-%d" % time.time_ns())
-        with open(path, "w"):
-            pass
-        reader = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(reader, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _, out = self.serve_until_ready(stats_file=path)
-        finally:
-            os.close(reader)
-        self.assertNotIn("event=stats_private", out)
-        sock = os.path.join(H.tmpdir, "stats-first-%d.sock" % time.time_ns())
-        first = self.serve("unix:" + sock, stats_file=path)
-        try:
-            harness.wait_until(lambda: fcgi_once(sock, "GET", "/paddle/healthz"), timeout=15, what="serve on " + sock)
-            _, out = self.serve_until_ready(stats_file=path)
-        finally:
-            first.send_signal(signal.SIGTERM)
-            first.communicate(timeout=40)
-        self.assertIn('event=stats_private file=%s reason="stats file is in use by another paddlehook serve' % path,
-                      out)
 
     def test_a_stop_sent_while_serve_starts_stops_it(self):
         """libfcgi's set-up installs a SIGTERM handler of its own; a stop arriving around it must still end
