@@ -18,7 +18,7 @@
 #define DB_TCP_USER_TIMEOUT_MS "10000"
 #define DB_CLIENT_CHECK "SET client_connection_check_interval = '1s'"
 /* How long a command asks what became of a commit whose answer it lost. */
-#define DB_OUTCOME_ASKS 50
+#define DB_OUTCOME_WAIT_MS 10000
 #define DB_OUTCOME_ASK_INTERVAL_MS 200
 
 /* First line of msg, safe inside a log line's quotes: messages may quote input. */
@@ -148,18 +148,21 @@ int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
 }
 
 /* pg_xact_status of xid on conn: "committed", "aborted", "in progress", or
- * "" when the server cannot say (an id it never gave out, after a failover)
- * or the query failed (why says so). */
+ * "" when the server cannot say (a standby, which may lag; an id it never
+ * gave out, after a failover; a failed query), with why set. */
 static const char *xact_status(PGconn *conn, const char *xid, char *why, size_t whylen)
 {
     const char *params[1] = {xid};
-    PGresult *res = PQexecParams(conn, "SELECT pg_xact_status($1::xid8)", 1, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(conn, "SELECT pg_is_in_recovery(), pg_xact_status($1::xid8)", 1, NULL, params,
+                                 NULL, NULL, 0);
     const char *status = "";
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) db_error_line(conn, res, why, whylen);
-    else if (!PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, 0), "committed") == 0) status = "committed";
-    else if (!PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, 0), "aborted") == 0) status = "aborted";
-    else if (!PQgetisnull(res, 0, 0) && strcmp(PQgetvalue(res, 0, 0), "in progress") == 0) status = "in progress";
+    else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) snprintf(why, whylen, "a standby answered");
+    else if (PQgetisnull(res, 0, 1)) snprintf(why, whylen, "the server does not know the transaction");
+    else if (strcmp(PQgetvalue(res, 0, 1), "committed") == 0) status = "committed";
+    else if (strcmp(PQgetvalue(res, 0, 1), "aborted") == 0) status = "aborted";
+    else if (strcmp(PQgetvalue(res, 0, 1), "in progress") == 0) status = "in progress";
     PQclear(res);
     return status;
 }
@@ -179,17 +182,19 @@ static int change_present(PGconn *conn, const struct db_change *change, char *wh
     return present;
 }
 
-/* What became of transaction xid, asked on new connections for up to
- * DB_OUTCOME_ASKS intervals: while the server restarts, and while the
- * transaction is "in progress" (a commit that waits for a synchronous
- * standby is durable here but not done until the standby answers). A
- * transaction id says nothing once another server answers (a failover: the
- * same id may have gone to another's transaction), so where the change can
- * be looked for, it decides. The verdict goes to err, but for DB_COMMITTED. */
+/* What became of transaction xid, asked on new connections for
+ * DB_OUTCOME_WAIT_MS (and a connection attempt under way then): while the
+ * server restarts, and while the transaction is "in progress" (a commit that
+ * waits for a synchronous standby is durable here but not done until the
+ * standby answers). A transaction id says nothing once another server
+ * answers (a failover: the same id may have gone to another's transaction),
+ * so where the change can be looked for, it decides. A standby's word is not
+ * taken. The verdict goes to err, but for DB_COMMITTED. */
 static enum db_commit_outcome ask_outcome(const char *conninfo, const char *xid, const struct db_change *change,
                                           char *err, size_t errlen)
 {
     enum db_commit_outcome outcome = DB_COMMIT_UNKNOWN;
+    long long until = db_now_ms() + DB_OUTCOME_WAIT_MS;
     char why[256] = "no answer";
     const char *status = "";
     PGconn *conn = NULL;
@@ -197,21 +202,21 @@ static enum db_commit_outcome ask_outcome(const char *conninfo, const char *xid,
 
     fprintf(stderr, "paddlehook: the connection was lost while committing (%s); asking the database what "
                     "became of the transaction\n", err);
-    for (int i = 0; i < DB_OUTCOME_ASKS; i++) {
+    for (;;) {
         if (conn == NULL) conn = db_connect_command(conninfo, why, sizeof why);
         if (conn != NULL) status = xact_status(conn, xid, why, sizeof why);
         if (conn != NULL && PQstatus(conn) != CONNECTION_OK) {
             PQfinish(conn);
             conn = NULL;
         }
-        if (conn != NULL && strcmp(status, "in progress") != 0) break;
+        if ((conn != NULL && strcmp(status, "in progress") != 0) || db_now_ms() >= until) break;
         nanosleep(&(struct timespec){.tv_nsec = DB_OUTCOME_ASK_INTERVAL_MS * 1000000L}, NULL);
     }
-    if (conn == NULL) {
+    if (conn == NULL || strcmp(why, "a standby answered") == 0) {
         snprintf(err, errlen, "the database cannot tell: %s", why);
     } else if (strcmp(status, "in progress") == 0) {
         snprintf(err, errlen, "the transaction was still committing after %d s (a synchronous standby that does "
-                              "not answer?)", DB_OUTCOME_ASKS * DB_OUTCOME_ASK_INTERVAL_MS / 1000);
+                              "not answer?)", DB_OUTCOME_WAIT_MS / 1000);
     } else if (change != NULL && (present = change_present(conn, change, why, sizeof why)) >= 0) {
         outcome = present ? DB_COMMITTED : DB_NOT_COMMITTED;
         snprintf(err, errlen, "%s", present ? "" : "the database does not hold the change: it did not commit");

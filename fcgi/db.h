@@ -68,8 +68,8 @@ struct db_change {
  * server's reason in err. When the connection is lost before the answer (a
  * restart, a failover, a wait for a synchronous standby ended by a
  * shutdown), the server may have committed: it says so on stderr and asks
- * on new connections to conninfo, for up to 10 s, what became of the
- * transaction, looking for change when given (NULL: the transaction's
+ * on new connections to conninfo, for 10 s and a connection attempt then
+ * under way, what became of the transaction, looking for change when given (NULL: the transaction's
  * status alone, which a failover can mislead). DB_COMMIT_UNKNOWN if it
  * cannot tell; err then says why. */
 enum db_commit_outcome db_commit(PGconn *conn, const char *conninfo, const struct db_change *change, char *err,

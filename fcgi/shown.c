@@ -16,15 +16,17 @@ static int control_len(const unsigned char *v)
     return 0;
 }
 
-/* Bytes of the character at p: a UTF-8 lead byte and the continuation bytes
- * that follow it (at most three), else one. */
+/* Bytes of the character at p: a whole UTF-8 sequence (a lead byte 0xc2-0xf4
+ * and all its continuation bytes), else one byte, so that a continuation
+ * byte after an invalid or cut sequence is looked at on its own (it may be a
+ * raw C1 control). */
 static size_t char_len(const unsigned char *p)
 {
-    size_t n = 1;
-    size_t more = *p >= 0xf0 ? 3 : *p >= 0xe0 ? 2 : *p >= 0xc0 ? 1 : 0;
+    size_t more = *p >= 0xc2 && *p <= 0xdf ? 1 : *p >= 0xe0 && *p <= 0xef ? 2 : *p >= 0xf0 && *p <= 0xf4 ? 3 : 0;
 
-    while (more-- > 0 && (p[n] & 0xc0) == 0x80) n++;
-    return n;
+    for (size_t i = 1; i <= more; i++)
+        if ((p[i] & 0xc0) != 0x80) return 1;
+    return more + 1;
 }
 
 size_t shown_len(const char *v)

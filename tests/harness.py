@@ -327,9 +327,11 @@ class Harness(PostgresMixin, WebMixin):
         is ended (a shutdown does the same; the commit is then visible at once). cut="client": the command's
         connection is cut between it and the database (through a ClientCutProxy; it must connect to
         PADDLEHOOK_DB), the session keeps waiting, and the standby setting is lifted a second later, which
-        lets the commit finish. Returns the finished process, output captured."""
+        lets the commit finish. cut="client-unreachable": the same, but the database stays out of reach of the
+        command (its new connections are taken and never answered) and the commit waits until the end.
+        Returns the finished process, output captured."""
         waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
-        proxy = ClientCutProxy(self.pg_port) if cut == "client" else None
+        proxy = ClientCutProxy(self.pg_port) if cut.startswith("client") else None
         env = self.env()
         if proxy:
             env["PADDLEHOOK_DB"] = env["PADDLEHOOK_DB"].replace("port=%d" % self.pg_port, "port=%d" % proxy.port)
@@ -344,14 +346,16 @@ class Harness(PostgresMixin, WebMixin):
             talk.start()
             try:
                 wait_until(lambda: self.sql(waiting), timeout=10, what="the command's commit to wait for the standby")
-                if proxy:
+                if cut == "client-unreachable":
+                    proxy.cut(black_hole=True)
+                elif proxy:
                     proxy.cut()
                     time.sleep(1)   # the command asks what became of its commit meanwhile
                     self.sql("ALTER SYSTEM RESET synchronous_standby_names")
                     self.sql("SELECT pg_reload_conf()")
                 else:
                     self.sql("SELECT pg_terminate_backend(pid) FROM (%s) w" % waiting)
-                talk.join(30)
+                talk.join(60)
             finally:
                 if proc.poll() is None:
                     proc.kill()

@@ -245,6 +245,8 @@ class ClientCutProxy:
         self.lock = threading.Lock()
         self.open = []        # (client, server) still proxied
         self.cut_servers = []  # server sides kept open after a cut, closed by close()
+        self.held = []         # clients accepted and never answered (black_hole)
+        self.black_hole = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -253,6 +255,10 @@ class ClientCutProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.black_hole:   # a server that takes connections and never answers
+                with self.lock:
+                    self.held.append(client)
+                continue
             server = socket.create_connection(("127.0.0.1", self.target_port))
             with self.lock:
                 self.open.append((client, server))
@@ -270,7 +276,9 @@ class ClientCutProxy:
         except OSError:
             pass
 
-    def cut(self):
+    def cut(self, black_hole=False):
+        """black_hole: connections made afterwards are taken and never answered."""
+        self.black_hole = black_hole
         with self.lock:
             pairs, self.open = self.open, []
             self.cut_servers += [server for _, server in pairs]
@@ -281,7 +289,7 @@ class ClientCutProxy:
     def close(self):
         self.listener.close()
         with self.lock:
-            socks = [s for pair in self.open for s in pair] + self.cut_servers
-            self.open, self.cut_servers = [], []
+            socks = [s for pair in self.open for s in pair] + self.cut_servers + self.held
+            self.open, self.cut_servers, self.held = [], [], []
         for s in socks:
             s.close()

@@ -357,6 +357,19 @@ class Rekey(HarnessTestCase):
             self.H.cli("rekey", "--old-key-file", new_key, "--key-file", original)
             self.assertEqual(self.H.cli("check-config", check=False).returncode, 0)
 
+    def test_a_rekey_that_cannot_reach_the_database_after_a_lost_answer_says_so_in_bounded_time(self):
+        """Each new connection hangs until its connect_timeout (5 s here): the asking must still end, saying it
+        cannot tell; the commit lands afterwards, and the new key is the one to keep."""
+        self.H.add_endpoint()
+        original, new_key = self.saved_and_new_key()
+        self.addCleanup(self.H.cli, "rekey", "--old-key-file", new_key, "--key-file", original, check=False)
+        proc = self.H.cli_losing_commit_answer(["rekey", "--old-key-file", self.H.key_file, "--key-file", new_key],
+                                               cut="client-unreachable")
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("the database cannot tell", proc.stderr)
+        self.assertIn("the rekey may or may not have taken effect: keep both key files", proc.stderr)
+        self.assertEqual(self.H.cli("check-config", "--key-file", new_key, check=False).returncode, 0)
+
     def test_an_endpoint_change_whose_answer_is_lost_is_found_out_or_said_unknown(self):
         name = "lost-answer-%d" % time.time_ns()
         # In a transaction: asked again, found committed.
