@@ -321,7 +321,7 @@ class Harness(PostgresMixin, WebMixin):
                                % (" ".join(map(str, args)), p.returncode, p.stdout, p.stderr))
         return p
 
-    def cli_losing_commit_answer(self, args, input="", cut="server"):
+    def cli_losing_commit_answer(self, args, input="", cut="server", before_release=None):
         """Runs paddlehook with args while commits wait for a synchronous standby that is not there, and loses
         the answer to the command's commit, which has taken place locally. cut="server": the session that waits
         is ended (a shutdown does the same; the commit is then visible at once). cut="client": the command's
@@ -329,6 +329,7 @@ class Harness(PostgresMixin, WebMixin):
         PADDLEHOOK_DB), the session keeps waiting, and the standby setting is lifted a second later, which
         lets the commit finish. cut="client-unreachable": the same, but the database stays out of reach of the
         command (its new connections are taken and never answered) and the commit waits until the end.
+        before_release: called after a "client" cut, before the commit may finish.
         Returns the finished process, output captured."""
         waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
         proxy = ClientCutProxy(self.pg_port) if cut.startswith("client") else None
@@ -351,6 +352,8 @@ class Harness(PostgresMixin, WebMixin):
                 elif proxy:
                     proxy.cut()
                     time.sleep(1)   # the command asks what became of its commit meanwhile
+                    if before_release:
+                        before_release()
                     self.sql("ALTER SYSTEM RESET synchronous_standby_names")
                     self.sql("SELECT pg_reload_conf()")
                 else:

@@ -386,6 +386,36 @@ class Rekey(HarnessTestCase):
                       proc.stderr)
         self.H.cli("endpoint", "enable", ep_id)
 
+    def test_a_lost_answer_is_settled_by_the_change_not_by_the_transaction_id(self):
+        """After a failover the transaction id of a lost commit may name another's transaction, committed. Here
+        the commit does take place, and another session removes its new secret before the command can look: the
+        id says committed, the change is not there, and the change decides."""
+        ep = self.H.add_endpoint()
+        newest = self.H.sql_value("SELECT max(id) FROM paddle.endpoint_secrets WHERE endpoint_id = %s"
+                                  % self.H.lit(ep.id))
+        remover = []
+
+        def remove_the_new_secret_once_committed():
+            # Queued behind the command's lock on the table, it runs first once the commit ends; the command's
+            # look at the table then waits for it.
+            sql = ("SET application_name = 'test_remover'; BEGIN; "
+                   "LOCK TABLE paddle.endpoint_secrets IN ACCESS EXCLUSIVE MODE; "
+                   "DELETE FROM paddle.endpoint_secrets WHERE endpoint_id = %s AND id > %s; COMMIT;"
+                   % (self.H.lit(ep.id), newest))
+            remover.append(threading.Thread(target=self.H.sql, args=(sql,)))
+            remover[0].start()
+            wait_until(lambda: self.H.sql_value("SELECT wait_event_type FROM pg_stat_activity "
+                                                "WHERE application_name = 'test_remover'") == "Lock",
+                       timeout=10, what="the remover to wait for the command's lock")
+        try:
+            proc = self.H.cli_losing_commit_answer(["endpoint", "rotate", ep.id], input=new_secret() + "\n",
+                                                   cut="client", before_release=remove_the_new_secret_once_committed)
+        finally:
+            for t in remover:
+                t.join(30)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        self.assertIn("the database does not hold the change: it did not commit", proc.stderr)
+
     def test_a_read_whose_answer_is_lost_says_nothing_of_changes(self):
         tag = "test_endpoints_locked"
         held = self.H.in_flight("LOCK TABLE paddle.endpoints IN ACCESS EXCLUSIVE MODE", 3, tag)
