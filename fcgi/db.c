@@ -147,9 +147,10 @@ int db_exec(PGconn *conn, const char *sql, char *err, size_t errlen)
     return ok ? 0 : -1;
 }
 
-/* pg_xact_status of xid on conn: "committed", "aborted", "in progress", or
- * "" when the server cannot say (a standby, which may lag; an id it never
- * gave out, after a failover; a failed query), with why set. */
+/* pg_xact_status of xid on conn: "committed", "aborted", "in progress";
+ * "standby" when a standby answered (it may lag); or "" when the server
+ * cannot say (an id it never gave out, after a failover; a failed query).
+ * why says why for "". */
 static const char *xact_status(PGconn *conn, const char *xid, char *why, size_t whylen)
 {
     const char *params[1] = {xid};
@@ -158,7 +159,7 @@ static const char *xact_status(PGconn *conn, const char *xid, char *why, size_t 
     const char *status = "";
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) db_error_line(conn, res, why, whylen);
-    else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) snprintf(why, whylen, "a standby answered");
+    else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) status = "standby";
     else if (PQgetisnull(res, 0, 1)) snprintf(why, whylen, "the server does not know the transaction");
     else if (strcmp(PQgetvalue(res, 0, 1), "committed") == 0) status = "committed";
     else if (strcmp(PQgetvalue(res, 0, 1), "aborted") == 0) status = "aborted";
@@ -212,8 +213,8 @@ static enum db_commit_outcome ask_outcome(const char *conninfo, const char *xid,
         if ((conn != NULL && strcmp(status, "in progress") != 0) || db_now_ms() >= until) break;
         nanosleep(&(struct timespec){.tv_nsec = DB_OUTCOME_ASK_INTERVAL_MS * 1000000L}, NULL);
     }
-    if (conn == NULL || strcmp(why, "a standby answered") == 0) {
-        snprintf(err, errlen, "the database cannot tell: %s", why);
+    if (conn == NULL || strcmp(status, "standby") == 0) {
+        snprintf(err, errlen, "the database cannot tell: %s", conn == NULL ? why : "a standby answered");
     } else if (strcmp(status, "in progress") == 0) {
         snprintf(err, errlen, "the transaction was still committing after %d s (a synchronous standby that does "
                               "not answer?)", DB_OUTCOME_WAIT_MS / 1000);

@@ -92,7 +92,10 @@ int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t 
     return (int)len;
 }
 
-int endpoint_secrets_open_with(PGconn *conn, const struct masterkey *mk, char *err, size_t errlen)
+/* Whether the stored active secrets are sealed with mk: at least one of them
+ * opens with it, or there is none. A secret sealed with another key (the one
+ * `rekey` just replaced, a wrong --key-file) would be one no worker can open. */
+static int key_matches_stored_secrets(PGconn *conn, const struct masterkey *mk, char *err, size_t errlen)
 {
     PGresult *res = db_query(conn, SQL_ACTIVE_SEALED, err, errlen);
     int rows, opened = 0;
@@ -120,7 +123,7 @@ static int begin_secret_change(PGconn *conn, const struct masterkey *mk)
     char err[512] = "";
 
     if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && db_exec(conn, ENDPOINT_SECRETS_LOCK_SQL, err, sizeof err) == 0 &&
-        endpoint_secrets_open_with(conn, mk, err, sizeof err))
+        key_matches_stored_secrets(conn, mk, err, sizeof err))
         return 0;
     fprintf(stderr, "paddlehook: %s\n", err);
     PQclear(PQexec(conn, "ROLLBACK"));

@@ -2,8 +2,6 @@
 #ifndef PADDLEHOOK_ENDPOINT_CMD_H
 #define PADDLEHOOK_ENDPOINT_CMD_H
 
-#include <libpq-fe.h>
-
 #include "config.h"
 #include "limits.h"
 #include "masterkey.h"
@@ -22,12 +20,6 @@
 /* cfg->args[0] is the action (add, list, rotate, retire-secret, disable,
  * enable). Returns the process exit status. */
 int endpoint_cmd_run(const struct config *cfg);
-
-/* Whether the stored active secrets are sealed with mk: at least one of them
- * opens with it, or there is none. A secret sealed with another key (the one
- * `rekey` just replaced, a wrong --key-file) would be one no worker can open;
- * err then says so. */
-int endpoint_secrets_open_with(PGconn *conn, const struct masterkey *mk, char *err, size_t errlen);
 
 /* Reads a secret from stdin (no echo on a terminal) into buf. Shared with
  * commands that take secrets. Returns its length, or -1 with err set. */

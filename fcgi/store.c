@@ -98,15 +98,12 @@ static int run(struct store *s, const char *sql, ExecStatusType want, PGresult *
     return ok ? 0 : -1;
 }
 
-/* synchronous_commit as the server's configuration says now (a session
- * value set earlier is dropped), raised from off (DB_DURABLE_COMMIT). */
+/* synchronous_commit raised from off (DB_DURABLE_COMMIT), said when it was. */
 static int make_commits_durable(struct store *s, char *err, size_t errlen)
 {
     PGresult *raised = NULL;
 
-    if (run(s, "RESET synchronous_commit", PGRES_COMMAND_OK, NULL, err, errlen) != 0 ||
-        run(s, DB_DURABLE_COMMIT, PGRES_TUPLES_OK, &raised, err, errlen) != 0)
-        return -1;
+    if (run(s, DB_DURABLE_COMMIT, PGRES_TUPLES_OK, &raised, err, errlen) != 0) return -1;
     if (PQntuples(raised) > 0)
         log_line(LOG_WARN, "event=synchronous_commit_raised from=off to=local "
                  "reason=\"an acknowledged event must survive a database crash\"");
@@ -154,7 +151,10 @@ void store_reload_session(struct store *s)
 
     if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) return;
     s->gave_up = 0;
-    if (make_commits_durable(s, err, sizeof err) == 0) return;
+    /* The server's configuration as it is now: the session value raised earlier is dropped first. */
+    if (run(s, "RESET synchronous_commit", PGRES_COMMAND_OK, NULL, err, sizeof err) == 0 &&
+        make_commits_durable(s, err, sizeof err) == 0)
+        return;
     /* A new session gets it right from the start. */
     log_line(LOG_ERROR, "event=session_reload_failed reason=\"%s\"", err);
     if (!s->gave_up) stats_count(s->stats, STATS_DB_ERRORS); /* reply() counted a timeout */

@@ -59,23 +59,19 @@ static int valid_endpoint_id(const char *id)
 static void handle_healthz(struct worker *w, struct http_request *req, struct outcome *o)
 {
     int writable = 0;
+    const char *down;
 
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
         respond_error(req, o, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD\r\n");
         return;
     }
-    if (store_ping(&w->store, &writable) != 0) {
-        respond_error(req, o, 503, "database_unavailable", "the database is not reachable", RETRY_AFTER);
-        return;
-    }
     /* What a delivery would meet: healthy only if events can be stored. */
-    if (!writable) {
-        respond_error(req, o, 503, "database_unavailable", "the database accepts no writes (a standby, or "
-                      "read-only)", RETRY_AFTER);
-        return;
-    }
-    if (w->endpoints_failed) {
-        respond_error(req, o, 503, "database_unavailable", "endpoints cannot be loaded", RETRY_AFTER);
+    down = store_ping(&w->store, &writable) != 0 ? "the database is not reachable"
+           : !writable                           ? "the database accepts no writes (a standby, or read-only)"
+           : w->endpoints_failed                 ? "endpoints cannot be loaded"
+                                                 : NULL;
+    if (down) {
+        respond_error(req, o, 503, "database_unavailable", down, RETRY_AFTER);
         return;
     }
     o->code = 200;
