@@ -190,6 +190,45 @@ class Queueing(ConsumerCase):
         self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(late)), "2",
                          "claimed events can be queued again")
 
+    def test_two_backfills_of_one_consumer_do_not_deadlock(self):
+        """One backfill holds the queue row of the event the other's scan meets last, then queues all: before
+        0019 each waited for the other's uncommitted row and one failed with a deadlock."""
+        etype = own_type("customer")
+        for _ in range(5):   # the event queued first must come last in the heap, which a sequential scan follows
+            early = self.store(etype, sample_customer(), occurred_at=at(-7200))
+            late = self.store(etype, sample_customer(), occurred_at=at(-60))
+            pages = H.sql("SELECT (ctid::text::point)[0], (ctid::text::point)[1] FROM paddle.payment_events "
+                          "WHERE event_id IN (%s, %s) ORDER BY event_id = %s"
+                          % (H.lit(early["event_id"]), H.lit(late["event_id"]), H.lit(early["event_id"])))
+            if [float(v) for v in pages[0]] > [float(v) for v in pages[1]]:
+                break
+        else:
+            self.fail("no pair of events stored in occurred_at order in the heap")
+        name = consumer("twice", [etype])
+        since = from_now(-3600).isoformat()
+        tag = "backfill_" + paddle_id("t")[-10:]
+        first_rows = []
+        first = threading.Thread(target=lambda: first_rows.extend(H.sql(
+            "SET application_name = %s; BEGIN; SELECT paddle.queue_stored_events(%s, %s); SELECT pg_sleep(2); "
+            "SELECT paddle.queue_stored_events(%s, NULL); COMMIT;"
+            % (H.lit(tag), H.lit(name), H.lit(since), H.lit(name)))))
+        second_rows = []
+        second = threading.Thread(target=lambda: second_rows.extend(H.sql(
+            "SET enable_indexscan = off; SET enable_bitmapscan = off; "
+            "SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name))))
+        first.start()
+        try:
+            harness.wait_until(lambda: H.sleeping(tag), timeout=10, interval=0.02, what="the first backfill")
+            second.start()
+            second.join(30)
+        finally:
+            first.join(30)
+        # psql prints each statement's rows on lines of their own
+        self.assertEqual((" ".join(v for r in first_rows for v in r).split(), second_rows), (["1", "1"], [("0",)]),
+                         "both end without an error: the first queues both events, the second waits and finds "
+                         "them queued")
+        self.assertEqual(queued(name), [early["event_id"], late["event_id"]])
+
     def test_deleting_a_consumer_or_an_event_deletes_its_queue_rows(self):
         a, b = consumer("a"), consumer("b")
         env = self.store("customer.created", sample_customer())
