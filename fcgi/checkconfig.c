@@ -27,6 +27,14 @@
 #define SQL_OPEN_SCHEMAS                                                                      \
     "SELECT string_agg(quote_ident(nspname), ', ' ORDER BY nspname) FROM pg_catalog.pg_namespace "   \
     "WHERE pg_catalog.has_schema_privilege('public', oid, 'CREATE')"
+/* paddle's functions that run with their owner's rights and that PUBLIC may
+ * call: the migrations revoke that from each, and a restore without the
+ * roles the dump grants to loses the revoke with the failed grant. */
+#define SQL_PUBLIC_DEFINERS                                                                   \
+    "SELECT string_agg(p.oid::pg_catalog.regprocedure::text, ', ' ORDER BY p.oid::pg_catalog.regprocedure::text) " \
+    "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "      \
+    "WHERE n.nspname = 'paddle' AND p.prosecdef "                                              \
+    "AND pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE')"
 /* A rebuild (reproject) holds the state tables: say so after a while instead of waiting for it. */
 #define SQL_DRY_RUN_BEGIN                                                                     \
     "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '15s'"
@@ -140,25 +148,49 @@ static int check_schema(PGconn *conn)
     return check(1, "schema", "every migration of this version is applied");
 }
 
+/* One check whose query names what is open to every role, or NULL if nothing
+ * is: the problem names it twice, in the finding and in the statement that
+ * closes it (problem[0] list problem[1] list problem[2]). */
+static int check_none_open(PGconn *conn, const char *what, const char *sql, const char *const problem[3],
+                           const char *fine)
+{
+    char err[256], detail[2048];
+    PGresult *res = db_query(conn, sql, err, sizeof err);
+    const char *open = res && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : NULL;
+    int ok;
+
+    if (res == NULL) snprintf(detail, sizeof detail, "cannot read the privileges: %s", err);
+    else if (open) snprintf(detail, sizeof detail, "%s%s%s%s%s", problem[0], open, problem[1], open, problem[2]);
+    else snprintf(detail, sizeof detail, "%s", fine);
+    ok = res != NULL && open == NULL;
+    PQclear(res);
+    return check(ok, what, detail);
+}
+
 /* A schema every role may create in lets any role put a function where a
  * session with the default search_path (psql, a BI tool) finds it before a
  * built-in, inside paddle's functions and views: PostgreSQL's own advice is
  * to revoke that (the default from PostgreSQL 15 on). */
 static int check_open_schemas(PGconn *conn)
 {
-    char err[256], detail[600];
-    PGresult *res = db_query(conn, SQL_OPEN_SCHEMAS, err, sizeof err);
-    const char *open = res && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : NULL;
-    int ok;
+    static const char *const problem[3] = {
+        "every role may create objects in ",
+        ", which any session that searches it may run instead of a built-in: REVOKE CREATE ON SCHEMA ",
+        " FROM PUBLIC"};
+    return check_none_open(conn, "schemas", SQL_OPEN_SCHEMAS, problem, "no schema is open to every role");
+}
 
-    if (res == NULL) snprintf(detail, sizeof detail, "cannot read the schemas' privileges: %s", err);
-    else if (open)
-        snprintf(detail, sizeof detail, "every role may create objects in %s, which any session that searches it "
-                 "may run instead of a built-in: REVOKE CREATE ON SCHEMA %s FROM PUBLIC", open, open);
-    else snprintf(detail, sizeof detail, "no schema is open to every role");
-    ok = res != NULL && open == NULL;
-    PQclear(res);
-    return check(ok, "schemas", detail);
+/* Every role that may use the schema (the worker's among them) could take
+ * consumers' events or rewrite stored ones through such a function. */
+static int check_public_definers(PGconn *conn)
+{
+    static const char *const problem[3] = {
+        "every role may call ",
+        ", which run with their owner's rights (a restore into a cluster without the roles the dump grants to "
+        "drops these revokes): as the schema's owner, REVOKE EXECUTE ON FUNCTION ",
+        " FROM PUBLIC"};
+    return check_none_open(conn, "function grants", SQL_PUBLIC_DEFINERS, problem,
+                           "paddle's functions with their owner's rights are not granted to PUBLIC");
 }
 
 /* Runs the dry run as this connection's role and rolls it back: a grant
@@ -239,6 +271,7 @@ int checkconfig_run(const struct config *cfg)
     if (conn) {
         problems += check_schema(conn);
         problems += check_open_schemas(conn);
+        problems += check_public_definers(conn);
         if (have_key) problems += check_secrets(conn, &mk);
         problems += check_deliveries(conn);
     }

@@ -298,16 +298,30 @@ class SearchPath(HostileCase):
         H.psql("SELECT paddle.reproject_event(%s)" % H.lit(event_id))
         self.assertEqual(self.intruded(), 0, "ran with the rights of a paddlehook session")
 
-    def test_check_config_names_a_public_schema_every_role_may_create_in(self):
-        H.psql("GRANT CREATE ON SCHEMA public TO PUBLIC")
+    def assert_check_config_names(self, opening, closing, problem, fine):
+        """check-config fails and says `problem` after `opening`, and says `fine` once `closing` ran."""
+        H.psql(opening)
         try:
             p = H.cli("check-config", check=False)
         finally:
-            H.psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            H.psql(closing)
         self.assertEqual(p.returncode, 1, p.stdout)
-        self.assertIn("REVOKE CREATE ON SCHEMA public FROM PUBLIC", p.stdout)
-        self.assertNotIn("REVOKE CREATE ON SCHEMA public", H.cli("check-config", check=False).stdout)
+        self.assertIn(problem, p.stdout)
+        self.assertIn(fine, H.cli("check-config", check=False).stdout)
 
+    def test_check_config_names_a_public_schema_every_role_may_create_in(self):
+        self.assert_check_config_names("GRANT CREATE ON SCHEMA public TO PUBLIC",
+                                       "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                                       "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+                                       "schemas: no schema is open to every role")
+
+    def test_check_config_names_a_function_with_its_owners_rights_that_every_role_may_call(self):
+        """A restore into a cluster without the roles the dump grants to loses the revokes with the grants."""
+        self.assert_check_config_names(
+            "GRANT EXECUTE ON FUNCTION paddle.claim_events(text, integer) TO PUBLIC",
+            "REVOKE EXECUTE ON FUNCTION paddle.claim_events(text, integer) FROM PUBLIC",
+            "REVOKE EXECUTE ON FUNCTION paddle.claim_events(text,integer) FROM PUBLIC",
+            "function grants: paddle's functions with their owner's rights are not granted to PUBLIC")
 
 class PersonalData(HostileCase):
     def test_the_personal_data_table_of_security_md_names_real_columns(self):
