@@ -140,10 +140,13 @@ struct stats *stats_create(const char *path, const char **note)
         *note = "stats file is in use by another paddlehook serve; counters are private to this one";
         close(fd);
         fd = -1;
-    } else if (fd >= 0 && ftruncate(fd, 0) == 0 && ftruncate(fd, sizeof(struct stats)) == 0) {
+    } else if (fd >= 0 && ftruncate(fd, 0) == 0 && posix_fallocate(fd, 0, sizeof(struct stats)) == 0) {
+        /* Allocated, not sparse: on a full file system (a small /run) a worker
+         * would die of SIGBUS at its first write to a page with no room. */
         st = map(fd, 1);
     } else if (fd >= 0) {
-        *note = "stats file cannot be sized; `paddlehook status` will not see live counters";
+        *note = "stats file cannot be sized (is its file system full?); `paddlehook status` will not see live "
+                "counters";
     }
     /* The descriptor (and its lock) stays open for the life of the process. */
     if (st == NULL) {

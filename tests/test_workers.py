@@ -6,6 +6,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,11 +78,12 @@ class Listen(HarnessTestCase):
     """serve --listen: the sockets serve opens itself."""
     harness = H
 
-    def serve(self, listen, *more, env=None, stats_file=None, output=subprocess.PIPE):
-        """serve --listen with one worker, its output (stderr too) piped; env: more environment variables."""
+    def serve(self, listen, *more, env=None, stats_file=None, output=subprocess.PIPE, wrapper=()):
+        """serve --listen with one worker, its output (stderr too) piped; env: more environment variables;
+        wrapper: a command that runs serve (its argv follows)."""
         if stats_file is None:
             stats_file = os.path.join(H.tmpdir, "listen-stats-%d" % time.time_ns())
-        return subprocess.Popen([H.binary, "serve", "--listen", listen, "--workers", "1", "--stats-file", stats_file]
+        return subprocess.Popen(list(wrapper) + [H.binary, "serve", "--listen", listen, "--workers", "1", "--stats-file", stats_file]
                                 + list(more), env=dict(H.env(), **(env or {})), stdin=subprocess.DEVNULL,
                                 stdout=output, stderr=subprocess.STDOUT, text=True,
                                 preexec_fn=harness._set_pdeathsig)
@@ -173,6 +175,33 @@ class Listen(HarnessTestCase):
             self.assertEqual(f.read(), "precious\n")
         self.assertEqual(os.stat(loose).st_mode & 0o777, 0o640)
         self.assertEqual(os.stat(others).st_size, 0)
+
+    def test_a_stats_file_on_a_full_file_system_is_not_used(self):
+        """A stats file sized but not allocated (sparse) on a file system without room for it: the first counter
+        a worker writes to a page with no room behind it would kill the worker with SIGBUS, every request."""
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            self.skipTest("needs root and unshare to mount a small file system of its own")
+        small = os.path.join(H.tmpdir, "small-fs-%d" % time.time_ns())
+        os.mkdir(small)
+        sock = os.path.join(H.tmpdir, "small-fs-%d.sock" % time.time_ns())
+        # A private mount namespace: the 8 KiB file system is seen by this serve alone and goes with it.
+        wrapper = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o size=8k tmpfs "$0" && shift && exec "$@"',
+                   small, "--"]
+        ep = H.add_endpoint()
+        proc = self.serve("unix:" + sock, stats_file=os.path.join(small, "stats"), wrapper=wrapper)
+        try:
+            harness.wait_until(lambda: fcgi_once(sock, "GET", "/paddle/healthz"), timeout=15, what="serve on " + sock)
+            answers = []
+            for event_type in ("customer.created", "customer.updated", "address.created"):
+                body = make_event(event_type, sample_customer())   # each type counts in a slot of its own
+                answers.append(fcgi_once(sock, "POST", ep.path, body,
+                                         params=[("HTTP_PADDLE_SIGNATURE", H.py_sign(body, ep.secret))]))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=40)
+        self.assertIn("stats file cannot be sized (is its file system full?)", out)
+        self.assertIsNone(re.search(r"event=worker_exited worker=\d+ signal=%d" % signal.SIGBUS, out), out)
+        self.assertEqual([a is not None and b"Status: 200" in a for a in answers], [True] * 3, out)
 
     def test_a_stop_sent_while_serve_starts_stops_it(self):
         """libfcgi's set-up installs a SIGTERM handler of its own; a stop arriving around it must still end
