@@ -125,11 +125,18 @@ static int check_schema(PGconn *conn)
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        /* Undefined table or schema: not migrated. Anything else (a lock
+         * held, a timeout, a lost connection) is no sign of that. */
         int denied = state && strcmp(state, "42501") == 0;
+        int absent = state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0);
+        char why[300], detail[400];
+        db_error_line(conn, res, why, sizeof why);
+        snprintf(detail, sizeof detail, "cannot read paddle.schema_migrations: %s", why);
         PQclear(res);
-        return denied ? check(1, "schema", "this role may not read paddle.schema_migrations (the owner's); the "
-                                           "deliveries check covers what serve needs")
-                      : check(0, "schema", "paddle.schema_migrations is missing: run `paddlehook migrate`");
+        return denied   ? check(1, "schema", "this role may not read paddle.schema_migrations (the owner's); the "
+                                             "deliveries check covers what serve needs")
+               : absent ? check(0, "schema", "paddle.schema_migrations is missing: run `paddlehook migrate`")
+                        : check(0, "schema", detail);
     }
     for (unsigned i = 0; i < migrations_count; i++) {
         int found = 0;

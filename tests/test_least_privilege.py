@@ -309,6 +309,19 @@ class SearchPath(HostileCase):
         self.assertIn(problem, p.stdout)
         self.assertIn(fine, H.cli("check-config", check=False).stdout)
 
+    def test_check_config_does_not_take_a_failed_read_of_the_migrations_for_a_missing_schema(self):
+        tag = "migrations_held_" + paddle_id("t")[-10:]
+        holder = H.in_flight("LOCK paddle.schema_migrations IN ACCESS EXCLUSIVE MODE", 2, tag)
+        try:
+            p = H._run([H.binary, "check-config"], check=False,
+                       env=dict(H.env(), PGOPTIONS="-c lock_timeout=100"))
+        finally:
+            holder.join(30)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("PROBLEM  schema: cannot read paddle.schema_migrations: ", p.stdout)
+        self.assertIn("lock timeout", p.stdout)
+        self.assertNotIn("run `paddlehook migrate`", p.stdout)
+
     def test_check_config_names_a_public_schema_every_role_may_create_in(self):
         self.assert_check_config_names("GRANT CREATE ON SCHEMA public TO PUBLIC",
                                        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
