@@ -45,6 +45,41 @@ static int is_name_key(const char *k, size_t n)
     return (n == 8 && memcmp(k, "endpoint", 8) == 0) || (n == 8 && memcmp(k, "event_id", 8) == 0);
 }
 
+/* Bytes of the valid UTF-8 character at p (n bytes left), or 0 when it is
+ * not one (RFC 3629: no overlong forms, surrogates or code points past
+ * U+10FFFF). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len = p[0] < 0x80 ? 1 : p[0] >= 0xc2 && p[0] <= 0xdf ? 2 : p[0] >= 0xe0 && p[0] <= 0xef ? 3
+               : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : 0;
+    unsigned char lo = p[0] == 0xe0 ? 0xa0 : p[0] == 0xf0 ? 0x90 : 0x80;
+    unsigned char hi = p[0] == 0xed ? 0x9f : p[0] == 0xf4 ? 0x8f : 0xbf;
+
+    if (len == 0 || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if (p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xbf)) return 0;
+    return len;
+}
+
+/* A JSON string of v (n bytes) with each byte that is not part of a valid
+ * UTF-8 character written as '?': a log shipper may drop a line that is not
+ * UTF-8, and text is cut at a byte limit (a database message in another
+ * language, cut mid-character) or may quote input. */
+static void gen_text(yajl_gen g, const char *v, size_t n)
+{
+    char clean[LOG_LINE_MAX];
+    const unsigned char *p = (const unsigned char *)v;
+    size_t i = 0;
+
+    if (n > sizeof clean) n = sizeof clean;
+    while (i < n) {
+        size_t len = utf8_len(p + i, n - i);
+        if (len == 0) clean[i++] = '?';
+        else for (size_t k = 0; k < len; k++, i++) clean[i] = v[i];
+    }
+    yajl_gen_string(g, (const unsigned char *)clean, n);
+}
+
 /* Writes `key=value key="quoted value" ...` (line, n bytes) as one JSON
  * object and a newline into out; the length, or 0 if it cannot. Values never
  * contain '"' (callers sanitise them), so quoting is simple. */
@@ -74,7 +109,7 @@ static size_t to_json(const char *line, size_t n, char *out, size_t cap)
         }
         if (!is_name_key(key, (size_t)(eq - key)) && is_number(v, (size_t)(v_end - v)))
             yajl_gen_number(g, v, (size_t)(v_end - v));
-        else yajl_gen_string(g, (const unsigned char *)v, (size_t)(v_end - v));
+        else gen_text(g, v, (size_t)(v_end - v));
         while (p < end && *p == ' ') p++;
     }
     yajl_gen_map_close(g);

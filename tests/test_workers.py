@@ -78,14 +78,14 @@ class Listen(HarnessTestCase):
     """serve --listen: the sockets serve opens itself."""
     harness = H
 
-    def serve(self, listen, *more, env=None, stats_file=None, output=subprocess.PIPE, wrapper=()):
+    def serve(self, listen, *more, env=None, stats_file=None, output=subprocess.PIPE, wrapper=(), text=True):
         """serve --listen with one worker, its output (stderr too) piped; env: more environment variables;
         wrapper: a command that runs serve (its argv follows)."""
         if stats_file is None:
             stats_file = os.path.join(H.tmpdir, "listen-stats-%d" % time.time_ns())
         return subprocess.Popen(list(wrapper) + [H.binary, "serve", "--listen", listen, "--workers", "1", "--stats-file", stats_file]
                                 + list(more), env=dict(H.env(), **(env or {})), stdin=subprocess.DEVNULL,
-                                stdout=output, stderr=subprocess.STDOUT, text=True,
+                                stdout=output, stderr=subprocess.STDOUT, text=text,
                                 preexec_fn=harness._set_pdeathsig)
 
     def serve_until_ready(self, *more, stats_file=None):
@@ -120,18 +120,18 @@ class Listen(HarnessTestCase):
             self.assertIn(endpoint, logged)
         self.assertTrue(all(isinstance(l["pid"], int) for l in lines), "numbers stay numbers")
 
-    def test_json_log_lines_stay_json_when_escaping_makes_them_longer_than_the_text_form(self):
-        """A database notice full of backslashes: its key=value line fits the line limit, its JSON form
-        (each backslash escaped) does not fit the same size and must not fall back to key=value."""
+    def json_notices(self, text_sql):
+        """The db_notice lines serve --log-format json writes for a notice (message and detail text_sql) that
+        a delivery raises; every line must be UTF-8 and JSON."""
         ep = H.add_endpoint()
         H.sql("CREATE FUNCTION public.test_loud_notice() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-              "RAISE NOTICE '%', repeat(E'\\\\', 300) USING DETAIL = repeat(E'\\\\', 300); RETURN NEW; END $$; "
+              "RAISE NOTICE '%%', %s USING DETAIL = %s; RETURN NEW; END $$; "
               "CREATE TRIGGER test_loud_notice AFTER INSERT ON paddle.customers "
-              "FOR EACH ROW EXECUTE FUNCTION public.test_loud_notice()")
+              "FOR EACH ROW EXECUTE FUNCTION public.test_loud_notice()" % (text_sql, text_sql))
         self.addCleanup(H.sql, "DROP TRIGGER test_loud_notice ON paddle.customers; "
                                "DROP FUNCTION public.test_loud_notice()")
         path = os.path.join(H.tmpdir, "json-notice-%d.sock" % time.time_ns())
-        proc = self.serve("unix:" + path, "--log-format", "json")
+        proc = self.serve("unix:" + path, "--log-format", "json", text=False)
         body = make_event("customer.created", sample_customer())
         try:
             harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15,
@@ -142,11 +142,23 @@ class Listen(HarnessTestCase):
         finally:
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=40)
-        lines = [json.loads(l) for l in out.splitlines()]
+        lines = [json.loads(l.decode("utf-8")) for l in out.splitlines()]
         notices = [l for l in lines if l.get("event") == "db_notice"]
         self.assertEqual(len(notices), 1, out)
-        self.assertEqual(notices[0]["message"], "\\" * 255)   # the notice's text is cut at 255 bytes
-        self.assertEqual(notices[0]["detail"], "\\" * 255)
+        return notices[0]
+
+    def test_json_log_lines_stay_json_when_escaping_makes_them_longer_than_the_text_form(self):
+        """A database notice full of backslashes: its key=value line fits the line limit, its JSON form
+        (each backslash escaped) does not fit the same size and must not fall back to key=value."""
+        notice = self.json_notices("repeat(E'\\\\', 300)")
+        self.assertEqual(notice["message"], "\\" * 255)   # the notice's text is cut at 255 bytes
+        self.assertEqual(notice["detail"], "\\" * 255)
+
+    def test_json_log_lines_stay_utf8_when_a_message_is_cut_inside_a_character(self):
+        """A message in two-byte characters cut at 255 bytes ends in half a character, which is not UTF-8."""
+        notice = self.json_notices("repeat('\u00e9', 300)")
+        self.assertEqual(notice["message"], "\u00e9" * 127 + "?")
+        self.assertEqual(notice["detail"], "\u00e9" * 127 + "?")
 
     def test_the_stats_file_is_used_only_if_it_is_serves_own_regular_file(self):
         """Whoever may write the stats file's directory must not get serve (run as another user, root here) to
