@@ -47,7 +47,7 @@ int masterkey_load(const char *path, struct masterkey *mk, char *err, size_t err
     int fd = -1, rc = -1;
 
     if (path == NULL || *path == '\0') {
-        snprintf(err, errlen, "no key file: pass --key-file or set PADDLEHOOK_KEY_FILE");
+        snprintf(err, errlen, "no key file: set key_file in the configuration file, pass --key-file or set PADDLEHOOK_KEY_FILE");
         goto out;
     }
     fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -289,6 +289,13 @@ class Keygen(HarnessTestCase):
         self.assertNotEqual(p.returncode, 0, "a world-readable key file was accepted")
 
 
+    def test_no_key_file_names_every_place_to_set_one(self):
+        p = H.cli("check-config", "--key-file", "", check=False)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("no key file: set key_file in the configuration file, pass --key-file or set "
+                      "PADDLEHOOK_KEY_FILE", p.stdout)
+
+
 class Endpoints(HarnessTestCase):
     harness = H
 
