@@ -32,7 +32,7 @@ SCENARIOS := $(sort $(wildcard fcgi/scenarios/*.json))
 CORE := fcgi/sig.c fcgi/event.c fcgi/template.c fcgi/masterkey.c
 UNIT := $(sort $(wildcard tests/unit/*.c))
 
-.PHONY: all check unit demo deps install uninstall clean
+.PHONY: all check unit demo deps install uninstall clean FORCE
 
 # Larger targets keep their rules beside their files.
 include $(wildcard tests/fuzz/fuzz.mk bench/bench.mk tests/chaos.mk)
@@ -58,6 +58,18 @@ $(BUILD)/%.o: fcgi/%.c fcgi/*.h | $(BUILD)
 $(BUILD)/migrations.o $(BUILD)/scenarios.o: $(BUILD)/%.o: $(BUILD)/%.c fcgi/embedded.h
 	@echo "  CC    $<"
 	@$(CC) $(ALL_CFLAGS) $(HARDEN) -c -o $@ $<
+
+# The version `paddlehook --version` prints: git describe of the tree it is built from, else "unknown" (a tree
+# outside git); `make VERSION=1.2.3` sets it. version.h changes only when the version does.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+
+$(BUILD)/version.h: FORCE | $(BUILD)
+	@printf '#define PADDLEHOOK_VERSION "%s"\n' '$(VERSION)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+$(BUILD)/main.o $(BUILD)/asan/obj/main.o: $(BUILD)/version.h
+
+FORCE:
 
 $(BUILD)/paddlehook: $(OBJS) $(BUILD)/main.o
 	@echo "  LINK  $@"

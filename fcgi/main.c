@@ -15,6 +15,7 @@
 #include "serve.h"
 #include "simulate.h"
 #include "status.h"
+#include "version.h"
 
 static void usage(FILE *out)
 {
@@ -34,6 +35,7 @@ static void usage(FILE *out)
           "  status                           per endpoint: last event, outcomes in the last hour/day\n"
           "  check-config                     validate configuration, key, database and schema\n"
           "  rekey --old-key-file OLD --key-file NEW   re-seal endpoint secrets with a new key\n"
+          "  version, --version               print the version this binary was built from\n"
           "\n"
           "common options (every command accepts and validates them all; each takes effect\n"
           "where it applies):\n"
@@ -61,6 +63,10 @@ int main(int argc, char **argv)
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("paddlehook %s\n", PADDLEHOOK_VERSION);
+        return 0;
     }
     if (sodium_init() < 0) {
         fprintf(stderr, "paddlehook: libsodium failed to initialise\n");

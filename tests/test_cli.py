@@ -296,6 +296,26 @@ class Keygen(HarnessTestCase):
                       "PADDLEHOOK_KEY_FILE", p.stdout)
 
 
+class Version(HarnessTestCase):
+    harness = H
+
+    def test_version_prints_the_version_built_in(self):
+        """`--version` and `version` print what the Makefile compiled in (git describe, or "unknown" outside
+        git), read no configuration and need no database."""
+        for arg in ("--version", "version"):
+            with self.subTest(arg=arg):
+                p = subprocess.run([H.binary, arg], capture_output=True, text=True, timeout=30,
+                                   env=dict(H.env(), PADDLEHOOK_CONFIG="/nonexistent/paddlehook.conf",
+                                            PADDLEHOOK_DB="host=/nonexistent"))
+                self.assertEqual((p.returncode, p.stderr), (0, ""))
+                self.assertRegex(p.stdout, r"^paddlehook [0-9A-Za-z][0-9A-Za-z.+_-]*\n$")
+        with open(os.path.join(harness.REPO_ROOT, "build", "version.h")) as f:
+            built = f.read()
+        self.assertIn('"%s"' % p.stdout.split()[1], built)
+        p = H.cli("--help")
+        self.assertIn("--version", p.stdout)
+
+
 class Endpoints(HarnessTestCase):
     harness = H
 
