@@ -278,9 +278,10 @@ def sample_adjustment(adj_id=None, status="pending_approval", transaction_id=Non
     }
 
 
-def parse_ts(text):
-    """RFC 3339 (0-9 fractional digits, Z or +hh:mm) -> aware datetime rounded
-    to microseconds, as PostgreSQL stores it; None for None."""
+def parse_ts(text, envelope=False):
+    """RFC 3339 (0-9 fractional digits, Z or +hh:mm) -> aware datetime cut to
+    microseconds, as paddle.to_ts stores a snapshot's timestamps; envelope=True:
+    rounded, as the cast of the envelope's occurred_at does; None for None."""
     if text is None:
         return None
     m = re.match(r"^(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:?\d\d)$", text)
@@ -292,6 +293,8 @@ def parse_ts(text):
     frac = frac or "0"
     if len(frac) <= 6:
         micros = int(frac) * 10 ** (6 - len(frac))
+    elif not envelope:
+        micros = int(frac[:6])
     else:  # round half up to microseconds
         micros = (int(frac) * 10 ** 6 + 10 ** len(frac) // 2) // 10 ** len(frac)
     return (base + datetime.timedelta(microseconds=micros)).astimezone(datetime.timezone.utc)

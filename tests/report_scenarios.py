@@ -529,6 +529,35 @@ def scenario_reversed_chargebacks(db):
     return s
 
 
+def scenario_chargebacks(db):
+    """Disputes the buyer won on one-time purchases (TWD): a full chargeback; one of type partial whose item of
+    type full is one line of two; a partial one; and one Paddle reversed, whose chargeback_reverse is stored but
+    not the chargeback's reversed snapshot."""
+    f = db.feed()
+    s = {}
+    for key, prices in (("full", (Price(3000, "TWD", recurring=False),)),
+                        ("item", (Price(4000, "TWD", recurring=False), Price(5000, "TWD", recurring=False))),
+                        ("partial", (Price(6000, "TWD", recurring=False),)),
+                        ("reversed", (Price(7000, "TWD", recurring=False),))):
+        cid, tid, aid = paddle_id("ctm"), paddle_id("txn"), paddle_id("adj")
+        s.update({"c_" + key: cid, "t_" + key: tid, "cb_" + key: aid, "p_" + key: prices})
+        txn = transaction(tid, cid, "TWD", "completed", [(p, 1) for p in prices], "2024-09-02 09:00")
+        f.add("transaction.completed", txn, "2024-09-02 09:00")
+        amount = prices[0].amount * 11 // 10
+        cb = adjustment(aid, tid, cid, "TWD", amount, "approved", "2024-09-05 10:00", action="chargeback",
+                        kind="full" if key in ("full", "reversed") else "partial")
+        if key == "item":
+            cb["items"][0]["item_id"] = txn["details"]["line_items"][0]["id"]
+            cb["items"][0]["type"] = "full"
+        f.add("adjustment.created", cb, "2024-09-05 10:00")
+        if key == "reversed":
+            f.add("adjustment.created", adjustment(paddle_id("adj"), tid, cid, "TWD", amount, "approved",
+                                                   "2024-09-20 10:00", action="chargeback_reverse", kind="full"),
+                  "2024-09-20 10:00")
+    f.post()
+    return s
+
+
 def scenario_unpaid_trials(db):
     """Trials that never paid, cancelled a month later: one whose first payment failed (ILS: trialing, past_due,
     canceled), one paused at the end of its trial (THB: trialing, paused, canceled); one that paid once before it
@@ -614,6 +643,7 @@ SCENARIOS = {
     "environments": scenario_environments,
     "churn_edges": scenario_churn_edges,
     "reversed_chargebacks": scenario_reversed_chargebacks,
+    "chargebacks": scenario_chargebacks,
     "unpaid_trials": scenario_unpaid_trials,
     "schedule_ends": scenario_schedule_ends,
     "minor_units": scenario_minor_units,

@@ -410,7 +410,7 @@ class Queueing(ConsumerCase):
                          % H.lit(name))
         self.assertEqual(len(row), 1)
         self.assertEqual(row[0]["queued"], 2)
-        self.assertEqual(harness.parse_ts(row[0]["oldest_occurred_at"]), harness.parse_ts(first["occurred_at"]))
+        self.assertEqual(harness.parse_ts(row[0]["oldest_occurred_at"]), harness.parse_ts(first["occurred_at"], envelope=True))
         claim(name)
         row = H.sql_json("SELECT queued, oldest_occurred_at FROM paddle.consumer_backlog WHERE consumer = %s"
                          % H.lit(name))

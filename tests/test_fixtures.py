@@ -127,8 +127,8 @@ class FixtureDelivery(HarnessTestCase):
                 by_entity[ent].append(fx)
         cls.newest = {}
         for ent, fxs in by_entity.items():
-            top = max(parse_ts(f.env["occurred_at"]) for f in fxs)
-            cls.newest[ent] = [f for f in fxs if parse_ts(f.env["occurred_at"]) == top]
+            top = max(parse_ts(f.env["occurred_at"], envelope=True) for f in fxs)
+            cls.newest[ent] = [f for f in fxs if parse_ts(f.env["occurred_at"], envelope=True) == top]
 
     def test_fixtures_found(self):
         if not FIXTURES:

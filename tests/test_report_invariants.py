@@ -205,6 +205,14 @@ class Consistency(ReportCase):
             SELECT coalesce(l.environment, m.environment), coalesce(l.currency_code, m.currency_code),
                    coalesce(l.ending_mrr, 0)::text, coalesce(m.mrr + m.past_due_mrr, 0)::text
             FROM last l FULL JOIN paddle.mrr m USING (environment, currency_code)
+            -- mrr ends a subscription at the date of its scheduled cancel or pause; the movements when its
+            -- canceled/paused event arrives
+            WHERE NOT EXISTS (SELECT FROM paddle.subscriptions s JOIN paddle.payment_events e USING (event_id)
+                              WHERE e.environment = coalesce(l.environment, m.environment)
+                                AND s.currency_code = coalesce(l.currency_code, m.currency_code)
+                                AND s.status IN ('active', 'past_due')
+                                AND s.scheduled_change_action IN ('cancel', 'pause')
+                                AND s.scheduled_change_effective_at <= now())
             ORDER BY 1, 2""")
         self.assertGreaterEqual(len(rows), 8)
         for env, cur, ending, now in rows:

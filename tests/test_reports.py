@@ -321,7 +321,8 @@ class Refunds(ReportCase):
         self.assertEqual(got, {
             s["cx"]: (s["p1"].id, True, True, "one_time_purchase", None),          # partial refund only
             s["cy"]: (s["p2"].id, False, False, "refunded", J("2024-04-07 10:00")),
-            s["cz"]: (s["p3"].id, True, True, "one_time_purchase", None),          # chargeback, rejected refund
+            # an approved full chargeback revokes as a full refund does (the rejected refund does nothing)
+            s["cz"]: (s["p3"].id, False, False, "charged_back", J("2024-04-08 10:00")),
         })
 
 
@@ -455,6 +456,35 @@ class ReversedChargebacks(ReportCase):
         })
 
 
+class Chargebacks(ReportCase):
+    """A chargeback the buyer won revokes a one-time purchase as a refund does: in full, or the line of an item
+    of type full; not a partial one, nor one Paddle reversed."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("chargebacks")
+
+    def test_an_approved_chargeback_revokes_unless_reversed(self):
+        s = self.s
+        got = {(r["customer_id"], r["price_id"]): (r["granted"], r["forever"], r["reason"], r["access_until"])
+               for r in view("entitlements", "customer_id IN (%s)"
+                             % ", ".join(H.lit(s["c_" + k]) for k in ("full", "item", "partial", "reversed")))}
+        revoked = (False, False, "charged_back", J("2024-09-05 10:00"))
+        kept = (True, True, "one_time_purchase", None)
+        self.assertEqual(got, {
+            (s["c_full"], s["p_full"][0].id): revoked,
+            (s["c_item"], s["p_item"][0].id): revoked,
+            (s["c_item"], s["p_item"][1].id): kept,
+            (s["c_partial"], s["p_partial"][0].id): kept,
+            (s["c_reversed"], s["p_reversed"][0].id): kept,
+        })
+
+    def test_a_reversed_chargeback_revokes_nothing(self):
+        s = load("reversed_chargebacks")
+        got = {(r["granted"], r["reason"]) for r in view("entitlements", "customer_id = %s" % H.lit(s["c"]))}
+        self.assertEqual(got, {(True, "one_time_purchase")})
+
+
 class UnpaidTrials(ReportCase):
     """A trial that never paid is not churn, whatever came between (a failed first payment, a pause at the end
     of the trial); one that paid once is."""
@@ -502,6 +532,15 @@ class ScheduleEnds(ReportCase):
             s["c_trial"]: (False, "cancel_effective", J(s["at_trial"])),
             s["c_ahead"]: (True, "cancel_scheduled", J(s["at_ahead"])),
         })
+
+    def test_mrr_ends_at_the_scheduled_date(self):
+        # the cancel and the pause that took effect yesterday count nowhere, as they grant nothing; the
+        # cancel still ahead counts, the trial brings no MRR yet, the past_due one counts apart
+        self.assertRows(view("mrr", in_currency("COP")),
+                        [mrr_row("COP", 1, 1, "70.00", "840.00", past_due=1, past_due_mrr="70.00")])
+        # the movements follow the snapshots: the change is there once its event arrives
+        self.assertEqual([r["ending_mrr"] for r in view("mrr_movements", in_currency("COP"))][-1:],
+                         [decimal.Decimal("280.00")])
 
     def test_grace_days_are_24_hours_in_every_time_zone(self):
         sql = ("SELECT extract(epoch FROM access_until) FROM paddle.entitlements WHERE customer_id = %s"

@@ -361,10 +361,18 @@ class Lifecycles(SimulateCase):
         [li] = self.txn_items(run.id("txn:first"))
         self.assertFields(li, id=run.id("txnitm:first"), price_id=run.id("pri:monthly"), quantity=1, total=3300)
 
+    @staticmethod
+    def created_with(run, key):
+        """transaction_id of the subscription.created snapshot of the run's subscription `key`."""
+        [txn] = [r["data"].get("transaction_id") for r in run.rows
+                 if r["event_type"] == "subscription.created" and r["data"]["id"] == run.id(key)]
+        return txn
+
     def test_renewal(self):
         run = self.deliver("renewal")
         sub = self.row("subscription", run, "sub:g")
-        self.assertFields(sub, status="active", transaction_id=None)
+        # the creating transaction, sent in subscription.created only, outlives the renewal's snapshots
+        self.assertFields(sub, status="active", transaction_id=self.created_with(run, "sub:g"))
         self.assertPeriod(sub, run.t("+30d+1m"), run.t("+60d+1m"))
         self.assertTs(sub["next_billed_at"], run.t("+60d+1m"))
         [item] = self.sub_items(run.id("sub:g"))
@@ -511,7 +519,8 @@ class Lifecycles(SimulateCase):
         trialing = [r for r in run.rows if r["event_type"] == "subscription.trialing"][0]["data"]
         self.assertEqual((trialing["status"], trialing["first_billed_at"]), ("trialing", None))
         sub = self.row("subscription", run, "sub:d")
-        self.assertFields(sub, status="active", event_id=run.rows[6]["event_id"], transaction_id=None)
+        self.assertFields(sub, status="active", event_id=run.rows[6]["event_id"],
+                          transaction_id=self.created_with(run, "sub:d"))
         self.assertTs(sub["first_billed_at"], run.t("+14d+1m"))
         self.assertTs(sub["started_at"], run.t("+1m"))
         self.assertPeriod(sub, run.t("+14d+1m"), run.t("+44d+1m"))

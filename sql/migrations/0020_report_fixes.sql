@@ -1,0 +1,409 @@
+-- paddlehook 0020_report_fixes: chargebacks revoke, passed cancels leave MRR, the creating transaction stays.
+--
+-- Runs once, inside the migration runner's transaction (no BEGIN/COMMIT here). PostgreSQL 15.
+--
+-- 1. paddle.entitlements revoked a one-time purchase for an approved refund only: an approved chargeback (the
+--    buyer disputed the payment and got the money back) left it granted forever. An approved full chargeback
+--    (of the transaction, or an item of type full for that line) now revokes as a full refund does, with reason
+--    charged_back, unless Paddle reversed it since (won the dispute: the chargeback's status is reversed, or an
+--    approved chargeback_reverse of the transaction is stored). Partial chargebacks do not revoke, as partial
+--    refunds do not. Same columns; otherwise the view of 0016 (refunded_transactions, refunded_items and
+--    the reason of one_time_grants).
+-- 2. paddle.mrr counted an active or past_due subscription whose scheduled cancel or pause had taken effect
+--    until its subscription.canceled/paused event arrived (days later while Paddle retries), when entitlements
+--    (0016) had already ended its access. It now leaves mrr, arr and the counts at that date (the effective
+--    date, else the period end, as in entitlements). Same columns; otherwise the view of 0011.
+-- 3. paddle.project_subscription overwrote subscriptions.transaction_id with NULL from every snapshot after
+--    subscription.created (Paddle sends it there only). The row now keeps the transaction_id of the latest
+--    snapshot of its environment that had one; a snapshot older than the row (delivered late) fills it when
+--    the row has none, so the result does not depend on delivery order and reproject (which replays in
+--    occurred_at order) gives the same. Same signature; otherwise the function of 0008.
+-- 4. paddle.to_ts rounded a fraction of 7 to 9 digits to microseconds: 23:59:59.999999700Z became the next
+--    day. The fraction is now cut to 6 digits before the cast. Same signature; otherwise the function of 0004.
+
+-------------------------------------------------------------------------------------------------------------
+-- 1. entitlements
+-------------------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW paddle.entitlements AS
+WITH settings AS (
+    -- days of 24 hours: a day added to a timestamptz follows the session's TimeZone across a DST change
+    SELECT make_interval(hours => 24 * coalesce(
+               (SELECT paddle.to_int(value) FROM paddle.report_settings WHERE key = 'past_due_grace_days'), 7))
+               AS grace
+),
+sub_runs AS (
+    -- runs of consecutive past_due snapshots: run = number of non-past_due snapshots up to this one
+    SELECT s.environment, s.entity_id AS subscription_id, s.event_id, s.occurred_at, s.status,
+           count(*) FILTER (WHERE s.status IS DISTINCT FROM 'past_due')
+               OVER (PARTITION BY s.environment, s.entity_id ORDER BY s.occurred_at, s.event_id) AS run
+    FROM paddle.entity_snapshots s
+    WHERE s.entity = 'subscription'
+),
+past_due_since AS (
+    -- for each snapshot: when the past_due run it belongs to began (the state row picks its own by event_id)
+    SELECT r.event_id,
+           min(r.occurred_at) FILTER (WHERE r.status = 'past_due') OVER (PARTITION BY r.environment, r.subscription_id, r.run)
+               AS since
+    FROM sub_runs r
+),
+sub_grants AS (
+    SELECT pe.environment, s.customer_id, i.product_id, i.price_id, s.id AS subscription_id, s.status,
+           NULL::text AS transaction_id, g.granted, g.access_until, false AS forever, g.reason
+    FROM paddle.subscriptions s
+    JOIN paddle.payment_events pe ON pe.event_id = s.event_id
+    JOIN paddle.subscription_items i ON i.subscription_id = s.id
+    LEFT JOIN past_due_since pd ON pd.event_id = s.event_id
+    CROSS JOIN settings
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN s.scheduled_change_action IN ('cancel', 'pause')
+                    THEN coalesce(s.scheduled_change_effective_at, s.current_billing_period_ends_at)
+                    ELSE s.current_billing_period_ends_at END AS period_end,
+               coalesce(pd.since, s.occurred_at) + settings.grace AS grace_end,
+               greatest(s.current_billing_period_ends_at,
+                        CASE WHEN s.scheduled_change_action = 'cancel' THEN s.scheduled_change_effective_at END)
+                   AS paid_through,
+               CASE WHEN s.scheduled_change_action IN ('cancel', 'pause')
+                    THEN coalesce(s.scheduled_change_effective_at, s.current_billing_period_ends_at) END
+                   AS scheduled_end
+    ) AS x
+    CROSS JOIN LATERAL (
+        SELECT CASE s.status
+                   -- a scheduled cancel or pause ends access at its date, even before its event arrives
+                   WHEN 'active' THEN coalesce(now() < x.scheduled_end, true)
+                   WHEN 'trialing' THEN coalesce(now() < x.scheduled_end, true)
+                   WHEN 'past_due' THEN now() < x.grace_end
+                   WHEN 'canceled' THEN coalesce(now() < x.paid_through, false)
+                   ELSE false
+               END AS granted,
+               CASE s.status
+                   WHEN 'active' THEN x.period_end
+                   WHEN 'trialing' THEN x.period_end
+                   WHEN 'past_due' THEN x.grace_end
+                   WHEN 'canceled' THEN CASE WHEN now() < x.paid_through THEN x.paid_through ELSE s.canceled_at END
+                   WHEN 'paused' THEN s.paused_at
+               END AS access_until,
+               CASE s.status
+                   WHEN 'active' THEN CASE WHEN now() >= x.scheduled_end THEN s.scheduled_change_action || '_effective'
+                                           WHEN s.scheduled_change_action IN ('cancel', 'pause')
+                                               THEN s.scheduled_change_action || '_scheduled'
+                                           ELSE 'active' END
+                   WHEN 'trialing' THEN CASE WHEN now() >= x.scheduled_end
+                                             THEN s.scheduled_change_action || '_effective'
+                                             ELSE 'trialing' END
+                   WHEN 'past_due' THEN CASE WHEN now() < x.grace_end THEN 'past_due_grace'
+                                             ELSE 'past_due_grace_expired' END
+                   WHEN 'canceled' THEN CASE WHEN now() < x.paid_through THEN 'canceled_until_period_end'
+                                             ELSE 'canceled' END
+                   WHEN 'paused' THEN 'paused'
+                   ELSE coalesce(s.status, 'unknown')
+               END AS reason
+    ) AS g
+    WHERE s.customer_id IS NOT NULL
+      -- Paddle marks every item of a paused subscription inactive; the pause itself is the answer there.
+      AND (i.status IS DISTINCT FROM 'inactive' OR s.status = 'paused')
+),
+revoking AS (
+    -- approved refunds, and approved chargebacks Paddle has not reversed: a reversed chargeback has status
+    -- reversed, and its approved chargeback_reverse may be stored before that snapshot is
+    SELECT a.*
+    FROM paddle.adjustment_facts a
+    WHERE a.status = 'approved'
+      AND (a.action = 'refund'
+           OR a.action = 'chargeback'
+              AND NOT EXISTS (SELECT FROM paddle.adjustment_facts r
+                              WHERE r.action = 'chargeback_reverse' AND r.status = 'approved'
+                                AND r.transaction_id = a.transaction_id AND r.environment = a.environment))
+),
+refunded_transactions AS (
+    -- approved refunds (and chargebacks) of a whole transaction; the first one names the reason
+    SELECT a.environment, a.transaction_id, min(a.approved_at) AS refunded_at,
+           (array_agg(a.action ORDER BY a.approved_at, a.adjustment_id))[1] AS action
+    FROM revoking a
+    WHERE a.type = 'full'
+    GROUP BY a.environment, a.transaction_id
+),
+refunded_items AS (
+    -- approved refunds (and chargebacks) that refund one line item in full; the first one names the reason
+    SELECT a.environment, a.transaction_id, ai.item_id, min(a.approved_at) AS refunded_at,
+           (array_agg(a.action ORDER BY a.approved_at, a.adjustment_id))[1] AS action
+    FROM revoking a
+    JOIN paddle.adjustment_items ai ON ai.adjustment_id = a.adjustment_id AND ai.type = 'full'
+    GROUP BY a.environment, a.transaction_id, ai.item_id
+),
+one_time_items AS (
+    -- Lines whose price has no billing cycle (in the items[] of the transaction snapshot held), whether or not
+    -- the transaction belongs to a subscription: a checkout that starts a subscription can carry one-time
+    -- items, and its recurring lines grant through the subscription, never forever. A line whose price is
+    -- not in items[] counts as one-time only in a transaction without a subscription.
+    SELECT r.environment, r.customer_id, ti.product_id, ti.price_id, r.transaction_id,
+           CASE WHEN rt.refunded_at IS NULL THEN ri.refunded_at
+                WHEN ri.refunded_at IS NULL THEN rt.refunded_at
+                ELSE least(rt.refunded_at, ri.refunded_at) END AS refunded_at,
+           CASE WHEN rt.refunded_at IS NULL THEN ri.action
+                WHEN ri.refunded_at IS NULL OR rt.refunded_at <= ri.refunded_at THEN rt.action
+                ELSE ri.action END AS refunded_by
+    FROM paddle.revenue_transactions r
+    JOIN paddle.transactions t ON t.id = r.transaction_id
+    JOIN paddle.payment_events pe ON pe.event_id = t.event_id
+    JOIN paddle.transaction_items ti ON ti.transaction_id = r.transaction_id
+    LEFT JOIN LATERAL (
+        SELECT bool_or(jsonb_typeof(it -> 'price' -> 'billing_cycle') = 'object') AS recurring
+        FROM jsonb_array_elements(CASE jsonb_typeof(pe.payload -> 'data' -> 'items')
+                                      WHEN 'array' THEN pe.payload -> 'data' -> 'items' END) AS it
+        WHERE ti.price_id IN (it -> 'price' ->> 'id', it ->> 'price_id')
+    ) AS price ON true
+    LEFT JOIN refunded_transactions rt ON rt.transaction_id = r.transaction_id AND rt.environment = r.environment
+    LEFT JOIN refunded_items ri ON ri.transaction_id = r.transaction_id AND ri.item_id = ti.id
+                               AND ri.environment = r.environment
+    WHERE r.customer_id IS NOT NULL AND ti.price_id IS NOT NULL
+      AND CASE WHEN price.recurring IS NULL THEN r.subscription_id IS NULL ELSE NOT price.recurring END
+),
+one_time_grants AS (
+    SELECT o.environment, o.customer_id, o.product_id, o.price_id, NULL::text AS subscription_id,
+           NULL::text AS status, o.transaction_id, o.refunded_at IS NULL AS granted,
+           o.refunded_at AS access_until, o.refunded_at IS NULL AS forever,
+           CASE WHEN o.refunded_at IS NULL THEN 'one_time_purchase'
+                WHEN o.refunded_by = 'chargeback' THEN 'charged_back'
+                ELSE 'refunded' END AS reason
+    FROM one_time_items o
+),
+grants AS (
+    SELECT * FROM sub_grants
+    UNION ALL
+    SELECT * FROM one_time_grants
+)
+SELECT DISTINCT ON (g.environment, g.customer_id, g.product_id, g.price_id)
+       g.environment,
+       g.customer_id,
+       c.email AS customer_email,
+       g.product_id,
+       g.price_id,
+       g.granted,
+       g.access_until,
+       g.forever,
+       g.reason,
+       g.subscription_id,
+       g.status AS subscription_status,
+       g.transaction_id
+FROM grants g
+LEFT JOIN paddle.customers c ON c.id = g.customer_id AND c.environment = g.environment
+ORDER BY g.environment, g.customer_id, g.product_id, g.price_id,
+         g.granted DESC, g.forever DESC, g.access_until DESC NULLS LAST, g.subscription_id, g.transaction_id;
+
+COMMENT ON VIEW paddle.entitlements IS
+    'Access per customer x product x price, decided by the best grant: subscriptions grant while active or trialing (items not inactive; until the period end, or until the date of a scheduled cancel/pause (the period end when it has none), which ends access even before its canceled/paused event arrives: reason cancel_effective/pause_effective), past_due during past_due_grace_days (report_settings, days of 24 hours) after the current past_due run began, canceled until a period end still in the future; paused does not (its row says so). Paid/completed transactions grant forever, for each line whose price has no billing cycle (lines whose price the snapshot''s items[] do not show: only in transactions without subscription), unless an approved refund is full (type full, or a full item refund of that line: reason refunded), or an approved chargeback is, that Paddle has not reversed (no reversed status, no approved chargeback_reverse of the transaction: reason charged_back). access_until = when access ends or ended; NULL with forever = true for one-time purchases; the approval time of the first revoking refund or chargeback when revoked.';
+
+-------------------------------------------------------------------------------------------------------------
+-- 2. mrr
+-------------------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW paddle.mrr AS
+WITH subs AS (
+    SELECT pe.environment, s.id, s.status, s.customer_id,
+           coalesce(m.currency_code, s.currency_code) AS currency_code,
+           coalesce(sum(m.monthly_amount), 0) AS mrr_minor
+    FROM paddle.subscriptions s
+    JOIN paddle.payment_events pe ON pe.event_id = s.event_id
+    LEFT JOIN paddle.addresses a ON a.id = s.address_id AND a.environment = pe.environment
+    LEFT JOIN LATERAL paddle.subscription_mrr_items(pe.payload -> 'data', a.country_code) AS m ON true
+    WHERE s.status IN ('active', 'past_due')
+      -- a scheduled cancel or pause ends the MRR at its date (the period end when it has none), as it ends
+      -- access in paddle.entitlements, even before its canceled/paused event arrives
+      AND NOT coalesce(s.scheduled_change_action IN ('cancel', 'pause')
+                       AND now() >= coalesce(s.scheduled_change_effective_at, s.current_billing_period_ends_at),
+                       false)
+    GROUP BY pe.environment, s.id, s.status, s.customer_id, coalesce(m.currency_code, s.currency_code)
+)
+SELECT environment,
+       currency_code,
+       count(DISTINCT id) FILTER (WHERE status = 'active') AS active_subscriptions,
+       count(DISTINCT customer_id) FILTER (WHERE status = 'active') AS active_customers,
+       paddle.to_major(round(coalesce(sum(mrr_minor) FILTER (WHERE status = 'active'), 0)), currency_code) AS mrr,
+       paddle.to_major(12 * round(coalesce(sum(mrr_minor) FILTER (WHERE status = 'active'), 0)), currency_code) AS arr,
+       count(DISTINCT id) FILTER (WHERE status = 'past_due') AS past_due_subscriptions,
+       paddle.to_major(round(coalesce(sum(mrr_minor) FILTER (WHERE status = 'past_due'), 0)), currency_code)
+           AS past_due_mrr
+FROM subs
+GROUP BY environment, currency_code;
+
+COMMENT ON VIEW paddle.mrr IS
+    'Monthly recurring revenue now, per environment and currency: sum over active subscriptions (and separately past_due ones) of paddle.subscription_mrr_items of their latest snapshot at the prices of their address''s country, rounded half away from zero to the minor unit once per row; arr = 12 x mrr. A subscription whose scheduled cancel or pause has taken effect (its date, else its period end, is past) counts nowhere, even before its canceled/paused event arrives.';
+
+COMMENT ON VIEW paddle.mrr_movements IS
+    'MRR movements per UTC month, environment and currency, from the subscription snapshot history (paddle.subscription_history): new, expansion, contraction, churned (cancellations and pauses), reactivated (resumes, and re-activations of subscriptions that had MRR before); net_new_mrr = new + expansion + reactivated - contraction - churned; ending_mrr = running sum of net_new_mrr (= mrr + past_due_mrr of paddle.mrr once no later snapshot exists, up to per-month rounding; a scheduled cancel or pause leaves paddle.mrr at its date, and the movements when its event arrives).';
+
+-------------------------------------------------------------------------------------------------------------
+-- 3. project_subscription
+-------------------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION paddle.project_subscription(p_id text, p_event_id text, p_occurred_at timestamptz, p_data jsonb,
+                                  p_environment text)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_items_digest bigint := hashtextextended(COALESCE((p_data -> 'items')::text, ''), 0);
+    v_items_event  text;
+    v_items jsonb;
+BEGIN
+    INSERT INTO paddle.subscriptions AS t
+        (id, status, customer_id, address_id, business_id, currency_code, collection_mode,
+         billing_cycle_interval, billing_cycle_frequency,
+         current_billing_period_starts_at, current_billing_period_ends_at,
+         next_billed_at, started_at, first_billed_at, paused_at, canceled_at,
+         scheduled_change_action, scheduled_change_effective_at, scheduled_change_resume_at,
+         discount_id, discount, custom_data, import_meta, billing_details, transaction_id,
+         created_at, updated_at, items_digest, items_event_id, occurred_at, event_id, environment)
+    SELECT p_id, r.status, paddle.to_key(r.customer_id), r.address_id, r.business_id, r.currency_code,
+           r.collection_mode, r.billing_cycle ->> 'interval', paddle.to_int(r.billing_cycle ->> 'frequency'),
+           paddle.to_ts(r.current_billing_period ->> 'starts_at'),
+           paddle.to_ts(r.current_billing_period ->> 'ends_at'),
+           paddle.to_ts(r.next_billed_at), paddle.to_ts(r.started_at), paddle.to_ts(r.first_billed_at),
+           paddle.to_ts(r.paused_at), paddle.to_ts(r.canceled_at),
+           r.scheduled_change ->> 'action', paddle.to_ts(r.scheduled_change ->> 'effective_at'),
+           paddle.to_ts(r.scheduled_change ->> 'resume_at'),
+           r.discount ->> 'id', r.discount, r.custom_data, r.import_meta, r.billing_details, r.transaction_id,
+           paddle.to_ts(r.created_at), paddle.to_ts(r.updated_at),
+           v_items_digest, p_event_id, p_occurred_at, p_event_id, p_environment
+    FROM jsonb_to_record(paddle.as_object(p_data)) AS r(
+        status text, customer_id text, address_id text, business_id text, currency_code text,
+        collection_mode text, billing_cycle jsonb, current_billing_period jsonb, next_billed_at text,
+        started_at text, first_billed_at text, paused_at text, canceled_at text, scheduled_change jsonb,
+        discount jsonb, custom_data jsonb, import_meta jsonb, billing_details jsonb, transaction_id text,
+        created_at text, updated_at text)
+    ON CONFLICT (id) DO UPDATE SET
+        status                           = EXCLUDED.status,
+        customer_id                      = EXCLUDED.customer_id,
+        address_id                       = EXCLUDED.address_id,
+        business_id                      = EXCLUDED.business_id,
+        currency_code                    = EXCLUDED.currency_code,
+        collection_mode                  = EXCLUDED.collection_mode,
+        billing_cycle_interval           = EXCLUDED.billing_cycle_interval,
+        billing_cycle_frequency          = EXCLUDED.billing_cycle_frequency,
+        current_billing_period_starts_at = EXCLUDED.current_billing_period_starts_at,
+        current_billing_period_ends_at   = EXCLUDED.current_billing_period_ends_at,
+        next_billed_at                   = EXCLUDED.next_billed_at,
+        started_at                       = EXCLUDED.started_at,
+        first_billed_at                  = EXCLUDED.first_billed_at,
+        paused_at                        = EXCLUDED.paused_at,
+        canceled_at                      = EXCLUDED.canceled_at,
+        scheduled_change_action          = EXCLUDED.scheduled_change_action,
+        scheduled_change_effective_at    = EXCLUDED.scheduled_change_effective_at,
+        scheduled_change_resume_at       = EXCLUDED.scheduled_change_resume_at,
+        discount_id                      = EXCLUDED.discount_id,
+        discount                         = EXCLUDED.discount,
+        custom_data                      = EXCLUDED.custom_data,
+        import_meta                      = EXCLUDED.import_meta,
+        billing_details                  = EXCLUDED.billing_details,
+        -- sent in subscription.created only: a later snapshot without it keeps the row's (of its environment)
+        transaction_id                   = COALESCE(EXCLUDED.transaction_id,
+                                                    CASE WHEN t.environment = EXCLUDED.environment
+                                                         THEN t.transaction_id END),
+        created_at                       = EXCLUDED.created_at,
+        updated_at                       = EXCLUDED.updated_at,
+        items_digest                     = EXCLUDED.items_digest,
+        items_event_id                   = CASE WHEN t.items_digest = EXCLUDED.items_digest
+                                                        AND t.environment = EXCLUDED.environment
+                                                  THEN t.items_event_id ELSE EXCLUDED.items_event_id END,
+        occurred_at                      = EXCLUDED.occurred_at,
+        event_id                         = EXCLUDED.event_id,
+        environment                      = EXCLUDED.environment,
+        updated_in_db_at                 = now()
+    -- Newer wins within an environment; live takes over a sandbox row (paddle.snapshot_replaces).
+    WHERE paddle.snapshot_replaces(t.environment, t.occurred_at, t.event_id,
+                                   EXCLUDED.environment, EXCLUDED.occurred_at, EXCLUDED.event_id)
+    RETURNING items_event_id INTO v_items_event;
+
+    IF NOT FOUND THEN
+        -- Not applied: an equal or newer snapshot is stored. One delivered late still gives the row the
+        -- transaction_id it lacks, as it would have in occurred_at order (paddle.reproject's).
+        UPDATE paddle.subscriptions AS t
+        SET transaction_id   = paddle.as_object(p_data) ->> 'transaction_id',
+            updated_in_db_at = now()
+        WHERE t.id = p_id AND t.transaction_id IS NULL AND t.environment = p_environment
+          AND paddle.as_object(p_data) ->> 'transaction_id' IS NOT NULL;
+        RETURN;
+    END IF;
+
+    -- Applied with the items the row already holds: leave the item rows alone.
+    IF v_items_event IS DISTINCT FROM p_event_id THEN
+        RETURN;
+    END IF;
+
+    DELETE FROM paddle.subscription_items WHERE subscription_id = p_id;
+
+    v_items := p_data -> 'items';
+
+    INSERT INTO paddle.subscription_items
+        (subscription_id, price_id, product_id, quantity, status, recurring,
+         unit_price_amount, unit_price_currency_code, billing_cycle_interval, billing_cycle_frequency,
+         trial_period_interval, trial_period_frequency, next_billed_at, previously_billed_at, trial_dates,
+         created_at, updated_at, occurred_at, event_id)
+    SELECT DISTINCT ON (x.price_id)
+           p_id, x.price_id, COALESCE(x.price ->> 'product_id', x.product ->> 'id'), paddle.to_int(x.quantity),
+           x.status, paddle.to_bool(x.recurring),
+           paddle.to_amount(x.price -> 'unit_price' ->> 'amount'), x.price -> 'unit_price' ->> 'currency_code',
+           x.price -> 'billing_cycle' ->> 'interval', paddle.to_int(x.price -> 'billing_cycle' ->> 'frequency'),
+           x.price -> 'trial_period' ->> 'interval', paddle.to_int(x.price -> 'trial_period' ->> 'frequency'),
+           paddle.to_ts(x.next_billed_at), paddle.to_ts(x.previously_billed_at), x.trial_dates,
+           paddle.to_ts(x.created_at), paddle.to_ts(x.updated_at), p_occurred_at, p_event_id
+    FROM (
+        SELECT e.n, paddle.to_key(i.price ->> 'id') AS price_id, i.price, i.product, i.quantity, i.status,
+               i.recurring, i.next_billed_at, i.previously_billed_at, i.trial_dates, i.created_at, i.updated_at
+        FROM jsonb_array_elements(paddle.as_array(v_items)) WITH ORDINALITY AS e(item, n)
+        CROSS JOIN LATERAL jsonb_to_record(paddle.as_object(e.item)) AS i(
+            price jsonb, product jsonb, quantity text, status text, recurring text, next_billed_at text,
+            previously_billed_at text, trial_dates jsonb, created_at text, updated_at text)
+    ) AS x
+    WHERE x.price_id IS NOT NULL
+    ORDER BY x.price_id, x.n;
+END
+$$;
+
+-------------------------------------------------------------------------------------------------------------
+-- 4. to_ts
+-------------------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION paddle.to_ts(p text) RETURNS timestamptz
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+AS $$
+DECLARE
+    y integer;
+    d integer;
+BEGIN
+    -- Paddle's own layout (microseconds, Z) with a day of month up to 28: digits and ranges checked
+    -- without the regular expression below, which costs about as much as the rest of the projection of a
+    -- timestamp. Days 29-31 and every other layout take the general path.
+    IF translate(p, '123456789', '000000000') = '0000-00-00T00:00:00.000000Z'
+       AND substr(p, 6, 2) BETWEEN '01' AND '12' AND substr(p, 9, 2) BETWEEN '01' AND '28'
+       AND substr(p, 12, 2) <= '23' AND substr(p, 15, 2) <= '59' AND substr(p, 18, 2) <= '59'
+       AND left(p, 4) <> '0000' THEN
+        RETURN p::timestamptz;
+    END IF;
+    IF p !~ '^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:[Zz]|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])$' THEN
+        RETURN NULL;
+    END IF;
+    IF substr(p, 9, 2)::integer > 28 OR left(p, 4) = '0000' THEN  -- rare: check the calendar
+        y := substr(p, 1, 4)::integer;
+        d := substr(p, 9, 2)::integer;
+        IF y = 0
+           OR d = 31 AND substr(p, 6, 2) IN ('02', '04', '06', '09', '11')
+           OR d = 30 AND substr(p, 6, 2) = '02'
+           OR d = 29 AND substr(p, 6, 2) = '02' AND (y % 4 <> 0 OR y % 100 = 0 AND y % 400 <> 0) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    -- PostgreSQL keeps microseconds and would round the rest: .999999700 at the end of a day is the next day
+    IF p ~ '\.[0-9]{7}' THEN
+        p := regexp_replace(p, '(\.[0-9]{6})[0-9]+', '\1');
+    END IF;
+    RETURN p::timestamptz;
+END
+$$;
+
+COMMENT ON FUNCTION paddle.to_ts(text) IS
+    'RFC 3339 timestamp (0-9 fractional digits, Z or +hh:mm offset) -> timestamptz, fractions beyond microseconds cut (not rounded: a timestamp never moves to the next second or day); NULL for anything else, including impossible dates. Never raises.';
+
+COMMENT ON COLUMN paddle.subscriptions.transaction_id IS
+    'transaction_id of the subscription.created snapshot: the transaction that created the subscription. Paddle sends it there only; later snapshots keep it (those of the other environment do not), and one delivered late fills it in, so the final state does not depend on delivery order. NULL when that snapshot was never stored; the creating transaction is also findable as paddle.transactions.subscription_id = id, or in payment_events.';
