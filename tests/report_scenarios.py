@@ -558,6 +558,33 @@ def scenario_chargebacks(db):
     return s
 
 
+def scenario_halves(db):
+    """MRR at exact halves of a minor unit (CAD): six subscriptions of a yearly 99.97 price (6 x 9997/12 =
+    4998.5 cents a month); two of a yearly 12.06 price (100.5 cents a month) cancelled in July, one after a
+    failed payment."""
+    f = db.feed()
+    yearly, small = Price(9997, "CAD", interval="year"), Price(1206, "CAD", interval="year")
+    s = {}
+    for n in range(6):
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        f.add("subscription.created", subscription(sid, cid, "CAD", "active", [(yearly, 1)], "2024-06-01 09:00",
+                                                   interval="year"), "2024-06-01 09:00")
+    for key, before in (("voluntary", "active"), ("failed", "past_due")):
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        s[key] = sid
+        f.add("subscription.created", subscription(sid, cid, "CAD", "active", [(small, 1)], "2024-06-01 09:00",
+                                                   interval="year"), "2024-06-01 09:00")
+        if before == "past_due":
+            f.add("subscription.past_due", subscription(sid, cid, "CAD", "past_due", [(small, 1)],
+                                                        "2024-07-01 09:00", created="2024-06-01 09:00",
+                                                        interval="year"), "2024-07-01 09:00")
+        f.add("subscription.canceled", subscription(sid, cid, "CAD", "canceled", [(small, 1)], "2024-07-02 09:00",
+                                                    created="2024-06-01 09:00", interval="year",
+                                                    canceled_at="2024-07-02 09:00"), "2024-07-02 09:00")
+    f.post()
+    return s
+
+
 def scenario_unpaid_trials(db):
     """Trials that never paid, cancelled a month later: one whose first payment failed (ILS: trialing, past_due,
     canceled), one paused at the end of its trial (THB: trialing, paused, canceled); one that paid once before it
@@ -644,6 +671,7 @@ SCENARIOS = {
     "churn_edges": scenario_churn_edges,
     "reversed_chargebacks": scenario_reversed_chargebacks,
     "chargebacks": scenario_chargebacks,
+    "halves": scenario_halves,
     "unpaid_trials": scenario_unpaid_trials,
     "schedule_ends": scenario_schedule_ends,
     "minor_units": scenario_minor_units,

@@ -485,6 +485,30 @@ class Chargebacks(ReportCase):
         self.assertEqual(got, {(True, "one_time_purchase")})
 
 
+class Halves(ReportCase):
+    """An exact half of a minor unit rounds away from zero, however many amounts of a repeating decimal make it;
+    churn's mrr_lost is the sum of its two rounded parts."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("halves")
+
+    def test_mrr_rounds_an_exact_half_up(self):
+        # 6 x 9997/12 = 4998.5 cents
+        self.assertRows(view("mrr", in_currency("CAD")), [mrr_row("CAD", 6, 6, "49.99", "599.88")])
+        # June: 4998.5 + 2 x 100.5 = 5199.5 cents new; July: 2 x 100.5 = 201 churned
+        self.assertRows(view("mrr_movements", in_currency("CAD")), [
+            movement_row("2024-06-01", "CAD", new="52.00", net="52.00", ending="52.00", counts=(8, 0, 0, 0, 0)),
+            movement_row("2024-07-01", "CAD", churned="2.01", net="-2.01", ending="49.99", counts=(0, 0, 0, 2, 0)),
+        ])
+
+    def test_churn_mrr_lost_is_the_sum_of_its_parts(self):
+        # 100.5 cents each: 1.01 + 1.01, not 2.01
+        self.assertRows(view("churn_monthly", in_currency("CAD")), [
+            churn_row("2024-07-01", "CAD", voluntary=(1, 1, "1.01"), failed=(1, 1, "1.01")),
+        ])
+
+
 class UnpaidTrials(ReportCase):
     """A trial that never paid is not churn, whatever came between (a failed first payment, a pause at the end
     of the trial); one that paid once is."""

@@ -20,6 +20,24 @@
 --    occurred_at order) gives the same. Same signature; otherwise the function of 0008.
 -- 4. paddle.to_ts rounded a fraction of 7 to 9 digits to microseconds: 23:59:59.999999700Z became the next
 --    day. The fraction is now cut to 6 digits before the cast. Same signature; otherwise the function of 0004.
+-- 5. An amount of MRR at an exact half of a minor unit was rounded down: paddle.subscription_mrr_items divided
+--    to about 20 digits, 9997/12 gave 833.0833...33, and six of them 4998.4999...98, which round() made 4998
+--    (CAD 49.98 for six yearly 99.97 subscriptions, not 49.99). The division now runs to 30 decimals and the
+--    sums are rounded to 20 decimals before the minor unit (the new paddle.round_minor), in mrr, mrr_movements
+--    and churn_monthly; churn_monthly's mrr_lost is now the sum of voluntary_mrr_lost and
+--    failed_payment_mrr_lost, each rounded once, as documented (it was rounded apart and could differ by one
+--    minor unit). Same columns and signature; otherwise the function of 0011 and the views of 0003 and 0015.
+
+-------------------------------------------------------------------------------------------------------------
+-- 5. MRR rounding: the function the views below use (the rest of 5 is at the end)
+-------------------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION paddle.round_minor(p numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN round(round(p, 20));
+
+COMMENT ON FUNCTION paddle.round_minor(numeric) IS
+    'Building block: a sum of monthly amounts (paddle.subscription_mrr_items, to 30 decimals) rounded half away from zero to a whole minor unit, through 20 decimals first: 6 x 9997/12 = 4998.5 rounds to 4999, not 4998.';
 
 -------------------------------------------------------------------------------------------------------------
 -- 1. entitlements
@@ -219,16 +237,16 @@ SELECT environment,
        currency_code,
        count(DISTINCT id) FILTER (WHERE status = 'active') AS active_subscriptions,
        count(DISTINCT customer_id) FILTER (WHERE status = 'active') AS active_customers,
-       paddle.to_major(round(coalesce(sum(mrr_minor) FILTER (WHERE status = 'active'), 0)), currency_code) AS mrr,
-       paddle.to_major(12 * round(coalesce(sum(mrr_minor) FILTER (WHERE status = 'active'), 0)), currency_code) AS arr,
+       paddle.to_major(paddle.round_minor(coalesce(sum(mrr_minor) FILTER (WHERE status = 'active'), 0)), currency_code) AS mrr,
+       paddle.to_major(12 * paddle.round_minor(coalesce(sum(mrr_minor) FILTER (WHERE status = 'active'), 0)), currency_code) AS arr,
        count(DISTINCT id) FILTER (WHERE status = 'past_due') AS past_due_subscriptions,
-       paddle.to_major(round(coalesce(sum(mrr_minor) FILTER (WHERE status = 'past_due'), 0)), currency_code)
+       paddle.to_major(paddle.round_minor(coalesce(sum(mrr_minor) FILTER (WHERE status = 'past_due'), 0)), currency_code)
            AS past_due_mrr
 FROM subs
 GROUP BY environment, currency_code;
 
 COMMENT ON VIEW paddle.mrr IS
-    'Monthly recurring revenue now, per environment and currency: sum over active subscriptions (and separately past_due ones) of paddle.subscription_mrr_items of their latest snapshot at the prices of their address''s country, rounded half away from zero to the minor unit once per row; arr = 12 x mrr. A subscription whose scheduled cancel or pause has taken effect (its date, else its period end, is past) counts nowhere, even before its canceled/paused event arrives.';
+    'Monthly recurring revenue now, per environment and currency: sum over active subscriptions (and separately past_due ones) of paddle.subscription_mrr_items of their latest snapshot at the prices of their address''s country, rounded half away from zero to the minor unit once per row (paddle.round_minor); arr = 12 x mrr. A subscription whose scheduled cancel or pause has taken effect (its date, else its period end, is past) counts nowhere, even before its canceled/paused event arrives.';
 
 COMMENT ON VIEW paddle.mrr_movements IS
     'MRR movements per UTC month, environment and currency, from the subscription snapshot history (paddle.subscription_history): new, expansion, contraction, churned (cancellations and pauses), reactivated (resumes, and re-activations of subscriptions that had MRR before); net_new_mrr = new + expansion + reactivated - contraction - churned; ending_mrr = running sum of net_new_mrr (= mrr + past_due_mrr of paddle.mrr once no later snapshot exists, up to per-month rounding; a scheduled cancel or pause leaves paddle.mrr at its date, and the movements when its event arrives).';
@@ -407,3 +425,156 @@ COMMENT ON FUNCTION paddle.to_ts(text) IS
 
 COMMENT ON COLUMN paddle.subscriptions.transaction_id IS
     'transaction_id of the subscription.created snapshot: the transaction that created the subscription. Paddle sends it there only; later snapshots keep it (those of the other environment do not), and one delivered late fills it in, so the final state does not depend on delivery order. NULL when that snapshot was never stored; the creating transaction is also findable as paddle.transactions.subscription_id = id, or in payment_events.';
+
+-------------------------------------------------------------------------------------------------------------
+-- 5. MRR rounding
+-------------------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION paddle.subscription_mrr_items(p_data jsonb, p_country_code text)
+    RETURNS TABLE (price_id text, product_id text, quantity integer, currency_code text, unit_amount numeric,
+                   billing_interval text, billing_frequency integer, monthly_amount numeric)
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    -- Runs once per subscription snapshot in the reports, so it is written for speed: the planner inlines it,
+    -- and each OFFSET 0 evaluates a JSON extraction once instead of copying it into every use.
+    SELECT x.price_id, x.product_id, x.quantity, coalesce(x.up ->> 'currency_code', x.sub_currency), x.amount,
+           x.interval, x.frequency,
+           -- exact rational factor per interval (see docs/reports.md): month 1, year 1/12,
+           -- week 1461/336 (= 365.25 / 7 / 12), day 1461/48 (= 365.25 / 12)
+           -- to 30 decimals (a quotient keeps the scale of its dividend), trailing zeros dropped: a sum of such
+           -- amounts is exact to 20 decimals, which paddle.round_minor rounds to first
+           trim_scale(
+           round(x.amount * x.quantity * (CASE x.interval WHEN 'day' THEN 1461 WHEN 'week' THEN 1461 ELSE 1 END), 30)
+               -- numeric before the product: a frequency near 2^31 times 336 overflows an integer
+               / ((CASE x.interval WHEN 'day' THEN 48 WHEN 'week' THEN 336 WHEN 'month' THEN 1 ELSE 12 END)::numeric
+                  * x.frequency))
+    FROM (SELECT z.d ->> 'currency_code' AS sub_currency, z.d -> 'billing_cycle' AS sub_cycle, z.d -> 'items' AS items
+          FROM (SELECT p_data AS d OFFSET 0) AS z
+          OFFSET 0) AS sd
+    CROSS JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(sd.items) WHEN 'array' THEN sd.items END) AS e(item)
+    CROSS JOIN LATERAL (
+        SELECT y.*, paddle.to_amount(y.up ->> 'amount') AS amount, y.bc ->> 'interval' AS interval,
+               paddle.to_int(y.bc ->> 'frequency') AS frequency
+        FROM (
+            SELECT paddle.to_key(p.pr ->> 'id') AS price_id,
+                   coalesce(p.pr ->> 'product_id', e.item -> 'product' ->> 'id') AS product_id,
+                   coalesce(paddle.to_int(e.item ->> 'quantity'), 1) AS quantity,
+                   e.item ->> 'status' AS status,
+                   paddle.to_bool(e.item ->> 'recurring') AS recurring,
+                   sd.sub_currency,
+                   -- the unit price (see docs/reports.md): the override for the address's country in the
+                   -- subscription's currency; else the base price when it is in that currency, else the first
+                   -- override in that currency, else the base price in its own
+                   coalesce(paddle.country_price(p.pr, sd.sub_currency, p_country_code),
+                            CASE WHEN sd.sub_currency IS NULL
+                                      OR p.pr -> 'unit_price' ->> 'currency_code' = sd.sub_currency
+                                 THEN p.pr -> 'unit_price'
+                                 ELSE coalesce(paddle.price_override(p.pr, sd.sub_currency), p.pr -> 'unit_price')
+                            END) AS up,
+                   -- the price's billing cycle; a recurring item without one follows the subscription's
+                   coalesce(paddle.as_object(p.pr -> 'billing_cycle'),
+                            CASE WHEN paddle.to_bool(e.item ->> 'recurring') THEN paddle.as_object(sd.sub_cycle) END)
+                       AS bc
+            FROM (SELECT paddle.as_object(e.item -> 'price') AS pr OFFSET 0) AS p
+            OFFSET 0                                        -- up is read twice: its override search once
+        ) AS y
+        OFFSET 0
+    ) AS x
+    WHERE x.price_id IS NOT NULL
+      AND coalesce(x.status, 'active') = 'active'          -- trialing and inactive items bring no revenue yet
+      AND x.recurring IS NOT FALSE                          -- one-time charges are not recurring revenue
+      AND x.interval IN ('day', 'week', 'month', 'year')
+      AND x.frequency > 0
+      AND x.amount IS NOT NULL
+$$;
+
+COMMENT ON FUNCTION paddle.subscription_mrr_items(jsonb, text) IS
+    'Building block: the recurring items of a subscription snapshot (payment_events.payload->''data''), as listed, with their monthly amount in minor units (not rounded: exact, or to 30 decimals): unit price x quantity x factor / frequency, factor month 1, year 1/12, week 1461/336, day 1461/48. The unit price is the override for p_country_code (the country of the subscription''s address; NULL: unknown) in the subscription currency; else the base price when it is in that currency, else the first override in that currency, else the base price in its own. Items whose status is not active, with recurring = false, without price id, billing cycle or amount are left out. Never raises.';
+
+CREATE OR REPLACE VIEW paddle.mrr_movements AS
+WITH m AS (
+    SELECT h.month, h.environment, h.currency_code,
+           paddle.round_minor(coalesce(sum(h.delta_minor) FILTER (WHERE h.movement = 'new'), 0)) AS new_minor,
+           paddle.round_minor(coalesce(sum(h.delta_minor) FILTER (WHERE h.movement = 'expansion'), 0)) AS expansion_minor,
+           paddle.round_minor(coalesce(-sum(h.delta_minor) FILTER (WHERE h.movement = 'contraction'), 0)) AS contraction_minor,
+           paddle.round_minor(coalesce(-sum(h.delta_minor) FILTER (WHERE h.movement = 'churned'), 0)) AS churned_minor,
+           paddle.round_minor(coalesce(sum(h.delta_minor) FILTER (WHERE h.movement = 'reactivated'), 0)) AS reactivated_minor,
+           count(*) FILTER (WHERE h.movement = 'new') AS new_subscriptions,
+           count(*) FILTER (WHERE h.movement = 'expansion') AS expansions,
+           count(*) FILTER (WHERE h.movement = 'contraction') AS contractions,
+           count(*) FILTER (WHERE h.movement = 'churned') AS churned_subscriptions,
+           count(*) FILTER (WHERE h.movement = 'reactivated') AS reactivations
+    FROM paddle.subscription_history h
+    WHERE h.movement IS NOT NULL
+    GROUP BY h.month, h.environment, h.currency_code
+),
+n AS (
+    SELECT m.*, m.new_minor + m.expansion_minor + m.reactivated_minor - m.contraction_minor - m.churned_minor
+                    AS net_minor
+    FROM m
+)
+SELECT n.month,
+       n.environment,
+       n.currency_code,
+       paddle.to_major(n.new_minor, n.currency_code)         AS new_mrr,
+       paddle.to_major(n.expansion_minor, n.currency_code)   AS expansion_mrr,
+       paddle.to_major(n.contraction_minor, n.currency_code) AS contraction_mrr,
+       paddle.to_major(n.churned_minor, n.currency_code)     AS churned_mrr,
+       paddle.to_major(n.reactivated_minor, n.currency_code) AS reactivated_mrr,
+       paddle.to_major(n.net_minor, n.currency_code)         AS net_new_mrr,
+       paddle.to_major(sum(n.net_minor) OVER (PARTITION BY n.environment, n.currency_code ORDER BY n.month),
+                       n.currency_code)                      AS ending_mrr,
+       n.new_subscriptions,
+       n.expansions,
+       n.contractions,
+       n.churned_subscriptions,
+       n.reactivations
+FROM n;
+
+CREATE OR REPLACE VIEW paddle.churn_monthly AS
+WITH h AS (
+    SELECT h.*,
+           -- first seen trialing, and not active yet: never paid (a snapshot without a status is not trialing)
+           coalesce(first_value(h.status) OVER w = 'trialing' AND NOT bool_or(h.status = 'active') OVER w, false)
+               AS unpaid_trial
+    FROM paddle.subscription_history h
+    WINDOW w AS (PARTITION BY h.environment, h.subscription_id ORDER BY h.seq
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
+c AS (
+    SELECT h.*, CASE WHEN h.prev_status = 'past_due' THEN 'failed_payment' ELSE 'voluntary' END AS kind,
+           -- subscription_history has a row per currency the snapshot has a price in, and one for the
+           -- subscription's own currency: the cancellation counts once, in the currency its MRR was in (of
+           -- its list price when it was paused). Should that be several, the largest amount in major units
+           -- decides: a tie-break, not an exchange rate.
+           row_number() OVER (PARTITION BY h.environment, h.event_id
+                              ORDER BY paddle.to_major(h.prev_mrr_minor, h.currency_code) DESC,
+                                       paddle.to_major(h.list_mrr_minor, h.currency_code) DESC,
+                                       h.currency_code) = 1 AS counted
+    FROM h
+    -- a trial cancelled before it was ever paid: not churn
+    WHERE h.status = 'canceled' AND h.prev_status IN ('active', 'past_due', 'paused') AND NOT h.unpaid_trial
+)
+SELECT c.month,
+       c.environment,
+       c.currency_code,
+       count(DISTINCT c.customer_id) FILTER (WHERE c.counted) AS churned_customers,
+       count(*) FILTER (WHERE c.counted) AS churned_subscriptions,
+       -- the sum of the two parts below, each rounded once
+       paddle.to_major(paddle.round_minor(coalesce(sum(c.prev_mrr_minor) FILTER (WHERE c.kind = 'voluntary'), 0))
+                       + paddle.round_minor(coalesce(sum(c.prev_mrr_minor) FILTER (WHERE c.kind = 'failed_payment'), 0)),
+                       c.currency_code) AS mrr_lost,
+       count(DISTINCT c.customer_id) FILTER (WHERE c.counted AND c.kind = 'voluntary') AS voluntary_customers,
+       count(*) FILTER (WHERE c.counted AND c.kind = 'voluntary') AS voluntary_subscriptions,
+       paddle.to_major(paddle.round_minor(coalesce(sum(c.prev_mrr_minor) FILTER (WHERE c.kind = 'voluntary'), 0)), c.currency_code)
+           AS voluntary_mrr_lost,
+       count(DISTINCT c.customer_id) FILTER (WHERE c.counted AND c.kind = 'failed_payment') AS failed_payment_customers,
+       count(*) FILTER (WHERE c.counted AND c.kind = 'failed_payment') AS failed_payment_subscriptions,
+       paddle.to_major(paddle.round_minor(coalesce(sum(c.prev_mrr_minor) FILTER (WHERE c.kind = 'failed_payment'), 0)),
+                       c.currency_code) AS failed_payment_mrr_lost
+FROM c
+GROUP BY c.month, c.environment, c.currency_code
+HAVING bool_or(c.counted) OR sum(c.prev_mrr_minor) > 0;
+
+COMMENT ON VIEW paddle.churn_monthly IS
+    'Cancellations per UTC month, environment and currency: a subscription churns at its first snapshot with status canceled that follows an active, past_due or paused one, unless it was first seen trialing and had no active snapshot yet (a trial never paid is not churn); it counts once, in the currency its MRR was in (several: the largest in major units); mrr_lost = the MRR it counted in the snapshot before, per currency (0 if it was paused); failed_payment when that snapshot was past_due, else voluntary; mrr_lost = voluntary_mrr_lost + failed_payment_mrr_lost, each rounded once (paddle.round_minor).';
