@@ -46,6 +46,12 @@
  * dropped. Database waits retry on EINTR (db.c) under their own deadline,
  * so a slow database is not affected. */
 #define REQUEST_DEADLINE_S 5
+/* After the deadline SIGALRM repeats this often while the connection is
+ * served: libfcgi closes a connection by reading until the peer is quiet for
+ * 2 s, and a peer trickling a byte a second would keep it reading for good.
+ * Each repeat ends such a read, so a connection is gone about a second past
+ * its deadline. */
+#define DEADLINE_REPEAT_S 1
 /* Unread request body drained to keep a connection for the next request; a
  * larger rest (a rejected upload) closes the connection instead. */
 #define KEEP_CONN_DRAIN_MAX (64 * 1024)
@@ -238,9 +244,11 @@ static int swap_connection(FCGX_Request *fcgx, int listen_fd)
     return 0;
 }
 
+/* seconds 0 disarms the timer. */
 static void set_deadline(int seconds)
 {
-    struct itimerval t = {.it_value = {.tv_sec = seconds}};
+    struct itimerval t = {.it_value = {.tv_sec = seconds},
+                          .it_interval = {.tv_sec = seconds ? DEADLINE_REPEAT_S : 0}};
     setitimer(ITIMER_REAL, &t, NULL);
 }
 
@@ -327,9 +335,10 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
             http_request_init(&req, &fcgx);
             webhook_handle(&w, &req);
         }
-        /* The deadline stays armed: if it fires later, poll() returns EINTR and
-         * the loop goes on; the next request re-arms it. One syscall less. */
         finish_request(&fcgx);
+        /* Disarmed only once libfcgi has closed or kept the connection: its
+         * close may read from a peer until the repeats stop it. */
+        set_deadline(0);
         store_set_deadline(&w.store, 0);
     }
     FCGX_Free(&fcgx, 1);

@@ -368,6 +368,48 @@ class Listen(HarnessTestCase):
         self.assertIn('event=listen_failed reason="cannot listen on twice.test:9: the name has several addresses',
                       p.stderr)
 
+    def test_a_peer_trickling_bytes_does_not_hold_the_only_worker(self):
+        """libfcgi closes a connection by reading until the peer is quiet for 2 s: a peer sending a byte a
+        second, stuck in a header or in the body, must still lose the worker soon after its deadline."""
+        path = os.path.join(H.tmpdir, "trickle-%d.sock" % time.time_ns())
+        proc = self.serve("unix:" + path)
+        stuck_body = fcgi_request("POST", "/paddle/webhooks/ep_x", b"x" * 100)[:-18]  # 10 short, no end record
+        try:
+            harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15, what="serve on " + path)
+            for name, start in (("header", fcgi_request("GET", "/paddle/healthz")[:3]), ("body", stuck_body)):
+                with self.subTest(name):
+                    gave_up, cut_off = threading.Event(), threading.Event()
+                    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    peer.connect(path)
+                    peer.sendall(start)
+
+                    def trickle():
+                        try:
+                            for _ in range(30):  # the trickler's own limit
+                                if cut_off.wait(1):
+                                    return
+                                peer.send(b"x")
+                            gave_up.set()
+                        except OSError:
+                            cut_off.set()
+                    t = threading.Thread(target=trickle)
+                    t.start()
+                    try:
+                        time.sleep(0.5)  # the worker holds the trickler now
+                        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                            s.connect(path)
+                            s.sendall(fcgi_request("GET", "/paddle/healthz", keep_conn=False))
+                            answer = fcgi_response(s, timeout=40)
+                        self.assertFalse(gave_up.is_set(), "healthz waited until the trickler stopped by itself")
+                        self.assertIn(b"Status: 200", answer or b"")
+                    finally:
+                        cut_off.set()
+                        t.join()
+                        peer.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=40)
+
     def test_a_listen_serve_cannot_use_is_named_and_exits_1(self):
         for listen, reason in (("unix:/nonexistent-dir/x.sock", "cannot listen on unix:/nonexistent-dir/x.sock: "
                                                                 "No such file or directory"),
