@@ -2,6 +2,8 @@
  * argv (argv is visible to every local user), and are sealed with the master
  * key before they reach PostgreSQL. Every change NOTIFYs running workers in
  * the same statement, so they reload exactly when it commits. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,39 +59,111 @@
 #define PH_STR2(x) #x
 #define PH_STR(x) PH_STR2(x)
 
+/* The terminal's settings while the secret prompt has echo off, for the
+ * handlers below (a signal handler gets no context). prompt_fd < 0: no prompt. */
+static struct termios prompt_saved, prompt_quiet;
+static volatile sig_atomic_t prompt_fd = -1;
+static const int prompt_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP};
+#define PROMPT_SIGNALS (sizeof prompt_signals / sizeof prompt_signals[0])
+
+/* A signal that ends or stops the command at the prompt must not leave the
+ * terminal without echo: echo back on, then the signal's default action. A
+ * stop that is continued turns echo off again for the rest of the secret.
+ * Only async-signal-safe calls (tcsetattr, sigaction, sigprocmask, raise). */
+static void on_prompt_signal(int sig)
+{
+    int saved_errno = errno;
+    struct sigaction dfl, mine;
+    sigset_t just;
+
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, &mine);
+    if (prompt_fd >= 0) tcsetattr(prompt_fd, TCSANOW, &prompt_saved);
+    sigemptyset(&just);
+    sigaddset(&just, sig);
+    sigprocmask(SIG_UNBLOCK, &just, NULL); /* blocked while its handler runs */
+    raise(sig);
+    sigaction(sig, &mine, NULL);
+    if (prompt_fd >= 0) tcsetattr(prompt_fd, TCSANOW, &prompt_quiet);
+    errno = saved_errno;
+}
+
+/* Echo back as it was, then the signal handlers: a signal in between finds echo already on. */
+static int prompt_end(const struct sigaction prev[PROMPT_SIGNALS], char *err, size_t errlen)
+{
+    int rc = tcsetattr(prompt_fd, TCSANOW, &prompt_saved);
+
+    if (rc != 0 && err)
+        snprintf(err, errlen, "cannot turn terminal echo back on (`stty echo` does): %s", strerror(errno));
+    prompt_fd = -1;
+    for (size_t i = 0; i < PROMPT_SIGNALS; i++) sigaction(prompt_signals[i], &prev[i], NULL);
+    return rc;
+}
+
+/* Turns echo off on fd, with the handlers above in place of prev's (a signal
+ * that was ignored stays ignored). */
+static int prompt_begin(int fd, const struct termios *old, struct sigaction prev[PROMPT_SIGNALS], char *err,
+                        size_t errlen)
+{
+    struct sigaction sa;
+
+    prompt_saved = *old;
+    prompt_quiet = *old;
+    prompt_quiet.c_lflag &= ~(tcflag_t)ECHO;
+    prompt_fd = fd;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_prompt_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART; /* the prompt's read goes on after a stop */
+    for (size_t i = 0; i < PROMPT_SIGNALS; i++) {
+        sigaction(prompt_signals[i], NULL, &prev[i]);
+        if (prev[i].sa_handler != SIG_IGN) sigaction(prompt_signals[i], &sa, NULL);
+    }
+    if (tcsetattr(fd, TCSANOW, &prompt_quiet) != 0) {
+        snprintf(err, errlen, "cannot turn off terminal echo for the secret: %s", strerror(errno));
+        prompt_end(prev, NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
 int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t errlen)
 {
-    struct termios old, quiet;
+    struct termios old;
+    struct sigaction prev[PROMPT_SIGNALS];
     int tty = isatty(fileno(in)) && tcgetattr(fileno(in), &old) == 0;
     size_t len;
 
     if (tty) {
         fprintf(stderr, "Endpoint secret (pdl_ntfset_...): ");
-        quiet = old;
-        quiet.c_lflag &= ~(tcflag_t)ECHO;
-        tcsetattr(fileno(in), TCSANOW, &quiet);
+        if (prompt_begin(fileno(in), &old, prev, err, errlen) != 0) goto fail;
     }
     if (fgets(buf, (int)cap, in) == NULL) buf[0] = '\0';
     if (tty) {
-        tcsetattr(fileno(in), TCSANOW, &old);
         fputc('\n', stderr);
+        if (prompt_end(prev, err, errlen) != 0) goto fail;
     }
     len = strcspn(buf, "\r\n");
     if (buf[len] == '\0' && len == cap - 1) {
         snprintf(err, errlen, "the secret is longer than %d characters", MAX_SECRET_LEN);
-        return -1;
+        goto fail;
     }
     buf[len] = '\0';
     if (len == 0) {
         snprintf(err, errlen, "no secret on standard input");
-        return -1;
+        goto fail;
     }
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)buf[i] <= ' ' || (unsigned char)buf[i] >= 0x7f) {
             snprintf(err, errlen, "the secret must be printable ASCII without spaces");
-            return -1;
+            goto fail;
         }
     return (int)len;
+fail:
+    sodium_memzero(buf, cap);
+    return -1;
 }
 
 /* Whether the stored active secrets are sealed with mk: at least one of them

@@ -4,8 +4,13 @@ import base64
 import binascii
 import json
 import os
+import pty
+import select
+import signal
 import stat
 import subprocess
+import termios
+import time
 
 import harness
 from harness import Harness, HarnessTestCase, new_secret
@@ -349,6 +354,49 @@ class Endpoints(HarnessTestCase):
                       "SELECT row_to_json(e)::text FROM paddle.endpoints e;")
         self.assertNotIn(ep.secret, dump)
         self.assertNotIn(ep.secret[-20:], dump)
+
+    def test_a_signal_at_the_secret_prompt_leaves_echo_on(self):
+        """The prompt turns terminal echo off; ^C (or a kill, a hangup) there must not leave the operator's
+        terminal without it."""
+        for sig in (signal.SIGTSTP, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            with self.subTest(signal=sig.name):
+                master, slave = pty.openpty()
+                try:
+                    # A group of its own whose parent is in the session: a stop is not discarded as it is
+                    # in an orphaned group.
+                    proc = subprocess.Popen([H.binary, "endpoint", "add", "prompted"], env=H.env(),
+                                            stdin=slave, stdout=slave, stderr=slave, process_group=0)
+                    try:
+                        shown = b""
+                        deadline = time.monotonic() + 20
+                        while b"Endpoint secret" not in shown and time.monotonic() < deadline:
+                            if select.select([master], [], [], 1)[0]:
+                                shown += os.read(master, 1024)
+                        self.assertIn(b"Endpoint secret", shown)
+                        harness.wait_until(lambda: not termios.tcgetattr(slave)[3] & termios.ECHO, timeout=10,
+                                           what="echo off at the prompt")
+                        if sig == signal.SIGTSTP:
+                            # Stopped, echo is on; continued, off again for the rest of the secret.
+                            proc.send_signal(sig)
+                            harness.wait_until(lambda: os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)[0],
+                                               timeout=10, what="the command to stop")
+                            self.assertTrue(termios.tcgetattr(slave)[3] & termios.ECHO, "echo off while stopped")
+                            proc.send_signal(signal.SIGCONT)
+                            harness.wait_until(lambda: not termios.tcgetattr(slave)[3] & termios.ECHO,
+                                               timeout=10, what="echo off again once continued")
+                            os.write(master, (new_secret() + "\n").encode())
+                            self.assertEqual(proc.wait(timeout=20), 0)
+                        else:
+                            proc.send_signal(sig)
+                            self.assertEqual(proc.wait(timeout=20), -sig)
+                    finally:
+                        if proc.poll() is None:
+                            proc.kill()
+                            proc.wait()
+                    self.assertTrue(termios.tcgetattr(slave)[3] & termios.ECHO, "echo left off")
+                finally:
+                    os.close(master)
+                    os.close(slave)
 
     def test_commands_on_unknown_endpoint_fail(self):
         for args in (("rotate", "ep_doesnotexist"), ("retire-secret", "ep_doesnotexist"),
