@@ -2,6 +2,7 @@
  * options into calls of the modules that do the work. */
 #include "commands.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,8 +54,9 @@ int command_keygen(const struct config *cfg)
     return 0;
 }
 
-/* Reads all of stdin, at most MAX_BODY_CEILING bytes (NULL beyond). */
-static unsigned char *read_stdin(size_t *len)
+/* Reads all of stdin, at most MAX_BODY_CEILING bytes. A read error is not
+ * the end of the body: signing what came before it would sign the wrong body. */
+static unsigned char *read_stdin(size_t *len, char *err, size_t errlen)
 {
     size_t cap = 64 * 1024, n = 0;
     unsigned char *buf = malloc(cap), *grown;
@@ -63,8 +65,8 @@ static unsigned char *read_stdin(size_t *len)
         size_t got = fread(buf + n, 1, cap - n, stdin);
         n += got;
         if (n > MAX_BODY_CEILING) {
-            free(buf);
-            return NULL;
+            snprintf(err, errlen, "the body is over %d bytes", MAX_BODY_CEILING);
+            goto fail;
         }
         if (got == 0) break;
         if (n == cap) {
@@ -76,8 +78,19 @@ static unsigned char *read_stdin(size_t *len)
             cap = next;
         }
     }
+    if (buf == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (ferror(stdin)) {
+        snprintf(err, errlen, "standard input: %s", strerror(errno));
+        goto fail;
+    }
     *len = n;
     return buf;
+fail:
+    free(buf);
+    return NULL;
 }
 
 int command_sign(const struct config *cfg)
@@ -102,9 +115,9 @@ int command_sign(const struct config *cfg)
         fprintf(stderr, "paddlehook: %s: %s\n", cfg->secret_file, err);
         goto out;
     }
-    body = read_stdin(&body_len);
+    body = read_stdin(&body_len, err, sizeof err);
     if (body == NULL) {
-        fprintf(stderr, "paddlehook: cannot read the body (over %d bytes?)\n", MAX_BODY_CEILING);
+        fprintf(stderr, "paddlehook: cannot read the body: %s\n", err);
         goto out;
     }
     {

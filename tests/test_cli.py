@@ -321,6 +321,25 @@ class Version(HarnessTestCase):
         self.assertIn("--version", p.stdout)
 
 
+class Sign(HarnessTestCase):
+    harness = H
+
+    def test_a_body_that_cannot_be_read_is_not_signed(self):
+        """A read error is not the end of the body: what came before it is not what was meant to be signed."""
+        path = os.path.join(H.tmpdir, "sign-secret")
+        with open(path, "w") as f:
+            f.write(new_secret() + "\n")
+        directory = os.open(H.tmpdir, os.O_RDONLY)  # read() fails with EISDIR
+        try:
+            p = subprocess.run([H.binary, "sign", "--secret-file", path], stdin=directory, capture_output=True,
+                               text=True, env=H.env(), timeout=30)
+        finally:
+            os.close(directory)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertEqual(p.stdout, "")
+        self.assertIn("cannot read the body: standard input: Is a directory", p.stderr)
+
+
 class Endpoints(HarnessTestCase):
     harness = H
 
