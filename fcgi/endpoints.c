@@ -76,6 +76,16 @@ static int prepare_secrets(struct endpoint_table *t, size_t used)
     return 0;
 }
 
+/* Endpoints in an ENDPOINTS_QUERY result, whose rows come ordered by endpoint. */
+static size_t count_endpoints(const PGresult *res)
+{
+    size_t n = 0;
+
+    for (int r = 0; r < PQntuples(res); r++)
+        n += r == 0 || strcmp(PQgetvalue(res, r, 0), PQgetvalue(res, r - 1, 0)) != 0;
+    return n;
+}
+
 int endpoints_load(struct store *s, const struct masterkey *mk, struct endpoint_table *t,
                    char *err, size_t errlen)
 {
@@ -86,8 +96,13 @@ int endpoints_load(struct store *s, const struct masterkey *mk, struct endpoint_
 
     if (res == NULL) goto out;
     rows = (size_t)PQntuples(res);
-    if (rows > MAX_ENDPOINTS * MAX_SECRETS_PER_ENDPOINT) {
+    if (count_endpoints(res) > MAX_ENDPOINTS) {
         snprintf(err, errlen, "more than %d endpoints", MAX_ENDPOINTS);
+        goto out;
+    }
+    /* A row per active secret: what is allocated below stays bounded. */
+    if (rows > MAX_ENDPOINTS * MAX_SECRETS_PER_ENDPOINT) {
+        snprintf(err, errlen, "more than %d active secrets", MAX_ENDPOINTS * MAX_SECRETS_PER_ENDPOINT);
         goto out;
     }
     next.items = calloc(rows ? rows : 1, sizeof *next.items);

@@ -8,6 +8,9 @@
 
 #include <yajl/yajl_gen.h>
 
+/* The Paddle-Signature header as nginx passes it. */
+#define SIGNATURE_PARAM "HTTP_PADDLE_SIGNATURE"
+
 static const char *reason(int code)
 {
     switch (code) {
@@ -34,11 +37,11 @@ void http_request_init(struct http_request *req, FCGX_Request *fcgx)
     req->fcgx = fcgx;
     req->method = FCGX_GetParam("REQUEST_METHOD", fcgx->envp);
     req->content_length = FCGX_GetParam("CONTENT_LENGTH", fcgx->envp);
-    req->signature = FCGX_GetParam("HTTP_PADDLE_SIGNATURE", fcgx->envp);
+    req->signature = FCGX_GetParam(SIGNATURE_PARAM, fcgx->envp);
     /* nginx passes a repeated header as repeated parameters; GetParam would
      * silently pick the first. */
     for (char **e = fcgx->envp; e && *e; e++)
-        req->signature_count += strncmp(*e, "HTTP_PADDLE_SIGNATURE=", 22) == 0;
+        req->signature_count += strncmp(*e, SIGNATURE_PARAM "=", sizeof SIGNATURE_PARAM) == 0;
     if (req->method == NULL) req->method = "";
     /* DOCUMENT_URI is nginx's normalised, decoded path, taken whole: a '?' in
      * it was sent as %3F, and cutting there would route /paddle/metrics%3F to

@@ -37,6 +37,21 @@ out:
     return rc;
 }
 
+/* Up to cap bytes of fd, however many reads that takes; -1 on an error. */
+static ssize_t read_up_to(int fd, char *buf, size_t cap)
+{
+    size_t got = 0;
+
+    while (got < cap) {
+        ssize_t n = read(fd, buf + got, cap - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
 int masterkey_load(const char *path, struct masterkey *mk, char *err, size_t errlen)
 {
     char buf[MASTERKEY_HEX_LEN + 8];
@@ -50,9 +65,14 @@ int masterkey_load(const char *path, struct masterkey *mk, char *err, size_t err
         snprintf(err, errlen, "no key file: set key_file in the configuration file, pass --key-file or set PADDLEHOOK_KEY_FILE");
         goto out;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in the key's place must not hang the open (and a reload with it). */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0) {
         snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "key file %s is not a regular file", path);
         goto out;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
@@ -60,7 +80,10 @@ int masterkey_load(const char *path, struct masterkey *mk, char *err, size_t err
                  path, (unsigned)(st.st_mode & 0777));
         goto out;
     }
-    n = read(fd, buf, sizeof buf);
+    if ((n = read_up_to(fd, buf, sizeof buf)) < 0) {
+        snprintf(err, errlen, "cannot read key file %s: %s", path, strerror(errno));
+        goto out;
+    }
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
     if (n != MASTERKEY_HEX_LEN ||
         sodium_hex2bin(key, sizeof key, buf, (size_t)n, NULL, &bin_len, NULL) != 0 ||
@@ -87,8 +110,10 @@ int masterkey_seal(const struct masterkey *mk, const unsigned char *msg, size_t 
     return crypto_secretbox_easy(out + crypto_secretbox_NONCEBYTES, msg, len, out, mk->key);
 }
 
-int masterkey_open(const struct masterkey *mk, const unsigned char *sealed, size_t sealed_len,
-                   unsigned char *out, size_t out_cap, size_t *out_len)
+/* Inverse of seal; *out_len = sealed_len - MASTERKEY_SEAL_OVERHEAD. -1 when
+ * the ciphertext was not made with this key. */
+static int masterkey_open(const struct masterkey *mk, const unsigned char *sealed, size_t sealed_len,
+                          unsigned char *out, size_t out_cap, size_t *out_len)
 {
     if (sealed_len < MASTERKEY_SEAL_OVERHEAD || out_cap < sealed_len - MASTERKEY_SEAL_OVERHEAD)
         return -1;

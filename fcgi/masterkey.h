@@ -27,13 +27,9 @@ int masterkey_load(const char *path, struct masterkey *mk, char *err, size_t err
 int masterkey_seal(const struct masterkey *mk, const unsigned char *msg, size_t len,
                    unsigned char *out, size_t out_cap);
 
-/* Inverse of seal; *out_len = sealed_len - MASTERKEY_SEAL_OVERHEAD. -1 when
- * the ciphertext was not made with this key. */
-int masterkey_open(const struct masterkey *mk, const unsigned char *sealed, size_t sealed_len,
-                   unsigned char *out, size_t out_cap, size_t *out_len);
-
-/* masterkey_open of a sealed endpoint secret as the database returns it,
- * encode(sealed, 'hex'). -1 when it is not hex of one or does not open. */
+/* Opens a sealed endpoint secret as the database returns it, encode(sealed,
+ * 'hex'); *out_len gets its length. -1 when it is not hex of one or was not
+ * sealed with this key. */
 int masterkey_open_hex(const struct masterkey *mk, const char *hex, unsigned char *out, size_t out_cap,
                        size_t *out_len);
 

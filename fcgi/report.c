@@ -7,6 +7,7 @@
  */
 #include "report.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,34 +218,41 @@ static void print_csv(const PGresult *res)
     }
 }
 
+/* -1 when yajl refused something (said here); a write error is left to the caller. */
 static int print_json(const PGresult *res)
 {
     yajl_gen g = yajl_gen_alloc(NULL);
     const unsigned char *buf;
     size_t len;
+    int st = 0; /* statuses OR-ed: yajl_gen_status_ok is 0 */
 
-    if (g == NULL) return -1;
+    if (g == NULL) goto fail;
     yajl_gen_config(g, yajl_gen_beautify, 1);
-    yajl_gen_array_open(g);
+    st |= yajl_gen_array_open(g);
     for (int r = 0; r < PQntuples(res); r++) {
-        yajl_gen_map_open(g);
+        st |= yajl_gen_map_open(g);
         for (int c = 0; c < PQnfields(res); c++) {
             const char *name = PQfname(res, c), *v = PQgetvalue(res, r, c);
             Oid t = PQftype(res, c);
-            yajl_gen_string(g, (const unsigned char *)name, strlen(name));
-            if (PQgetisnull(res, r, c)) yajl_gen_null(g);
-            else if (t == OID_BOOL) yajl_gen_bool(g, v[0] == 't');
+            st |= yajl_gen_string(g, (const unsigned char *)name, strlen(name));
+            if (PQgetisnull(res, r, c)) st |= yajl_gen_null(g);
+            else if (t == OID_BOOL) st |= yajl_gen_bool(g, v[0] == 't');
             /* numeric stays exact: its digits are written as they are. */
-            else if (is_number_type(t)) yajl_gen_number(g, v, strlen(v));
-            else yajl_gen_string(g, (const unsigned char *)v, strlen(v));
+            else if (is_number_type(t)) st |= yajl_gen_number(g, v, strlen(v));
+            else st |= yajl_gen_string(g, (const unsigned char *)v, strlen(v));
         }
-        yajl_gen_map_close(g);
+        st |= yajl_gen_map_close(g);
     }
-    yajl_gen_array_close(g);
-    yajl_gen_get_buf(g, &buf, &len);
+    st |= yajl_gen_array_close(g);
+    st |= yajl_gen_get_buf(g, &buf, &len);
+    if (st != 0) goto fail;
     fwrite(buf, 1, len, stdout);
     yajl_gen_free(g);
     return 0;
+fail:
+    fprintf(stderr, "paddlehook: cannot make the report's JSON%s\n", g == NULL ? ": out of memory" : "");
+    if (g) yajl_gen_free(g);
+    return -1;
 }
 
 static int show_report(const struct config *cfg, PGconn *conn)
@@ -281,8 +289,13 @@ static int show_report(const struct config *cfg, PGconn *conn)
     if (res == NULL) goto out;
     if (PQnfields(res) > REPORT_MAX_COLUMNS) goto bad_catalog;
     if (strcmp(cfg->format, "csv") == 0) print_csv(res);
-    else if (strcmp(cfg->format, "json") == 0) print_json(res);
-    else print_table(res);
+    else if (strcmp(cfg->format, "json") != 0) print_table(res);
+    else if (print_json(res) != 0) goto out;
+    /* Flushed here, not at exit, where a failed write (a full disk) would go unseen and exit 0. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "paddlehook: cannot write the report: %s\n", strerror(errno));
+        goto out;
+    }
     rc = 0;
     goto out;
 bad_catalog:

@@ -136,22 +136,31 @@ fail:
     return -1;
 }
 
-/* One listening socket on addr, or -1 with errno set. Accepted connections
- * inherit TCP_NODELAY (no Nagle delay between the parts of an answer), which
- * libfcgi's own accept sets for IPv4 only and the worker's never. */
+/* bind_listen's answer when an IPv6 socket cannot take IPv4 too. */
+#define LISTEN_NO_DUAL_STACK (-2)
+
+/* One listening socket on addr, or -1 with errno set (LISTEN_NO_DUAL_STACK
+ * when dual_stack was asked and refused: listening on IPv6 alone would leave
+ * IPv4 clients out, unsaid). Accepted connections inherit TCP_NODELAY (no
+ * Nagle delay between the parts of an answer), which libfcgi's own accept
+ * sets for IPv4 only and the worker's never. */
 static int bind_listen(const struct addrinfo *ai, int dual_stack)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol), one = 1, off = 0, saved;
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol), one = 1, off = 0, saved, rc = -1;
 
     if (fd < 0) return -1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (dual_stack) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (dual_stack && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) {
+        rc = LISTEN_NO_DUAL_STACK;
+        goto fail;
+    }
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, LISTEN_BACKLOG) == 0) return fd;
+fail:
     saved = errno;
     close(fd);
     errno = saved;
-    return -1;
+    return rc;
 }
 
 /* HOST:PORT, [IPv6]:PORT, or :PORT for every address (IPv6 and IPv4 on one
@@ -191,14 +200,18 @@ static int listen_tcp(const char *spec, char *err, size_t errlen)
         fd = bind_listen(list, 0);
     } else {
         /* Every address: the IPv6 wildcard, which takes IPv4 too; without IPv6, the IPv4 one. */
-        for (const struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next)
+        for (const struct addrinfo *ai = list; ai && fd == -1; ai = ai->ai_next)
             if (ai->ai_family == AF_INET6) fd = bind_listen(ai, 1);
-        for (const struct addrinfo *ai = list; ai && fd < 0; ai = ai->ai_next)
+        for (const struct addrinfo *ai = list; ai && fd == -1; ai = ai->ai_next)
             if (ai->ai_family == AF_INET) fd = bind_listen(ai, 0);
     }
-    if (fd < 0) snprintf(err, errlen, "cannot listen on %.200s: %s", whole, strerror(errno));
+    if (fd == LISTEN_NO_DUAL_STACK)
+        snprintf(err, errlen, "cannot listen on %.120s: the IPv6 socket cannot take IPv4 too (IPV6_V6ONLY): %s",
+                 whole, strerror(errno));
+    else if (fd < 0)
+        snprintf(err, errlen, "cannot listen on %.200s: %s", whole, strerror(errno));
     freeaddrinfo(list);
-    return fd;
+    return fd < 0 ? -1 : fd;
 }
 
 static int open_listener(const struct config *cfg, char *err, size_t errlen)

@@ -10,6 +10,7 @@
 #include "simulate.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,12 +139,12 @@ static int post(const char *url, const char *signature, const char *body, size_t
         return 0;
     }
     memcpy(target, url, strlen(url) + 1);
-    if (pipe(in) != 0 || pipe(out) != 0) goto out;
+    /* O_CLOEXEC: curl gets the pipes as its stdin and stdout only (dup2 clears
+     * the flag there), no stray copies that keep a pipe from ending. */
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) goto out;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addclose(&fa, in[1]);
-    posix_spawn_file_actions_addclose(&fa, out[0]);
     if (posix_spawnp(&pid, "curl", &fa, NULL, argv, environ) != 0) pid = -1;
     posix_spawn_file_actions_destroy(&fa);
     close(in[0]);

@@ -91,6 +91,18 @@ class Metrics(HarnessTestCase):
         self.assertGreaterEqual(after - before, 1)
         self.assertLessEqual(after - before, failed, "counted once per failed reload")
 
+    def test_more_endpoints_than_the_limit_are_refused_as_such(self):
+        """MAX_ENDPOINTS counts endpoints, not their secrets: one endpoint too many (no secrets, one row each)
+        is refused, and the reason says so."""
+        have = int(self.H.sql_value("SELECT count(*) FROM paddle.endpoints"))
+        log_at = os.path.getsize(self.H.serve_log)
+        self.H.sql("INSERT INTO paddle.endpoints (id, name, environment) SELECT 'ep_many_' || i, 'many ' || i, "
+                   "'sandbox' FROM generate_series(1, %d) i; NOTIFY paddlehook_endpoints" % (4097 - have))
+        self.addCleanup(self.H.sql, "DELETE FROM paddle.endpoints WHERE id LIKE 'ep\\_many\\_%'; "
+                                    "NOTIFY paddlehook_endpoints")
+        wait_until(lambda: 'reason="more than 4096 endpoints"' in self.H.serve_log_since(log_at), timeout=10,
+                   what="a worker to refuse the 4097th endpoint")
+
     def test_healthz_fails_while_deliveries_would(self):
         """A load balancer or a monitor asks healthz: it must not say ok while events cannot be stored."""
         ep = self.H.add_endpoint()

@@ -6,6 +6,7 @@ import csv
 import decimal
 import io
 import json
+import subprocess
 
 from harness import paddle_id
 from report_scenarios import report_module
@@ -288,6 +289,15 @@ class Cli(ReportCase):
                 for r in H.sql("SELECT * FROM paddle.mrr ORDER BY environment, currency_code")]
         self.assertEqual(rows[1:], want)
         self.assertIn(["sandbox", "CHF", "4", "4", "259.00", "3108.00", "1", "40.00"], rows)
+
+    def test_a_report_that_cannot_be_written_fails(self):
+        """A full disk under the output is an error, not an empty report and exit 0."""
+        for fmt in ("json", "csv", "table"):
+            with self.subTest(format=fmt), open("/dev/full", "w") as full:
+                p = subprocess.run([H.binary, "report", "mrr", "--format", fmt], stdout=full, stderr=subprocess.PIPE,
+                                   text=True, env=H.env(), timeout=60)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn("cannot write the report: No space left on device", p.stderr)
 
     def test_environment_and_since_filters(self):
         out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--since", "2024-03-06",

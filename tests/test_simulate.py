@@ -276,6 +276,30 @@ class Command(SimulateCase):
             server.shutdown()
             server.server_close()
 
+    def test_curl_gets_its_pipes_as_stdin_and_stdout_only(self):
+        """curl is given the body's pipe as stdin and the answer's as stdout, and no stray copy of either
+        (one passed on to whatever curl starts would keep a pipe open); a stand-in curl lists its descriptors."""
+        bin_dir = os.path.join(H.tmpdir, "fake-curl-%s" % _secrets.token_hex(4))
+        os.makedirs(bin_dir)
+        fds = os.path.join(bin_dir, "fds")
+        with open(os.path.join(bin_dir, "curl"), "w") as f:
+            # The shell's own descriptors, listed by find into the file: a redirection would add its own.
+            f.write('#!/bin/sh\nfind /proc/$$/fd/ -mindepth 1 -fprintf "%s" \'%%f -> %%l\\n\'\n'
+                    'cat >/dev/null\nprintf \'{"status":"stored"}\\n200\'\n' % fds)
+        os.chmod(os.path.join(bin_dir, "curl"), 0o755)
+        secret_file = os.path.join(bin_dir, "secret")
+        with open(secret_file, "w") as f:
+            f.write(new_secret() + "\n")
+        p = H._run([H.binary, "simulate", "new-subscription", "--url", "http://127.0.0.1:9/x",
+                    "--secret-file", secret_file], env=dict(H.env(), PATH=bin_dir + ":" + os.environ["PATH"]),
+                   check=False, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        with open(fds) as f:
+            listed = f.read()
+        pipes = set(re.findall(r"^(\d+) -> pipe:", listed, re.M))
+        self.assertLessEqual({"0", "1"}, pipes, listed)
+        self.assertLessEqual(pipes, {"0", "1", "2"}, listed)  # stderr is the test's own
+
     def test_a_curlrc_of_the_user_does_not_change_the_requests(self):
         ep = H.add_endpoint()
         home = os.path.join(H.tmpdir, "home-%s" % _secrets.token_hex(4))

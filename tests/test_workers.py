@@ -22,6 +22,41 @@ WORKERS = 3
 H = Harness(workers=WORKERS)
 
 
+# For serve --listen :PORT: setsockopt(IPV6_V6ONLY) refused as by a kernel without dual-stack sockets; a
+# wildcard bind goes to loopback instead, so that the test listens on nothing else whatever serve does.
+NO_DUAL_STACK_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+{
+    int (*real)(int, int, int, const void *, socklen_t) = (int (*)(int, int, int, const void *, socklen_t))
+        dlsym(RTLD_NEXT, "setsockopt");
+    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY) {
+        errno = ENOPROTOOPT;
+        return -1;
+    }
+    return real(fd, level, name, value, len);
+}
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    int (*real)(int, const struct sockaddr *, socklen_t) = (int (*)(int, const struct sockaddr *, socklen_t))
+        dlsym(RTLD_NEXT, "bind");
+    struct sockaddr_storage copy;
+    if (len > sizeof copy) return real(fd, addr, len);
+    memcpy(&copy, addr, len);
+    if (copy.ss_family == AF_INET6) ((struct sockaddr_in6 *)&copy)->sin6_addr = in6addr_loopback;
+    if (copy.ss_family == AF_INET) ((struct sockaddr_in *)&copy)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return real(fd, (struct sockaddr *)&copy, len);
+}
+"""
+
+
 def setUpModule():
     H.start()
 
@@ -302,6 +337,29 @@ class Listen(HarnessTestCase):
                 proc.send_signal(signal.SIGTERM)
                 proc.communicate(timeout=40)
             self.assertEqual(proc.returncode, 0, listen)
+
+    def test_listen_on_every_address_fails_when_ipv6_cannot_take_ipv4(self):
+        """:PORT promises IPv4 too: a kernel that refuses IPV6_V6ONLY off must stop serve with that reason, not
+        leave it on IPv6 alone. A preloaded shim refuses the option (and keeps any bind on loopback)."""
+        try:
+            with socket.socket(socket.AF_INET6):
+                pass
+        except OSError:
+            self.skipTest("no IPv6: :PORT listens on IPv4 alone")
+        shim = os.path.join(H.tmpdir, "no-dual-stack.so")
+        source = shim[:-3] + ".c"
+        with open(source, "w") as f:
+            f.write(NO_DUAL_STACK_SHIM)
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", shim, source, "-ldl"], check=True, timeout=60)
+        proc = self.serve(":%d" % harness.free_port(), env={"LD_PRELOAD": shim})
+        try:
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        self.assertEqual(proc.returncode, 1, out)
+        self.assertIn("the IPv6 socket cannot take IPv4 too (IPV6_V6ONLY)", out)
 
     def test_a_reload_while_serve_starts_is_not_fatal(self):
         """SIGHUP's default action ends a process: one sent by `systemctl reload` just after a start must wait

@@ -59,6 +59,18 @@ void test_masterkey(void)
     tap_ok(masterkey_load(bad, &mk, err, sizeof err) != 0 && strstr(err, "chmod 600") != NULL,
            "masterkey: a group-readable file is refused: %s", err);
 
+    /* Not a regular file: a FIFO with no writer would block the open, a
+     * directory fail the read; each is named as what it is. */
+    unlink(bad);
+    tap_ok(mkfifo(bad, 0600) == 0 && masterkey_load(bad, &mk, err, sizeof err) != 0 &&
+               strstr(err, "not a regular file") != NULL,
+           "masterkey: a FIFO is refused without waiting for a writer: %s", err);
+    unlink(bad);
+    tap_ok(mkdir(bad, 0700) == 0 && masterkey_load(bad, &mk, err, sizeof err) != 0 &&
+               strstr(err, "not a regular file") != NULL,
+           "masterkey: a directory is refused as not a regular file: %s", err);
+    rmdir(bad);
+
     {
         /* A sealed secret as the database returns it: encode(sealed, 'hex'). */
         static const char secret[] = "pdl_ntfset_01test";
