@@ -220,7 +220,7 @@ static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int 
                                                                                     : w->idle_reconnect_ms * 2;
         return WAKE_DB;
     }
-    if (n < 0) return WAKE_NONE; /* EINTR: a leftover deadline */
+    if (n < 0) return WAKE_NONE; /* EINTR: none is expected (the deadline is off here); look again */
     if (pfd[0].revents) {
         take_signals(w, sig_fd);
         return WAKE_NONE;
