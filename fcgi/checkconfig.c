@@ -193,8 +193,8 @@ static int check_public_definers(PGconn *conn)
 {
     static const char *const problem[3] = {
         "every role may call ",
-        ", which run with their owner's rights (a restore into a cluster without the roles the dump grants to "
-        "drops these revokes): as the schema's owner, REVOKE EXECUTE ON FUNCTION ",
+        (", which run with their owner's rights (a restore into a cluster without the roles the dump grants to "
+         "drops these revokes): as the schema's owner, REVOKE EXECUTE ON FUNCTION "),
         " FROM PUBLIC"};
     return check_none_open(conn, "function grants", SQL_PUBLIC_DEFINERS, problem,
                            "paddle's functions with their owner's rights are not granted to PUBLIC");
