@@ -585,6 +585,26 @@ def scenario_halves(db):
     return s
 
 
+def scenario_currency_switch(db):
+    """A subscription whose currency changes (BRL 20.00 a month, then ARS 18.00 from February) and one that is
+    cancelled in BRL in the same month."""
+    f = db.feed()
+    brl, ars = Price(2000, "BRL"), Price(1800, "ARS")
+    s = {}
+    for key in ("switched", "canceled"):
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        s[key] = sid
+        f.add("subscription.created", subscription(sid, cid, "BRL", "active", [(brl, 1)], "2024-01-10 09:00"),
+              "2024-01-10 09:00")
+    f.add("subscription.updated", subscription(s["switched"], paddle_id("ctm"), "ARS", "active", [(ars, 1)],
+                                               "2024-02-10 09:00", created="2024-01-10 09:00"), "2024-02-10 09:00")
+    f.add("subscription.canceled", subscription(s["canceled"], paddle_id("ctm"), "BRL", "canceled", [(brl, 1)],
+                                                "2024-02-12 09:00", created="2024-01-10 09:00",
+                                                canceled_at="2024-02-12 09:00"), "2024-02-12 09:00")
+    f.post()
+    return s
+
+
 def scenario_unpaid_trials(db):
     """Trials that never paid, cancelled a month later: one whose first payment failed (ILS: trialing, past_due,
     canceled), one paused at the end of its trial (THB: trialing, paused, canceled); one that paid once before it
@@ -672,6 +692,7 @@ SCENARIOS = {
     "reversed_chargebacks": scenario_reversed_chargebacks,
     "chargebacks": scenario_chargebacks,
     "halves": scenario_halves,
+    "currency_switch": scenario_currency_switch,
     "unpaid_trials": scenario_unpaid_trials,
     "schedule_ends": scenario_schedule_ends,
     "minor_units": scenario_minor_units,

@@ -509,6 +509,27 @@ class Halves(ReportCase):
         ])
 
 
+class CurrencySwitch(ReportCase):
+    """A subscription that changes currency goes on: its MRR moves from one currency to the other, it does not
+    churn in one and start anew in the other."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("currency_switch")
+
+    def test_a_change_of_currency_is_a_contraction_and_an_expansion(self):
+        self.assertRows(view("mrr_movements", "currency_code IN ('BRL', 'ARS')"), [
+            movement_row("2024-01-01", "BRL", new="40.00", net="40.00", ending="40.00", counts=(2, 0, 0, 0, 0)),
+            movement_row("2024-02-01", "ARS", expansion="18.00", net="18.00", ending="18.00",
+                         counts=(0, 1, 0, 0, 0)),
+            movement_row("2024-02-01", "BRL", contraction="20.00", churned="20.00", net="-40.00", ending="0.00",
+                         counts=(0, 0, 1, 1, 0)),
+        ])
+        self.assertRows(view("churn_monthly", "currency_code IN ('BRL', 'ARS')"), [
+            churn_row("2024-02-01", "BRL", voluntary=(1, 1, "20.00")),
+        ])
+
+
 class UnpaidTrials(ReportCase):
     """A trial that never paid is not churn, whatever came between (a failed first payment, a pause at the end
     of the trial); one that paid once is."""

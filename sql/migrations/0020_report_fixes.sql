@@ -27,6 +27,11 @@
 --    and churn_monthly; churn_monthly's mrr_lost is now the sum of voluntary_mrr_lost and
 --    failed_payment_mrr_lost, each rounded once, as documented (it was rounded apart and could differ by one
 --    minor unit). Same columns and signature; otherwise the function of 0011 and the views of 0003 and 0015.
+-- 6. paddle.subscription_history (so mrr_movements) counted a subscription whose currency changed (Paddle allows
+--    it; or an item moved to a price override in another currency) as churned in the old currency and new in the
+--    new one, although it never stopped. MRR that leaves a currency while the subscription has MRR in another is
+--    now a contraction, and MRR that arrives in a currency while it had MRR in another an expansion. Same
+--    columns; otherwise the view of 0011.
 
 -------------------------------------------------------------------------------------------------------------
 -- 5. MRR rounding: the function the views below use (the rest of 5 is at the end)
@@ -578,3 +583,82 @@ HAVING bool_or(c.counted) OR sum(c.prev_mrr_minor) > 0;
 
 COMMENT ON VIEW paddle.churn_monthly IS
     'Cancellations per UTC month, environment and currency: a subscription churns at its first snapshot with status canceled that follows an active, past_due or paused one, unless it was first seen trialing and had no active snapshot yet (a trial never paid is not churn); it counts once, in the currency its MRR was in (several: the largest in major units); mrr_lost = the MRR it counted in the snapshot before, per currency (0 if it was paused); failed_payment when that snapshot was past_due, else voluntary; mrr_lost = voluntary_mrr_lost + failed_payment_mrr_lost, each rounded once (paddle.round_minor).';
+
+-------------------------------------------------------------------------------------------------------------
+-- 6. A change of currency is no churn
+-------------------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW paddle.subscription_history AS
+WITH snap AS (
+    SELECT s.environment, s.entity_id AS subscription_id, paddle.to_key(s.data ->> 'customer_id') AS customer_id,
+           s.event_id, s.event_type, s.occurred_at, s.status,
+           -- list MRR of this snapshot per currency, {"USD": 3000, ...} (exact minor units); the subscription's
+           -- own currency is always a key, with 0 when no recurring item is priced in it
+           CASE WHEN s.data ->> 'currency_code' IS NOT NULL
+                THEN jsonb_build_object(s.data ->> 'currency_code', 0) ELSE '{}'::jsonb END
+               || coalesce(m.by_currency, '{}'::jsonb) AS list_mrr
+    FROM paddle.entity_snapshots s
+    LEFT JOIN paddle.addresses a ON a.id = paddle.to_key(s.data ->> 'address_id') AND a.environment = s.environment
+    LEFT JOIN LATERAL (
+        SELECT jsonb_object_agg(i.currency_code, i.amount) AS by_currency
+        FROM (SELECT mi.currency_code, sum(mi.monthly_amount) AS amount
+              FROM paddle.subscription_mrr_items(s.data, a.country_code) AS mi
+              WHERE mi.currency_code IS NOT NULL
+              GROUP BY mi.currency_code) AS i
+    ) AS m ON true
+    WHERE s.entity = 'subscription'
+),
+ordered AS (
+    SELECT sn.*,
+           row_number() OVER w AS seq,
+           lag(sn.status) OVER w AS prev_status,
+           lag(sn.list_mrr) OVER w AS prev_list_mrr
+    FROM snap sn
+    WINDOW w AS (PARTITION BY sn.environment, sn.subscription_id ORDER BY sn.occurred_at, sn.event_id)
+),
+per_currency AS (
+    -- one row per currency present in this snapshot or the previous one: a currency that disappears
+    -- still gets the row that records its drop
+    SELECT o.environment, o.subscription_id, o.customer_id, c.currency_code, o.seq, o.event_id, o.event_type,
+           o.occurred_at, o.status, o.prev_status,
+           coalesce((o.list_mrr ->> c.currency_code)::numeric, 0) AS list_mrr_minor,
+           CASE WHEN o.status IN ('active', 'past_due')
+                THEN coalesce((o.list_mrr ->> c.currency_code)::numeric, 0) ELSE 0 END AS mrr_minor,
+           CASE WHEN o.prev_status IN ('active', 'past_due')
+                THEN coalesce((o.prev_list_mrr ->> c.currency_code)::numeric, 0) ELSE 0 END AS prev_mrr_minor,
+           -- MRR in another currency, now and in the previous snapshot: a subscription that moves from one
+           -- currency to another goes on
+           o.status IN ('active', 'past_due') AND EXISTS (
+               SELECT FROM jsonb_each_text(o.list_mrr) AS x(currency_code, amount)
+               WHERE x.currency_code <> c.currency_code AND x.amount::numeric > 0) AS other_mrr,
+           o.prev_status IN ('active', 'past_due') AND EXISTS (
+               SELECT FROM jsonb_each_text(o.prev_list_mrr) AS x(currency_code, amount)
+               WHERE x.currency_code <> c.currency_code AND x.amount::numeric > 0) AS prev_other_mrr
+    FROM ordered o
+    CROSS JOIN LATERAL (SELECT jsonb_object_keys(o.list_mrr)
+                        UNION
+                        SELECT jsonb_object_keys(coalesce(o.prev_list_mrr, '{}'::jsonb))) AS c(currency_code)
+),
+flagged AS (
+    SELECT p.*,
+           coalesce(bool_or(p.mrr_minor > 0) OVER (
+               PARTITION BY p.environment, p.subscription_id, p.currency_code ORDER BY p.seq
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS had_mrr_before
+    FROM per_currency p
+)
+SELECT f.environment, f.subscription_id, f.customer_id, f.currency_code, f.seq, f.event_id, f.event_type,
+       f.occurred_at, (date_trunc('month', f.occurred_at AT TIME ZONE 'UTC'))::date AS month,
+       f.status, f.prev_status, f.list_mrr_minor, f.mrr_minor, f.prev_mrr_minor,
+       f.mrr_minor - f.prev_mrr_minor AS delta_minor,
+       CASE
+           WHEN f.prev_mrr_minor = 0 AND f.mrr_minor > 0 THEN
+               CASE WHEN f.prev_other_mrr THEN 'expansion' WHEN f.had_mrr_before THEN 'reactivated' ELSE 'new' END
+           WHEN f.prev_mrr_minor > 0 AND f.mrr_minor = 0 THEN
+               CASE WHEN f.other_mrr THEN 'contraction' ELSE 'churned' END
+           WHEN f.prev_mrr_minor > 0 AND f.mrr_minor > f.prev_mrr_minor THEN 'expansion'
+           WHEN f.prev_mrr_minor > 0 AND f.mrr_minor < f.prev_mrr_minor THEN 'contraction'
+       END AS movement
+FROM flagged f;
+
+COMMENT ON VIEW paddle.subscription_history IS
+    'Building block: every subscription snapshot (seq = its position in (occurred_at, event_id) order) per currency present in it or in the previous snapshot, with list_mrr_minor (recurring items, monthly, minor units, exact, at the prices of the country of the subscription''s address as it is now), mrr_minor (list_mrr_minor when status is active or past_due, else 0), the previous snapshot''s status and mrr_minor, and the movement it causes: new, expansion, contraction, churned, reactivated or NULL. MRR that moves from one currency to another while the subscription has MRR in the other (a change of the subscription''s currency) is a contraction of the one and an expansion of the other, not churn and a new subscription.';
