@@ -59,13 +59,20 @@ $(BUILD)/migrations.o $(BUILD)/scenarios.o: $(BUILD)/%.o: $(BUILD)/%.c fcgi/embe
 	@echo "  CC    $<"
 	@$(CC) $(ALL_CFLAGS) $(HARDEN) -c -o $@ $<
 
-# The version `paddlehook --version` prints: git describe of the tree it is built from, else "unknown" (a tree
-# outside git); `make VERSION=1.2.3` sets it. version.h changes only when the version does.
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+# The version `paddlehook --version` prints: git describe of the tree it is built from, if that tree is a git
+# work tree of its own (not a copy inside another repository); `make VERSION=1.2.3` sets it. When git cannot
+# tell (no git, or `sudo make install` in a tree another user owns, which git refuses) the version already built
+# stays, else "unknown". git must not write the index here: run as root it would leave it root's.
+# version.h changes only when the version does.
+GIT_HERE := git --no-optional-locks -c safe.directory='$(CURDIR)' -C '$(CURDIR)'
+VERSION ?= $(shell [ "$$($(GIT_HERE) rev-parse --show-toplevel 2>/dev/null)" = '$(CURDIR)' ] && \
+                   $(GIT_HERE) describe --tags --always --dirty 2>/dev/null)
 
 $(BUILD)/version.h: FORCE | $(BUILD)
-	@printf '#define PADDLEHOOK_VERSION "%s"\n' '$(VERSION)' > $@.tmp
-	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+	@if [ -n '$(VERSION)' ] || [ ! -f $@ ]; then \
+	  printf '#define PADDLEHOOK_VERSION "%s"\n' '$(or $(VERSION),unknown)' > $@.tmp; \
+	  if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi; \
+	fi
 
 $(BUILD)/main.o $(BUILD)/asan/obj/main.o: $(BUILD)/version.h
 

@@ -392,6 +392,13 @@ def scenario_schedule_ends(db):
                                                    period=(d(30), period_end), scheduled=(action, when),
                                                    item_status="trialing" if status == "trialing" else "active"),
               d(20))
+    # past_due two days ago, within its grace days, and set to cancel yesterday
+    sid, cid = paddle_id("sub"), paddle_id("ctm")
+    s["past_due"], s["c_past_due"], s["at_past_due"] = sid, cid, d(1)
+    f.add("subscription.created", subscription(sid, cid, "COP", "active", [(p, 1)], d(20), period=(d(30), d(1))),
+          d(20))
+    f.add("subscription.past_due", subscription(sid, cid, "COP", "past_due", [(p, 1)], d(2), created=d(20),
+                                                period=(d(30), d(1)), scheduled=("cancel", d(1))), d(2))
     sid, cid = paddle_id("sub"), paddle_id("ctm")
     s["dst"], s["c_dst"] = sid, cid
     f.add("subscription.created", subscription(sid, cid, "COP", "active", [(p, 1)], "2024-09-22 12:00"),
@@ -531,29 +538,34 @@ def scenario_reversed_chargebacks(db):
 
 def scenario_chargebacks(db):
     """Disputes the buyer won on one-time purchases (TWD): a full chargeback; one of type partial whose item of
-    type full is one line of two; a partial one; and one Paddle reversed, whose chargeback_reverse is stored but
-    not the chargeback's reversed snapshot."""
+    type full is one line of two; a partial one; one Paddle reversed, whose chargeback_reverse is stored but
+    not the chargeback's reversed snapshot; and one disputed again after Paddle reversed the first dispute."""
     f = db.feed()
     s = {}
     for key, prices in (("full", (Price(3000, "TWD", recurring=False),)),
                         ("item", (Price(4000, "TWD", recurring=False), Price(5000, "TWD", recurring=False))),
                         ("partial", (Price(6000, "TWD", recurring=False),)),
-                        ("reversed", (Price(7000, "TWD", recurring=False),))):
+                        ("reversed", (Price(7000, "TWD", recurring=False),)),
+                        ("again", (Price(8000, "TWD", recurring=False),))):
         cid, tid, aid = paddle_id("ctm"), paddle_id("txn"), paddle_id("adj")
         s.update({"c_" + key: cid, "t_" + key: tid, "cb_" + key: aid, "p_" + key: prices})
         txn = transaction(tid, cid, "TWD", "completed", [(p, 1) for p in prices], "2024-09-02 09:00")
         f.add("transaction.completed", txn, "2024-09-02 09:00")
         amount = prices[0].amount * 11 // 10
         cb = adjustment(aid, tid, cid, "TWD", amount, "approved", "2024-09-05 10:00", action="chargeback",
-                        kind="full" if key in ("full", "reversed") else "partial")
+                        kind="full" if key in ("full", "reversed", "again") else "partial")
         if key == "item":
             cb["items"][0]["item_id"] = txn["details"]["line_items"][0]["id"]
             cb["items"][0]["type"] = "full"
         f.add("adjustment.created", cb, "2024-09-05 10:00")
-        if key == "reversed":
+        if key in ("reversed", "again"):
             f.add("adjustment.created", adjustment(paddle_id("adj"), tid, cid, "TWD", amount, "approved",
                                                    "2024-09-20 10:00", action="chargeback_reverse", kind="full"),
                   "2024-09-20 10:00")
+        if key == "again":
+            f.add("adjustment.created", adjustment(paddle_id("adj"), tid, cid, "TWD", amount, "approved",
+                                                   "2024-10-20 10:00", action="chargeback", kind="full"),
+                  "2024-10-20 10:00")
     f.post()
     return s
 

@@ -468,7 +468,8 @@ class Chargebacks(ReportCase):
         s = self.s
         got = {(r["customer_id"], r["price_id"]): (r["granted"], r["forever"], r["reason"], r["access_until"])
                for r in view("entitlements", "customer_id IN (%s)"
-                             % ", ".join(H.lit(s["c_" + k]) for k in ("full", "item", "partial", "reversed")))}
+                             % ", ".join(H.lit(s["c_" + k])
+                                         for k in ("full", "item", "partial", "reversed", "again")))}
         revoked = (False, False, "charged_back", J("2024-09-05 10:00"))
         kept = (True, True, "one_time_purchase", None)
         self.assertEqual(got, {
@@ -477,6 +478,8 @@ class Chargebacks(ReportCase):
             (s["c_item"], s["p_item"][1].id): kept,
             (s["c_partial"], s["p_partial"][0].id): kept,
             (s["c_reversed"], s["p_reversed"][0].id): kept,
+            # the reversal answered the first dispute, not the second
+            (s["c_again"], s["p_again"][0].id): (False, False, "charged_back", J("2024-10-20 10:00")),
         })
 
     def test_a_reversed_chargeback_revokes_nothing(self):
@@ -570,12 +573,15 @@ class ScheduleEnds(ReportCase):
         s = self.s
         got = {r["customer_id"]: (r["granted"], r["reason"], r["access_until"])
                for r in view("entitlements", "customer_id IN (%s)"
-                             % ", ".join(H.lit(s["c_" + k]) for k in ("cancelled", "paused", "trial", "ahead")))}
+                             % ", ".join(H.lit(s["c_" + k])
+                                         for k in ("cancelled", "paused", "trial", "ahead", "past_due")))}
         self.assertEqual(got, {
             s["c_cancelled"]: (False, "cancel_effective", J(s["at_cancelled"])),
             s["c_paused"]: (False, "pause_effective", J(s["at_paused"])),
             s["c_trial"]: (False, "cancel_effective", J(s["at_trial"])),
             s["c_ahead"]: (True, "cancel_scheduled", J(s["at_ahead"])),
+            # within its grace days, but Paddle cancels it at the scheduled date whatever its payment
+            s["c_past_due"]: (False, "cancel_effective", J(s["at_past_due"])),
         })
 
     def test_mrr_ends_at_the_scheduled_date(self):
@@ -585,7 +591,7 @@ class ScheduleEnds(ReportCase):
                         [mrr_row("COP", 1, 1, "70.00", "840.00", past_due=1, past_due_mrr="70.00")])
         # the movements follow the snapshots: the change is there once its event arrives
         self.assertEqual([r["ending_mrr"] for r in view("mrr_movements", in_currency("COP"))][-1:],
-                         [decimal.Decimal("280.00")])
+                         [decimal.Decimal("350.00")])
 
     def test_grace_days_are_24_hours_in_every_time_zone(self):
         sql = ("SELECT extract(epoch FROM access_until) FROM paddle.entitlements WHERE customer_id = %s"

@@ -6,12 +6,14 @@
 --    buyer disputed the payment and got the money back) left it granted forever. An approved full chargeback
 --    (of the transaction, or an item of type full for that line) now revokes as a full refund does, with reason
 --    charged_back, unless Paddle reversed it since (won the dispute: the chargeback's status is reversed, or an
---    approved chargeback_reverse of the transaction is stored). Partial chargebacks do not revoke, as partial
---    refunds do not. Same columns; otherwise the view of 0016 (refunded_transactions, refunded_items and
---    the reason of one_time_grants).
+--    approved chargeback_reverse of the transaction approved at or after it is stored). Partial chargebacks do
+--    not revoke, as partial refunds do not. A past_due subscription whose scheduled cancel or pause has taken
+--    effect no longer has access during its grace days (as an active one has none since 0016; reason
+--    cancel_effective/pause_effective). Same columns; otherwise the view of 0016 (refunded_transactions,
+--    refunded_items, the reason of one_time_grants and the past_due branch of sub_grants).
 -- 2. paddle.mrr counted an active or past_due subscription whose scheduled cancel or pause had taken effect
 --    until its subscription.canceled/paused event arrived (days later while Paddle retries), when entitlements
---    (0016) had already ended its access. It now leaves mrr, arr and the counts at that date (the effective
+--    ended its access (0016; past_due ones from this migration on). It now leaves mrr, arr and the counts at that date (the effective
 --    date, else the period end, as in entitlements). Same columns; otherwise the view of 0011.
 -- 3. paddle.project_subscription overwrote subscriptions.transaction_id with NULL from every snapshot after
 --    subscription.created (Paddle sends it there only). The row now keeps the transaction_id of the latest
@@ -95,14 +97,14 @@ sub_grants AS (
                    -- a scheduled cancel or pause ends access at its date, even before its event arrives
                    WHEN 'active' THEN coalesce(now() < x.scheduled_end, true)
                    WHEN 'trialing' THEN coalesce(now() < x.scheduled_end, true)
-                   WHEN 'past_due' THEN now() < x.grace_end
+                   WHEN 'past_due' THEN now() < x.grace_end AND coalesce(now() < x.scheduled_end, true)
                    WHEN 'canceled' THEN coalesce(now() < x.paid_through, false)
                    ELSE false
                END AS granted,
                CASE s.status
                    WHEN 'active' THEN x.period_end
                    WHEN 'trialing' THEN x.period_end
-                   WHEN 'past_due' THEN x.grace_end
+                   WHEN 'past_due' THEN least(x.grace_end, x.scheduled_end)
                    WHEN 'canceled' THEN CASE WHEN now() < x.paid_through THEN x.paid_through ELSE s.canceled_at END
                    WHEN 'paused' THEN s.paused_at
                END AS access_until,
@@ -114,7 +116,9 @@ sub_grants AS (
                    WHEN 'trialing' THEN CASE WHEN now() >= x.scheduled_end
                                              THEN s.scheduled_change_action || '_effective'
                                              ELSE 'trialing' END
-                   WHEN 'past_due' THEN CASE WHEN now() < x.grace_end THEN 'past_due_grace'
+                   WHEN 'past_due' THEN CASE WHEN now() >= x.scheduled_end
+                                             THEN s.scheduled_change_action || '_effective'
+                                             WHEN now() < x.grace_end THEN 'past_due_grace'
                                              ELSE 'past_due_grace_expired' END
                    WHEN 'canceled' THEN CASE WHEN now() < x.paid_through THEN 'canceled_until_period_end'
                                              ELSE 'canceled' END
@@ -136,7 +140,9 @@ revoking AS (
            OR a.action = 'chargeback'
               AND NOT EXISTS (SELECT FROM paddle.adjustment_facts r
                               WHERE r.action = 'chargeback_reverse' AND r.status = 'approved'
-                                AND r.transaction_id = a.transaction_id AND r.environment = a.environment))
+                                AND r.transaction_id = a.transaction_id AND r.environment = a.environment
+                                -- a reversal answers the dispute before it, not a later one
+                                AND r.approved_at >= a.approved_at))
 ),
 refunded_transactions AS (
     -- approved refunds (and chargebacks) of a whole transaction; the first one names the reason
@@ -215,7 +221,7 @@ ORDER BY g.environment, g.customer_id, g.product_id, g.price_id,
          g.granted DESC, g.forever DESC, g.access_until DESC NULLS LAST, g.subscription_id, g.transaction_id;
 
 COMMENT ON VIEW paddle.entitlements IS
-    'Access per customer x product x price, decided by the best grant: subscriptions grant while active or trialing (items not inactive; until the period end, or until the date of a scheduled cancel/pause (the period end when it has none), which ends access even before its canceled/paused event arrives: reason cancel_effective/pause_effective), past_due during past_due_grace_days (report_settings, days of 24 hours) after the current past_due run began, canceled until a period end still in the future; paused does not (its row says so). Paid/completed transactions grant forever, for each line whose price has no billing cycle (lines whose price the snapshot''s items[] do not show: only in transactions without subscription), unless an approved refund is full (type full, or a full item refund of that line: reason refunded), or an approved chargeback is, that Paddle has not reversed (no reversed status, no approved chargeback_reverse of the transaction: reason charged_back). access_until = when access ends or ended; NULL with forever = true for one-time purchases; the approval time of the first revoking refund or chargeback when revoked.';
+    'Access per customer x product x price, decided by the best grant: subscriptions grant while active or trialing (items not inactive; until the period end, or until the date of a scheduled cancel/pause (the period end when it has none), which ends access even before its canceled/paused event arrives: reason cancel_effective/pause_effective), past_due during past_due_grace_days (report_settings, days of 24 hours) after the current past_due run began and until a scheduled cancel/pause takes effect, canceled until a period end still in the future; paused does not (its row says so). Paid/completed transactions grant forever, for each line whose price has no billing cycle (lines whose price the snapshot''s items[] do not show: only in transactions without subscription), unless an approved refund is full (type full, or a full item refund of that line: reason refunded), or an approved chargeback is, that Paddle has not reversed (no reversed status, no approved chargeback_reverse of the transaction at or after it: reason charged_back). access_until = when access ends or ended; NULL with forever = true for one-time purchases; the approval time of the first revoking refund or chargeback when revoked.';
 
 -------------------------------------------------------------------------------------------------------------
 -- 2. mrr
