@@ -1,6 +1,7 @@
 """The serve supervisor: workers SIGKILLed under traffic, worker unreachable,
 graceful stop."""
 
+import contextlib
 import json
 import os
 import random
@@ -426,6 +427,34 @@ class Listen(HarnessTestCase):
         self.assertIn('event=listen_failed reason="cannot listen on twice.test:9: the name has several addresses',
                       p.stderr)
 
+    @contextlib.contextmanager
+    def trickler(self, path, start):
+        """A peer on the worker socket that sends `start`, then a byte a second for at most 30 s; yields an Event
+        set if it got to that limit (nothing cut it off)."""
+        gave_up, cut_off = threading.Event(), threading.Event()
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        peer.connect(path)
+        peer.sendall(start)
+
+        def trickle():
+            try:
+                for _ in range(30):  # the trickler's own limit
+                    if cut_off.wait(1):
+                        return
+                    peer.send(b"x")
+                gave_up.set()
+            except OSError:
+                cut_off.set()
+        t = threading.Thread(target=trickle)
+        t.start()
+        try:
+            time.sleep(0.5)  # the worker holds the trickler now
+            yield gave_up
+        finally:
+            cut_off.set()
+            t.join()
+            peer.close()
+
     def test_a_peer_trickling_bytes_does_not_hold_the_only_worker(self):
         """libfcgi closes a connection by reading until the peer is quiet for 2 s: a peer sending a byte a
         second, stuck in a header or in the body, must still lose the worker soon after its deadline."""
@@ -435,35 +464,42 @@ class Listen(HarnessTestCase):
         try:
             harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15, what="serve on " + path)
             for name, start in (("header", fcgi_request("GET", "/paddle/healthz")[:3]), ("body", stuck_body)):
-                with self.subTest(name):
-                    gave_up, cut_off = threading.Event(), threading.Event()
-                    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    peer.connect(path)
-                    peer.sendall(start)
+                with self.subTest(name), self.trickler(path, start) as gave_up:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.connect(path)
+                        s.sendall(fcgi_request("GET", "/paddle/healthz", keep_conn=False))
+                        answer = fcgi_response(s, timeout=40)
+                    self.assertFalse(gave_up.is_set(), "healthz waited until the trickler stopped by itself")
+                    self.assertIn(b"Status: 200", answer or b"")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=40)
 
-                    def trickle():
-                        try:
-                            for _ in range(30):  # the trickler's own limit
-                                if cut_off.wait(1):
-                                    return
-                                peer.send(b"x")
-                            gave_up.set()
-                        except OSError:
-                            cut_off.set()
-                    t = threading.Thread(target=trickle)
-                    t.start()
-                    try:
-                        time.sleep(0.5)  # the worker holds the trickler now
-                        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                            s.connect(path)
-                            s.sendall(fcgi_request("GET", "/paddle/healthz", keep_conn=False))
-                            answer = fcgi_response(s, timeout=40)
-                        self.assertFalse(gave_up.is_set(), "healthz waited until the trickler stopped by itself")
-                        self.assertIn(b"Status: 200", answer or b"")
-                    finally:
-                        cut_off.set()
-                        t.join()
-                        peer.close()
+    def test_the_request_queued_behind_a_trickler_gets_a_deadline_of_its_own(self):
+        """libfcgi takes the next queued connection in the same call that gave up on the trickler, while the
+        deadline repeats every second: that delivery, whose body comes 2 s after its head, must still be
+        stored."""
+        ep = H.add_endpoint()
+        body = make_event("customer.created", sample_customer())
+        signed = [("HTTP_PADDLE_SIGNATURE", H.py_sign(body, ep.secret))]
+        request = fcgi_request("POST", ep.path, body, keep_conn=False, params=signed)
+        head = fcgi_request("POST", ep.path, b"", keep_conn=False, params=signed, content_length=str(len(body)),
+                            end_stdin=False)
+        self.assertTrue(request.startswith(head))
+        tail = request[len(head):]
+        path = os.path.join(H.tmpdir, "queued-%d.sock" % time.time_ns())
+        proc = self.serve("unix:" + path)
+        try:
+            harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15, what="serve on " + path)
+            with self.trickler(path, fcgi_request("GET", "/paddle/healthz")[:3]):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(path)
+                    s.sendall(head)
+                    # the trickler is cut off 5-7 s after it began, this head is read then, its body 2 s later
+                    time.sleep(9)
+                    s.sendall(tail)
+                    answer = fcgi_response(s, timeout=40)
+            self.assertIn(b"Status: 200", answer or b"")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=40)
