@@ -295,7 +295,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
     struct worker w;
     FCGX_Request fcgx;
     int accepted, accept_failures = 0, rc = 1, sig_fd;
-    long long armed_ms;
+    long long armed_ms, accepted_ms;
 
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
@@ -333,8 +333,9 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         /* The deadline cut a connection short and libfcgi took the next one
          * queued in the same call: that one gets a deadline of its own, not
          * the repeats left of the other's. */
-        if (db_now_ms() - armed_ms >= REQUEST_DEADLINE_S * 1000LL) set_deadline(REQUEST_DEADLINE_S);
-        store_set_deadline(&w.store, db_now_ms() + STORE_TIMEOUT_MS);
+        accepted_ms = db_now_ms();
+        if (accepted_ms - armed_ms >= REQUEST_DEADLINE_S * 1000LL) set_deadline(REQUEST_DEADLINE_S);
+        store_set_deadline(&w.store, accepted_ms + STORE_TIMEOUT_MS);
         refresh(&w, 0);
         {
             struct http_request req;
