@@ -49,6 +49,13 @@ static int is_number_type(Oid t)
            t == OID_NUMERIC;
 }
 
+/* NaN and ±Infinity (numeric and float) have no JSON number: they are written as strings. */
+static int is_json_number(const char *v)
+{
+    const char *digits = v[0] == '-' ? v + 1 : v;
+    return *digits >= '0' && *digits <= '9';
+}
+
 static int is_text_type(Oid t)
 {
     return t == OID_TEXT || t == OID_VARCHAR || t == OID_BPCHAR || t == OID_NAME;
@@ -238,7 +245,7 @@ static int print_json(const PGresult *res)
             if (PQgetisnull(res, r, c)) st |= yajl_gen_null(g);
             else if (t == OID_BOOL) st |= yajl_gen_bool(g, v[0] == 't');
             /* numeric stays exact: its digits are written as they are. */
-            else if (is_number_type(t)) st |= yajl_gen_number(g, v, strlen(v));
+            else if (is_number_type(t) && is_json_number(v)) st |= yajl_gen_number(g, v, strlen(v));
             else st |= yajl_gen_string(g, (const unsigned char *)v, strlen(v));
         }
         st |= yajl_gen_map_close(g);

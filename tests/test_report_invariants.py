@@ -362,6 +362,23 @@ class Cli(ReportCase):
                   "DROP FUNCTION public.test_fx_rate(); DROP TABLE public.test_fx")
         self.assertEqual((p.returncode, p.stdout), (0, "environment,rate\nlive,1.1\n"), p.stderr)
 
+    def test_json_writes_nan_and_infinity_as_strings(self):
+        """NaN and ±Infinity (numeric or float) are no JSON numbers; a strict parser must take the output."""
+        H.sql("CREATE VIEW paddle.test_not_finite AS SELECT 'live'::text AS environment, 'NaN'::numeric AS n, "
+              "'Infinity'::float8 AS up, '-Infinity'::float8 AS down, -0.5::float8 AS half, 1e300::float8 AS big; "
+              "INSERT INTO paddle.report_catalog (name, view_name, time_column, order_by, description) "
+              "VALUES ('test_not_finite', 'test_not_finite', NULL, 'environment', 'test')")
+        try:
+            out = H.cli("report", "test_not_finite", "--format", "json").stdout
+        finally:
+            H.sql("DELETE FROM paddle.report_catalog WHERE name = 'test_not_finite'; DROP VIEW paddle.test_not_finite")
+
+        def refuse(word):
+            raise ValueError("not JSON: " + word)
+        self.assertEqual(json.loads(out, parse_constant=refuse),
+                         [{"environment": "live", "n": "NaN", "up": "Infinity", "down": "-Infinity", "half": -0.5,
+                           "big": 1e300}])
+
     def test_json_keeps_numbers_exact(self):
         out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--format", "json").stdout
         rows = json.loads(out, parse_float=decimal.Decimal)
