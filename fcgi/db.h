@@ -10,7 +10,8 @@
  * conninfo says otherwise: well inside Paddle's 5-second window. */
 #define DB_CONNECT_TIMEOUT_S 3
 
-/* Channel the endpoint commands NOTIFY so running workers reload at once. */
+/* Channel the endpoint tables' trigger NOTIFYs (sql/migrations/0021), so
+ * running workers reload at once. */
 #define DB_ENDPOINTS_CHANNEL "paddlehook_endpoints"
 
 /* Every session of ours resolves names in pg_catalog only (pg_temp last): a

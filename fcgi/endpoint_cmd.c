@@ -26,38 +26,16 @@
 /* After a lost answer to a commit: said, since the command cannot tell. */
 #define OUTCOME_UNKNOWN "paddlehook: the connection was lost before the database answered: the change may " \
                         "or may not have been made; `paddlehook endpoint list` shows what is stored\n"
-#define SQL_ADD                                                                               \
-    "WITH e AS (INSERT INTO paddle.endpoints (id, name, environment, tolerance_seconds) "     \
-    "VALUES ($1, $2, $3, $4::int) RETURNING id), "                                            \
-    "s AS (INSERT INTO paddle.endpoint_secrets (endpoint_id, sealed, hint) "                  \
-    "SELECT id, $5::bytea, $6 FROM e RETURNING endpoint_id) "                                 \
-    "SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', endpoint_id) FROM s"
-#define SQL_ROTATE                                                                            \
-    "WITH s AS (INSERT INTO paddle.endpoint_secrets (endpoint_id, sealed, hint) "             \
-    "SELECT e.id, $2::bytea, $3 FROM paddle.endpoints e WHERE e.id = $1 AND "                 \
-    "(SELECT count(*) FROM paddle.endpoint_secrets x WHERE x.endpoint_id = e.id "             \
-    "AND x.retired_at IS NULL) < " PH_STR(MAX_SECRETS_PER_ENDPOINT) " RETURNING endpoint_id) " \
-    "SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', endpoint_id) FROM s"
-#define SQL_RETIRE                                                                            \
-    "WITH r AS (UPDATE paddle.endpoint_secrets SET retired_at = now() "                       \
-    "WHERE endpoint_id = $1 AND retired_at IS NULL AND id < (SELECT max(id) FROM "            \
-    "paddle.endpoint_secrets WHERE endpoint_id = $1 AND retired_at IS NULL) RETURNING 1) "    \
-    "SELECT count(*), pg_notify('" DB_ENDPOINTS_CHANNEL "', $1) FROM r"
-#define SQL_SET_ENABLED                                                                       \
-    "WITH u AS (UPDATE paddle.endpoints SET enabled = $2::boolean, updated_at = now() "       \
-    "WHERE id = $1 RETURNING id) SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', id) FROM u"
+/* The rules are functions of the schema (sql/migrations/0021_endpoint_functions.sql); their changes reach
+ * running workers by the tables' trigger, when they commit. */
+#define SQL_LOCK_ACTIVE "SELECT sealed_hex FROM paddle.lock_endpoint_secrets(false)"
+#define SQL_ADD "SELECT paddle.endpoint_add($1, $2, $3, $4::integer, $5::bytea, $6)"
+#define SQL_ROTATE "SELECT paddle.endpoint_add_secret($1, $2::bytea, $3, $4::integer)"
+#define SQL_RETIRE "SELECT paddle.endpoint_retire_older_secrets($1)"
+#define SQL_SET_ENABLED "SELECT paddle.endpoint_set_enabled($1, $2::boolean)"
 #define SQL_LIST                                                                              \
-    "SELECT e.id, e.name, e.environment, e.tolerance_seconds, "                               \
-    "CASE WHEN e.enabled THEN 'enabled' ELSE 'disabled' END, "                                \
-    "coalesce(string_agg('...' || s.hint, ' ' ORDER BY s.id), '(none)') "                     \
-    "FROM paddle.endpoints e LEFT JOIN paddle.endpoint_secrets s "                            \
-    "ON s.endpoint_id = e.id AND s.retired_at IS NULL "                                       \
-    "GROUP BY e.id ORDER BY e.created_at, e.id"
-
-#define SQL_ACTIVE_SEALED "SELECT encode(sealed, 'hex') FROM paddle.endpoint_secrets WHERE retired_at IS NULL"
-
-#define PH_STR2(x) #x
-#define PH_STR(x) PH_STR2(x)
+    "SELECT id, name, environment, tolerance_seconds, enabled, active_secret_hints "          \
+    "FROM paddle.endpoint_overview ORDER BY created_at, id"
 
 /* The terminal's settings while the secret prompt has echo off, for the
  * handlers below (a signal handler gets no context). prompt_fd < 0: no prompt. */
@@ -166,12 +144,13 @@ fail:
     return -1;
 }
 
-/* Whether the stored active secrets are sealed with mk: at least one of them
- * opens with it, or there is none. A secret sealed with another key (the one
- * `rekey` just replaced, a wrong --key-file) would be one no worker can open. */
-static int key_matches_stored_secrets(PGconn *conn, const struct masterkey *mk, char *err, size_t errlen)
+/* Locks the secrets (against a concurrent rekey or rotation) and tells whether
+ * the active ones are sealed with mk: at least one of them opens with it, or
+ * there is none. A secret sealed with another key (the one `rekey` just
+ * replaced, a wrong --key-file) would be one no worker can open. */
+static int lock_secrets_sealed_with(PGconn *conn, const struct masterkey *mk, char *err, size_t errlen)
 {
-    PGresult *res = db_query(conn, SQL_ACTIVE_SEALED, err, errlen);
+    PGresult *res = db_query(conn, SQL_LOCK_ACTIVE, err, errlen);
     int rows, opened = 0;
 
     if (res == NULL) return 0;
@@ -196,8 +175,7 @@ static int begin_secret_change(PGconn *conn, const struct masterkey *mk)
 {
     char err[512] = "";
 
-    if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && db_exec(conn, ENDPOINT_SECRETS_LOCK_SQL, err, sizeof err) == 0 &&
-        key_matches_stored_secrets(conn, mk, err, sizeof err))
+    if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && lock_secrets_sealed_with(conn, mk, err, sizeof err))
         return 0;
     fprintf(stderr, "paddlehook: %s\n", err);
     PQclear(PQexec(conn, "ROLLBACK"));
@@ -328,22 +306,24 @@ static int cmd_rotate(const struct config *cfg, PGconn *conn)
     char hint[SECRET_HINT_CHARS + 1];
     size_t sealed_len = 0;
     PGresult *res;
-    int rows;
+    int added;
 
     if (sealed_secret_from_stdin(cfg, conn, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
     {
-        const char *values[3] = {cfg->args[1], (char *)sealed, hint};
-        const int lengths[3] = {0, (int)sealed_len, 0};
-        const int formats[3] = {0, 1, 0};
-        res = run(conn, WRITES, SQL_ROTATE, 3, values, lengths, formats);
+        char max_active[16];
+        const char *values[4] = {cfg->args[1], (char *)sealed, hint, max_active};
+        const int lengths[4] = {0, (int)sealed_len, 0, 0};
+        const int formats[4] = {0, 1, 0, 0};
+        snprintf(max_active, sizeof max_active, "%d", MAX_SECRETS_PER_ENDPOINT);
+        res = run(conn, WRITES, SQL_ROTATE, 4, values, lengths, formats);
     }
     if (end_secret_change(cfg, conn, res, sealed, sealed_len) != 0) {
         PQclear(res);
         return 1;
     }
-    rows = PQntuples(res);
+    added = PQgetvalue(res, 0, 0)[0] == 't';
     PQclear(res);
-    if (rows == 0) {
+    if (!added) {
         fprintf(stderr, "paddlehook: no endpoint %s, or it already has %d active secrets "
                         "(retire one first)\n", cfg->args[1], MAX_SECRETS_PER_ENDPOINT);
         return 1;
@@ -375,12 +355,12 @@ static int cmd_set_enabled(const struct config *cfg, PGconn *conn, int enabled)
 {
     const char *values[2] = {cfg->args[1], enabled ? "true" : "false"};
     PGresult *res = run(conn, WRITES, SQL_SET_ENABLED, 2, values, NULL, NULL);
-    int rows;
+    int found;
 
     if (res == NULL) return 1;
-    rows = PQntuples(res);
+    found = PQgetvalue(res, 0, 0)[0] == 't';
     PQclear(res);
-    if (rows == 0) {
+    if (!found) {
         fprintf(stderr, "paddlehook: no endpoint %s\n", cfg->args[1]);
         return 1;
     }
@@ -398,7 +378,8 @@ static int cmd_list(PGconn *conn)
         char name[ENDPOINT_NAME_SHOWN_MAX];
         shown_copy(name, sizeof name, PQgetvalue(res, r, 1));
         printf("%-24s %-20s %-8s %-9s %-8s %s\n", PQgetvalue(res, r, 0), name, PQgetvalue(res, r, 2),
-               PQgetvalue(res, r, 3), PQgetvalue(res, r, 4), PQgetvalue(res, r, 5));
+               PQgetvalue(res, r, 3), PQgetvalue(res, r, 4)[0] == 't' ? "enabled" : "disabled",
+               PQgetisnull(res, r, 5) ? "(none)" : PQgetvalue(res, r, 5));
     }
     PQclear(res);
     return 0;

@@ -6,15 +6,9 @@
 #include "limits.h"
 #include "masterkey.h"
 
-/* Storing a new secret and `rekey` take this lock in their transactions, so
- * that neither misses the other's rows (a secret sealed with the key rekey
- * just replaced); deliveries only read the table and never wait for it. */
-#define ENDPOINT_SECRETS_LOCK_SQL "LOCK TABLE paddle.endpoint_secrets IN SHARE ROW EXCLUSIVE MODE"
-
 /* After a lost answer to the COMMIT that stored a sealed secret: whether it
- * is there ($1: the sealed bytes in hex; each sealing has a nonce of its own,
- * so no other row holds the same). */
-#define ENDPOINT_SECRET_STORED_SQL "SELECT EXISTS (SELECT FROM paddle.endpoint_secrets WHERE sealed = decode($1, 'hex'))"
+ * is there ($1: the sealed bytes in hex). */
+#define ENDPOINT_SECRET_STORED_SQL "SELECT paddle.endpoint_secret_stored($1)"
 #define ENDPOINT_SEALED_HEX_MAX ((MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD) * 2 + 1)
 
 /* cfg->args[0] is the action (add, list, rotate, retire-secret, disable,

@@ -13,9 +13,10 @@
 #include "limits.h"
 #include "masterkey.h"
 
-#define SQL_SECRETS "SELECT id, encode(sealed, 'hex') FROM paddle.endpoint_secrets ORDER BY id FOR UPDATE"
-#define SQL_RESEAL "UPDATE paddle.endpoint_secrets SET sealed = $2::bytea WHERE id = $1"
-#define SQL_NOTIFY "SELECT pg_notify('" DB_ENDPOINTS_CHANNEL "', 'rekey')"
+/* Functions of sql/migrations/0021_endpoint_functions.sql; the secrets table's
+ * trigger tells running workers when the transaction commits. */
+#define SQL_SECRETS "SELECT id, sealed_hex FROM paddle.lock_endpoint_secrets(true)"
+#define SQL_RESEAL "SELECT paddle.endpoint_reseal_secret($1::bigint, $2::bytea)"
 
 /* Re-seals every secret; proof_hex gets the last one as stored, to look for
  * after a lost answer to the COMMIT. */
@@ -23,8 +24,7 @@ static int reseal(PGconn *conn, const struct masterkey *old_key, const struct ma
                   char proof_hex[ENDPOINT_SEALED_HEX_MAX])
 {
     char err[512];
-    PGresult *res = db_exec(conn, ENDPOINT_SECRETS_LOCK_SQL, err, sizeof err) == 0
-                        ? db_query(conn, SQL_SECRETS, err, sizeof err) : NULL;
+    PGresult *res = db_query(conn, SQL_SECRETS, err, sizeof err);
     int rc = -1;
 
     if (res == NULL) {
@@ -51,7 +51,7 @@ static int reseal(PGconn *conn, const struct masterkey *old_key, const struct ma
             const int formats[2] = {0, 1};
             up = PQexecParams(conn, SQL_RESEAL, 2, NULL, values, lengths, formats, 0);
         }
-        ok = PQresultStatus(up) == PGRES_COMMAND_OK;
+        ok = PQresultStatus(up) == PGRES_TUPLES_OK;
         if (!ok) db_error_line(conn, up, err, sizeof err);
         PQclear(up);
         if (!ok) {
@@ -89,8 +89,7 @@ int rekey_run(const struct config *cfg)
     }
     if ((conn = db_connect_or_say(cfg->db)) == NULL) goto out;
     /* One transaction: every secret moves to the new key, or none does. */
-    if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && reseal(conn, &old_key, &new_key, &count, proof_hex) == 0 &&
-        db_exec(conn, SQL_NOTIFY, err, sizeof err) == 0)
+    if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && reseal(conn, &old_key, &new_key, &count, proof_hex) == 0)
         outcome = db_commit(conn, cfg->db, count > 0 ? &change : NULL, err, sizeof err);
     else
         PQclear(PQexec(conn, "ROLLBACK"));

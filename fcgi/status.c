@@ -16,22 +16,19 @@
 #include "stats.h"
 
 #define STATUS_NAME_SHOWN_MAX 1024
-#define SQL_ENDPOINTS                                                                         \
-    "SELECT e.id, e.name, e.environment, CASE WHEN e.enabled THEN 'enabled' ELSE 'disabled' END, " \
-    "count(s.id) FROM paddle.endpoints e LEFT JOIN paddle.endpoint_secrets s "               \
-    "ON s.endpoint_id = e.id AND s.retired_at IS NULL GROUP BY e.id ORDER BY e.created_at, e.id"
+/* Views of sql/migrations/0021_endpoint_functions.sql and 0010 (consumer_backlog). */
+#define SQL_ENDPOINTS \
+    "SELECT id, name, environment, enabled, active_secrets FROM paddle.endpoint_overview ORDER BY created_at, id"
 #define SQL_LAST_EVENTS                                                                       \
-    "SELECT endpoint_id, to_char(max(received_at) AT TIME ZONE 'UTC', "                       \
-    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM paddle.payment_events GROUP BY endpoint_id"
+    "SELECT endpoint_id, to_char(last_received_at AT TIME ZONE 'UTC', "                       \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM paddle.endpoint_last_events"
 #define SQL_CONSUMERS                                                                         \
     "SELECT consumer, queued, coalesce(floor(extract(epoch FROM oldest_queued_at))::bigint, 0) " \
     "FROM paddle.consumer_backlog ORDER BY consumer"
-/* The partial index payment_events_projection_error_idx makes both parts cheap. */
+/* The partial index payment_events_projection_error_idx keeps it cheap; no row: none. */
 #define SQL_PROJECTION_ERRORS                                                                 \
-    "SELECT (SELECT count(*) FROM paddle.payment_events WHERE projection_error IS NOT NULL), " \
-    "e.event_id, e.event_type, floor(extract(epoch FROM e.received_at))::bigint FROM (SELECT) one "   \
-    "LEFT JOIN LATERAL (SELECT event_id, event_type, received_at FROM paddle.payment_events "   \
-    "WHERE projection_error IS NOT NULL ORDER BY received_at DESC LIMIT 1) e ON true"
+    "SELECT count(*) OVER (), event_id, event_type, floor(extract(epoch FROM received_at))::bigint " \
+    "FROM paddle.projection_failures ORDER BY received_at DESC LIMIT 1"
 
 static void format_ago(long long t, char *buf, size_t cap)
 {
@@ -82,12 +79,12 @@ static void print_projection_errors(PGconn *conn)
         printf("\nnote: projection errors not shown: %s\n", err);
         return;
     }
-    if (strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
+    if (PQntuples(res) == 0) {
         printf("\nprojection errors: none\n");
     } else {
         format_ago(strtoll(PQgetvalue(res, 0, 3), NULL, 10), when, sizeof when);
         printf("\nprojection errors: %s stored event(s) missing from the state tables; newest %s %s, received %s\n"
-               "  the errors: paddle.payment_events.projection_error; once mended: SELECT paddle.reproject_event(event_id)\n",
+               "  the errors: SELECT * FROM paddle.projection_failures; once mended: SELECT paddle.reproject_event(event_id)\n",
                PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), when);
     }
     PQclear(res);
@@ -140,7 +137,8 @@ int status_run(const struct config *cfg)
             if (strcmp(PQgetvalue(last, l, 0), id) == 0) snprintf(when, sizeof when, "%s", PQgetvalue(last, l, 1));
         shown_copy(name, sizeof name, PQgetvalue(eps, r, 1)); /* anyone who may add an endpoint names it */
         printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id, name,
-               PQgetvalue(eps, r, 2), PQgetvalue(eps, r, 3), PQgetvalue(eps, r, 4), when, c1, c2, c3, c4);
+               PQgetvalue(eps, r, 2), PQgetvalue(eps, r, 3)[0] == 't' ? "enabled" : "disabled",
+               PQgetvalue(eps, r, 4), when, c1, c2, c3, c4);
     }
     if (full)
         printf("\nnote: the counters track %d endpoints per serve; \"untracked\" ones are counted in "

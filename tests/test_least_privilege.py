@@ -198,6 +198,14 @@ class LeastPrivilege(HostileCase):
             "SELECT hint FROM paddle.endpoint_secrets",
             "SELECT name FROM paddle.endpoints",
             "SELECT * FROM paddle.schema_migrations",
+            # The endpoint functions and views run with the caller's rights.
+            "SELECT * FROM paddle.endpoint_overview",
+            "SELECT paddle.endpoint_set_enabled('ep_x', false)",
+            "SELECT paddle.endpoint_add_secret('ep_x', '\\x00', 'x', 5)",
+            "SELECT paddle.endpoint_retire_older_secrets('ep_x')",
+            "SELECT paddle.endpoint_reseal_secret(1, '\\x00')",
+            "SELECT * FROM paddle.lock_endpoint_secrets(false)",   # would hold rekey and rotations up
+            "SELECT * FROM paddle.projection_failures",
             "CREATE FUNCTION paddle.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
             "CREATE OR REPLACE FUNCTION paddle.ingest_event(text, text, timestamptz, text, text, text, jsonb) "
             "RETURNS text LANGUAGE sql AS 'SELECT ''stored'''",

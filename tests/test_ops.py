@@ -486,13 +486,13 @@ class Rekey(HarnessTestCase):
         self.H.sql("INSERT INTO paddle.endpoints (id, name, environment, tolerance_seconds) "
                    "VALUES (%s, 'sealed-elsewhere', 'sandbox', 300); "
                    "INSERT INTO paddle.endpoint_secrets (endpoint_id, sealed, hint) "
-                   "VALUES (%s, decode(%s, 'hex'), 'xxxx'); SELECT pg_notify('paddlehook_endpoints', %s)"
-                   % (self.H.lit(ep_id), self.H.lit(ep_id), self.H.lit(_secrets.token_hex(40 + len(secret))),
-                      self.H.lit(ep_id)))
+                   "VALUES (%s, decode(%s, 'hex'), 'xxxx')"
+                   % (self.H.lit(ep_id), self.H.lit(ep_id), self.H.lit(_secrets.token_hex(40 + len(secret)))))
         path = "/paddle/webhooks/" + ep_id
         body = make_event("customer.created", sample_customer())
         try:
-            wait_every_worker_logged(self.H, log_at, "event=endpoint_secret_unreadable endpoint=%s reason=" % ep_id)
+            # (kept=0 from a worker that reloads twice: once per table the statement changes)
+            wait_every_worker_logged(self.H, log_at, "event=endpoint_secret_unreadable endpoint=%s " % ep_id)
             for _ in range(2 * self.H.workers):
                 r = self.H.post(path, body, signature=self.H.sign(body, secret))
                 self.assertErrorResponse(r, 503, "secrets_unavailable")
@@ -501,6 +501,21 @@ class Rekey(HarnessTestCase):
             # rekey (other tests) re-seals every stored secret and refuses one it cannot open
             self.H.sql("DELETE FROM paddle.endpoint_secrets WHERE endpoint_id = %s; "
                        "DELETE FROM paddle.endpoints WHERE id = %s" % (self.H.lit(ep_id), self.H.lit(ep_id)))
+
+    def test_a_change_made_in_sql_reaches_every_running_worker(self):
+        """Not only the commands: the endpoint tables' trigger tells the workers of any change when it commits
+        (here an endpoint disabled by hand, as an operator might in psql)."""
+        ep = self.H.add_endpoint()
+        self.assertStored(self.H.post_event(ep, make_event("customer.created", sample_customer())))
+        self.H.sql("UPDATE paddle.endpoints SET enabled = false WHERE id = %s" % self.H.lit(ep.id))
+        try:
+            def every_worker_refuses():
+                codes = [self.H.post_event(ep, make_event("customer.created", sample_customer())).status
+                         for _ in range(2 * self.H.workers)]
+                return all(c == 410 for c in codes)
+            wait_until(every_worker_refuses, timeout=10, interval=0.1, what="every worker to see the endpoint disabled")
+        finally:
+            self.H.sql("UPDATE paddle.endpoints SET enabled = true WHERE id = %s" % self.H.lit(ep.id))
 
     def test_a_secret_sealed_with_another_key_than_the_stored_ones_is_refused(self):
         ep = self.H.add_endpoint()
@@ -537,12 +552,13 @@ class Rekey(HarnessTestCase):
             rekey = subprocess.Popen([self.H.binary, "rekey", "--old-key-file", self.H.key_file, "--key-file",
                                       new_key], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
-            wait_until(lambda: waiting_on_lock("SELECT id, encode(sealed"), timeout=10, interval=0.02,
+            wait_until(lambda: waiting_on_lock("SELECT paddle.endpoint_reseal_secret"), timeout=10, interval=0.02,
                        what="rekey waiting on the row")
             with open(secret_file) as stdin:
                 add = subprocess.Popen([self.H.binary, "endpoint", "add", "racer"], env=env, stdin=stdin,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            wait_until(lambda: waiting_on_lock("LOCK TABLE paddle.endpoint_secrets"), timeout=10, interval=0.02,
+            wait_until(lambda: waiting_on_lock("SELECT sealed_hex FROM paddle.lock_endpoint_secrets"), timeout=10,
+                       interval=0.02,
                        what="endpoint add waiting for rekey")
             holder.join()
             _, rekey_err = rekey.communicate(timeout=30)
