@@ -3,6 +3,7 @@
  * fields as one JSON object per line. */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +21,21 @@
 
 static enum log_level max_level = LOG_INFO;
 static int as_json;
+
+/* The process's pid, read once: getpid(2) is a system call on every line otherwise. A child of fork(2)
+ * forgets it (pthread_atfork), so no line shows the parent's. */
+static pid_t own_pid;
+
+static void forget_pid(void) { own_pid = 0; }
+
+static pid_t log_pid(void)
+{
+    static int forgets_on_fork;
+
+    if (!forgets_on_fork) forgets_on_fork = pthread_atfork(NULL, NULL, forget_pid) == 0;
+    if (own_pid == 0 || !forgets_on_fork) own_pid = getpid();
+    return own_pid;
+}
 
 void log_set_level(enum log_level max) { max_level = max; }
 void log_set_json(int json) { as_json = json; }
@@ -149,7 +165,7 @@ void log_line(enum log_level level, const char *fmt, ...)
     gmtime_r(&tv.tv_sec, &tm);
     n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s pid=%ld ",
                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                 (long)(tv.tv_usec / 1000), names[level], (long)getpid());
+                 (long)(tv.tv_usec / 1000), names[level], (long)log_pid());
     va_start(ap, fmt);
     n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
