@@ -253,10 +253,17 @@ enum db_commit_outcome db_commit(PGconn *conn, const char *conninfo, const struc
 void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len)
 {
     const char *msg = res ? PQresultErrorMessage(res) : NULL;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    size_t used;
 
     if (msg == NULL || *msg == '\0') msg = conn ? PQerrorMessage(conn) : "out of memory";
     if (msg == NULL || *msg == '\0') msg = "unknown database error";
     one_line(msg, buf, len);
+    /* A table, function or schema that does not exist: most often a binary newer than the schema. */
+    if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0) &&
+        (used = strlen(buf)) + 1 < len)
+        snprintf(buf + used, len - used, " (is the schema older than this paddlehook? `paddlehook migrate` "
+                                         "applies what is missing)");
 }
 
 long long db_now_ms(void)

@@ -424,6 +424,17 @@ class Endpoints(HarnessTestCase):
                 p = H.cli("endpoint", *args, input=new_secret() + "\n", check=False)
                 self.assertNotEqual(p.returncode, 0, "endpoint %s succeeded" % " ".join(args))
 
+    def test_a_schema_older_than_the_binary_is_named_with_the_fix(self):
+        """A command run before `migrate` (here: the view it reads is missing) says what to run."""
+        H.sql("ALTER VIEW paddle.endpoint_overview RENAME TO endpoint_overview_test_gone")
+        try:
+            p = H.cli("endpoint", "list", check=False)
+        finally:
+            H.sql("ALTER VIEW paddle.endpoint_overview_test_gone RENAME TO endpoint_overview")
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("relation 'paddle.endpoint_overview' does not exist", p.stderr)
+        self.assertIn("`paddlehook migrate` applies what is missing", p.stderr)
+
     def test_db_option_overrides_environment(self):
         env_bad = "host=127.0.0.1 port=1 user=postgres dbname=nope connect_timeout=2"
         argv = [H.binary, "endpoint", "list", "--db", H.conninfo]

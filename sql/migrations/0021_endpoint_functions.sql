@@ -133,11 +133,15 @@ COMMENT ON FUNCTION paddle.endpoint_reseal_secret(bigint, bytea) IS
 
 CREATE FUNCTION paddle.endpoint_secret_stored(p_sealed_hex text)
     RETURNS boolean
-    LANGUAGE sql
-    STABLE
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT EXISTS (SELECT FROM paddle.endpoint_secrets WHERE sealed = decode(p_sealed_hex, 'hex'))
+BEGIN
+    -- Volatile, so that the query's snapshot is taken once it holds its lock on the table: it must see what a
+    -- session that held the table when the caller asked committed meanwhile (a stable function would answer from
+    -- the calling statement's snapshot, older than that).
+    RETURN EXISTS (SELECT FROM paddle.endpoint_secrets WHERE sealed = decode(p_sealed_hex, 'hex'));
+END
 $$;
 COMMENT ON FUNCTION paddle.endpoint_secret_stored(text) IS
     'Whether a secret sealed exactly so (hex) is stored. After a lost answer to the commit that stored or re-sealed it, this tells whether the commit took effect: every sealing has a nonce of its own, so no other row holds the same bytes.';
