@@ -139,6 +139,32 @@ static void test_parser_edges(void)
     tap_ok(sig_parse("ts=1;h1=" HEX64, 5, &hdr) == SIG_MALFORMED, "length is respected, not NUL");
 }
 
+/* Each limit is a bound, not a step short of it: a header exactly at a limit
+ * is still one Paddle may send. */
+static void test_parser_limits(void)
+{
+    static const char ts12[] = "ts=999999999999;h1=" HEX64;
+    char big[MAX_SIG_HEADER + 64];
+    struct sig_header hdr;
+    size_t p;
+
+    p = (size_t)snprintf(big, sizeof big, "ts=1");
+    for (int i = 0; i < MAX_SIG_H1; i++) p += (size_t)snprintf(big + p, sizeof big - p, ";h1=" HEX64);
+    tap_ok(sig_parse(big, p, &hdr) == SIG_OK && hdr.n_h1 == MAX_SIG_H1, "exactly %d h1 values parse",
+           MAX_SIG_H1);
+
+    p = (size_t)snprintf(big, sizeof big, "ts=1;h1=" HEX64 ";x=");
+    memset(big + p, 'a', MAX_SIG_HEADER - p);
+    big[MAX_SIG_HEADER] = '\0';
+    tap_ok(strlen(big) == MAX_SIG_HEADER && sig_parse(big, MAX_SIG_HEADER, &hdr) == SIG_OK,
+           "a header of exactly %d bytes parses", MAX_SIG_HEADER);
+
+    tap_ok(sig_parse(ts12, strlen(ts12), &hdr) == SIG_OK && hdr.ts == 999999999999LL,
+           "a ts of exactly %d digits parses", MAX_SIG_TS_DIGITS);
+    tap_ok(parse("ts=1;=x;h1=" HEX64) == SIG_MALFORMED,
+           "an empty key is malformed even beside a valid ts and h1");
+}
+
 static void test_roundtrip_and_window(void)
 {
     const char *body = "{\"event_id\":\"evt_1\"}";
@@ -160,6 +186,8 @@ static void test_roundtrip_and_window(void)
     tap_ok(sig_verify(&hdr, b, n, &good, 1, 1700000301, 300) == SIG_TS_OUT_OF_RANGE, "ts too old is rejected");
     tap_ok(sig_verify(&hdr, b, n, &good, 1, 1699999699, 300) == SIG_TS_OUT_OF_RANGE,
            "ts too far in the future is rejected");
+    tap_ok(sig_verify(&hdr, b, n, &good, 1, 1699999700, 300) == SIG_OK,
+           "ts exactly tolerance in the future verifies");
     for (char *p = header; *p; p++)
         if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
     tap_ok(sig_parse(header, strlen(header), &hdr) == SIG_OK &&
@@ -201,6 +229,7 @@ void test_sig(void)
 {
     test_vectors();
     test_parser_edges();
+    test_parser_limits();
     test_roundtrip_and_window();
     test_prepared_secrets();
 }
