@@ -101,6 +101,20 @@ static void test_utf8(struct event_envelope *ev)
     }
     tap_ok(event_parse((const unsigned char *)"{\"a\":\"\xc3", 7, ev, NULL) == EVENT_MALFORMED_JSON,
            "a sequence cut by the end of the body");
+    {
+        /* Cut by the end of the buffer itself: nothing past it is read (ASan). */
+        static const char *cut[] = {"{\"a\":\"\xc3", "{\"a\":\"\xe2\x82", "{\"a\":\"\xf0\x9f\x92"};
+        int all = 1;
+        for (size_t c = 0; c < sizeof cut / sizeof cut[0]; c++) {
+            size_t n = strlen(cut[c]);
+            unsigned char *exact = malloc(n);
+            if (exact == NULL) abort();
+            memcpy(exact, cut[c], n);
+            all &= event_parse(exact, n, ev, NULL) == EVENT_MALFORMED_JSON;
+            free(exact);
+        }
+        tap_ok(all, "a sequence cut by the end of the buffer is malformed_json");
+    }
 }
 
 static void test_envelope_rules(void)
@@ -138,6 +152,18 @@ static void test_envelope_rules(void)
                EVENT_INVALID_FIELD, "numeric event_id");
     tap_ok(parse("{\"event_id\":\"x'; DROP TABLE t;--\",\"event_type\":\"a.b\",\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{}}", &ev) ==
                EVENT_INVALID_FIELD, "event_id with SQL metacharacters");
+    {
+        /* Ids are letters, digits, '_' and '-': any other character is refused, one at a time. */
+        static const char others[] = ".:/ %;,+@#~'";
+        int all = 1;
+        for (const char *c = others; *c; c++) {
+            char body[256];
+            snprintf(body, sizeof body, "{\"event_id\":\"evt%c1\",\"event_type\":\"a.b\",\"occurred_at\":"
+                     "\"2024-03-15T10:32:38Z\",\"data\":{}}", *c);
+            all &= parse(body, &ev) == EVENT_INVALID_FIELD;
+        }
+        tap_ok(all, "an event_id with any character but letters, digits, '_' and '-' is invalid_field");
+    }
     tap_ok(parse("{\"event_id\":\"e\",\"event_type\":\"A B\",\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{}}", &ev) ==
                EVENT_INVALID_FIELD, "event_type with spaces");
     tap_ok(parse(ENV_HEAD "\"occurred_at\":\"yesterday\",\"data\":{}}", &ev) == EVENT_INVALID_FIELD,
@@ -185,11 +211,74 @@ static void test_timestamps(void)
                                 "2024-03-15T24:00:00Z", "2024-03-15T10:32:38.Z", "2024-03-15T10:32:38.1234567890Z",
                                 "2024-03-15T10:32:38+2:00", "0000-03-15T10:32:38Z", "2024-03-15T10:32:38ZZ",
                                 "2024-02-30T10:32:38Z", "2023-02-29T10:32:38Z", "2024-04-31T00:00:00Z",
-                                "2024-03-15T10:32:38+16:00", "2024-03-15T10:32:38-23:59"};
+                                "2024-03-15T10:32:38+16:00", "2024-03-15T10:32:38-23:59",
+                                /* PostgreSQL refuses these too: century years are leap years
+                                 * only when divisible by 400; an offset has at most 59 minutes. */
+                                "2100-02-29T00:00:00Z", "1900-02-29T00:00:00Z",
+                                "2024-03-15T10:32:38+15:60", "2024-03-15T10:32:38-05:99"};
+    /* Cut short, in a buffer of exactly their length (ASan sees a read past the end). */
+    static const char *cut[] = {"2024-03-15T10:32:38", "2024-03-15T10:32:38.", "2024-03-15T10:32:38+02:0",
+                                "2024-03-15T10", "2024"};
+    for (size_t i = 0; i < sizeof cut / sizeof *cut; i++) {
+        size_t n = strlen(cut[i]);
+        char *exact = malloc(n);
+        if (exact == NULL) abort();
+        memcpy(exact, cut[i], n);
+        tap_ok(!event_is_timestamp(exact, n), "timestamp cut short is rejected without reading past it: %s", cut[i]);
+        free(exact);
+    }
     for (size_t i = 0; i < sizeof good / sizeof *good; i++)
         tap_ok(event_is_timestamp(good[i], strlen(good[i])), "timestamp accepted: %s", good[i]);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         tap_ok(!event_is_timestamp(bad[i], strlen(bad[i])), "timestamp rejected: %s", bad[i]);
+}
+
+/* Envelope fields up to their limits are accepted and copied whole; one
+ * character more is invalid_field (never cut short, never written past the
+ * end of the envelope). Nesting exactly at the limit is accepted. */
+static void test_envelope_limits(void)
+{
+    struct event_envelope ev;
+    char id[MAX_ID_LEN + 2], type[MAX_EVENT_TYPE_LEN + 2], body[1024], *deep;
+    size_t p;
+
+    memset(id, 'a', sizeof id);
+    memset(type, 'b', sizeof type);
+    id[MAX_ID_LEN] = '\0';
+    type[MAX_EVENT_TYPE_LEN] = '\0';
+    snprintf(body, sizeof body, "{\"event_id\":\"%s\",\"event_type\":\"%s\",\"occurred_at\":"
+             "\"2024-03-15T10:32:38Z\",\"notification_id\":\"%s\",\"data\":{}}", id, type, id);
+    tap_ok(parse(body, &ev) == EVENT_OK && strcmp(ev.event_id, id) == 0 && strcmp(ev.event_type, type) == 0 &&
+               strcmp(ev.notification_id, id) == 0,
+           "ids of exactly %d and an event_type of exactly %d characters are accepted whole", MAX_ID_LEN,
+           MAX_EVENT_TYPE_LEN);
+    id[MAX_ID_LEN] = 'a';
+    id[MAX_ID_LEN + 1] = '\0';
+    snprintf(body, sizeof body, ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"notification_id\":\"%s\","
+             "\"data\":{}}", id);
+    tap_ok(parse(body, &ev) == EVENT_INVALID_FIELD, "a notification_id of %d characters is invalid_field",
+           MAX_ID_LEN + 1);
+    snprintf(body, sizeof body, "{\"event_id\":\"%s\",\"event_type\":\"a.b\",\"occurred_at\":"
+             "\"2024-03-15T10:32:38Z\",\"data\":{}}", id);
+    tap_ok(parse(body, &ev) == EVENT_INVALID_FIELD, "an event_id of %d characters is invalid_field", MAX_ID_LEN + 1);
+    type[MAX_EVENT_TYPE_LEN] = 'b';
+    type[MAX_EVENT_TYPE_LEN + 1] = '\0';
+    snprintf(body, sizeof body, "{\"event_id\":\"e\",\"event_type\":\"%s\",\"occurred_at\":"
+             "\"2024-03-15T10:32:38Z\",\"data\":{}}", type);
+    tap_ok(parse(body, &ev) == EVENT_INVALID_FIELD, "an event_type of %d characters is invalid_field",
+           MAX_EVENT_TYPE_LEN + 1);
+
+    /* The envelope is level 1 and data level 2: data holds MAX_JSON_DEPTH - 2 more arrays. */
+    deep = malloc(2 * MAX_JSON_DEPTH + 256);
+    if (deep == NULL) abort();
+    p = (size_t)sprintf(deep, ENV_HEAD "\"occurred_at\":\"2024-03-15T10:32:38Z\",\"data\":{\"x\":");
+    for (int i = 2; i < MAX_JSON_DEPTH; i++) deep[p++] = '[';
+    for (int i = 2; i < MAX_JSON_DEPTH; i++) deep[p++] = ']';
+    deep[p++] = '}';
+    deep[p++] = '}';
+    deep[p] = '\0';
+    tap_ok(parse(deep, &ev) == EVENT_OK, "nesting of exactly %d levels is accepted", MAX_JSON_DEPTH);
+    free(deep);
 }
 
 void test_event(void)
@@ -197,5 +286,6 @@ void test_event(void)
     test_fixture_dir("envelopes", 1);
     test_fixture_dir("signed", 0);
     test_envelope_rules();
+    test_envelope_limits();
     test_timestamps();
 }
