@@ -214,7 +214,11 @@ class EndpointsCannotBeLoaded(EdgeCase):
         locker = H.in_flight("LOCK TABLE paddle.endpoint_secrets IN ACCESS EXCLUSIVE MODE", 12, "edges_locker")
         try:
             H.sql("NOTIFY paddlehook_endpoints")
-            time.sleep(0.5)
+            # Every worker's reload waits for the lock (and fails at its lock_timeout): none answers from its table.
+            harness.wait_until(lambda: H.sql_value(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'SELECT e.id, e.environment%'") == str(H.workers),
+                timeout=10, interval=0.05, what="every worker's reload to wait for the lock")
             deadline = time.monotonic() + 6
             answers = 0
             while time.monotonic() < deadline:
