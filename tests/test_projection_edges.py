@@ -1,0 +1,250 @@
+"""Edges of the projection into the state tables and of the reports built on it: snapshots at the same
+instant, late snapshots, environments that share an id, and the boundaries the report views draw.
+
+Each test posts its own realistic Paddle snapshots (reportdata's builders) through nginx to an endpoint of its
+own, in a currency no other test of this module uses, so the aggregated views see only its rows.
+"""
+
+import json
+
+from harness import make_event, paddle_id
+from report_scenarios import report_module
+from reportdata import T, Price, adjustment, customer, subscription, transaction
+
+H, DB, ReportCase = report_module()
+setUpModule, tearDownModule = H.start, H.stop
+q, view, in_currency = DB.q, DB.view, DB.in_currency
+
+
+def event_ids(n):
+    """n event ids in ascending order (Paddle's ids sort by creation)."""
+    return sorted(paddle_id("evt") for _ in range(n))
+
+
+class SameInstant(ReportCase):
+    """Paddle can stamp two snapshots of one entity with the same occurred_at: the one with the greater event id
+    is the newer (ids sort by creation), whatever order they arrive in, as paddle.reproject replays them."""
+
+    def test_of_two_snapshots_at_one_instant_the_greater_event_id_wins_when_it_arrives_last(self):
+        sid, cid, price = paddle_id("sub"), paddle_id("ctm"), Price(2000, "USD")
+        first_id, second_id = event_ids(2)
+        feed = DB.feed()
+        at = "2024-05-02 10:00"
+        a = feed.add("subscription.updated", subscription(sid, cid, "USD", "active", [(price, 1)], at), at)
+        b = feed.add("subscription.paused", subscription(sid, cid, "USD", "paused", [(price, 1)], at,
+                                                         paused_at=at, item_status="inactive"), at)
+        a["event_id"], b["event_id"] = first_id, second_id
+        feed.post([a, b])
+        self.assertEqual(q("SELECT status, event_id FROM paddle.subscriptions WHERE id = %s" % H.lit(sid)),
+                         [{"status": "paused", "event_id": second_id}])
+
+    def test_of_two_snapshots_at_one_instant_the_greater_event_id_wins_when_it_arrives_first(self):
+        sid, cid, price = paddle_id("sub"), paddle_id("ctm"), Price(2000, "USD")
+        first_id, second_id = event_ids(2)
+        feed = DB.feed()
+        at = "2024-05-02 11:00"
+        a = feed.add("subscription.updated", subscription(sid, cid, "USD", "active", [(price, 1)], at), at)
+        b = feed.add("subscription.paused", subscription(sid, cid, "USD", "paused", [(price, 1)], at,
+                                                         paused_at=at, item_status="inactive"), at)
+        a["event_id"], b["event_id"] = first_id, second_id
+        feed.post([b, a])
+        self.assertEqual(q("SELECT status, event_id FROM paddle.subscriptions WHERE id = %s" % H.lit(sid)),
+                         [{"status": "paused", "event_id": second_id}])
+
+
+class CreatingTransaction(ReportCase):
+    """subscriptions.transaction_id: the transaction that created the subscription, which Paddle sends in
+    subscription.created only; later snapshots keep it, but only within their environment."""
+
+    def test_a_live_snapshot_taking_over_a_sandbox_row_does_not_keep_the_sandbox_creating_transaction(self):
+        sid, price = paddle_id("sub"), Price(2500, "USD")
+        sandbox_txn = paddle_id("txn")
+        sandbox, live = DB.feed("sandbox"), DB.feed("live")
+        created = subscription(sid, paddle_id("ctm"), "USD", "active", [(price, 1)], "2024-05-03 09:00")
+        created["transaction_id"] = sandbox_txn
+        sandbox.post([sandbox.add("subscription.created", created, "2024-05-03 09:00")])
+        self.assertEqual(q("SELECT environment, transaction_id FROM paddle.subscriptions WHERE id = %s" % H.lit(sid)),
+                         [{"environment": "sandbox", "transaction_id": sandbox_txn}])
+        live_cid = paddle_id("ctm")
+        live.post([live.add("subscription.updated",
+                            subscription(sid, live_cid, "USD", "active", [(price, 2)], "2024-05-04 09:00"),
+                            "2024-05-04 09:00")])
+        self.assertEqual(q("SELECT environment, customer_id, transaction_id FROM paddle.subscriptions WHERE id = %s"
+                           % H.lit(sid)),
+                         [{"environment": "live", "customer_id": live_cid, "transaction_id": None}])
+
+    def test_a_late_sandbox_creation_does_not_fill_the_creating_transaction_of_a_live_row(self):
+        sid, price = paddle_id("sub"), Price(2500, "USD")
+        sandbox, live = DB.feed("sandbox"), DB.feed("live")
+        live.post([live.add("subscription.updated",
+                            subscription(sid, paddle_id("ctm"), "USD", "active", [(price, 1)], "2024-05-06 09:00"),
+                            "2024-05-06 09:00")])
+        created = subscription(sid, paddle_id("ctm"), "USD", "active", [(price, 1)], "2024-05-05 09:00")
+        created["transaction_id"] = paddle_id("txn")
+        sandbox.post([sandbox.add("subscription.created", created, "2024-05-05 09:00")])
+        self.assertEqual(q("SELECT environment, transaction_id FROM paddle.subscriptions WHERE id = %s" % H.lit(sid)),
+                         [{"environment": "live", "transaction_id": None}])
+
+    def test_a_late_creation_fills_the_creating_transaction_of_its_own_environment(self):
+        sid, cid, price, txn = paddle_id("sub"), paddle_id("ctm"), Price(2500, "USD"), paddle_id("txn")
+        feed = DB.feed("live")
+        created = subscription(sid, cid, "USD", "active", [(price, 1)], "2024-05-07 09:00")
+        created["transaction_id"] = txn
+        feed.add("subscription.updated", subscription(sid, cid, "USD", "active", [(price, 3)], "2024-05-08 09:00"),
+                 "2024-05-08 09:00")
+        feed.add("subscription.created", created, "2024-05-07 09:00")
+        feed.post()
+        self.assertEqual(q("SELECT environment, transaction_id, event_id = %s AS newer FROM paddle.subscriptions "
+                           "WHERE id = %s" % (H.lit(feed.events[0]["event_id"]), H.lit(sid))),
+                         [{"environment": "live", "transaction_id": txn, "newer": True}])
+
+
+class ItemRows(ReportCase):
+    """The item rows of a state row come from the snapshot it holds, or from an earlier one of its environment
+    with the very same items."""
+
+    def item_events(self, table, key, entity_id):
+        return [r["event_id"] for r in q("SELECT DISTINCT event_id FROM paddle.%s WHERE %s = %s"
+                                         % (table, key, H.lit(entity_id)))]
+
+    def test_a_live_snapshot_taking_over_a_sandbox_row_rewrites_its_items_even_when_they_are_the_same(self):
+        sid, price = paddle_id("sub"), Price(4100, "USD")
+        sandbox, live = DB.feed("sandbox"), DB.feed("live")
+        data = subscription(sid, paddle_id("ctm"), "USD", "active", [(price, 2)], "2024-05-09 09:00")
+        sandbox.post([sandbox.add("subscription.created", data, "2024-05-09 09:00")])
+        data = json.loads(json.dumps(data))
+        data["customer_id"] = paddle_id("ctm")
+        data["status"] = "past_due"
+        taken = live.add("subscription.past_due", data, "2024-05-10 09:00")
+        live.post()
+        self.assertEqual(q("SELECT environment, status, items_event_id FROM paddle.subscriptions WHERE id = %s"
+                           % H.lit(sid)),
+                         [{"environment": "live", "status": "past_due", "items_event_id": taken["event_id"]}])
+        self.assertEqual(self.item_events("subscription_items", "subscription_id", sid), [taken["event_id"]])
+
+    def test_a_live_adjustment_taking_over_a_sandbox_row_rewrites_its_items_even_when_they_are_the_same(self):
+        aid, tid, cid = paddle_id("adj"), paddle_id("txn"), paddle_id("ctm")
+        sandbox, live = DB.feed("sandbox"), DB.feed("live")
+        data = adjustment(aid, tid, cid, "USD", 1100, "pending_approval", "2024-05-09 10:00")
+        sandbox.post([sandbox.add("adjustment.created", data, "2024-05-09 10:00")])
+        data = json.loads(json.dumps(data))
+        data["status"] = "approved"
+        taken = live.add("adjustment.updated", data, "2024-05-10 10:00")
+        live.post()
+        self.assertEqual(q("SELECT environment, status, items_event_id FROM paddle.adjustments WHERE id = %s"
+                           % H.lit(aid)),
+                         [{"environment": "live", "status": "approved", "items_event_id": taken["event_id"]}])
+        self.assertEqual(self.item_events("adjustment_items", "adjustment_id", aid), [taken["event_id"]])
+
+    def test_a_transaction_without_line_items_keeps_the_items_it_lists(self):
+        tid, cid = paddle_id("txn"), paddle_id("ctm")
+        seat, setup = Price(1500, "USD"), Price(9900, "USD", recurring=False)
+        data = transaction(tid, cid, "USD", "draft", [(seat, 4), (setup, 1)], "2024-05-11 09:00")
+        data["details"]["line_items"] = []
+        feed = DB.feed()
+        draft = feed.add("transaction.created", data, "2024-05-11 09:00")
+        feed.post()
+        self.assertEqual(q("SELECT position, price_id, product_id, quantity, unit_price_amount::text AS amount, "
+                           "subtotal, event_id FROM paddle.transaction_items WHERE transaction_id = %s "
+                           "ORDER BY position" % H.lit(tid)),
+                         [{"position": 1, "price_id": seat.id, "product_id": seat.product_id, "quantity": 4,
+                           "amount": "1500", "subtotal": None, "event_id": draft["event_id"]},
+                          {"position": 2, "price_id": setup.id, "product_id": setup.product_id, "quantity": 1,
+                           "amount": "9900", "subtotal": None, "event_id": draft["event_id"]}])
+
+
+class PaymentAttempts(ReportCase):
+    def test_the_last_payment_is_the_newest_attempt_paddle_lists_first(self):
+        tid, cid, price = paddle_id("txn"), paddle_id("ctm"), Price(3000, "USD")
+        data = transaction(tid, cid, "USD", "past_due", [(price, 1)], "2024-05-15 09:00")
+
+        def attempt(at, code):
+            return {"amount": "3300", "status": "error", "error_code": code, "created_at": T(at),
+                    "captured_at": None, "payment_attempt_id": paddle_id("pay"), "method_details": {"type": "card"}}
+        data["payments"] = [attempt("2024-05-15 09:00", "insufficient_funds"),
+                            attempt("2024-05-12 09:00", "expired_card"),
+                            attempt("2024-05-13 09:00", "declined")]
+        feed = DB.feed()
+        feed.post([feed.add("transaction.payment_failed", data, "2024-05-15 09:00")])
+        self.assertEqual(q("SELECT payment_attempts, last_payment_status, last_payment_error_code, "
+                           "last_payment_created_at = %s::timestamptz AS newest FROM paddle.transactions "
+                           "WHERE id = %s" % (H.lit(T("2024-05-15 09:00")), H.lit(tid))),
+                         [{"payment_attempts": 3, "last_payment_status": "error",
+                           "last_payment_error_code": "insufficient_funds", "newest": True}])
+
+
+def business(bid, cid, name, at):
+    return {"id": bid, "customer_id": cid, "name": name, "company_number": "555775291485",
+            "tax_identifier": None, "status": "active", "contacts": [{"name": "Parker Jones",
+                                                                      "email": "parker@example.com"}],
+            "custom_data": None, "import_meta": None, "created_at": T(at), "updated_at": T(at)}
+
+
+def product(pid, name, at):
+    return {"id": pid, "name": name, "description": None, "type": "standard", "tax_category": "standard",
+            "image_url": None, "status": "active", "custom_data": None, "import_meta": None,
+            "created_at": T(at), "updated_at": T(at)}
+
+
+def price(pri, pid, amount, currency, at):
+    return {"id": pri, "product_id": pid, "name": "Monthly", "description": "Monthly plan", "type": "standard",
+            "status": "active", "billing_cycle": {"interval": "month", "frequency": 1}, "trial_period": None,
+            "tax_mode": "account_setting", "unit_price": {"amount": str(amount), "currency_code": currency},
+            "unit_price_overrides": [], "quantity": {"minimum": 1, "maximum": 100}, "custom_data": None,
+            "import_meta": None, "created_at": T(at), "updated_at": T(at)}
+
+
+def discount(dsc, code, amount, at):
+    return {"id": dsc, "code": code, "description": "Spring sale", "type": "percentage", "mode": "standard",
+            "status": "active", "amount": str(amount), "currency_code": None, "recur": True,
+            "maximum_recurring_intervals": 3, "usage_limit": None, "times_used": 0, "restrict_to": None,
+            "enabled_for_checkout": True, "expires_at": None, "discount_group_id": None, "custom_data": None,
+            "import_meta": None, "created_at": T(at), "updated_at": T(at)}
+
+
+def address_of(aid, cid, country, at):
+    return {"id": aid, "customer_id": cid, "description": None, "first_line": "1 Test Street",
+            "second_line": None, "city": "Testville", "postal_code": "00000", "region": None,
+            "country_code": country, "status": "active", "custom_data": None, "import_meta": None,
+            "created_at": T(at), "updated_at": T(at)}
+
+
+class CatalogAndAccountEntities(ReportCase):
+    """Addresses, businesses, products, prices and discounts: a snapshot delivered late (older occurred_at) never
+    overwrites the newer one already stored."""
+
+    CASES = [
+        # (entity, table, column, older value, newer value, builder)
+        ("address", "addresses", "country_code", "US", "DE",
+         lambda i, v, at: address_of(i, "ctm_01hv8wt8nffez4p2t6typn4a5j", v, at)),
+        ("business", "businesses", "name", "Old Name Ltd", "New Name GmbH",
+         lambda i, v, at: business(i, "ctm_01hv8wt8nffez4p2t6typn4a5j", v, at)),
+        ("product", "products", "name", "Starter", "Starter Plus", lambda i, v, at: product(i, v, at)),
+        ("price", "prices", "unit_price_amount", "1000", "1200",
+         lambda i, v, at: price(i, "pro_01hv8wt8nffez4p2t6typn4a5j", int(v), "USD", at)),
+        ("discount", "discounts", "code", "SPRING10", "SPRING20", lambda i, v, at: discount(i, v, 10, at)),
+    ]
+
+    def test_a_late_older_snapshot_of_an_address_business_product_price_or_discount_changes_nothing(self):
+        prefixes = {"address": "add", "business": "biz", "product": "pro", "price": "pri", "discount": "dsc"}
+        for entity, table, column, older, newer, build in self.CASES:
+            with self.subTest(entity=entity):
+                eid, feed = paddle_id(prefixes[entity]), DB.feed()
+                new = feed.add(entity + ".updated", build(eid, newer, "2024-05-20 10:00"), "2024-05-20 10:00")
+                feed.add(entity + ".created", build(eid, older, "2024-05-19 10:00"), "2024-05-19 10:00")
+                feed.post()
+                self.assertEqual(q("SELECT %s::text AS value, event_id FROM paddle.%s WHERE id = %s"
+                                   % (column, table, H.lit(eid))),
+                                 [{"value": newer, "event_id": new["event_id"]}])
+
+    def test_a_late_older_address_does_not_move_the_mrr_to_another_country_price(self):
+        sid, cid, aid = paddle_id("sub"), paddle_id("ctm"), paddle_id("add")
+        plan = Price(1000, "AUD", overrides=[(["NZ"], 1500, "AUD")])
+        feed = DB.feed()
+        feed.add("address.updated", address_of(aid, cid, "NZ", "2024-05-21 10:00"), "2024-05-21 10:00")
+        feed.add("subscription.created", subscription(sid, cid, "AUD", "active", [(plan, 1)], "2024-05-21 11:00",
+                                                      address_id=aid), "2024-05-21 11:00")
+        feed.add("address.created", address_of(aid, cid, "AU", "2024-05-01 10:00"), "2024-05-01 10:00")
+        feed.post()
+        self.assertEqual([(r["active_subscriptions"], str(r["mrr"])) for r in view("mrr", in_currency("AUD"))],
+                         [(1, "15.00")])
