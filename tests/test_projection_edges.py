@@ -5,11 +5,12 @@ Each test posts its own realistic Paddle snapshots (reportdata's builders) throu
 own, in a currency no other test of this module uses, so the aggregated views see only its rows.
 """
 
+import datetime
 import json
 
 from harness import make_event, paddle_id
 from report_scenarios import report_module
-from reportdata import T, Price, adjustment, customer, subscription, transaction
+from reportdata import NOW, J, T, Price, adjustment, customer, subscription, transaction
 
 H, DB, ReportCase = report_module()
 setUpModule, tearDownModule = H.start, H.stop
@@ -248,3 +249,74 @@ class CatalogAndAccountEntities(ReportCase):
         feed.post()
         self.assertEqual([(r["active_subscriptions"], str(r["mrr"])) for r in view("mrr", in_currency("AUD"))],
                          [(1, "15.00")])
+
+
+class PastDueGrace(ReportCase):
+    def test_without_a_grace_setting_a_past_due_subscription_keeps_access_for_the_documented_7_days(self):
+        sid, cid, plan = paddle_id("sub"), paddle_id("ctm"), Price(3900, "GBP")
+        since = NOW - datetime.timedelta(days=3)
+        feed = DB.feed()
+        feed.add("subscription.created", subscription(sid, cid, "GBP", "active", [(plan, 1)],
+                                                      since - datetime.timedelta(days=30)),
+                 since - datetime.timedelta(days=30))
+        feed.add("subscription.past_due", subscription(sid, cid, "GBP", "past_due", [(plan, 1)], since), since)
+        feed.post()
+        setting = H.sql_value("SELECT value FROM paddle.report_settings WHERE key = 'past_due_grace_days'")
+        try:
+            H.sql("DELETE FROM paddle.report_settings WHERE key = 'past_due_grace_days'")
+            rows = view("entitlements", "subscription_id = %s" % H.lit(sid))
+        finally:
+            H.sql("INSERT INTO paddle.report_settings (key, value) VALUES ('past_due_grace_days', %s) "
+                  "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value" % H.lit(setting))
+        self.assertEqual([(r["granted"], r["reason"], r["access_until"]) for r in rows],
+                         [(True, "past_due_grace", J(since + datetime.timedelta(days=7)))])
+
+
+class Entitlements(ReportCase):
+    def grants(self, where):
+        return [(r["environment"], r["price_id"], r["granted"], r["forever"], r["reason"], r["access_until"])
+                for r in view("entitlements", where)]
+
+    def test_a_sandbox_chargeback_reverse_does_not_restore_a_live_purchase_charged_back(self):
+        cid, tid, one = paddle_id("ctm"), paddle_id("txn"), Price(4900, "EUR", recurring=False)
+        live, sandbox = DB.feed("live"), DB.feed("sandbox")
+        live.add("transaction.completed", transaction(tid, cid, "EUR", "completed", [(one, 1)], "2024-06-01 09:00"),
+                 "2024-06-01 09:00")
+        live.add("adjustment.created", adjustment(paddle_id("adj"), tid, cid, "EUR", 5390, "approved",
+                                                  "2024-06-05 10:00", action="chargeback", kind="full"),
+                 "2024-06-05 10:00")
+        live.post()
+        sandbox.post([sandbox.add("adjustment.created",
+                                  adjustment(paddle_id("adj"), tid, cid, "EUR", 5390, "approved", "2024-06-20 10:00",
+                                             action="chargeback_reverse", kind="full"), "2024-06-20 10:00")])
+        self.assertEqual(self.grants("customer_id = %s AND environment = 'live'" % H.lit(cid)),
+                         [("live", one.id, False, False, "charged_back", J("2024-06-05 10:00"))])
+
+    def test_a_renewal_whose_items_name_only_price_ids_grants_nothing_forever(self):
+        sid, cid, plan = paddle_id("sub"), paddle_id("ctm"), Price(1900, "EUR")
+        feed = DB.feed()
+        txn = transaction(paddle_id("txn"), cid, "EUR", "completed", [(plan, 1)], "2024-06-02 09:00", sub=sid)
+        txn["items"] = [{"price_id": plan.id, "quantity": 1, "proration": None}]
+        feed.add("transaction.completed", txn, "2024-06-02 09:00")
+        feed.post()
+        self.assertEqual(self.grants("customer_id = %s" % H.lit(cid)), [])
+        # the same line in a transaction without subscription is a one-time purchase
+        cid2 = paddle_id("ctm")
+        txn = transaction(paddle_id("txn"), cid2, "EUR", "completed", [(plan, 1)], "2024-06-02 10:00")
+        txn["items"] = [{"price_id": plan.id, "quantity": 1, "proration": None}]
+        feed.post([feed.add("transaction.completed", txn, "2024-06-02 10:00")])
+        self.assertEqual(self.grants("customer_id = %s" % H.lit(cid2)),
+                         [("sandbox", plan.id, True, True, "one_time_purchase", None)])
+
+    def test_a_canceled_subscription_keeps_access_until_its_scheduled_cancel_date_without_a_period(self):
+        sid, cid, plan = paddle_id("sub"), paddle_id("ctm"), Price(2900, "EUR")
+        feed = DB.feed()
+        feed.add("subscription.created", subscription(sid, cid, "EUR", "active", [(plan, 1)], "2024-06-03 09:00"),
+                 "2024-06-03 09:00")
+        feed.add("subscription.canceled", subscription(sid, cid, "EUR", "canceled", [(plan, 1)], "2024-06-10 09:00",
+                                                       created="2024-06-03 09:00", canceled_at="2024-06-10 09:00",
+                                                       scheduled=("cancel", "2030-07-03 09:00")),
+                 "2024-06-10 09:00")
+        feed.post()
+        self.assertEqual(self.grants("customer_id = %s" % H.lit(cid)),
+                         [("sandbox", plan.id, True, False, "canceled_until_period_end", J("2030-07-03 09:00"))])
