@@ -10,7 +10,7 @@ import json
 
 from harness import make_event, paddle_id
 from report_scenarios import report_module
-from reportdata import NOW, J, T, Price, adjustment, customer, subscription, transaction
+from reportdata import NOW, J, T, Price, adjustment, churn_row, subscription, transaction
 
 H, DB, ReportCase = report_module()
 setUpModule, tearDownModule = H.start, H.stop
@@ -320,3 +320,49 @@ class Entitlements(ReportCase):
         feed.post()
         self.assertEqual(self.grants("customer_id = %s" % H.lit(cid)),
                          [("sandbox", plan.id, True, False, "canceled_until_period_end", J("2030-07-03 09:00"))])
+
+
+class RecurringRevenue(ReportCase):
+    def test_an_item_that_does_not_say_whether_it_recurs_counts_in_mrr_and_a_one_time_item_does_not(self):
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        plan, addon, setup = Price(2000, "HKD"), Price(500, "HKD"), Price(9900, "HKD", recurring=False)
+        data = subscription(sid, cid, "HKD", "active", [(plan, 1), (addon, 2), (setup, 1)], "2024-06-04 09:00")
+        del data["items"][1]["recurring"]
+        feed = DB.feed()
+        feed.post([feed.add("subscription.created", data, "2024-06-04 09:00")])
+        self.assertEqual([(r["active_subscriptions"], str(r["mrr"])) for r in view("mrr", in_currency("HKD"))],
+                         [(1, "30.00")])
+
+
+class Churn(ReportCase):
+    def test_a_subscription_canceled_while_paused_churns_voluntarily_with_no_mrr_lost(self):
+        sid, cid, plan = paddle_id("sub"), paddle_id("ctm"), Price(4500, "SGD")
+        created = "2024-03-04 09:00"
+        feed = DB.feed()
+        feed.add("subscription.created", subscription(sid, cid, "SGD", "active", [(plan, 1)], created), created)
+        feed.add("subscription.paused", subscription(sid, cid, "SGD", "paused", [(plan, 1)], "2024-04-04 09:00",
+                                                     created=created, paused_at="2024-04-04 09:00",
+                                                     item_status="inactive"), "2024-04-04 09:00")
+        feed.add("subscription.canceled", subscription(sid, cid, "SGD", "canceled", [(plan, 1)], "2024-05-06 09:00",
+                                                       created=created, canceled_at="2024-05-06 09:00",
+                                                       item_status="inactive"), "2024-05-06 09:00")
+        feed.post()
+        self.assertRows(view("churn_monthly", in_currency("SGD")),
+                        [churn_row("2024-05-01", "SGD", voluntary=(1, 1, "0.00"))])
+
+    def test_mrr_lost_in_a_second_currency_shows_although_the_cancellation_counts_in_the_first(self):
+        # The subscription is in MXN; one item's price has no MXN amount and bills in ZAR (its own currency).
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        plan, extra = Price(50000, "MXN"), Price(1000, "ZAR")
+        created = "2024-03-05 09:00"
+        feed = DB.feed()
+        feed.add("subscription.created", subscription(sid, cid, "MXN", "active", [(plan, 1), (extra, 1)], created),
+                 created)
+        feed.add("subscription.canceled", subscription(sid, cid, "MXN", "canceled", [(plan, 1), (extra, 1)],
+                                                       "2024-05-07 09:00", created=created,
+                                                       canceled_at="2024-05-07 09:00"), "2024-05-07 09:00")
+        feed.post()
+        self.assertRows(view("churn_monthly", in_currency("MXN")),
+                        [churn_row("2024-05-01", "MXN", voluntary=(1, 1, "500.00"))])
+        self.assertRows(view("churn_monthly", in_currency("ZAR")),
+                        [churn_row("2024-05-01", "ZAR", voluntary=(0, 0, "10.00"))])
