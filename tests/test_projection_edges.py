@@ -10,7 +10,7 @@ import json
 
 from harness import make_event, paddle_id
 from report_scenarios import report_module
-from reportdata import NOW, J, T, Price, adjustment, churn_row, subscription, transaction
+from reportdata import NOW, J, T, Price, adjustment, churn_row, money_row, subscription, transaction
 
 H, DB, ReportCase = report_module()
 setUpModule, tearDownModule = H.start, H.stop
@@ -366,3 +366,55 @@ class Churn(ReportCase):
                         [churn_row("2024-05-01", "MXN", voluntary=(1, 1, "500.00"))])
         self.assertRows(view("churn_monthly", in_currency("ZAR")),
                         [churn_row("2024-05-01", "ZAR", voluntary=(0, 0, "10.00"))])
+
+
+class Chargebacks(ReportCase):
+    def test_a_reversed_chargeback_stays_on_the_day_it_was_approved_not_the_day_it_was_created(self):
+        cid, tid, aid = paddle_id("ctm"), paddle_id("txn"), paddle_id("adj")
+        one = Price(100000, "CZK", recurring=False)
+        feed = DB.feed()
+        feed.add("transaction.completed", transaction(tid, cid, "CZK", "completed", [(one, 1)], "2024-07-01 08:00"),
+                 "2024-07-01 08:00")
+        for status, at in (("pending_approval", "2024-07-02 10:00"), ("approved", "2024-07-04 10:00"),
+                           ("reversed", "2024-07-20 10:05")):
+            cb = adjustment(aid, tid, cid, "CZK", 110000, status, at, action="chargeback", kind="full")
+            cb["created_at"] = T("2024-07-02 10:00")
+            feed.add("adjustment.created" if status == "pending_approval" else "adjustment.updated", cb, at)
+        feed.add("adjustment.created", adjustment(paddle_id("adj"), tid, cid, "CZK", 110000, "approved",
+                                                  "2024-07-20 10:00", action="chargeback_reverse", kind="full"),
+                 "2024-07-20 10:00")
+        feed.post()
+        self.assertEqual([(r["status"], r["approved_at"]) for r in view("refunds", "adjustment_id = %s" % H.lit(aid))],
+                         [("reversed", J("2024-07-04 10:00"))])
+        self.assertRows(view("revenue_daily", in_currency("CZK")), [
+            money_row("2024-07-01", "CZK", 1, "1100.00", "0.00", "100.00", "1000.00", "55.00", "945.00",
+                      refunds="0.00", chargebacks="0.00"),
+            money_row("2024-07-04", "CZK", chargeback_count=1, chargebacks="1100.00", gross="0.00", discount="0.00",
+                      tax="0.00", net="0.00", fee="0.00", earnings="0.00", refunds="0.00"),
+            money_row("2024-07-20", "CZK", chargebacks="-1100.00", gross="0.00", discount="0.00", tax="0.00",
+                      net="0.00", fee="0.00", earnings="0.00", refunds="0.00"),
+        ])
+
+
+class EnvironmentsApart(ReportCase):
+    def test_a_sandbox_snapshot_of_a_live_refund_does_not_move_its_approval_date(self):
+        cid, tid, aid = paddle_id("ctm"), paddle_id("txn"), paddle_id("adj")
+        one = Price(20000, "CZK", recurring=False)
+        live, sandbox = DB.feed("live"), DB.feed("sandbox")
+        live.add("transaction.completed", transaction(tid, cid, "CZK", "completed", [(one, 1)], "2024-08-01 08:00"),
+                 "2024-08-01 08:00")
+        live.add("adjustment.created", adjustment(aid, tid, cid, "CZK", 5500, "pending_approval", "2024-08-05 08:00"),
+                 "2024-08-05 08:00")
+        live.add("adjustment.updated", adjustment(aid, tid, cid, "CZK", 5500, "approved", "2024-08-10 08:00"),
+                 "2024-08-10 08:00")
+        live.post()
+        sandbox.post([sandbox.add("adjustment.updated",
+                                  adjustment(aid, tid, cid, "CZK", 5500, "approved", "2024-08-02 08:00"),
+                                  "2024-08-02 08:00")])
+        self.assertEqual([(r["environment"], r["approved_at"]) for r in
+                          q("SELECT environment, approved_at FROM paddle.adjustment_facts WHERE adjustment_id = %s"
+                            % H.lit(aid))],
+                         [("live", J("2024-08-10 08:00"))])
+        self.assertEqual([(r["day"], r["refund_count"], str(r["refunds"])) for r in
+                          view("revenue_daily", in_currency("CZK", "live"))],
+                         [("2024-08-01", 0, "0.00"), ("2024-08-10", 1, "55.00")])
