@@ -10,7 +10,7 @@ import json
 
 from harness import make_event, paddle_id
 from report_scenarios import report_module
-from reportdata import NOW, J, T, Price, adjustment, churn_row, money_row, subscription, transaction
+from reportdata import NOW, J, T, Price, adjustment, churn_row, customer, money_row, subscription, transaction
 
 H, DB, ReportCase = report_module()
 setUpModule, tearDownModule = H.start, H.stop
@@ -418,3 +418,14 @@ class EnvironmentsApart(ReportCase):
         self.assertEqual([(r["day"], r["refund_count"], str(r["refunds"])) for r in
                           view("revenue_daily", in_currency("CZK", "live"))],
                          [("2024-08-01", 0, "0.00"), ("2024-08-10", 1, "55.00")])
+
+    def test_a_sandbox_failed_payment_does_not_show_the_email_of_the_live_customer_with_that_id(self):
+        cid, tid, one = paddle_id("ctm"), paddle_id("txn"), Price(150000, "HUF", recurring=False)
+        live, sandbox = DB.feed("live"), DB.feed("sandbox")
+        live.post([live.add("customer.created", customer(cid, "owner@example.hu"), "2024-08-01 08:00")])
+        sandbox.post([sandbox.add("transaction.payment_failed",
+                                  transaction(tid, cid, "HUF", "past_due", [(one, 1)], "2024-08-03 08:00"),
+                                  "2024-08-03 08:00")])
+        self.assertEqual([(r["environment"], r["case_id"], r["customer_id"], r["customer_email"], r["state"])
+                          for r in view("dunning", "customer_id = %s" % H.lit(cid))],
+                         [("sandbox", tid, cid, None, "open")])
