@@ -429,3 +429,20 @@ class EnvironmentsApart(ReportCase):
         self.assertEqual([(r["environment"], r["case_id"], r["customer_id"], r["customer_email"], r["state"])
                           for r in view("dunning", "customer_id = %s" % H.lit(cid))],
                          [("sandbox", tid, cid, None, "open")])
+
+
+class Dunning(ReportCase):
+    def test_a_past_due_transaction_snapshot_opens_a_case_without_a_payment_failed_event(self):
+        cid, tid, one = paddle_id("ctm"), paddle_id("txn"), Price(25000, "ILS", recurring=False)
+        feed = DB.feed()
+        feed.add("transaction.created", transaction(tid, cid, "ILS", "ready", [(one, 1)], "2024-08-05 08:00"),
+                 "2024-08-05 08:00")
+        feed.add("transaction.past_due", transaction(tid, cid, "ILS", "past_due", [(one, 1)], "2024-08-06 08:00"),
+                 "2024-08-06 08:00")
+        feed.add("transaction.completed", transaction(tid, cid, "ILS", "completed", [(one, 1)], "2024-08-09 08:00"),
+                 "2024-08-09 08:00")
+        feed.post()
+        self.assertEqual([(r["failed_on"], r["case_type"], r["case_id"], str(r["amount"]), r["failed_attempts"],
+                           r["state"], r["recovered_at"])
+                          for r in view("dunning", "customer_id = %s" % H.lit(cid))],
+                         [("2024-08-06", "transaction", tid, "275.00", 0, "recovered", J("2024-08-09 08:00"))])
