@@ -137,6 +137,20 @@ class ItemRows(ReportCase):
                          [{"environment": "live", "status": "approved", "items_event_id": taken["event_id"]}])
         self.assertEqual(self.item_events("adjustment_items", "adjustment_id", aid), [taken["event_id"]])
 
+    def test_a_live_transaction_taking_over_a_sandbox_row_rewrites_its_items_even_when_they_are_the_same(self):
+        tid, cid, seat = paddle_id("txn"), paddle_id("ctm"), Price(1500, "USD")
+        sandbox, live = DB.feed("sandbox"), DB.feed("live")
+        data = transaction(tid, cid, "USD", "billed", [(seat, 3)], "2024-05-09 11:00")
+        sandbox.post([sandbox.add("transaction.billed", data, "2024-05-09 11:00")])
+        data = json.loads(json.dumps(data))
+        data["status"] = "paid"
+        taken = live.add("transaction.paid", data, "2024-05-10 11:00")
+        live.post()
+        self.assertEqual(q("SELECT environment, status, items_event_id FROM paddle.transactions WHERE id = %s"
+                           % H.lit(tid)),
+                         [{"environment": "live", "status": "paid", "items_event_id": taken["event_id"]}])
+        self.assertEqual(self.item_events("transaction_items", "transaction_id", tid), [taken["event_id"]])
+
     def test_a_transaction_without_line_items_keeps_the_items_it_lists(self):
         tid, cid = paddle_id("txn"), paddle_id("ctm")
         seat, setup = Price(1500, "USD"), Price(9900, "USD", recurring=False)
@@ -333,6 +347,17 @@ class RecurringRevenue(ReportCase):
         self.assertEqual([(r["active_subscriptions"], str(r["mrr"])) for r in view("mrr", in_currency("HKD"))],
                          [(1, "30.00")])
 
+
+    def test_an_item_without_a_status_counts_as_active_and_a_trialing_item_does_not(self):
+        sid, cid = paddle_id("sub"), paddle_id("ctm")
+        plan, addon, trial = Price(3000, "INR"), Price(700, "INR"), Price(20000, "INR")
+        data = subscription(sid, cid, "INR", "active", [(plan, 1), (addon, 1), (trial, 1)], "2024-06-04 10:00")
+        del data["items"][1]["status"]
+        data["items"][2]["status"] = "trialing"
+        feed = DB.feed()
+        feed.post([feed.add("subscription.created", data, "2024-06-04 10:00")])
+        self.assertEqual([(r["active_subscriptions"], str(r["mrr"])) for r in view("mrr", in_currency("INR"))],
+                         [(1, "37.00")])
 
 class Churn(ReportCase):
     def test_a_subscription_canceled_while_paused_churns_voluntarily_with_no_mrr_lost(self):
