@@ -471,3 +471,16 @@ class Dunning(ReportCase):
                            r["state"], r["recovered_at"])
                           for r in view("dunning", "customer_id = %s" % H.lit(cid))],
                          [("2024-08-06", "transaction", tid, "275.00", 0, "recovered", J("2024-08-09 08:00"))])
+
+
+class AmountConverter(ReportCase):
+    """paddle.to_amount: Paddle's amounts are strings of an integer in the minor unit, up to 30 digits."""
+
+    CASES = [("0", "0"), ("3000", "3000"), ("-1100", "-1100"), ("9" * 30, "9" * 30), ("-" + "9" * 30, "-" + "9" * 30),
+             ("1" + "0" * 30, None), ("-" + "1" * 31, None), ("12.50", None), ("1e3", None), (" 1", None), ("", None),
+             ("-", None), ("+5", None)]
+
+    def test_integer_strings_of_up_to_30_digits_convert_exactly_and_anything_else_is_null(self):
+        for text, want in self.CASES:
+            with self.subTest(text=text):
+                self.assertEqual(H.sql_value("SELECT paddle.to_amount(%s)::text" % H.lit(text)), want)
