@@ -484,3 +484,19 @@ class AmountConverter(ReportCase):
         for text, want in self.CASES:
             with self.subTest(text=text):
                 self.assertEqual(H.sql_value("SELECT paddle.to_amount(%s)::text" % H.lit(text)), want)
+
+
+class Backfill(ReportCase):
+    def test_a_backfill_since_an_instant_includes_the_event_that_occurred_at_that_instant(self):
+        letters = paddle_id("t")[-10:].lower().translate(str.maketrans("0123456789", "abcdefghij"))
+        etype, name = "customer.t_" + letters, "edge_backfill_" + letters
+        feed = DB.feed()
+        before = feed.add(etype, customer(paddle_id("ctm"), "before@example.com"), "2024-09-01 09:59:59")
+        exact = feed.add(etype, customer(paddle_id("ctm"), "exact@example.com"), "2024-09-01 10:00")
+        feed.post()
+        H.sql("INSERT INTO paddle.consumers (name, event_types) VALUES (%s, ARRAY[%s]::text[])"
+              % (H.lit(name), H.lit(etype)))
+        self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, %s)"
+                                     % (H.lit(name), H.lit(exact["occurred_at"]))), "1")
+        self.assertEqual([r["event_id"] for r in q("SELECT event_id FROM paddle.claim_events(%s, 10)" % H.lit(name))],
+                         [exact["event_id"]])
