@@ -131,6 +131,9 @@ static int reload(struct worker *w, const char *why)
     w->endpoints_stale = 0;
     w->endpoints_failed = 0;
     log_line(LOG_DEBUG, "event=endpoints_loaded count=%zu why=%s", w->endpoints.n, why);
+    /* A change committed while the table was read arrives with the query's results, so the socket will not
+     * wake the worker for it: remembered, it is applied at once, not at the next request. */
+    w->change_pending = store_endpoints_changed(&w->store, 0);
     return 0;
 }
 
@@ -150,7 +153,9 @@ static int endpoints_trusted(const struct worker *w)
  * the per-request check costs no syscall. */
 static void refresh(struct worker *w, int read_socket)
 {
-    int changed = store_endpoints_changed(&w->store, read_socket);
+    int changed = store_endpoints_changed(&w->store, read_socket) | w->change_pending;
+
+    w->change_pending = 0;
 
     /* A connection found dead just now: reconnect first, so that the request
      * is checked against endpoints as they are, not as they were. */
@@ -211,7 +216,10 @@ static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int 
                             {.fd = listen_fd, .events = POLLIN}, {.fd = kept_fd, .events = POLLIN}};
     /* A negative fd is skipped. Connected, an idle worker whose endpoints are
      * not current wakes to load them again. */
-    int n = poll(pfd, 4, db_fd < 0 ? w->idle_reconnect_ms : endpoints_trusted(w) ? -1 : RELOAD_MIN_INTERVAL_MS);
+    int n = poll(pfd, 4, db_fd < 0            ? w->idle_reconnect_ms
+                         : w->change_pending    ? 0
+                         : endpoints_trusted(w) ? -1
+                                                : RELOAD_MIN_INTERVAL_MS);
 
     if (n == 0) {
         /* Back off until a connection succeeds (refresh() then resets it). */
@@ -347,6 +355,8 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
          * close may read from a peer until the repeats stop it. */
         set_deadline(0);
         store_set_deadline(&w.store, 0);
+        /* A change that came in with this request's results (no syscall to look). */
+        w.change_pending |= store_endpoints_changed(&w.store, 0);
     }
     FCGX_Free(&fcgx, 1);
     log_line(LOG_INFO, "event=worker_stopped");

@@ -18,6 +18,7 @@ struct worker {
     int endpoints_failed; /* ... and the database answered: the table may be out of date (retried) */
     int stop_requested;   /* SIGTERM/SIGINT seen */
     int reload_requested; /* SIGHUP seen */
+    int change_pending;   /* a change notification came in with a query's results, not yet applied */
     long long next_reload_ms;
     int idle_reconnect_ms; /* without a database connection, an idle worker's next try */
     unsigned char *body; /* cfg->max_body + 1 bytes, reused by every request */
