@@ -211,7 +211,9 @@ class EndpointsCannotBeLoaded(EdgeCase):
         ep = H.add_endpoint()
         self.assertStored(H.post_event(ep, self.event()), "before")
         self.before = H.digest()
-        locker = H.in_flight("LOCK TABLE paddle.endpoint_secrets IN ACCESS EXCLUSIVE MODE", 12, "edges_locker")
+        # Each answer may wait for a reload's lock_timeout (3 s): the table stays locked long enough for two.
+        locker = H.in_flight("LOCK TABLE paddle.endpoint_secrets IN ACCESS EXCLUSIVE MODE", 20, "edges_locker")
+        locked_at = time.monotonic()
         try:
             H.sql("NOTIFY paddlehook_endpoints")
             # Every worker's reload waits for the lock (and fails at its lock_timeout): none answers from its table.
@@ -219,9 +221,9 @@ class EndpointsCannotBeLoaded(EdgeCase):
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND query LIKE 'SELECT e.id, e.environment%'") == str(H.workers),
                 timeout=10, interval=0.05, what="every worker's reload to wait for the lock")
-            deadline = time.monotonic() + 6
+            deadline = locked_at + 14   # the last answer (at most 4.5 s) still comes while the table is locked
             answers = 0
-            while time.monotonic() < deadline:
+            while answers < 2 and time.monotonic() < deadline:
                 body = self.event()
                 r = H.post_event(ep, body)
                 self.assertErrorResponse(r, 503, "database_unavailable", "while the endpoints cannot be loaded")
