@@ -37,7 +37,7 @@
     "AND pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE')"
 /* A rebuild (reproject) holds the state tables: say so after a while instead of waiting for it. */
 #define SQL_DRY_RUN_BEGIN                                                                     \
-    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '15s'"
+    DB_BEGIN_READ_COMMITTED "; SET LOCAL lock_timeout = '5s'; SET LOCAL statement_timeout = '15s'"
 
 /* check-config's dry run: what a worker does with deliveries, in a
  * transaction that is rolled back. One event of each projected entity (with

@@ -259,9 +259,10 @@ void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len)
     if (msg == NULL || *msg == '\0') msg = conn ? PQerrorMessage(conn) : "out of memory";
     if (msg == NULL || *msg == '\0') msg = "unknown database error";
     one_line(msg, buf, len);
-    /* A table, function or schema that does not exist: most often a binary newer than the schema. */
+    /* One of paddle's tables, functions or its schema that does not exist: most often a binary newer than the
+     * schema (a user's own view in `report` may miss objects of its own: no hint for those). */
     if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0) &&
-        (used = strlen(buf)) + 1 < len)
+        (strstr(msg, "paddle.") || strstr(msg, "\"paddle\"")) && (used = strlen(buf)) + 1 < len)
         snprintf(buf + used, len - used, " (is the schema older than this paddlehook? `paddlehook migrate` "
                                          "applies what is missing)");
 }

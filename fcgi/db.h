@@ -14,6 +14,10 @@
  * running workers reload at once. */
 #define DB_ENDPOINTS_CHANNEL "paddlehook_endpoints"
 
+/* Whatever the role's or database's default: paddlehook's transactions read
+ * what was committed while they waited for a lock. */
+#define DB_BEGIN_READ_COMMITTED "BEGIN ISOLATION LEVEL READ COMMITTED"
+
 /* Every session of ours resolves names in pg_catalog only (pg_temp last): a
  * function or operator that another role put in a schema on the default
  * search_path (public is writable by every role before PostgreSQL 15) would

@@ -29,7 +29,6 @@
     "SET client_min_messages = notice" /* what a migration says is logged */
 /* Whatever the database's or role's default: a migration that waits for
  * deliveries in flight must see what they commit while it waits. */
-#define MIGRATE_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
 #define MIGRATE_RECORDED "SELECT EXISTS (SELECT FROM paddle.schema_migrations WHERE version = $1)"
 
 static int is_applied(PGconn *conn, const char *version, int *applied, char *err, size_t errlen)
@@ -54,7 +53,7 @@ static int apply_one(PGconn *conn, const char *conninfo, const struct embedded_f
     int rc = -1;
     enum db_commit_outcome outcome;
 
-    if (db_exec(conn, MIGRATE_BEGIN, why, sizeof why) != 0) goto fail;
+    if (db_exec(conn, DB_BEGIN_READ_COMMITTED, why, sizeof why) != 0) goto fail;
     if (db_exec(conn, m->text, why, sizeof why) != 0) goto fail;
     res = PQexecParams(conn, "INSERT INTO paddle.schema_migrations (version) VALUES ($1)", 1, NULL,
                        params, NULL, NULL, 0);

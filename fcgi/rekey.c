@@ -89,7 +89,8 @@ int rekey_run(const struct config *cfg)
     }
     if ((conn = db_connect_or_say(cfg->db)) == NULL) goto out;
     /* One transaction: every secret moves to the new key, or none does. */
-    if (db_exec(conn, "BEGIN", err, sizeof err) == 0 && reseal(conn, &old_key, &new_key, &count, proof_hex) == 0)
+    if (db_exec(conn, DB_BEGIN_READ_COMMITTED, err, sizeof err) == 0 &&
+        reseal(conn, &old_key, &new_key, &count, proof_hex) == 0)
         outcome = db_commit(conn, cfg->db, count > 0 ? &change : NULL, err, sizeof err);
     else
         PQclear(PQexec(conn, "ROLLBACK"));

@@ -347,7 +347,7 @@ int report_reproject_run(const struct config *cfg)
     if (conn == NULL) return 1;
     /* One transaction: readers see the old state until the new one commits. The rebuild is one statement,
      * as long as the event log makes it: a database's or role's statement_timeout must not cut it off. */
-    if (db_exec(conn, "BEGIN; SET LOCAL statement_timeout = 0", err, sizeof err) != 0) goto fail;
+    if (db_exec(conn, DB_BEGIN_READ_COMMITTED "; SET LOCAL statement_timeout = 0", err, sizeof err) != 0) goto fail;
     res = PQexecParams(conn, "SELECT paddle.reproject($1::timestamptz)", 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         db_error_line(conn, res, err, sizeof err);

@@ -198,7 +198,7 @@ class LeastPrivilege(HostileCase):
             "SELECT hint FROM paddle.endpoint_secrets",
             "SELECT name FROM paddle.endpoints",
             "SELECT * FROM paddle.schema_migrations",
-            # The endpoint functions and views run with the caller's rights.
+            # The endpoint functions run with the caller's rights; the views are granted to no one.
             "SELECT * FROM paddle.endpoint_overview",
             "SELECT paddle.endpoint_set_enabled('ep_x', false)",
             "SELECT paddle.endpoint_add_secret('ep_x', '\\x00', 'x', 5)",

@@ -9,7 +9,8 @@ import subprocess
 import threading
 import time
 
-from harness import Harness, HarnessTestCase, make_event, metric_values, new_secret, sample_customer, wait_until
+from harness import (Harness, HarnessError, HarnessTestCase, make_event, metric_values, new_secret, sample_customer,
+                     wait_until)
 
 H = None
 
@@ -517,6 +518,16 @@ class Rekey(HarnessTestCase):
         finally:
             self.H.sql("UPDATE paddle.endpoints SET enabled = true WHERE id = %s" % self.H.lit(ep.id))
 
+    def test_the_secrets_lock_refuses_a_transaction_that_would_read_rows_older_than_its_wait(self):
+        """Under REPEATABLE READ the rows read after the lock wait would be those of the snapshot before it."""
+        for level in ("REPEATABLE READ", "SERIALIZABLE"):
+            with self.subTest(level=level):
+                with self.assertRaises(HarnessError) as cm:
+                    self.H.sql("BEGIN ISOLATION LEVEL %s; SELECT * FROM paddle.lock_endpoint_secrets(false); "
+                               "COMMIT" % level)
+                self.assertIn("must run in a READ COMMITTED transaction", str(cm.exception))
+        self.assertIsNotNone(self.H.sql("BEGIN; SELECT count(*) FROM paddle.lock_endpoint_secrets(true); COMMIT"))
+
     def test_a_secret_sealed_with_another_key_than_the_stored_ones_is_refused(self):
         ep = self.H.add_endpoint()
         other = os.path.join(self.H.tmpdir, "other-%d.key" % time.time_ns())
@@ -532,7 +543,8 @@ class Rekey(HarnessTestCase):
     def test_a_secret_added_while_rekey_runs_is_not_left_on_the_old_key(self):
         """rekey waits here on a secret row another session holds; an
         endpoint add with the old key, started meanwhile, must either be
-        re-sealed by the rekey or refused, never stored on the old key."""
+        re-sealed by the rekey or refused, never stored on the old key, also
+        where sessions default to REPEATABLE READ."""
         self.H.add_endpoint()
         original, new_key = self.saved_and_new_key()
 
@@ -544,7 +556,8 @@ class Rekey(HarnessTestCase):
         secret_file = os.path.join(self.H.tmpdir, "racer-%d.secret" % time.time_ns())
         with open(secret_file, "w") as f:
             f.write(new_secret() + "\n")
-        env = self.H.env()
+        # A role or database whose default isolation is stricter (supported: the commands choose their own).
+        env = dict(self.H.env(), PGOPTIONS="-c default_transaction_isolation=repeatable\\ read")
         rekey = add = None
         holder = self.H.in_flight("SELECT id FROM paddle.endpoint_secrets ORDER BY id LIMIT 1 FOR UPDATE", 3,
                                   "test_row_holder")

@@ -10,8 +10,8 @@
 --    the schema, as before (the worker's role can read endpoints, not change them).
 -- 2. Workers reload their endpoints when told on the channel paddlehook_endpoints. Only the commands told them, so
 --    a change made in SQL (deleting secrets after a lost master key, disabling an endpoint by hand) reached running
---    workers only at their next reconnect or reload. A statement trigger on both tables now tells them whenever
---    their rows change, when the change commits. Notifications of one transaction are sent once.
+--    workers only at their next reconnect or reload. Triggers on both tables now tell them whenever their rows
+--    change, when the change commits.
 
 CREATE FUNCTION paddle.endpoints_changed()
     RETURNS trigger
@@ -27,9 +27,15 @@ $$;
 COMMENT ON FUNCTION paddle.endpoints_changed() IS
     'Trigger of paddle.endpoints and paddle.endpoint_secrets: NOTIFY paddlehook_endpoints, so running workers reload their endpoints when the change commits.';
 
-CREATE TRIGGER endpoints_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON paddle.endpoints
+-- Per row, so that a statement that changes nothing (a retire with nothing to retire) reloads no worker; the
+-- notifications of one transaction are sent once however many rows it changes. TRUNCATE has no rows.
+CREATE TRIGGER endpoints_changed AFTER INSERT OR UPDATE OR DELETE ON paddle.endpoints
+    FOR EACH ROW EXECUTE FUNCTION paddle.endpoints_changed();
+CREATE TRIGGER endpoints_truncated AFTER TRUNCATE ON paddle.endpoints
     FOR EACH STATEMENT EXECUTE FUNCTION paddle.endpoints_changed();
-CREATE TRIGGER endpoint_secrets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON paddle.endpoint_secrets
+CREATE TRIGGER endpoint_secrets_changed AFTER INSERT OR UPDATE OR DELETE ON paddle.endpoint_secrets
+    FOR EACH ROW EXECUTE FUNCTION paddle.endpoints_changed();
+CREATE TRIGGER endpoint_secrets_truncated AFTER TRUNCATE ON paddle.endpoint_secrets
     FOR EACH STATEMENT EXECUTE FUNCTION paddle.endpoints_changed();
 
 CREATE FUNCTION paddle.lock_endpoint_secrets(p_with_retired boolean)
@@ -38,6 +44,13 @@ CREATE FUNCTION paddle.lock_endpoint_secrets(p_with_retired boolean)
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- The rows are read after the lock is granted, with a snapshot of their own: only READ COMMITTED takes one
+    -- per statement. Under REPEATABLE READ the calling statement's snapshot, older than the wait, would hide
+    -- what the session that held the lock committed.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'paddle.lock_endpoint_secrets must run in a READ COMMITTED transaction (this one is %)',
+            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     -- Self-conflicting and held to the end of the caller's transaction: storing a secret and re-sealing them all
     -- (rekey) never miss each other's rows. Deliveries only read the table and do not wait for it.
     LOCK TABLE paddle.endpoint_secrets IN SHARE ROW EXCLUSIVE MODE;
@@ -49,7 +62,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION paddle.lock_endpoint_secrets(boolean) IS
-    'Lock paddle.endpoint_secrets against other changes until the caller''s transaction ends (reads go on), and return its sealed secrets in hex: the active ones, or all with p_with_retired. Called first by every transaction that stores or re-seals a secret.';
+    'Lock paddle.endpoint_secrets against other changes until the caller''s transaction ends (reads go on), and return its sealed secrets in hex: the active ones, or all with p_with_retired. Called first by every transaction that stores or re-seals a secret; raises outside READ COMMITTED.';
 
 CREATE FUNCTION paddle.endpoint_add(p_id text, p_name text, p_environment text, p_tolerance_seconds integer,
                                     p_sealed bytea, p_hint text)
@@ -137,9 +150,9 @@ CREATE FUNCTION paddle.endpoint_secret_stored(p_sealed_hex text)
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- Volatile, so that the query's snapshot is taken once it holds its lock on the table: it must see what a
-    -- session that held the table when the caller asked committed meanwhile (a stable function would answer from
-    -- the calling statement's snapshot, older than that).
+    -- Volatile: the query reads with a snapshot taken when it runs, after any wait for its lock on the table
+    -- (behind a session holding it exclusively); a stable function reads with the calling statement's, older
+    -- than that. The caller asks only once the transaction in question is no longer in progress.
     RETURN EXISTS (SELECT FROM paddle.endpoint_secrets WHERE sealed = decode(p_sealed_hex, 'hex'));
 END
 $$;
