@@ -131,9 +131,6 @@ static int reload(struct worker *w, const char *why)
     w->endpoints_stale = 0;
     w->endpoints_failed = 0;
     log_line(LOG_DEBUG, "event=endpoints_loaded count=%zu why=%s", w->endpoints.n, why);
-    /* A change committed while the table was read arrives with the query's results, so the socket will not
-     * wake the worker for it: remembered, it is applied at once, not at the next request. */
-    w->change_pending = store_endpoints_changed(&w->store, 0);
     return 0;
 }
 
@@ -211,6 +208,9 @@ enum wake { WAKE_NONE, WAKE_DB, WAKE_LISTEN, WAKE_KEPT };
  * checked against current endpoints; then the kept connection. */
 static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int kept_fd)
 {
+    /* A change notification that came in with a query's results (a reload's, a delivery's) will not make the
+     * socket readable: remembered, it is applied at once, not at the next request. No syscall to look. */
+    w->change_pending |= store_endpoints_changed(&w->store, 0);
     int db_fd = store_socket(&w->store);
     struct pollfd pfd[4] = {{.fd = sig_fd, .events = POLLIN}, {.fd = db_fd, .events = POLLIN},
                             {.fd = listen_fd, .events = POLLIN}, {.fd = kept_fd, .events = POLLIN}};
@@ -355,8 +355,6 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
          * close may read from a peer until the repeats stop it. */
         set_deadline(0);
         store_set_deadline(&w.store, 0);
-        /* A change that came in with this request's results (no syscall to look). */
-        w.change_pending |= store_endpoints_changed(&w.store, 0);
     }
     FCGX_Free(&fcgx, 1);
     log_line(LOG_INFO, "event=worker_stopped");
