@@ -57,7 +57,7 @@ def event(**kw):
 
 
 class HostileCase(HarnessTestCase):
-    """Subclasses set `harness` to their module's HostileHarness."""
+    """Subclasses set `harness` to their module's harness (a HostileHarness for assertLogsClean)."""
 
     @classmethod
     def setUpClass(cls):

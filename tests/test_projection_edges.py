@@ -26,31 +26,24 @@ class SameInstant(ReportCase):
     """Paddle can stamp two snapshots of one entity with the same occurred_at: the one with the greater event id
     is the newer (ids sort by creation), whatever order they arrive in, as paddle.reproject replays them."""
 
-    def test_of_two_snapshots_at_one_instant_the_greater_event_id_wins_when_it_arrives_last(self):
+    def assertGreaterEventIdWins(self, at, arrival):
+        """Two snapshots stamped `at`; arrival(a, b) gives the order they are posted in (b has the greater id)."""
         sid, cid, price = paddle_id("sub"), paddle_id("ctm"), Price(2000, "USD")
         first_id, second_id = event_ids(2)
         feed = DB.feed()
-        at = "2024-05-02 10:00"
         a = feed.add("subscription.updated", subscription(sid, cid, "USD", "active", [(price, 1)], at), at)
         b = feed.add("subscription.paused", subscription(sid, cid, "USD", "paused", [(price, 1)], at,
                                                          paused_at=at, item_status="inactive"), at)
         a["event_id"], b["event_id"] = first_id, second_id
-        feed.post([a, b])
+        feed.post(arrival(a, b))
         self.assertEqual(q("SELECT status, event_id FROM paddle.subscriptions WHERE id = %s" % H.lit(sid)),
                          [{"status": "paused", "event_id": second_id}])
 
+    def test_of_two_snapshots_at_one_instant_the_greater_event_id_wins_when_it_arrives_last(self):
+        self.assertGreaterEventIdWins("2024-05-02 10:00", lambda a, b: [a, b])
+
     def test_of_two_snapshots_at_one_instant_the_greater_event_id_wins_when_it_arrives_first(self):
-        sid, cid, price = paddle_id("sub"), paddle_id("ctm"), Price(2000, "USD")
-        first_id, second_id = event_ids(2)
-        feed = DB.feed()
-        at = "2024-05-02 11:00"
-        a = feed.add("subscription.updated", subscription(sid, cid, "USD", "active", [(price, 1)], at), at)
-        b = feed.add("subscription.paused", subscription(sid, cid, "USD", "paused", [(price, 1)], at,
-                                                         paused_at=at, item_status="inactive"), at)
-        a["event_id"], b["event_id"] = first_id, second_id
-        feed.post([b, a])
-        self.assertEqual(q("SELECT status, event_id FROM paddle.subscriptions WHERE id = %s" % H.lit(sid)),
-                         [{"status": "paused", "event_id": second_id}])
+        self.assertGreaterEventIdWins("2024-05-02 11:00", lambda a, b: [b, a])
 
 
 class CreatingTransaction(ReportCase):
