@@ -1,7 +1,8 @@
 /* endpoint_cmd.c - endpoint administration. Secrets come from stdin, never
  * argv (argv is visible to every local user), and are sealed with the master
- * key before they reach PostgreSQL. Every change NOTIFYs running workers in
- * the same statement, so they reload exactly when it commits. */
+ * key before they reach PostgreSQL. The rules are functions of the schema
+ * (0021); the endpoint tables' triggers NOTIFY running workers, so they reload
+ * exactly when a change commits. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,8 +27,7 @@
 /* After a lost answer to a commit: said, since the command cannot tell. */
 #define OUTCOME_UNKNOWN "paddlehook: the connection was lost before the database answered: the change may " \
                         "or may not have been made; `paddlehook endpoint list` shows what is stored\n"
-/* The rules are functions of the schema (sql/migrations/0021_endpoint_functions.sql); their changes reach
- * running workers by the tables' trigger, when they commit. */
+/* Functions and views of sql/migrations/0021_endpoint_functions.sql. */
 #define SQL_LOCK_ACTIVE "SELECT sealed_hex FROM paddle.lock_endpoint_secrets(false)"
 #define SQL_ADD "SELECT paddle.endpoint_add($1, $2, $3, $4::integer, $5::bytea, $6)"
 #define SQL_ROTATE "SELECT paddle.endpoint_add_secret($1, $2::bytea, $3, $4::integer)"
