@@ -96,10 +96,13 @@ unit: $(BUILD)/unit-tests $(BUILD)/asan/unit-tests
 # built with ASan+UBSan (any sanitizer report fails); then everything runs
 # against the real build, and that run's last line is the verdict.
 CHECK_ASAN_SUITE := -q -k test_errors -k test_hostile -k test_least_privilege -k test_signature -k test_delivery -k test_fixtures -k test_ops
+# Integration modules run at once, each with a stack of its own: they mostly wait (for deadlines, restarts,
+# the database), so three share two cores well.
+CHECK_JOBS ?= 3
 
 check: deps all unit
-	$(MAKE) --no-print-directory check-asan CHECK_ASAN_ARGS="$(CHECK_ASAN_SUITE)"
-	python3 tests/run.py --unit $(BUILD)/unit-tests --unit $(BUILD)/asan/unit-tests
+	$(MAKE) --no-print-directory check-asan CHECK_ASAN_ARGS="$(CHECK_ASAN_SUITE) -j $(CHECK_JOBS)"
+	python3 tests/run.py -j $(CHECK_JOBS) --unit $(BUILD)/unit-tests --unit $(BUILD)/asan/unit-tests
 
 demo: deps all
 	python3 tests/demo.py

@@ -5,6 +5,7 @@ and the Response and Endpoint records the harness hands to tests."""
 import ctypes
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -70,8 +71,41 @@ def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+# Listening ports are picked below the kernel's ephemeral range: a port there can be taken as the source port of
+# any outgoing connection (a worker's to PostgreSQL, a test's to nginx, another suite's running beside this one)
+# while its server is down for a restart, and the server could not listen again.
+LISTEN_PORT_LOW = 10000
+LISTEN_PORT_TRIES = 200
+
+
+def _ephemeral_ports():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range when there is room."""
+    low, high = _ephemeral_ports()
+    candidates = [r for r in ((LISTEN_PORT_LOW, low - 1), (high + 1, 65535)) if r[1] - r[0] >= 1000]
+    rng = random.SystemRandom()
+    for _ in range(LISTEN_PORT_TRIES if candidates else 0):
+        first, last = rng.choice(candidates)
+        port = rng.randint(first, last)
+        if _bindable(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

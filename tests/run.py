@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """paddlehook's test runner (`make check`).
 
-    python3 tests/run.py [--unit BINARY ...] [-k SUBSTRING ...] [--no-integration] [-q]
+    python3 tests/run.py [--unit BINARY ...] [-k SUBSTRING ...] [--no-integration] [-q] [-j JOBS]
 
 1. Runs each C unit-test binary; they print TAP (`ok N - name`,
    `not ok N - name`, optional plan `1..N`) and exit non-zero on failure.
@@ -13,14 +13,20 @@
 -k keeps integration tests whose id (module.Class.method) contains the
 substring (case-sensitive); several -k are OR-ed.  Skipped tests count as
 neither passed nor failed (they are listed above the last line).
+
+-j runs up to JOBS modules at once, each in a process of its own with its own
+harness (most of a module's time is waiting for its stack); a module's output
+is printed whole when it ends.
 """
 
 import argparse
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -168,19 +174,128 @@ def filter_suite(suite, substrings):
     return out
 
 
-def run_integration(patterns, verbosity, stream):
+def discover(patterns, module=None):
     if TESTS_DIR not in sys.path:
         sys.path.insert(0, TESTS_DIR)
     loader = unittest.TestLoader()
-    suite = loader.discover(start_dir=TESTS_DIR, pattern="test_*.py", top_level_dir=TESTS_DIR)
-    if patterns:
-        suite = filter_suite(suite, patterns)
+    suite = loader.discover(start_dir=TESTS_DIR, pattern=(module + ".py") if module else "test_*.py",
+                            top_level_dir=TESTS_DIR)
+    return filter_suite(suite, patterns) if patterns else suite
+
+
+def modules_of(suite):
+    """The modules of the suite's tests, in discovery order."""
+    seen = []
+
+    def walk(s):
+        for t in s:
+            if isinstance(t, unittest.TestSuite):
+                walk(t)
+            else:
+                m = t.id().split(".", 1)[0]
+                if m not in seen:
+                    seen.append(m)
+    walk(suite)
+    return seen
+
+
+def run_integration(patterns, verbosity, stream, module=None):
+    suite = discover(patterns, module)
     runner = unittest.TextTestRunner(stream=stream, verbosity=verbosity,
                                      resultclass=CountingResult)
     # The runner prints its own failure report and summary; we print ours
     # afterwards so the last line is ours.
     result = runner.run(suite)
     return result
+
+
+class MergedResult:
+    """What the module processes of a parallel run found, in the shape main() reports."""
+
+    def __init__(self):
+        self.passed_ids, self.failed_ids, self.fixture_errors = [], [], 0
+        self.failures, self.errors, self.unexpectedSuccesses, self.skipped = [], [], [], []
+        self.durations_ = []
+
+    def add(self, r):
+        self.passed_ids += r["passed"]
+        self.failed_ids += r["failed"]
+        self.fixture_errors += r["fixture_errors"]
+        self.failures += [(tid, tb) for tid, tb in r["failures"]]
+        self.errors += [(tid, tb) for tid, tb in r["errors"]]
+        self.unexpectedSuccesses += r["unexpected"]
+        self.skipped += [(tid, why) for tid, why in r["skipped"]]
+        self.durations_ += [(d, tid) for d, tid in r["durations"]]
+
+
+def id_of(test):
+    return test.id() if hasattr(test, "id") else str(test)
+
+
+def result_json(result):
+    return {"passed": result.passed_ids, "failed": result.failed_ids, "fixture_errors": result.fixture_errors,
+            "failures": [(id_of(t), tb) for t, tb in result.failures],
+            "errors": [(id_of(t), tb) for t, tb in result.errors],
+            "unexpected": [id_of(t) for t in result.unexpectedSuccesses],
+            "skipped": [(id_of(t), why) for t, why in result.skipped],
+            "durations": result.durations_}
+
+
+# A module process that does not end after SIGTERM (its harness teardown hung) in this many seconds is killed.
+MODULE_STOP_GRACE_S = 60
+
+
+def run_modules(patterns, jobs, quiet, out):
+    """Runs each module of the suite in a process of its own, up to `jobs` at once; returns a MergedResult."""
+    merged = MergedResult()
+    waiting = modules_of(discover(patterns))
+    running = {}  # Popen -> (module, log file, result path)
+    tmp = tempfile.mkdtemp(prefix="paddlehook-run-")
+
+    def start(module):
+        log = open(os.path.join(tmp, module + ".log"), "w+")
+        res = os.path.join(tmp, module + ".json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--module", module, "--result-file", res]
+        cmd += [a for p in patterns for a in ("-k", p)] + (["-q"] if quiet else [])
+        running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)] = (module, log, res)
+
+    def finish(proc):
+        module, log, res = running.pop(proc)
+        log.seek(0)
+        out.write(log.read())
+        log.close()
+        try:
+            with open(res) as f:
+                merged.add(json.load(f))
+        except (OSError, ValueError):
+            merged.failed_ids.append(module)
+            merged.errors.append((module, "the module's process ended with status %s and left no result"
+                                  % proc.returncode))
+        out.flush()
+
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                start(waiting.pop(0))
+            done = [p for p in running if p.poll() is not None]
+            for p in done:
+                finish(p)
+            if not done:
+                time.sleep(0.1)
+    finally:
+        for p in running:
+            p.terminate()
+        for p in list(running):
+            try:
+                p.wait(MODULE_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            running[p][1].close()
+        for name in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, name))
+        os.rmdir(tmp)
+    return merged
 
 
 def main(argv=None):
@@ -194,7 +309,14 @@ def main(argv=None):
     ap.add_argument("-q", "--quiet", action="store_true", help="dots instead of test names")
     ap.add_argument("--durations", type=int, default=0, metavar="N",
                     help="print the N slowest integration tests")
+    ap.add_argument("-j", "--jobs", type=int, default=1, metavar="JOBS",
+                    help="integration modules run at once, each in its own process")
+    # A module process of a parallel run: one module, its result as JSON.
+    ap.add_argument("--module", help=argparse.SUPPRESS)
+    ap.add_argument("--result-file", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error("-j must be at least 1")
 
     # SIGTERM (e.g. from make or CI) unwinds like Ctrl-C so harness teardown runs.
     def on_term(signum, frame):
@@ -212,9 +334,17 @@ def main(argv=None):
     out.flush()
 
     result = None
+    if args.module:
+        result = run_integration(args.patterns, 1 if args.quiet else 2, out, args.module)
+        with open(args.result_file, "w") as f:
+            json.dump(result_json(result), f)
+        return 0
     if not args.no_integration:
         try:
-            result = run_integration(args.patterns, 1 if args.quiet else 2, out)
+            if args.jobs > 1:
+                result = run_modules(args.patterns, args.jobs, args.quiet, out)
+            else:
+                result = run_integration(args.patterns, 1 if args.quiet else 2, out)
         except KeyboardInterrupt:
             out.write("\ninterrupted\n")
             out.write("%d passed, %d failed\n" % (passed, failed + 1))
@@ -232,14 +362,14 @@ def main(argv=None):
         out.write("\n==== integration test failures ====\n")
         for kind, items in (("FAIL", result.failures), ("ERROR", result.errors)):
             for test, tb in items:
-                out.write("---- %s: %s\n%s\n" % (kind, test.id() if hasattr(test, "id") else test, tb))
+                out.write("---- %s: %s\n%s\n" % (kind, id_of(test), tb))
         for test in result.unexpectedSuccesses:
-            out.write("---- UNEXPECTED SUCCESS: %s\n" % test.id())
+            out.write("---- UNEXPECTED SUCCESS: %s\n" % id_of(test))
     if result is not None:
         if result.skipped:
             out.write("\nskipped %d:\n" % len(result.skipped))
             for test, reason in result.skipped:
-                out.write("  %s: %s\n" % (test.id(), reason))
+                out.write("  %s: %s\n" % (id_of(test), reason))
         if args.durations:
             out.write("\nslowest tests:\n")
             for d, tid in sorted(result.durations_, reverse=True)[:args.durations]:

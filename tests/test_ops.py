@@ -704,6 +704,9 @@ class Durability(HarnessTestCase):
         self.H.sql("ALTER SYSTEM SET synchronous_standby_names = 'no_such_standby'")
         self.H.sql("ALTER SYSTEM SET synchronous_commit = 'on'")
         self.H.sql("SELECT pg_reload_conf()")
+        # pg_reload_conf() only signals the server: the workers' sessions must have the new setting before they
+        # look at it, or they raise a stale `off` again. Sessions get it together with the new ones.
+        wait_until(lambda: self.H.sql_value("SHOW synchronous_commit") == "on", what="the server's reload")
         try:
             offset = os.path.getsize(self.H.serve_log)
             os.kill(self.H.serve_pid(), signal.SIGHUP)

@@ -116,7 +116,7 @@ ASAN_DIR  := $(BUILD)/asan
 ASAN_OBJS := $(patsubst fcgi/%.c,$(ASAN_DIR)/obj/%.o,$(SRCS) fcgi/main.c) \
              $(ASAN_DIR)/obj/migrations.o $(ASAN_DIR)/obj/scenarios.o
 ASAN_LOGS := $(ASAN_DIR)/logs
-CHECK_ASAN_ARGS ?=
+CHECK_ASAN_ARGS ?= -j $(CHECK_JOBS)
 
 # clang, not gcc: gcc's separate libubsan writes its reports to stderr whatever
 # log_path says, and does not check pointer arithmetic on NULL.
