@@ -340,10 +340,15 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         accept_failures = 0;
         /* The deadline cut a connection short and libfcgi took the next one
          * queued in the same call: that one gets a deadline of its own, not
-         * the repeats left of the other's. */
+         * the repeats left of the other's. Otherwise the request began when
+         * the socket woke us (a connection, or a kept one's first record):
+         * its database time counts from then, however slow its parameters. */
         accepted_ms = db_now_ms();
-        if (accepted_ms - armed_ms >= REQUEST_DEADLINE_S * 1000LL) set_deadline(REQUEST_DEADLINE_S);
-        store_set_deadline(&w.store, accepted_ms + STORE_TIMEOUT_MS);
+        if (accepted_ms - armed_ms >= REQUEST_DEADLINE_S * 1000LL) {
+            set_deadline(REQUEST_DEADLINE_S);
+            armed_ms = accepted_ms;
+        }
+        store_set_deadline(&w.store, armed_ms + STORE_TIMEOUT_MS);
         refresh(&w, 0);
         {
             struct http_request req;

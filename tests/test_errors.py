@@ -15,8 +15,8 @@ import socket
 import time
 
 import harness
-from harness_fcgi import (FCGI_ABORT_REQUEST, FCGI_STDIN, fcgi_once, fcgi_record, fcgi_request, fcgi_response,
-                          fcgi_split)
+from harness_fcgi import (FCGI_ABORT_REQUEST, FCGI_PARAMS, FCGI_STDIN, fcgi_once, fcgi_record, fcgi_request,
+                          fcgi_response, fcgi_split)
 from harness import (Harness, HarnessTestCase, make_event, paddle_id, py_sign,
                      sample_subscription)
 
@@ -389,14 +389,18 @@ class WorkerOnly(ErrorCase):
                 self.expect_fcgi(self.fcgi(body, str(declared)), 400, "incomplete_body", declared)
         self.assertEqual(self.fcgi(body)[0], 200, "the same body with its own length")
 
-    def held_request(self, body, then, wait=0):
-        """The request's records but the end of its body; after wait seconds, then(sock) (sends the rest,
-        or not); the worker's answer, split."""
+    def held_request(self, body, then, wait=0, hold_params=False):
+        """The request's records but the end of its body (hold_params: of its parameters, and what follows
+        them but the body's end); after wait seconds, then(sock) (sends the rest, or not); the worker's answer,
+        split."""
         params = [("HTTP_PADDLE_SIGNATURE", py_sign(body, self.ep.secret))]
+        records = fcgi_request("POST", self.ep.path, body, params=params, end_stdin=False)
+        cut = records.index(fcgi_record(FCGI_PARAMS)) if hold_params else len(records)
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(H.socket_path)
-            s.sendall(fcgi_request("POST", self.ep.path, body, params=params, end_stdin=False))
+            s.sendall(records[:cut])
             time.sleep(wait)
+            s.sendall(records[cut:])
             then(s)
             out = fcgi_response(s, timeout=15)
         self.assertIsNotNone(out, "the worker closed the connection without an answer")
@@ -412,22 +416,26 @@ class WorkerOnly(ErrorCase):
             with self.subTest(what):
                 self.expect_fcgi(self.held_request(self.event(), then), 400, "incomplete_body", what)
 
-    def test_a_body_that_ends_after_the_database_deadline_is_answered_without_the_database(self):
-        """The body's end comes when the delivery's database time (4.5 s) is spent but the request's (5 s)
-        is not: 503 (Paddle retries), nothing sent to a healthy database only to be dropped unanswered, and
-        the answer agrees with the database."""
-        answers, log_from = [], os.path.getsize(H.serve_log)
-        for wait in (4.6, 4.75, 4.9):
-            body = self.event()
-            status, _, reply = self.held_request(body, lambda s: s.sendall(fcgi_record(FCGI_STDIN)), wait)
-            rows = int(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
-                                   % H.lit(json.loads(body)["event_id"])))
-            answers.append((wait, status, json.loads(reply)))
-            self.assertEqual(rows, 1 if status == 200 else 0, answers[-1])
-        self.assertIn(503, [a[1] for a in answers], "no request ended inside the window: %r" % answers)
-        log = H.serve_log_since(log_from)
-        self.assertIn("event=deadline_passed step=ingest", log)
-        self.assertNotIn("event=db_timeout", log)
+    def test_a_request_that_ends_after_the_database_deadline_is_answered_without_the_database(self):
+        """The body's end, or the parameters' end (then the body at once), comes when the delivery's database
+        time (4.5 s from its first record) is spent but the request's (5 s) is not: 503 (Paddle retries),
+        nothing sent to a healthy database only to be dropped unanswered, and the answer agrees with the
+        database."""
+        for held in ("body", "parameters"):
+            with self.subTest(held):
+                answers, log_from = [], os.path.getsize(H.serve_log)
+                for wait in (4.6, 4.75, 4.9):
+                    body = self.event()
+                    status, _, reply = self.held_request(body, lambda s: s.sendall(fcgi_record(FCGI_STDIN)), wait,
+                                                         hold_params=held == "parameters")
+                    rows = int(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
+                                           % H.lit(json.loads(body)["event_id"])))
+                    answers.append((wait, status, json.loads(reply)))
+                    self.assertEqual(rows, 1 if status == 200 else 0, answers[-1])
+                self.assertIn(503, [a[1] for a in answers], "no request ended inside the window: %r" % answers)
+                log = H.serve_log_since(log_from)
+                self.assertIn("event=deadline_passed step=ingest", log)
+                self.assertNotIn("event=db_timeout", log)
 
     def test_content_length_that_is_not_a_number_is_411(self):
         for declared in ("12x", "-5", " 12", "", "0x10", False):
