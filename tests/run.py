@@ -192,7 +192,10 @@ def modules_of(suite):
             if isinstance(t, unittest.TestSuite):
                 walk(t)
             else:
-                m = t.id().split(".", 1)[0]
+                # A module that failed to import stands as unittest.loader._FailedTest.<module>: its process
+                # imports it again and reports the error.
+                failed_import = isinstance(t, unittest.loader._FailedTest)
+                m = t._testMethodName if failed_import else t.id().split(".", 1)[0]
                 if m not in seen:
                     seen.append(m)
     walk(suite)
@@ -257,7 +260,9 @@ def run_modules(patterns, jobs, quiet, out):
         res = os.path.join(tmp, module + ".json")
         cmd = [sys.executable, os.path.abspath(__file__), "--module", module, "--result-file", res]
         cmd += [a for p in patterns for a in ("-k", p)] + (["-q"] if quiet else [])
-        running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)] = (module, log, res)
+        # A session of its own: a Ctrl-C reaches the parent alone, which stops each module once (below).
+        running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)] = \
+            (module, log, res)
 
     def finish(proc):
         module, log, res = running.pop(proc)
@@ -266,11 +271,15 @@ def run_modules(patterns, jobs, quiet, out):
         log.close()
         try:
             with open(res) as f:
-                merged.add(json.load(f))
+                r = json.load(f)
         except (OSError, ValueError):
+            r = None
+        if r is not None and (r["passed"] or r["failed"] or r["skipped"] or r["fixture_errors"]):
+            merged.add(r)
+        else:
             merged.failed_ids.append(module)
-            merged.errors.append((module, "the module's process ended with status %s and left no result"
-                                  % proc.returncode))
+            merged.errors.append((module, "the module's process ended with status %s and %s" % (
+                proc.returncode, "left no result" if r is None else "ran no test")))
         out.flush()
 
     try:
@@ -291,7 +300,10 @@ def run_modules(patterns, jobs, quiet, out):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-            running[p][1].close()
+            log = running[p][1]
+            log.seek(0)
+            out.write(log.read())  # what its teardown said, and where it kept its files
+            log.close()
         for name in os.listdir(tmp):
             os.unlink(os.path.join(tmp, name))
         os.rmdir(tmp)
@@ -318,8 +330,12 @@ def main(argv=None):
     if args.jobs < 1:
         ap.error("-j must be at least 1")
 
-    # SIGTERM (e.g. from make or CI) unwinds like Ctrl-C so harness teardown runs.
+    # SIGTERM (e.g. from make or CI) unwinds like Ctrl-C so harness teardown runs. A module process is
+    # stopped once by its parent, which waits for it: no second signal may cut its teardown short.
     def on_term(signum, frame):
+        if args.module:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt("SIGTERM")
     signal.signal(signal.SIGTERM, on_term)
 

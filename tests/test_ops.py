@@ -718,6 +718,7 @@ class Durability(HarnessTestCase):
             self.H.sql("ALTER SYSTEM RESET synchronous_standby_names")
             self.H.sql("ALTER SYSTEM RESET synchronous_commit")
             self.H.sql("SELECT pg_reload_conf()")
+        wait_until(lambda: self.H.sql_value("SHOW synchronous_commit") == "off", what="the server's reload")
         offset = os.path.getsize(self.H.serve_log)
         os.kill(self.H.serve_pid(), signal.SIGHUP)
         wait_every_worker_logged(self.H, offset, "event=synchronous_commit_raised from=off to=local")
