@@ -175,7 +175,8 @@ static int begin_secret_change(PGconn *conn, const struct masterkey *mk)
 {
     char err[512] = "";
 
-    if (db_exec(conn, DB_BEGIN_READ_COMMITTED, err, sizeof err) == 0 && lock_secrets_sealed_with(conn, mk, err, sizeof err))
+    if (db_exec(conn, DB_BEGIN_READ_COMMITTED, err, sizeof err) == 0 &&
+        lock_secrets_sealed_with(conn, mk, err, sizeof err))
         return 0;
     fprintf(stderr, "paddlehook: %s\n", err);
     PQclear(PQexec(conn, "ROLLBACK"));

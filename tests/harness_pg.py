@@ -156,6 +156,14 @@ class PostgresMixin:
         rows = self.sql(sql, db=db)
         return rows[0][0] if rows else None
 
+    def reload_conf(self, setting, value):
+        """pg_reload_conf(), then wait until a new session shows `setting` = value. The call only signals the
+        server; once a new session has the setting, every existing one has been signalled and reads the file
+        again before its next command."""
+        self.sql("SELECT pg_reload_conf()")
+        wait_until(lambda: self.sql_value("SHOW %s" % setting) == value, what="the server's reload (%s = %s)"
+                   % (setting, value))
+
     def sleeping(self, tag):
         """Whether the session named `tag` runs its pg_sleep (see in_flight)."""
         return self.sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND "

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,14 +222,15 @@ class MergedResult:
         self.durations_ = []
 
     def add(self, r):
+        """r: a module's result_json(); its pairs come back as lists, which main() unpacks and sorts alike."""
         self.passed_ids += r["passed"]
         self.failed_ids += r["failed"]
         self.fixture_errors += r["fixture_errors"]
-        self.failures += [(tid, tb) for tid, tb in r["failures"]]
-        self.errors += [(tid, tb) for tid, tb in r["errors"]]
+        self.failures += r["failures"]
+        self.errors += r["errors"]
         self.unexpectedSuccesses += r["unexpected"]
-        self.skipped += [(tid, why) for tid, why in r["skipped"]]
-        self.durations_ += [(d, tid) for d, tid in r["durations"]]
+        self.skipped += r["skipped"]
+        self.durations_ += r["durations"]
 
 
 def id_of(test):
@@ -264,11 +266,14 @@ def run_modules(patterns, jobs, quiet, out):
         running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)] = \
             (module, log, res)
 
-    def finish(proc):
-        module, log, res = running.pop(proc)
+    def print_log(log):
         log.seek(0)
         out.write(log.read())
         log.close()
+
+    def finish(proc):
+        module, log, res = running.pop(proc)
+        print_log(log)
         try:
             with open(res) as f:
                 r = json.load(f)
@@ -300,13 +305,8 @@ def run_modules(patterns, jobs, quiet, out):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-            log = running[p][1]
-            log.seek(0)
-            out.write(log.read())  # what its teardown said, and where it kept its files
-            log.close()
-        for name in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, name))
-        os.rmdir(tmp)
+            print_log(running[p][1])  # what its teardown said, and where it kept its files
+        shutil.rmtree(tmp)
     return merged
 
 

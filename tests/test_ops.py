@@ -703,10 +703,8 @@ class Durability(HarnessTestCase):
         ep = self.H.add_endpoint()
         self.H.sql("ALTER SYSTEM SET synchronous_standby_names = 'no_such_standby'")
         self.H.sql("ALTER SYSTEM SET synchronous_commit = 'on'")
-        self.H.sql("SELECT pg_reload_conf()")
-        # pg_reload_conf() only signals the server: the workers' sessions must have the new setting before they
-        # look at it, or they raise a stale `off` again. Sessions get it together with the new ones.
-        wait_until(lambda: self.H.sql_value("SHOW synchronous_commit") == "on", what="the server's reload")
+        # The workers' sessions must have the new setting before they look at it, or they raise a stale `off`.
+        self.H.reload_conf("synchronous_commit", "on")
         try:
             offset = os.path.getsize(self.H.serve_log)
             os.kill(self.H.serve_pid(), signal.SIGHUP)
@@ -717,8 +715,7 @@ class Durability(HarnessTestCase):
         finally:
             self.H.sql("ALTER SYSTEM RESET synchronous_standby_names")
             self.H.sql("ALTER SYSTEM RESET synchronous_commit")
-            self.H.sql("SELECT pg_reload_conf()")
-        wait_until(lambda: self.H.sql_value("SHOW synchronous_commit") == "off", what="the server's reload")
+            self.H.reload_conf("synchronous_commit", "off")
         offset = os.path.getsize(self.H.serve_log)
         os.kill(self.H.serve_pid(), signal.SIGHUP)
         wait_every_worker_logged(self.H, offset, "event=synchronous_commit_raised from=off to=local")
