@@ -141,16 +141,13 @@ fail:
 
 /* One listening socket on addr, or -1 with errno set (LISTEN_NO_DUAL_STACK
  * when dual_stack was asked and refused: listening on IPv6 alone would leave
- * IPv4 clients out, unsaid). Accepted connections inherit TCP_NODELAY (no
- * Nagle delay between the parts of an answer), which libfcgi's own accept
- * sets for IPv4 only and the worker's never. */
+ * IPv4 clients out, unsaid). */
 static int bind_listen(const struct addrinfo *ai, int dual_stack)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol), one = 1, off = 0, saved, rc = -1;
 
     if (fd < 0) return -1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (dual_stack && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) {
         rc = LISTEN_NO_DUAL_STACK;
         goto fail;
@@ -385,6 +382,10 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
         log_line(LOG_ERROR, "event=listen_failed reason=\"%s\"", strerror(errno));
         return 1;
     }
+    /* TCP connections the workers accept inherit it: no Nagle delay between
+     * the records of an answer. Also for a socket handed over; a unix socket
+     * refuses it, harmlessly. */
+    setsockopt(sv.listen_fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     {
         const char *note = NULL;
         sv.stats = stats_create(cfg->stats_file, &note);

@@ -5,6 +5,12 @@
  * blocking call, nor interrupts libfcgi halfway through reading a request, and
  * a stop is seen even while requests keep arriving.
  *
+ * The worker accepts connections itself and hands each to libfcgi, which
+ * only reads requests from it (its request is set up without a listening
+ * socket). Accepting inside libfcgi would take the next queued connection
+ * when one ends without a request, and that connection would inherit the
+ * time its predecessor had used of the request deadline.
+ *
  * When nginx asks to keep the connection (fastcgi_keep_conn on), the worker
  * waits for the next request on it and on the listening socket together. A
  * new connection waiting while the kept one is idle is accepted and the kept
@@ -238,17 +244,20 @@ static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int 
     return WAKE_LISTEN;
 }
 
-/* A new connection waits while ours is idle: take it and drop ours (idle, so
- * nothing of ours is lost). 0 when fcgx now holds the new connection, -1 when
- * another worker was faster (ours is kept). libfcgi's FCGX_Accept_r reads the
- * request from ipcFd instead of accepting when it is set. */
-static int swap_connection(FCGX_Request *fcgx, int listen_fd)
+/* Takes a waiting connection into fcgx; a kept one, idle, is dropped for it
+ * (nothing of ours is lost). 0 when fcgx now holds the new connection, -1
+ * with errno set when there was none (EAGAIN: another worker was faster;
+ * ours is kept). FCGX_Accept_r reads the request from ipcFd when it is set;
+ * it first finishes the previous request, which closes ipcFd unless
+ * keepConnection is set (the new request's begin record then sets it). */
+static int take_connection(FCGX_Request *fcgx, int listen_fd)
 {
     int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
 
     if (fd < 0) return -1;
-    close(fcgx->ipcFd);
+    if (fcgx->ipcFd >= 0) close(fcgx->ipcFd);
     fcgx->ipcFd = fd;
+    fcgx->keepConnection = 1;
     return 0;
 }
 
@@ -280,7 +289,7 @@ static void finish_request(FCGX_Request *fcgx)
 }
 
 /* EAGAIN: another worker took the connection. Anything else (EMFILE,
- * ENOBUFS, a request cut off by the deadline, ...) is logged, counted and
+ * ENOBUFS, ...) is logged, counted and
  * waited out, so that a listening socket that stays readable cannot spin the
  * worker. -1 when the worker should give up. */
 static int accept_failed(int err, int *failures)
@@ -302,8 +311,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
 {
     struct worker w;
     FCGX_Request fcgx;
-    int accepted, accept_failures = 0, rc = 1, sig_fd;
-    long long armed_ms, accepted_ms;
+    int accept_failures = 0, rc = 1, sig_fd;
 
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
@@ -315,7 +323,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
 
     w.body = malloc(cfg->max_body + 1);
     if (sig_fd < 0 || w.body == NULL || FCGX_Init() != 0 ||
-        FCGX_InitRequest(&fcgx, listen_fd, 0) != 0) {
+        FCGX_InitRequest(&fcgx, -1, 0) != 0) {
         log_line(LOG_ERROR, "event=worker_init_failed");
         goto out;
     }
@@ -325,30 +333,26 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         enum wake wake = wait_for_work(&w, sig_fd, listen_fd, fcgx.ipcFd);
         if (w.reload_requested || wake == WAKE_DB) refresh(&w, wake == WAKE_DB);
         if (wake == WAKE_NONE || wake == WAKE_DB) continue;
-        if (wake == WAKE_LISTEN && fcgx.ipcFd >= 0 && swap_connection(&fcgx, listen_fd) != 0) {
-            if (accept_failed(errno, &accept_failures) != 0) goto out;
-            continue;
+        if (wake == WAKE_LISTEN) {
+            if (take_connection(&fcgx, listen_fd) != 0) {
+                if (accept_failed(errno, &accept_failures) != 0) goto out;
+                continue;
+            }
+            accept_failures = 0;
         }
+        /* The request began when the socket woke us (a connection, or a kept
+         * one's first record): its database time counts from then, however
+         * slow its parameters. */
         set_deadline(REQUEST_DEADLINE_S);
-        armed_ms = db_now_ms();
-        if ((accepted = FCGX_Accept_r(&fcgx)) < 0) {
+        store_set_deadline(&w.store, db_now_ms() + STORE_TIMEOUT_MS);
+        /* Without a listening socket libfcgi cannot accept: it fails only
+         * when the connection carried no request (closed, cut by the deadline,
+         * or not FastCGI), and has closed it then. */
+        if (FCGX_Accept_r(&fcgx) < 0) {
             set_deadline(0);
-            /* libfcgi returns -errno. */
-            if (accept_failed(-accepted, &accept_failures) != 0) goto out;
+            store_set_deadline(&w.store, 0);
             continue;
         }
-        accept_failures = 0;
-        /* The deadline cut a connection short and libfcgi took the next one
-         * queued in the same call: that one gets a deadline of its own, not
-         * the repeats left of the other's. Otherwise the request began when
-         * the socket woke us (a connection, or a kept one's first record):
-         * its database time counts from then, however slow its parameters. */
-        accepted_ms = db_now_ms();
-        if (accepted_ms - armed_ms >= REQUEST_DEADLINE_S * 1000LL) {
-            set_deadline(REQUEST_DEADLINE_S);
-            armed_ms = accepted_ms;
-        }
-        store_set_deadline(&w.store, armed_ms + STORE_TIMEOUT_MS);
         refresh(&w, 0);
         {
             struct http_request req;

@@ -437,6 +437,35 @@ class WorkerOnly(ErrorCase):
                 self.assertIn("event=deadline_passed step=ingest", log)
                 self.assertNotIn("event=db_timeout", log)
 
+    def test_a_delivery_queued_behind_connections_that_end_without_a_request_gets_a_whole_deadline(self):
+        """Every worker is taken by a connection that sends part of a record and gives up 2.5 s later; a
+        delivery that waited behind them has 5 s from when a worker takes it, not what the others left."""
+        stalls = [socket.socket(socket.AF_UNIX) for _ in range(H.workers)]
+
+        def stalls_give_up_then_end(s):
+            time.sleep(2.5)
+            for stall in stalls:
+                stall.close()
+            time.sleep(3)  # past the first stall's deadline, well inside the delivery's own
+            try:
+                s.sendall(fcgi_record(FCGI_STDIN))
+            except OSError:
+                pass  # cut off: what the worker answered before, if anything, is checked below
+
+        try:
+            for stall in stalls:
+                stall.connect(H.socket_path)
+                stall.sendall(fcgi_request("POST", self.ep.path)[:4])
+                time.sleep(0.3)  # a worker takes it before the next comes
+            body = self.event()
+            status, _, reply = self.held_request(body, stalls_give_up_then_end)
+        finally:
+            for stall in stalls:
+                stall.close()
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
+                                     % H.lit(json.loads(body)["event_id"])), "1")
+
     def test_content_length_that_is_not_a_number_is_411(self):
         for declared in ("12x", "-5", " 12", "", "0x10", False):
             with self.subTest(declared=declared):
