@@ -343,14 +343,21 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         /* The request began when the socket woke us (a connection, or a kept
          * one's first record): its database time counts from then, however
          * slow its parameters. */
+        long long began_ms = db_now_ms();
         set_deadline(REQUEST_DEADLINE_S);
-        store_set_deadline(&w.store, db_now_ms() + STORE_TIMEOUT_MS);
+        store_set_deadline(&w.store, began_ms + STORE_TIMEOUT_MS);
         /* Without a listening socket libfcgi cannot accept: it fails only
          * when the connection carried no request (closed, cut by the deadline,
          * or not FastCGI), and has closed it then. */
         if (FCGX_Accept_r(&fcgx) < 0) {
             set_deadline(0);
             store_set_deadline(&w.store, 0);
+            /* nginx closes kept connections it no longer needs, but opens one
+             * only to send a request: a new one without a request is a peer
+             * that stalled, or one that does not speak FastCGI (an nginx
+             * location with proxy_pass instead of fastcgi_pass). */
+            if (wake == WAKE_LISTEN)
+                log_line(LOG_WARN, "event=connection_without_request waited_ms=%lld", db_now_ms() - began_ms);
             continue;
         }
         refresh(&w, 0);

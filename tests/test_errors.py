@@ -466,6 +466,34 @@ class WorkerOnly(ErrorCase):
         self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
                                      % H.lit(json.loads(body)["event_id"])), "1")
 
+    def test_a_new_connection_without_a_request_is_logged_but_not_a_kept_one_nginx_closes(self):
+        """What nginx never sends on a connection it opens: HTTP (a location with proxy_pass instead of
+        fastcgi_pass), or nothing at all. The worker answers nothing and says so. A kept connection closed after its
+        request is nginx's everyday and says nothing."""
+        log_from = os.path.getsize(H.serve_log)
+        http = b"POST /paddle/webhooks/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        for what, data in (("HTTP", http), ("nothing", b"")):
+            with self.subTest(what):
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(10)
+                    s.connect(H.socket_path)
+                    s.sendall(data)
+                    s.shutdown(socket.SHUT_WR)
+                    self.assertEqual(s.recv(4096), b"", "the worker answered")
+        harness.wait_until(lambda: H.serve_log_since(log_from).count("event=connection_without_request") == 2,
+                           what="a log line for each connection")
+        self.assertRegex(H.serve_log_since(log_from), r"level=warn pid=\d+ event=connection_without_request "
+                                                      r"waited_ms=\d+")
+
+        body = self.event()
+        params = [("HTTP_PADDLE_SIGNATURE", py_sign(body, self.ep.secret))]
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(H.socket_path)
+            s.sendall(fcgi_request("POST", self.ep.path, body, keep_conn=True, params=params))
+            self.assertEqual(fcgi_split(fcgi_response(s))[0], 200)
+        time.sleep(0.5)  # the worker that kept it sees it closed at once
+        self.assertEqual(H.serve_log_since(log_from).count("event=connection_without_request"), 2)
+
     def test_content_length_that_is_not_a_number_is_411(self):
         for declared in ("12x", "-5", " 12", "", "0x10", False):
             with self.subTest(declared=declared):
