@@ -13,12 +13,13 @@ def fmt_kb(kb):
     return "%.1f" % (kb / 1024.0)
 
 
-def server_cpu(r):
+def server_cpu(r, leave_out=()):
     """CPU seconds of everything serving the events: workers (or node),
-    nginx or the node primary, PostgreSQL; not the load generator."""
+    nginx or the node primary, PostgreSQL; not the load generator, nor the
+    groups named in leave_out."""
     c = r["cpu"]
     return sum(v for k, v in c.items() if not k.startswith("_") and not k.endswith(("_user", "_sys"))
-               and k not in ("wrk", "pgbench"))
+               and k not in ("wrk", "pgbench") + tuple(leave_out))
 
 
 def render_table(results):
@@ -176,6 +177,30 @@ def render_rounds(rounds):
             ratio(q["ceiling"], True), ratio(q["ceiling_cpu"], True), ratio(q["node"]), ratio(q["node_cpu"]),
             ratio(q["p99"])))
     return out + [""]
+
+
+def render_duplicates(dups):
+    """The replays answered as duplicates: the database finds each id stored and the front end shows."""
+    ph = next((r for r in dups if r["system"] == "paddlehook"), None)
+    nd = next((r for r in dups if r["system"] == "node"), None)
+    if not ph and not nd:
+        return []
+    out = ["The same 16-connection replay sent a second time, right after round 1 stored it, so that every "
+           "delivery is answered `200 duplicate`: PostgreSQL finds the event id and stores nothing, and the "
+           "front end carries a larger share of the cost (Paddle's retries and replays look like this):", "",
+           render_table([r for r in (ph, nd) if r]), ""]
+    if ph and nd:
+        def front_ms(r):
+            return 1000.0 * server_cpu(r, ("postgres",)) / max(1, r["events"])
+        q = round_ratios({"paddlehook": ph, "node": nd})
+        out += ["All duplicates, paddlehook / Node peer: events/s %.2f× (%.0f / %.0f), per server CPU second "
+                "%.2f× (%.2f vs %.2f ms per event), p99 %.2f× (%.1f / %.1f ms); the front end alone (workers and "
+                "nginx; the peer's processes) %.2f vs %.2f ms per event, PostgreSQL %.2f vs %.2f ms." % (
+                    q["node"], ph["eps"], nd["eps"], q["node_cpu"], per_event_ms(ph), per_event_ms(nd), q["p99"],
+                    ph["lat_ms"]["p99"], nd["lat_ms"]["p99"], front_ms(ph), front_ms(nd),
+                    1000.0 * ph["cpu"]["postgres"] / max(1, ph["events"]),
+                    1000.0 * nd["cpu"]["postgres"] / max(1, nd["events"])), ""]
+    return out
 
 
 def render_targets(tg):

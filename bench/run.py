@@ -28,8 +28,8 @@ from measure import BUILD_BENCH, DOC, log  # sets sys.path for tests/harness.py
 from stack import (PIN_DB, PIN_FRONT, Stack, db_sizes, head_file, machine_facts, make_replay, restart_serve,
                    run_pgbench, run_wrk, wait_quiet)
 from profiling import latency_decomposition, profile_driver, profile_worker, syscalls_per_event
-from report import (render_profile, render_report, render_rounds, render_sizes, render_table, render_targets,
-                    save_json, targets, update_doc)
+from report import (render_duplicates, render_profile, render_report, render_rounds, render_sizes, render_table,
+                    render_targets, save_json, targets, update_doc)
 
 
 def cmd_bench(args):
@@ -81,13 +81,31 @@ def cmd_bench(args):
                    100 * r["cpu"]["_foreign_share"]))
             return r
 
+        def run_duplicates(system):
+            """The 16-connection replay again, on the rows it stored: every answer is a duplicate, so the
+            database does little and the front end shows."""
+            if system == "paddlehook":
+                r = run_wrk(stack, ph_url, replays[16], 16, stack.worker_pids, "paddlehook", timeout,
+                            {"nginx": stack.nginx_pids}, answer="duplicate")
+                r["title"] = "paddlehook (%d workers), all duplicates" % stack.H.workers
+            else:
+                r = run_wrk(stack, nd_url, replays[16], 16, stack.node_worker_pids, "node", timeout,
+                            {"node_primary": stack.node_primary_pids}, answer="duplicate")
+                r["title"] = "Node.js peer (%d procs), all duplicates" % len(stack.node_worker_pids())
+            log("%-10s c=16 all duplicates %6.0f events/s  p99 %7.2f ms  verified=%s  other load %.0f%%"
+                % (system, r["eps"], r["lat_ms"]["p99"], r["verified"], 100 * r["cpu"]["_foreign_share"]))
+            return r
+
         rounds = []      # the 16-connection runs of each system, round by round
+        duplicates = []  # the same replays answered as duplicates (round 1)
         for conc in args.levels:
             for system in systems:
                 r = run_system(system, conc, conc)
                 results.append(r)
                 if system == "paddlehook" and conc == 16:
                     sizes = db_sizes(stack)
+                if system != "pgbench" and conc == 16 and not args.no_duplicates:
+                    duplicates.append(run_duplicates(system))
             if conc == 16:
                 rounds.append({r["system"]: r for r in results if r["concurrency"] == 16})
         # More rounds of the 16-connection runs, the systems interleaved: the targets take the
@@ -122,7 +140,7 @@ def cmd_bench(args):
                                    args.callgrind_requests)
 
         tg = targets(results, drv, wprof, args.workers, rounds)
-        extra = render_rounds(rounds) + render_targets(tg)
+        extra = render_rounds(rounds) + render_targets(tg) + render_duplicates(duplicates)
         if drv:
             extra += render_profile(drv, wprof)
         if sizes:
@@ -149,12 +167,12 @@ def cmd_bench(args):
         print(md)
         raw = save_json("results-%s.json" % kind, {"facts": facts, "body": body_facts, "results": results,
                                                "driver": drv, "worker": wprof, "sizes": sizes,
-                                               "targets": tg, "rounds": rounds})
+                                               "targets": tg, "rounds": rounds, "duplicates": duplicates})
         log("raw results: %s" % raw)
         if not args.no_doc:
             update_doc("make " + kind, md)
             log("updated %s" % DOC)
-        return 0 if all(r["verified"] for r in results) else 1
+        return 0 if all(r["verified"] for r in results + duplicates) else 1
     finally:
         stack.stop()
 
@@ -410,6 +428,8 @@ def main(argv):
                     help="seconds to wait at most for other load on the machine to calm down")
     ap.add_argument("--run-timeout", type=int, default=900, help="seconds per wrk run at most")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
+    ap.add_argument("--no-duplicates", action="store_true",
+                    help="bench: skip replaying the 16-connection notifications a second time (all duplicates)")
     ap.add_argument("--pin", action="store_true",
                     help="bench: PostgreSQL on CPU 0, everything else on CPU 1 (make bench-pinned)")
     args = ap.parse_args(argv)

@@ -211,8 +211,9 @@ def bevents_secret():
 
 
 def run_wrk(stack, url, replay, conns, workers_fn, label, timeout, extra_groups=None,
-            progress_log=None, rss_interval=0.25):
-    """Replay every line of `replay` once with wrk; account CPU and RSS."""
+            progress_log=None, rss_interval=0.25, answer="stored"):
+    """Replay every line of `replay` once with wrk; account CPU and RSS. answer: what every delivery must be
+    answered ("stored", or "duplicate" for a replay of events already stored: then the rows stay as many)."""
     threads = min(2, conns)
     done_dir = os.path.join(stack.H.tmpdir, "wrk-done-%s-%d-%d" % (label, conns, time.time_ns()))
     os.makedirs(done_dir)
@@ -267,8 +268,8 @@ def run_wrk(stack, url, replay, conns, workers_fn, label, timeout, extra_groups=
     rows = stack.stored_rows()
     res = {
         "system": label, "concurrency": conns, "events": r["sent"], "answered": r["answered"],
-        "codes": r["codes"], "n2xx": n2xx, "stored_body": r["stored"], "rows": rows,
-        "verified": rows == n2xx == r["sent"] == r["stored"],
+        "codes": r["codes"], "n2xx": n2xx, "stored_body": r["stored"], "duplicate_body": r["duplicate"],
+        "rows": rows, "verified": rows == n2xx == r["sent"] == r[answer],
         "seconds": elapsed, "eps": r["sent"] / elapsed,
         "lat_ms": {k: v / 1000.0 for k, v in r["lat_us"].items()},
         "wrk_errors": r["errors"],
