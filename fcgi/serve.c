@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -382,10 +381,6 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
         log_line(LOG_ERROR, "event=listen_failed reason=\"%s\"", strerror(errno));
         return 1;
     }
-    /* TCP connections the workers accept inherit it: no Nagle delay between
-     * the records of an answer. Also for a socket handed over; a unix socket
-     * refuses it, harmlessly. */
-    setsockopt(sv.listen_fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     {
         const char *note = NULL;
         sv.stats = stats_create(cfg->stats_file, &note);

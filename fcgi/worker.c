@@ -15,7 +15,8 @@
  * waits for the next request on it and on the listening socket together. A
  * new connection waiting while the kept one is idle is accepted and the kept
  * one closed, so that no request queues behind an idle connection (nginx
- * retries a request it sent on a cached connection that closed under it).
+ * retries a request it sent on a cached connection that closed under it:
+ * the snippet's fastcgi_next_upstream allows it for POST, non_idempotent).
  *
  * The database socket is polled too: endpoint change notifications and a
  * connection the server closed are dealt with as they arrive, so a request
@@ -24,6 +25,8 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -249,12 +252,16 @@ static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int 
  * with errno set when there was none (EAGAIN: another worker was faster;
  * ours is kept). FCGX_Accept_r reads the request from ipcFd when it is set;
  * it first finishes the previous request, which closes ipcFd unless
- * keepConnection is set (the new request's begin record then sets it). */
-static int take_connection(FCGX_Request *fcgx, int listen_fd)
+ * keepConnection is set (the new request's begin record then sets it).
+ * tcp: no Nagle delay between the records of an answer, as libfcgi's own
+ * accept did; set per connection, since one queued before serve started
+ * inherits nothing from its listening socket. */
+static int take_connection(FCGX_Request *fcgx, int listen_fd, int tcp)
 {
     int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
 
     if (fd < 0) return -1;
+    if (tcp) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     if (fcgx->ipcFd >= 0) close(fcgx->ipcFd);
     fcgx->ipcFd = fd;
     fcgx->keepConnection = 1;
@@ -311,7 +318,8 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
 {
     struct worker w;
     FCGX_Request fcgx;
-    int accept_failures = 0, rc = 1, sig_fd;
+    int accept_failures = 0, rc = 1, sig_fd, domain = 0;
+    socklen_t domain_len = sizeof domain;
 
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
@@ -327,6 +335,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         log_line(LOG_ERROR, "event=worker_init_failed");
         goto out;
     }
+    getsockopt(listen_fd, SOL_SOCKET, SO_DOMAIN, &domain, &domain_len);
     refresh(&w, 1);
     log_line(LOG_INFO, "event=worker_started");
     while (!w.stop_requested) {
@@ -334,7 +343,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         if (w.reload_requested || wake == WAKE_DB) refresh(&w, wake == WAKE_DB);
         if (wake == WAKE_NONE || wake == WAKE_DB) continue;
         if (wake == WAKE_LISTEN) {
-            if (take_connection(&fcgx, listen_fd) != 0) {
+            if (take_connection(&fcgx, listen_fd, domain == AF_INET || domain == AF_INET6) != 0) {
                 if (accept_failed(errno, &accept_failures) != 0) goto out;
                 continue;
             }
@@ -354,8 +363,9 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
             store_set_deadline(&w.store, 0);
             /* nginx closes kept connections it no longer needs, but opens one
              * only to send a request: a new one without a request is a peer
-             * that stalled, or one that does not speak FastCGI (an nginx
-             * location with proxy_pass instead of fastcgi_pass). */
+             * that stalled, one that does not speak FastCGI (an nginx
+             * location with proxy_pass instead of fastcgi_pass), or a probe
+             * (a health check, a second serve testing the socket path). */
             if (wake == WAKE_LISTEN)
                 log_line(LOG_WARN, "event=connection_without_request waited_ms=%lld", db_now_ms() - began_ms);
             continue;
