@@ -382,6 +382,11 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         set_deadline(0);
         store_set_deadline(&w.store, 0);
     }
+    /* A kept connection is idle here, nothing to answer: closed at once.
+     * libfcgi's close would read from the peer until it is quiet for 2 s,
+     * with no deadline armed to cut a peer that keeps sending. */
+    if (fcgx.ipcFd >= 0) close(fcgx.ipcFd);
+    fcgx.ipcFd = -1;
     FCGX_Free(&fcgx, 1);
     log_line(LOG_INFO, "event=worker_stopped");
     rc = 0;

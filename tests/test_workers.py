@@ -475,10 +475,38 @@ class Listen(HarnessTestCase):
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=40)
 
+    def test_a_peer_trickling_bytes_on_a_kept_connection_does_not_hold_up_a_stop(self):
+        """A stop finds the worker between requests, holding a kept connection whose peer starts sending a byte
+        a second: the worker exits at once, not when the peer stops (libfcgi's close reads until it is quiet)."""
+        path = os.path.join(H.tmpdir, "stop-trickle-%d.sock" % time.time_ns())
+        proc = self.serve("unix:" + path)
+        try:
+            harness.wait_until(lambda: fcgi_once(path, "GET", "/paddle/healthz"), timeout=15, what="serve on " + path)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as kept:
+                kept.connect(path)
+                kept.sendall(fcgi_request("GET", "/paddle/healthz", keep_conn=True))
+                self.assertIn(b"Status: 200", fcgi_response(kept, timeout=10) or b"")
+                proc.send_signal(signal.SIGTERM)
+                stopped_at = time.monotonic()
+                # The first byte after the worker has the stop; one that came first would be read as the start
+                # of a request, which the request deadline ends within 6 s.
+                time.sleep(0.2)
+                while proc.poll() is None and time.monotonic() - stopped_at < 20:
+                    try:
+                        kept.send(b"x")
+                    except OSError:
+                        pass  # the worker closed it: wait for the exit all the same
+                    time.sleep(0.5)
+                self.assertLess(time.monotonic() - stopped_at, 10, "serve was held by the trickling peer")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log, _ = proc.communicate(timeout=40)
+        self.assertEqual(proc.returncode, 0, log)
+
     def test_the_request_queued_behind_a_trickler_gets_a_deadline_of_its_own(self):
-        """libfcgi takes the next queued connection in the same call that gave up on the trickler, while the
-        deadline repeats every second: that delivery, whose body comes 2 s after its head, must still be
-        stored."""
+        """The worker takes the next queued connection once it gave up on the trickler, while the deadline
+        repeated every second: that delivery, whose body comes 2 s after its head, must still be stored."""
         ep = H.add_endpoint()
         body = make_event("customer.created", sample_customer())
         signed = [("HTTP_PADDLE_SIGNATURE", H.py_sign(body, ep.secret))]
