@@ -370,6 +370,14 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
         log_line(LOG_ERROR, "event=fcgi_init_failed");
         return 1;
     }
+    /* libfcgi's own accept would have let only these addresses connect; the
+     * workers accept themselves, and an access rule taken for granted but
+     * not applied is worse than none. */
+    if (getenv("FCGI_WEB_SERVER_ADDRS")) {
+        log_line(LOG_ERROR, "event=listen_failed reason=\"FCGI_WEB_SERVER_ADDRS is not supported: listen on a unix "
+                            "socket, or on loopback, and firewall the port (docs/security.md)\"");
+        return 1;
+    }
     sv.listen_fd = open_listener(cfg, err, sizeof err);
     if (sv.listen_fd < 0) {
         log_line(LOG_ERROR, "event=listen_failed reason=\"%s\"", err);

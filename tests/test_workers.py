@@ -543,6 +543,19 @@ class Listen(HarnessTestCase):
             self.assertEqual(proc.returncode, 1, out)
             self.assertRegex(out, r"level=error pid=\d+ event=listen_failed reason=\"%s" % re.escape(reason))
 
+    def test_fcgi_web_server_addrs_is_refused_rather_than_ignored(self):
+        """libfcgi's address filter applied only where libfcgi accepted; the workers accept themselves, so
+        serve refuses to start with it set instead of leaving the operator's access rule silently unapplied."""
+        proc = self.serve("127.0.0.1:%d" % harness.free_port(), env={"FCGI_WEB_SERVER_ADDRS": "127.0.0.1"})
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate(timeout=30)
+            self.fail("serve ran with FCGI_WEB_SERVER_ADDRS set:\n" + out)
+        self.assertEqual(proc.returncode, 1, out)
+        self.assertIn('event=listen_failed reason="FCGI_WEB_SERVER_ADDRS is not supported', out)
+
 
 class RawKeptConnection(HarnessTestCase):
     """What nginx relies on when it keeps a connection: each request on it gets
