@@ -245,6 +245,11 @@ class PostgresMixin:
             raise AssertionError("%d rows in %s for id %s" % (len(rows), table, entity_id))
         return rows[0] if rows else None
 
+    def event_rows_with_id(self, event_id):
+        """How many payment_events rows hold event_id (0 or 1: it is the key)."""
+        return int(self.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
+                                  % self.lit(event_id)))
+
     def event_row(self, event_id):
         """The payment_events row as a dict (None if absent); occurred_at and
         received_at also as `occurred_at_text`/`received_at_text`."""

@@ -370,9 +370,7 @@ class Concurrency(HarnessTestCase):
                     self.assertEqual(r.status, 200, r)
                 words = sorted(r.json().get("status") for r in results)
                 self.assertEqual(words, ["duplicate"] * 7 + ["stored"], words)
-                self.assertEqual(int(H.sql_value(
-                    "SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
-                    % H.lit(env["event_id"]))), 1)
+                self.assertEqual(H.event_rows_with_id(env["event_id"]), 1)
                 row = H.state_row("paddle.subscriptions", sid)
                 self.assertIsNotNone(row)
                 self.assertEqual(row["event_id"], env["event_id"])

@@ -37,8 +37,7 @@ class EdgeCase(HostileCase):
         return make_event("subscription.created", sample_subscription(), **kw)
 
     def stored_rows(self, body):
-        return int(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
-                               % H.lit(json.loads(body)["event_id"])))
+        return H.event_rows_with_id(json.loads(body)["event_id"])
 
 
 class ContentLength(EdgeCase):

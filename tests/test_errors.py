@@ -428,8 +428,7 @@ class WorkerOnly(ErrorCase):
                     body = self.event()
                     status, _, reply = self.held_request(body, lambda s: s.sendall(fcgi_record(FCGI_STDIN)), wait,
                                                          hold_params=held == "parameters")
-                    rows = int(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
-                                           % H.lit(json.loads(body)["event_id"])))
+                    rows = H.event_rows_with_id(json.loads(body)["event_id"])
                     answers.append((wait, status, json.loads(reply)))
                     self.assertEqual(rows, 1 if status == 200 else 0, answers[-1])
                 self.assertIn(503, [a[1] for a in answers], "no request ended inside the window: %r" % answers)
@@ -463,8 +462,7 @@ class WorkerOnly(ErrorCase):
             for stall in stalls:
                 stall.close()
         self.assertEqual(status, 200, reply)
-        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.payment_events WHERE event_id = %s"
-                                     % H.lit(json.loads(body)["event_id"])), "1")
+        self.assertEqual(H.event_rows_with_id(json.loads(body)["event_id"]), 1)
 
     def test_a_new_connection_without_a_request_is_logged_but_not_a_kept_one_nginx_closes(self):
         """What nginx never sends on a connection it opens: HTTP (a location with proxy_pass instead of

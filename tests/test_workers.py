@@ -477,7 +477,8 @@ class Listen(HarnessTestCase):
 
     def test_a_peer_trickling_bytes_on_a_kept_connection_does_not_hold_up_a_stop(self):
         """A stop finds the worker between requests, holding a kept connection whose peer starts sending a byte
-        a second: the worker exits at once, not when the peer stops (libfcgi's close reads until it is quiet)."""
+        every half second: the worker exits at once, not when the peer stops (libfcgi's close reads until it is
+        quiet)."""
         path = os.path.join(H.tmpdir, "stop-trickle-%d.sock" % time.time_ns())
         proc = self.serve("unix:" + path)
         try:
