@@ -296,9 +296,9 @@ static void finish_request(FCGX_Request *fcgx)
 }
 
 /* EAGAIN: another worker took the connection. Anything else (EMFILE,
- * ENOBUFS, ...) is logged, counted and
- * waited out, so that a listening socket that stays readable cannot spin the
- * worker. -1 when the worker should give up. */
+ * ENOBUFS, ...) is logged, counted and waited out, so that a listening socket
+ * that stays readable cannot spin the worker. -1 when the worker should give
+ * up. */
 static int accept_failed(int err, int *failures)
 {
     struct timespec pause = {0, ACCEPT_BACKOFF_MS * 1000000L};
@@ -318,7 +318,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
 {
     struct worker w;
     FCGX_Request fcgx;
-    int accept_failures = 0, rc = 1, sig_fd, domain = 0;
+    int accept_failures = 0, rc = 1, sig_fd, domain = 0, listen_tcp;
     socklen_t domain_len = sizeof domain;
 
     memset(&w, 0, sizeof w);
@@ -336,6 +336,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         goto out;
     }
     getsockopt(listen_fd, SOL_SOCKET, SO_DOMAIN, &domain, &domain_len);
+    listen_tcp = domain == AF_INET || domain == AF_INET6;
     refresh(&w, 1);
     log_line(LOG_INFO, "event=worker_started");
     while (!w.stop_requested) {
@@ -343,7 +344,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         if (w.reload_requested || wake == WAKE_DB) refresh(&w, wake == WAKE_DB);
         if (wake == WAKE_NONE || wake == WAKE_DB) continue;
         if (wake == WAKE_LISTEN) {
-            if (take_connection(&fcgx, listen_fd, domain == AF_INET || domain == AF_INET6) != 0) {
+            if (take_connection(&fcgx, listen_fd, listen_tcp) != 0) {
                 if (accept_failed(errno, &accept_failures) != 0) goto out;
                 continue;
             }
