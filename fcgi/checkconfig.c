@@ -17,6 +17,7 @@
 #include "embedded.h"
 #include "limits.h"
 #include "masterkey.h"
+#include "serve.h"
 #include "store.h"
 
 #define SQL_APPLIED "SELECT version FROM paddle.schema_migrations"
@@ -254,12 +255,17 @@ int checkconfig_run(const struct config *cfg)
     struct masterkey mk;
     char detail[600];
     PGconn *conn = NULL;
+    const char *refusal = serve_refusal();
     int problems = 0, have_key;
 
     snprintf(detail, sizeof detail, "%s", cfg->config_file ? cfg->config_file : "none (defaults, environment, options)");
     check(1, "config file", detail);
     have_key = masterkey_load(cfg->key_file, &mk, detail, sizeof detail) == 0;
     problems += check(have_key, "master key", have_key ? cfg->key_file : detail);
+    problems += check(refusal == NULL, "listen",
+                      refusal       ? refusal
+                      : cfg->listen ? cfg->listen
+                                    : "the socket serve is started with (standard input)");
     if (cfg->listen && strncmp(cfg->listen, "unix:", 5) == 0) {
         char dir[MAX_URI_LEN];
         parent_dir(cfg->listen + 5, dir, sizeof dir);

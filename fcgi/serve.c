@@ -341,11 +341,23 @@ out:
     if (fd >= 0) close(fd);
 }
 
+const char *serve_refusal(void)
+{
+    /* libfcgi's own accept would have let only these addresses connect; the
+     * workers accept themselves, and an access rule taken for granted but
+     * not applied is worse than none. */
+    if (getenv("FCGI_WEB_SERVER_ADDRS"))
+        return "FCGI_WEB_SERVER_ADDRS is not supported: listen on a unix socket, or on loopback, and firewall the "
+               "port (docs/security.md)";
+    return NULL;
+}
+
 int serve_run(const struct config *cfg, const struct masterkey *mk)
 {
     struct supervisor sv;
     struct timespec timeout = {0, TICK_MS * 1000000L};
     char err[256];
+    const char *refusal = serve_refusal();
     sigset_t watched;
 
     memset(&sv, 0, sizeof sv);
@@ -370,12 +382,8 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
         log_line(LOG_ERROR, "event=fcgi_init_failed");
         return 1;
     }
-    /* libfcgi's own accept would have let only these addresses connect; the
-     * workers accept themselves, and an access rule taken for granted but
-     * not applied is worse than none. */
-    if (getenv("FCGI_WEB_SERVER_ADDRS")) {
-        log_line(LOG_ERROR, "event=listen_failed reason=\"FCGI_WEB_SERVER_ADDRS is not supported: listen on a unix "
-                            "socket, or on loopback, and firewall the port (docs/security.md)\"");
+    if (refusal != NULL) {
+        log_line(LOG_ERROR, "event=listen_failed reason=\"%s\"", refusal);
         return 1;
     }
     sv.listen_fd = open_listener(cfg, err, sizeof err);

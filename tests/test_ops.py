@@ -285,6 +285,15 @@ class CheckConfig(HarnessTestCase):
         self.assertRegex(p.stdout, r"PROBLEM +database connection")
         self.assertIn("configuration has problems", p.stdout)
 
+    def test_an_environment_serve_refuses_is_a_problem(self):
+        """serve refuses to start with FCGI_WEB_SERVER_ADDRS set (docs/security.md); the check before a deploy
+        says so rather than passing a configuration that will not start."""
+        p = self.H._run([self.H.binary, "check-config"], check=False,
+                        env=dict(self.H.env(), FCGI_WEB_SERVER_ADDRS="127.0.0.1"))
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"PROBLEM +listen: FCGI_WEB_SERVER_ADDRS is not supported")
+        self.assertRegex(self.H.cli("check-config").stdout, r"ok +listen: ")
+
     def test_a_secret_sealed_with_another_key_is_reported(self):
         self.H.add_endpoint()
         other = os.path.join(self.H.tmpdir, "other-%d.key" % time.time_ns())
