@@ -377,14 +377,22 @@ class Endpoints(HarnessTestCase):
     def test_a_signal_at_the_secret_prompt_leaves_echo_on(self):
         """The prompt turns terminal echo off; ^C (or a kill, a hangup) there must not leave the operator's
         terminal without it."""
-        for sig in (signal.SIGTSTP, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signals = (signal.SIGTSTP, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+        def as_from_a_terminal():
+            # A signal ignored at start stays ignored at the prompt, and a run started in the background
+            # (`make check &`, nohup) passes SIGINT and SIGHUP on ignored: give the command an operator's.
+            for s in signals:
+                signal.signal(s, signal.SIG_DFL)
+        for sig in signals:
             with self.subTest(signal=sig.name):
                 master, slave = pty.openpty()
                 try:
                     # A group of its own whose parent is in the session: a stop is not discarded as it is
                     # in an orphaned group.
                     proc = subprocess.Popen([H.binary, "endpoint", "add", "prompted"], env=H.env(),
-                                            stdin=slave, stdout=slave, stderr=slave, process_group=0)
+                                            stdin=slave, stdout=slave, stderr=slave, process_group=0,
+                                            preexec_fn=as_from_a_terminal)
                     try:
                         shown = b""
                         deadline = time.monotonic() + 20
