@@ -176,6 +176,15 @@ def render_rounds(rounds):
             k, cell(rd.get("pgbench")), cell(rd.get("paddlehook")), cell(rd.get("node")),
             ratio(q["ceiling"], True), ratio(q["ceiling_cpu"], True), ratio(q["node"]), ratio(q["node_cpu"]),
             ratio(q["p99"])))
+    own = [(rd["paddlehook"]["worker_ms"], rd["paddlehook"]["lat_ms"]["p99"]) for rd in rounds
+           if rd.get("paddlehook", {}).get("worker_ms", {}).get("n")]
+    if own:
+        out += ["", "paddlehook's workers' own time per delivery (`duration_ms` in serve's log: the body, the "
+                "signature, the parse, the database round trip with its commit, the answer), p50 / p99 ms by round: "
+                "%s; the client's p99: %s ms. The difference is time outside the workers: waiting for a free one, "
+                "and the queue left behind when the database holds every commit at once."
+                % (", ".join("%.1f / %.1f" % (w["p50"], w["p99"]) for w, _ in own),
+                   ", ".join("%.1f" % p99 for _, p99 in own))]
     return out + [""]
 
 

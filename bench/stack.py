@@ -232,6 +232,8 @@ def run_wrk(stack, url, replay, conns, workers_fn, label, timeout, extra_groups=
             state["off"] += len(data)
             state["n"] += data.count(b"\n")
             return state["n"]
+    own_log = stack.H.serve_log if label.startswith("paddlehook") else None
+    own_log_offset = os.path.getsize(own_log) if own_log else 0
     sampler = RssSampler(workers_fn, interval=rss_interval, progress_fn=progress)
     meter = CpuMeter(groups)
     lsn0 = stack.lsn()
@@ -279,10 +281,22 @@ def run_wrk(stack, url, replay, conns, workers_fn, label, timeout, extra_groups=
         "cpu": cpu,
         "wal_bytes_per_event": stack.wal_bytes(lsn0, lsn1) / max(1, r["sent"]),
     }
+    if own_log:
+        res["worker_ms"] = worker_durations(stack.H.serve_log_since(own_log_offset), answer)
     # CPU seconds per 1,000 events of the worker processes
     res["cpu_workers_s_per_1k"] = cpu["workers"] / max(1, r["sent"]) * 1000.0
     res["cpu_all_s_per_1k"] = cpu["_machine"] / max(1, r["sent"]) * 1000.0
     return res
+
+
+def worker_durations(log_text, answer):
+    """p50 and p99 of the workers' own time per delivery answered `answer`: `duration_ms` of serve's request
+    lines, from the request read to the answer written (body, signature, parse, the database round trip with
+    its commit). What the client waited beyond it was spent outside the workers: in nginx, in the queue for a
+    free worker, on the wire."""
+    ms = sorted(float(m.group(1)) for m in re.finditer(
+        r"event=request .*status=2\d\d outcome=%s duration_ms=([\d.]+)" % re.escape(answer), log_text))
+    return {"n": len(ms), "p50": percentile(ms, 50), "p99": percentile(ms, 99)}
 
 
 def run_pgbench(stack, clients, seconds, label="pgbench", run_id=1, variant="", pgoptions=None):
