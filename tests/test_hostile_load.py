@@ -100,7 +100,8 @@ class HostileLoad(HostileCase):
         for i, c in enumerate(closed_after):
             self.assertIsNotNone(c, "slow sender %d was still connected after 16 s" % i)
             self.assertGreater(c[0], 8, "slow sender %d cut off too early: %r" % (i, c))
-            self.assertFalse(c[1].startswith(b"HTTP/1.1 2"), c)
+            # nginx answers nothing on its body timeout (it logs a 408 and closes).
+            self.assertIn(c[1], (b"", b"reset"), "slow sender %d got an answer: %r" % (i, c))
         self.assertEqual(len(H.worker_pids()), WORKERS)
 
     def test_200_idle_connections_do_not_block_deliveries(self):

@@ -18,7 +18,6 @@ made from the installed paddlehook.conf.example.
 """
 
 import grp
-import http.client
 import os
 import pwd
 import re
@@ -400,16 +399,13 @@ class ServiceFromUnits(HarnessTestCase):
 
     def test_paddle_ips_allowlist_refuses_other_sources(self):
         """The installed paddle-ips.conf at server level: loopback (the test's
-        own requests) passes, any other source gets 403 before the worker."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.H.http_port, timeout=10,
-                                          source_address=("127.0.0.2", 0))
-        try:
-            conn.request("GET", "/paddle/healthz")
-            r = conn.getresponse()
-            r.read()
-        finally:
-            conn.close()
-        self.assertEqual(r.status, 403)
+        own requests) passes, any other source gets the JSON 403 before the
+        worker, on the webhook path as on the others."""
+        for method, path in (("GET", "/paddle/healthz"), ("POST", "/paddle/webhooks/ep_x"),
+                             ("GET", "/paddle/metrics")):
+            r = self.H.request(method, path, body=b"{}" if method == "POST" else None,
+                               source="127.0.0.2")
+            self.assertErrorResponse(r, 403, "forbidden", "%s %s from another address" % (method, path))
 
     def test_check_config_passes_as_the_service_user(self):
         argv = [installed("/usr/bin/paddlehook"), "check-config"]
