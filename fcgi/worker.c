@@ -247,6 +247,15 @@ static enum wake wait_for_work(struct worker *w, int sig_fd, int listen_fd, int 
     return WAKE_LISTEN;
 }
 
+/* A kept connection that is idle has nothing of ours on it: closed at once.
+ * libfcgi's own close would read from the peer until it is quiet for 2 s,
+ * with no deadline armed to cut a peer that keeps sending. */
+static void drop_idle_connection(FCGX_Request *fcgx)
+{
+    if (fcgx->ipcFd >= 0) close(fcgx->ipcFd);
+    fcgx->ipcFd = -1;
+}
+
 /* Takes a waiting connection into fcgx; a kept one, idle, is dropped for it
  * (nothing of ours is lost). 0 when fcgx now holds the new connection, -1
  * with errno set when there was none (EAGAIN: another worker was faster;
@@ -262,7 +271,7 @@ static int take_connection(FCGX_Request *fcgx, int listen_fd, int tcp)
 
     if (fd < 0) return -1;
     if (tcp) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
-    if (fcgx->ipcFd >= 0) close(fcgx->ipcFd);
+    drop_idle_connection(fcgx);
     fcgx->ipcFd = fd;
     fcgx->keepConnection = 1;
     return 0;
@@ -383,11 +392,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         set_deadline(0);
         store_set_deadline(&w.store, 0);
     }
-    /* A kept connection is idle here, nothing to answer: closed at once.
-     * libfcgi's close would read from the peer until it is quiet for 2 s,
-     * with no deadline armed to cut a peer that keeps sending. */
-    if (fcgx.ipcFd >= 0) close(fcgx.ipcFd);
-    fcgx.ipcFd = -1;
+    drop_idle_connection(&fcgx);
     FCGX_Free(&fcgx, 1);
     log_line(LOG_INFO, "event=worker_stopped");
     rc = 0;
