@@ -30,7 +30,7 @@
 #include "limits.h"
 
 #define STATS_MAGIC 0x70686b73u
-#define STATS_VERSION 4u /* the layout: bump when it changes (outcomes[] sizes the windows) */
+#define STATS_VERSION 5u /* the layout: bump when it changes (outcomes[] sizes the windows) */
 #define STATS_MAX_SERIES 4096
 #define STATS_MINUTES 60
 #define STATS_HOURS 24
@@ -328,6 +328,7 @@ void stats_record(struct stats *st, const char *endpoint_id, const char *event_t
     ep = endpoint_id ? endpoint_slot(st, endpoint_id) : NULL;
     se = series_slot(st, ep ? (int32_t)(ep - st->endpoints) : -1, event_type ? event_type : "", o);
     if (se) add(&se->count, 1);
+    else add(&st->counters[STATS_DELIVERIES_UNCOUNTED], 1);
     if (ep) {
         window_add(ep->minutes, STATS_MINUTES, now / 60, o);
         window_add(ep->hours, STATS_HOURS, now / 3600, o);
@@ -366,6 +367,7 @@ void stats_render_prometheus(const struct stats *st, const struct endpoint_table
         {STATS_DB_ERRORS, "paddlehook_db_errors_total", "Database errors seen by workers: failed statements and timeouts, lost connections, failed connection attempts."},
         {STATS_DB_RECONNECTS, "paddlehook_db_reconnects_total", "Database connections (re)established by workers."},
         {STATS_WORKER_RESTARTS, "paddlehook_worker_restarts_total", "Workers that exited unexpectedly and were replaced."},
+        {STATS_DELIVERIES_UNCOUNTED, "paddlehook_deliveries_uncounted_total", "Webhook requests left out of paddlehook_deliveries_total because all its series were taken."},
     };
     uint64_t cumulative = 0;
 

@@ -18,6 +18,7 @@ enum stats_counter {
     STATS_DB_ERRORS,
     STATS_DB_RECONNECTS,
     STATS_WORKER_RESTARTS,
+    STATS_DELIVERIES_UNCOUNTED, /* every series of paddlehook_deliveries_total was taken */
     STATS_COUNTER_COUNT
 };
 

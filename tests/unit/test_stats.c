@@ -104,5 +104,20 @@ void test_stats(void)
         }
     }
 
+    {
+        char type[32];
+        size_t free_slots = 0;
+        for (size_t i = 0; i < STATS_MAX_SERIES; i++) free_slots += st->series[i].state == SLOT_FREE;
+        for (size_t i = 0; i < free_slots; i++) {
+            snprintf(type, sizeof type, "t.fill_%zu", i);
+            stats_record(st, NULL, type, "stored", -1);
+        }
+        tap_ok(st->counters[STATS_DELIVERIES_UNCOUNTED] == 0, "stats: every series slot taken, none left out");
+        stats_record(st, NULL, "t.one_too_many", "stored", -1);
+        stats_record(st, NULL, "t.fill_0", "stored", -1);
+        tap_ok(st->counters[STATS_DELIVERIES_UNCOUNTED] == 1,
+               "stats: a delivery that needs a series past the last is counted as uncounted, the others as before");
+    }
+
     stats_close(st);
 }
