@@ -241,6 +241,25 @@ class LeastPrivilege(HostileCase):
         self.assertNothingChanged()
 
 
+    def test_the_documented_reporting_role_reads_every_object_it_is_granted_and_no_payload(self):
+        """docs/deploy.md section 11: the reporting role's GRANTs, run as written, let it read each object they
+        name (the report views, the state tables, the payment views), and not the stored payloads."""
+        with open(os.path.join(harness.REPO_ROOT, "docs", "deploy.md")) as f:
+            m = re.search(r"```sql\n(GRANT USAGE ON SCHEMA paddle TO reporter;.*?)```", f.read(), re.S)
+        self.assertIsNotNone(m, "docs/deploy.md has no reporting role block")
+        role = "paddlehook_reporter"
+        H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s LOGIN; "
+               "END IF; END $$;" % (role, role))
+        H.psql(re.sub(r"\breporter\b", role, m.group(1)))
+        granted = sorted(set(re.findall(r"paddle\.(\w+)", re.sub(r"--[^\n]*", "", m.group(1)))) - {"paddle"})
+        self.assertIn("transaction_payments", granted)
+        for name in granted:
+            with self.subTest(name=name):
+                self.assertEqual(psql_as(role, "SELECT count(*) >= 0 FROM paddle.%s" % name), (0, "t\n"))
+        rc, out = psql_as(role, "SELECT count(*) FROM paddle.payment_events")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("permission denied", out)
+
 class Logs(HostileCase):
     """Runs last in the module (classes run in name order)."""
 

@@ -7,8 +7,9 @@ own, in a currency no other test of this module uses, so the aggregated views se
 
 import datetime
 import json
+import os
 
-from harness import make_event, paddle_id
+from harness import fixtures_dir, make_event, paddle_id
 from report_scenarios import report_module
 from reportdata import NOW, J, T, Price, adjustment, churn_row, customer, money_row, subscription, transaction
 
@@ -493,3 +494,66 @@ class Backfill(ReportCase):
                                      % (H.lit(name), H.lit(exact["occurred_at"]))), "1")
         self.assertEqual([r["event_id"] for r in q("SELECT event_id FROM paddle.claim_events(%s, 10)" % H.lit(name))],
                          [exact["event_id"]])
+
+
+def fixture_entity(name):
+    """The data of Paddle's own fixture for an event type (tests/fixtures/paddle/entities/)."""
+    with open(os.path.join(fixtures_dir(), "entities", name + ".json")) as f:
+        return json.load(f)
+
+
+class Payments(ReportCase):
+    """transaction_payments, payment_methods and payouts: views over the snapshots the stored events hold, shaped
+    by Paddle's own fixtures."""
+
+    def test_each_payment_attempt_of_a_transactions_snapshot_shows_its_card(self):
+        tid, cid, price = paddle_id("txn"), paddle_id("ctm"), Price(65215, "EUR")
+        feed = DB.feed()
+        failed = transaction(tid, cid, "EUR", "past_due", [(price, 1)], "2024-04-12 10:16")
+        failed["payments"] = fixture_entity("transaction.payment_failed")["payments"]
+        feed.post([feed.add("transaction.payment_failed", failed, "2024-04-12 10:16")])
+        cols = ("position, status, error_code, amount, currency_code, method_type, card_type, card_last4, "
+                "card_expiry_month, card_expiry_year, captured_at IS NOT NULL AS captured, customer_id")
+        where = "transaction_id = %s" % H.lit(tid)
+        declined = {"position": 1, "status": "error", "error_code": "declined", "amount": 65215,
+                    "currency_code": "EUR", "method_type": "card", "card_type": "visa", "card_last4": "0002",
+                    "card_expiry_month": 1, "card_expiry_year": 2025, "captured": False, "customer_id": cid}
+        self.assertEqual(q("SELECT %s FROM paddle.transaction_payments WHERE %s ORDER BY position" % (cols, where)),
+                         [declined])
+        completed = transaction(tid, cid, "EUR", "completed", [(price, 1)], "2024-04-12 10:19")
+        completed["payments"] = fixture_entity("transaction.completed")["payments"]
+        # An older snapshot arriving late changes nothing: the view follows the row's snapshot.
+        feed.post([feed.add("transaction.completed", completed, "2024-04-12 10:19"),
+                   feed.add("transaction.updated", failed, "2024-04-12 10:17")])
+        self.assertEqual(q("SELECT %s FROM paddle.transaction_payments WHERE %s ORDER BY position" % (cols, where)),
+                         [dict(declined, position=1, status="captured", error_code=None, card_last4="3184",
+                               captured=True), dict(declined, position=2)])
+
+    def test_a_saved_payment_method_shows_as_its_newest_event_does_per_environment(self):
+        pid, cid = paddle_id("paymtd"), paddle_id("ctm")
+        saved, deleted = fixture_entity("payment_method.saved"), fixture_entity("payment_method.deleted")
+        for d in (saved, deleted):
+            d.update(id=pid, customer_id=cid)
+        live, sandbox = DB.feed("live"), DB.feed("sandbox")
+        # Out of order: the deletion arrives before the save it follows.
+        live.post([live.add("payment_method.deleted", deleted, "2024-05-03 12:24"),
+                   live.add("payment_method.saved", saved, "2024-05-02 02:55")])
+        sandbox.post([sandbox.add("payment_method.saved", saved, "2024-05-04 00:00")])
+        self.assertEqual(q("SELECT environment, customer_id, type, origin, deleted, deletion_reason "
+                           "FROM paddle.payment_methods WHERE id = %s ORDER BY environment" % H.lit(pid)),
+                         [{"environment": "live", "customer_id": cid, "type": "card",
+                           "origin": "saved_during_purchase", "deleted": True,
+                           "deletion_reason": "replaced_by_newer_version"},
+                          {"environment": "sandbox", "customer_id": cid, "type": "card",
+                           "origin": "saved_during_purchase", "deleted": False, "deletion_reason": None}])
+
+    def test_a_payout_shows_its_newest_status(self):
+        pid = paddle_id("pay")
+        created, paid = fixture_entity("payout.created"), fixture_entity("payout.paid")
+        created["id"] = paid["id"] = pid
+        feed = DB.feed("live")
+        feed.post([feed.add("payout.paid", paid, "2023-06-02 10:00"),
+                   feed.add("payout.created", created, "2023-06-01 13:30")])
+        self.assertEqual(q("SELECT environment, status, amount, currency_code FROM paddle.payouts WHERE id = %s"
+                           % H.lit(pid)),
+                         [{"environment": "live", "status": "paid", "amount": 10000, "currency_code": "USD"}])
