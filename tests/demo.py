@@ -71,6 +71,10 @@ def main():
         paddlehook(h, "report", "revenue_daily")
         paddlehook(h, "report", "dunning")
         paddlehook(h, "report", "dunning_summary")
+        show(h, "paddle.transaction_payments: the card behind each failed payment attempt, for the dunning mail",
+             "SELECT p.transaction_id, p.created_at, p.error_code, p.card_type, p.card_last4, "
+             "p.card_expiry_month || '/' || p.card_expiry_year AS expires "
+             "FROM paddle.transaction_payments p WHERE p.status = 'error' ORDER BY p.created_at, p.transaction_id")
         show(h, "the application takes the completed transactions queued for it (docs/consumers.md)",
              "SELECT c.event_id, c.occurred_at, c.payload->'data'->>'id' AS transaction_id, "
              "c.payload->'data'->>'customer_id' AS customer_id "
