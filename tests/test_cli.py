@@ -259,18 +259,21 @@ class Migrate(HarnessTestCase):
 
 
     def test_upgrade_to_0022_grants_its_views_to_readers_not_to_the_worker(self):
-        """A role that may read transactions may read the payment views 0022 adds; the worker's role, which
-        stores events, gets none of them, and neither does a role with no read of transactions."""
-        worker, reader, other = ("paddlehook_upgrade_worker", "paddlehook_upgrade_reader",
-                                 "paddlehook_upgrade_other")
-        db = self.upgrade((worker, reader, other), {"0022": (
+        """A role granted SELECT on transactions may read the payment views 0022 adds; the worker's role, which
+        stores events, gets none of them, and neither does a role with no read of transactions. A member of a
+        reader group reads them through the group only, so that leaving the group ends its access."""
+        worker, reader, member, other = ("paddlehook_upgrade_worker", "paddlehook_upgrade_reader",
+                                         "paddlehook_upgrade_member", "paddlehook_upgrade_other")
+        db = self.upgrade((worker, reader, member, other), {"0022": (
             "GRANT SELECT, INSERT, UPDATE ON paddle.transactions TO %s; GRANT INSERT ON paddle.payment_events TO %s;"
-            "GRANT SELECT ON paddle.transactions TO %s" % (worker, worker, reader))})
-        for role, expected in ((reader, "t"), (worker, "f"), (other, "f")):
-            for view in ("paddle.transaction_payments", "paddle.payment_methods", "paddle.payouts"):
-                with self.subTest(role=role, view=view):
-                    self.assertEqual(H.psql("SELECT has_table_privilege('%s', '%s', 'SELECT')" % (role, view),
-                                            db=db).strip(), expected)
+            "GRANT SELECT ON paddle.transactions TO %s; GRANT %s TO %s" % (worker, worker, reader, reader, member))})
+        for view in ("paddle.transaction_payments", "paddle.payment_methods", "paddle.payouts"):
+            with self.subTest(view=view):
+                self.assertEqual(H.psql("SELECT string_agg(DISTINCT a.grantee::regrole::text, ',') FROM pg_class c, "
+                                        "aclexplode(c.relacl) a WHERE c.oid = '%s'::regclass AND a.grantee <> c.relowner"
+                                        % view, db=db).strip(), reader)
+                self.assertEqual(H.psql("SELECT has_table_privilege('%s', '%s', 'SELECT')" % (member, view),
+                                        db=db).strip(), "t")
 
 class Keygen(HarnessTestCase):
     harness = H

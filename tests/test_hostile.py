@@ -54,6 +54,12 @@ class HostileSignature(HostileCase):
         self.assertEqual(r.status, 400, r)
         self.assertNothingChanged("8 KB header")
 
+    def test_a_request_line_over_nginx_buffer_is_its_414_never_stored(self):
+        body = event()
+        r = H.post(self.ep.path + "x" * 8192, body, signature=H.sign(body, self.ep.secret))
+        self.assertEqual(r.status, 414, r)
+        self.assertNothingChanged("8 KB request line")
+
     def test_ts_of_20_digits_or_negative_is_401_invalid_signature(self):
         body = event()
         now = int(time.time())

@@ -512,10 +512,10 @@ class Payments(ReportCase):
         failed = transaction(tid, cid, "EUR", "past_due", [(price, 1)], "2024-04-12 10:16")
         failed["payments"] = fixture_entity("transaction.payment_failed")["payments"]
         feed.post([feed.add("transaction.payment_failed", failed, "2024-04-12 10:16")])
-        cols = ("position, status, error_code, amount, currency_code, method_type, card_type, card_last4, "
+        cols = ("position, newest, status, error_code, amount, currency_code, method_type, card_type, card_last4, "
                 "card_expiry_month, card_expiry_year, captured_at IS NOT NULL AS captured, customer_id")
         where = "transaction_id = %s" % H.lit(tid)
-        declined = {"position": 1, "status": "error", "error_code": "declined", "amount": 65215,
+        declined = {"position": 1, "newest": True, "status": "error", "error_code": "declined", "amount": 65215,
                     "currency_code": "EUR", "method_type": "card", "card_type": "visa", "card_last4": "0002",
                     "card_expiry_month": 1, "card_expiry_year": 2025, "captured": False, "customer_id": cid}
         self.assertEqual(q("SELECT %s FROM paddle.transaction_payments WHERE %s ORDER BY position" % (cols, where)),
@@ -527,7 +527,31 @@ class Payments(ReportCase):
                    feed.add("transaction.updated", failed, "2024-04-12 10:17")])
         self.assertEqual(q("SELECT %s FROM paddle.transaction_payments WHERE %s ORDER BY position" % (cols, where)),
                          [dict(declined, position=1, status="captured", error_code=None, card_last4="3184",
-                               captured=True), dict(declined, position=2)])
+                               captured=True), dict(declined, position=2, newest=False)])
+
+    def test_the_newest_attempt_is_the_latest_created_whatever_the_order_of_payments(self):
+        """newest marks the attempt transactions.last_payment_status describes, also when payments[] lists the
+        oldest first; entries that are not objects, and card fields of the wrong type, show as nothing."""
+        tid, cid, price = paddle_id("txn"), paddle_id("ctm"), Price(65215, "EUR")
+        d = transaction(tid, cid, "EUR", "completed", [(price, 1)], "2024-04-12 10:19")
+        captured, failed = fixture_entity("transaction.completed")["payments"]
+        failed["method_details"]["card"].update(expiry_month="January", last4=None)
+        d["payments"] = [failed, "not an attempt", captured]
+        feed = DB.feed()
+        feed.post([feed.add("transaction.completed", d, "2024-04-12 10:19")])
+        self.assertEqual(q("SELECT p.position, p.newest, p.status, p.card_last4, p.card_expiry_month, "
+                           "t.last_payment_status FROM paddle.transaction_payments p JOIN paddle.transactions t "
+                           "ON t.id = p.transaction_id WHERE p.transaction_id = %s ORDER BY p.position" % H.lit(tid)),
+                         [{"position": 1, "newest": False, "status": "error", "card_last4": None,
+                           "card_expiry_month": None, "last_payment_status": "captured"},
+                          {"position": 3, "newest": True, "status": "captured", "card_last4": "3184",
+                           "card_expiry_month": 1, "last_payment_status": "captured"}])
+        d = transaction(paddle_id("txn"), cid, "EUR", "completed", [(price, 1)], "2024-04-12 10:20")
+        d["payments"] = {"not": "a list"}
+        feed.post([feed.add("transaction.completed", d, "2024-04-12 10:20")])
+        self.assertEqual(q("SELECT (SELECT count(*) FROM paddle.transactions WHERE id = %s) AS transactions, "
+                           "(SELECT count(*) FROM paddle.transaction_payments WHERE transaction_id = %s) AS payments"
+                           % (H.lit(d["id"]), H.lit(d["id"]))), [{"transactions": 1, "payments": 0}])
 
     def test_a_saved_payment_method_shows_as_its_newest_event_does_per_environment(self):
         pid, cid = paddle_id("paymtd"), paddle_id("ctm")

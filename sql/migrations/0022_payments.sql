@@ -12,17 +12,21 @@
 -- paddle.reproject has nothing new to rebuild. A saved payment method and a payout are keyed by environment and
 -- id: a sandbox event never shows in the live row.
 --
--- Roles: every role that may read paddle.transactions but not store events may read the new views (they read
--- the events with their owner's rights, as the other views do); the worker's role stores events and needs
--- none of them. docs/deploy.md section 11 grants them to a reporting role.
+-- Roles: every role granted SELECT on paddle.transactions itself (not through a role it is a member of, so that
+-- leaving that group still ends its access), and that does not store events, may read the new views; they read
+-- the events with their owner's rights, as the other views do. The worker's role stores events and needs none
+-- of them. Roles created later get them from the GRANT in docs/deploy.md section 11.
 
-CREATE VIEW paddle.transaction_payments AS
+-- security_barrier: a condition of the reader's own runs only on the rows the view returns, never on another
+-- event it reads on the way.
+CREATE VIEW paddle.transaction_payments WITH (security_barrier) AS
 SELECT t.environment,
        t.id                                               AS transaction_id,
        t.customer_id,
        t.subscription_id,
        t.status                                           AS transaction_status,
        p.n::integer                                       AS position,
+       p.n = newest.n                                     AS newest,
        p.payment ->> 'payment_attempt_id'                 AS payment_attempt_id,
        p.payment ->> 'status'                             AS status,
        p.payment ->> 'error_code'                         AS error_code,
@@ -42,12 +46,20 @@ FROM paddle.transactions t
 JOIN paddle.payment_events e ON e.event_id = t.event_id
 CROSS JOIN LATERAL jsonb_array_elements(paddle.as_array(e.payload -> 'data' -> 'payments'))
     WITH ORDINALITY AS p(payment, n)
+-- The attempt transactions.last_payment_* describe: the greatest created_at, whatever the order of payments[].
+LEFT JOIN LATERAL (
+    SELECT x.n
+    FROM jsonb_array_elements(paddle.as_array(e.payload -> 'data' -> 'payments')) WITH ORDINALITY AS x(payment, n)
+    WHERE jsonb_typeof(x.payment) = 'object'
+    ORDER BY paddle.to_ts(x.payment ->> 'created_at') DESC NULLS LAST, x.n
+    LIMIT 1
+) AS newest ON true
 WHERE jsonb_typeof(p.payment) = 'object';
 
 COMMENT ON VIEW paddle.transaction_payments IS
-    'One row per payments[] entry of the snapshot each paddle.transactions row holds (its event_id): every payment attempt with its status, error_code, amount (minor units, the transaction''s currency_code), payment_method_id, method_type (card, paypal, ...), the card''s type, last four digits and expiry, created_at and captured_at. position is the entry''s place in payments[], which Paddle lists newest first.';
+    'One row per payments[] entry of the snapshot each paddle.transactions row holds (its event_id): every payment attempt with its status, error_code, amount (minor units, the transaction''s currency_code), payment_method_id, method_type (card, paypal, ...), the card''s type, last four digits and expiry, created_at and captured_at. position is the entry''s place in payments[] (Paddle lists the newest first); newest marks the attempt with the greatest created_at, the one paddle.transactions.last_payment_status describes.';
 
-CREATE VIEW paddle.payment_methods AS
+CREATE VIEW paddle.payment_methods WITH (security_barrier) AS
 SELECT DISTINCT ON (e.environment, paddle.to_key(d.data ->> 'id'))
        paddle.to_key(d.data ->> 'id')               AS id,
        e.environment,
@@ -71,7 +83,7 @@ ORDER BY e.environment, paddle.to_key(d.data ->> 'id'), e.occurred_at DESC, e.ev
 COMMENT ON VIEW paddle.payment_methods IS
     'Each payment method a customer saved (paymtd_...), per environment, as its newest payment_method.* event shows it (greatest occurred_at, then event_id): customer_id, type (card, paypal, ...), origin, saved_at; deleted once the newest event is payment_method.deleted, with its deletion_reason.';
 
-CREATE VIEW paddle.payouts AS
+CREATE VIEW paddle.payouts WITH (security_barrier) AS
 SELECT DISTINCT ON (e.environment, paddle.to_key(d.data ->> 'id'))
        paddle.to_key(d.data ->> 'id')               AS id,
        e.environment,
@@ -90,16 +102,18 @@ ORDER BY e.environment, paddle.to_key(d.data ->> 'id'), e.occurred_at DESC, e.ev
 COMMENT ON VIEW paddle.payouts IS
     'Each payout Paddle made to the seller (pay_...), per environment, as its newest payout.* event shows it: status (unpaid, paid), amount in the minor unit of currency_code.';
 
--- Who may read transactions, except the roles that store events (the worker's), may read these.
+-- Who was granted SELECT on transactions, except the roles that store events (the worker's), may read these.
 DO $$
 DECLARE
     v_role regrole;
 BEGIN
     FOR v_role IN
-        SELECT r.oid::regrole FROM pg_roles r
-        CROSS JOIN (SELECT relowner FROM pg_class WHERE oid = 'paddle.transactions'::regclass) AS t
-        WHERE NOT r.rolsuper AND r.oid <> t.relowner AND r.rolname NOT LIKE 'pg\_%'
-          AND has_table_privilege(r.oid, 'paddle.transactions', 'SELECT')
+        SELECT DISTINCT r.oid::regrole
+        FROM pg_class c
+        CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+        JOIN pg_roles r ON r.oid = a.grantee
+        WHERE c.oid = 'paddle.transactions'::regclass AND a.privilege_type = 'SELECT'
+          AND r.oid <> c.relowner AND NOT r.rolsuper
           AND NOT has_table_privilege(r.oid, 'paddle.payment_events', 'INSERT')
     LOOP
         EXECUTE format('GRANT SELECT ON paddle.transaction_payments, paddle.payment_methods, paddle.payouts TO %s',
