@@ -581,3 +581,17 @@ class Payments(ReportCase):
         self.assertEqual(q("SELECT environment, status, amount, currency_code FROM paddle.payouts WHERE id = %s"
                            % H.lit(pid)),
                          [{"environment": "live", "status": "paid", "amount": 10000, "currency_code": "USD"}])
+
+    def test_of_two_payout_events_at_one_instant_the_greater_event_id_wins_in_either_order(self):
+        for arrival in ((0, 1), (1, 0)):
+            with self.subTest(arrival=arrival):
+                pid = paddle_id("pay")
+                created, paid = fixture_entity("payout.created"), fixture_entity("payout.paid")
+                created["id"] = paid["id"] = pid
+                feed = DB.feed("live")
+                events = [feed.add("payout.created", created, "2023-06-03 08:00"),
+                          feed.add("payout.paid", paid, "2023-06-03 08:00")]
+                events[0]["event_id"], events[1]["event_id"] = event_ids(2)
+                feed.post([events[i] for i in arrival])
+                self.assertEqual(q("SELECT status FROM paddle.payouts WHERE id = %s" % H.lit(pid)),
+                                 [{"status": "paid"}])
