@@ -107,7 +107,7 @@ int command_sign(const struct config *cfg)
     }
     f = fopen(cfg->secret_file, "r");
     if (f == NULL) {
-        fprintf(stderr, "paddlehook: cannot open %s\n", cfg->secret_file);
+        fprintf(stderr, "paddlehook: cannot open %s: %s\n", cfg->secret_file, strerror(errno));
         goto out;
     }
     len = endpoint_cmd_read_secret(f, secret, sizeof secret, err, sizeof err);

@@ -111,20 +111,28 @@ int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t 
 {
     struct termios old;
     struct sigaction prev[PROMPT_SIGNALS];
-    int tty = isatty(fileno(in)) && tcgetattr(fileno(in), &old) == 0;
+    int tty = isatty(fileno(in)) && tcgetattr(fileno(in), &old) == 0, c;
     size_t len;
 
     if (tty) {
         fprintf(stderr, "Endpoint secret (pdl_ntfset_...): ");
         if (prompt_begin(fileno(in), &old, prev, err, errlen) != 0) goto fail;
     }
-    if (fgets(buf, (int)cap, in) == NULL) buf[0] = '\0';
+    /* Byte by byte, not with fgets: a NUL inside the line must be seen (and
+     * refused), not cut the secret short where it stands. len == cap: longer. */
+    for (len = 0; len < cap && (c = getc(in)) != EOF && c != '\n'; len++)
+        if (len < cap - 1) buf[len] = (char)c;
+    if (ferror(in)) {
+        snprintf(err, errlen, "cannot read the secret: %s", strerror(errno));
+        if (tty) prompt_end(prev, NULL, 0);
+        goto fail;
+    }
     if (tty) {
         fputc('\n', stderr);
         if (prompt_end(prev, err, errlen) != 0) goto fail;
     }
-    len = strcspn(buf, "\r\n");
-    if (buf[len] == '\0' && len == cap - 1) {
+    if (len > 0 && len < cap && buf[len - 1] == '\r') len--;
+    if (len > MAX_SECRET_LEN || len >= cap) {
         snprintf(err, errlen, "the secret is longer than %d characters", MAX_SECRET_LEN);
         goto fail;
     }
@@ -270,16 +278,11 @@ static void new_endpoint_id(char *out, size_t cap)
 static int cmd_add(const struct config *cfg, PGconn *conn)
 {
     unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
-    char id[MAX_ID_LEN + 1], hint[SECRET_HINT_CHARS + 1], tolerance[16];
+    char id[MAX_ID_LEN + 1], hint[SECRET_HINT_CHARS + 1], tolerance[16], name[ENDPOINT_NAME_SHOWN_MAX];
     const char *environment = cfg->environment ? cfg->environment : "sandbox";
     size_t sealed_len = 0;
     PGresult *res;
 
-    if (cfg->n_args != 2 || strlen(cfg->args[1]) == 0 || strlen(cfg->args[1]) > MAX_ENDPOINT_NAME_LEN) {
-        fprintf(stderr, "usage: paddlehook endpoint add NAME [--environment sandbox|live] "
-                        "[--tolerance SECONDS] < secret\n");
-        return 2;
-    }
     if (sealed_secret_from_stdin(cfg, conn, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
     new_endpoint_id(id, sizeof id);
     snprintf(tolerance, sizeof tolerance, "%d", cfg->tolerance);
@@ -294,10 +297,16 @@ static int cmd_add(const struct config *cfg, PGconn *conn)
         return 1;
     }
     PQclear(res);
-    printf("endpoint %s added (%s, tolerance %ds, secret ...%s)\n", cfg->args[1], environment,
-           cfg->tolerance, hint);
+    shown_copy(name, sizeof name, cfg->args[1]);
+    printf("endpoint %s added (%s, tolerance %ds, secret ...%s)\n", name, environment, cfg->tolerance, hint);
     printf("webhook URL path: /paddle/webhooks/%s\n", id);
     printf("%s\n", id);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        /* Committed already: the id must not be lost with the output. */
+        fprintf(stderr, "paddlehook: endpoint %s was added, but its id could not be written out; "
+                        "'paddlehook endpoint list' shows it\n", id);
+        return 1;
+    }
     return 0;
 }
 
@@ -369,46 +378,75 @@ static int cmd_set_enabled(const struct config *cfg, PGconn *conn, int enabled)
     return 0;
 }
 
-static int cmd_list(PGconn *conn)
+static int cmd_enable(const struct config *cfg, PGconn *conn)
+{
+    return cmd_set_enabled(cfg, conn, 1);
+}
+
+static int cmd_disable(const struct config *cfg, PGconn *conn)
+{
+    return cmd_set_enabled(cfg, conn, 0);
+}
+
+static int cmd_list(const struct config *cfg, PGconn *conn)
 {
     PGresult *res = run(conn, READS, SQL_LIST, 0, NULL, NULL, NULL);
 
+    (void)cfg; /* the actions' shape: list takes no operand */
     if (res == NULL) return 1;
     printf("%-24s %-20s %-8s %-9s %-8s %s\n", "ID", "NAME", "ENV", "TOLERANCE", "STATE", "SECRETS");
     for (int r = 0; r < PQntuples(res); r++) {
-        char name[ENDPOINT_NAME_SHOWN_MAX];
+        char id[ENDPOINT_NAME_SHOWN_MAX], name[ENDPOINT_NAME_SHOWN_MAX], hints[ENDPOINT_NAME_SHOWN_MAX];
+        /* All of it as shown: anyone who may write these tables chooses the text. */
+        shown_copy(id, sizeof id, PQgetvalue(res, r, 0));
         shown_copy(name, sizeof name, PQgetvalue(res, r, 1));
-        printf("%-24s %-20s %-8s %-9s %-8s %s\n", PQgetvalue(res, r, 0), name, PQgetvalue(res, r, 2),
-               PQgetvalue(res, r, 3), PQgetvalue(res, r, 4)[0] == 't' ? "enabled" : "disabled",
-               PQgetisnull(res, r, 5) ? "(none)" : PQgetvalue(res, r, 5));
+        shown_copy(hints, sizeof hints, PQgetisnull(res, r, 5) ? "(none)" : PQgetvalue(res, r, 5));
+        printf("%-24s %-20s %-8s %-9s %-8s %s\n", id, name, PQgetvalue(res, r, 2), PQgetvalue(res, r, 3),
+               PQgetvalue(res, r, 4)[0] == 't' ? "enabled" : "disabled", hints);
     }
     PQclear(res);
     return 0;
 }
 
+/* Each action with its operands (the action's own included) and usage. */
+static const struct action {
+    const char *name;
+    int n_args;
+    const char *usage;
+    int (*run)(const struct config *cfg, PGconn *conn);
+} actions[] = {
+    {"add", 2, "add NAME [--environment sandbox|live] [--tolerance SECONDS] < secret", cmd_add},
+    {"list", 1, "list", cmd_list},
+    {"rotate", 2, "rotate ID < secret", cmd_rotate},
+    {"retire-secret", 2, "retire-secret ID", cmd_retire},
+    {"disable", 2, "disable ID", cmd_disable},
+    {"enable", 2, "enable ID", cmd_enable},
+};
+
 int endpoint_cmd_run(const struct config *cfg)
 {
-    const char *action = cfg->n_args > 0 ? cfg->args[0] : "";
-    int needs_id = strcmp(action, "rotate") == 0 || strcmp(action, "retire-secret") == 0 ||
-                   strcmp(action, "disable") == 0 || strcmp(action, "enable") == 0;
+    const struct action *act = NULL;
     PGconn *conn;
     int rc;
 
-    if (!needs_id && strcmp(action, "add") != 0 && strcmp(action, "list") != 0) {
+    for (size_t i = 0; cfg->n_args > 0 && i < sizeof actions / sizeof actions[0]; i++)
+        if (strcmp(actions[i].name, cfg->args[0]) == 0) act = &actions[i];
+    if (act == NULL) {
         fprintf(stderr, "usage: paddlehook endpoint add|list|rotate|retire-secret|disable|enable ...\n");
         return 2;
     }
-    if (needs_id && cfg->n_args != 2) {
-        fprintf(stderr, "usage: paddlehook endpoint %s ID\n", action);
+    /* Usage is checked before connecting: a usage error is one without a database too. */
+    if (cfg->n_args != act->n_args) {
+        fprintf(stderr, "usage: paddlehook endpoint %s\n", act->usage);
+        return 2;
+    }
+    if (act->run == cmd_add && (cfg->args[1][0] == '\0' || strlen(cfg->args[1]) > MAX_ENDPOINT_NAME_LEN)) {
+        fprintf(stderr, "paddlehook endpoint: a name is 1 to %d bytes long\n", MAX_ENDPOINT_NAME_LEN);
         return 2;
     }
     conn = db_connect_or_say(cfg->db);
     if (conn == NULL) return 1;
-    if (strcmp(action, "add") == 0) rc = cmd_add(cfg, conn);
-    else if (strcmp(action, "list") == 0) rc = cmd_list(conn);
-    else if (strcmp(action, "rotate") == 0) rc = cmd_rotate(cfg, conn);
-    else if (strcmp(action, "retire-secret") == 0) rc = cmd_retire(cfg, conn);
-    else rc = cmd_set_enabled(cfg, conn, strcmp(action, "enable") == 0);
+    rc = act->run(cfg, conn);
     PQfinish(conn);
     return rc;
 }

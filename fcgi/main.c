@@ -1,5 +1,6 @@
 /* main.c - paddlehook: receive Paddle Billing webhooks into PostgreSQL.
  * Dispatches to the subcommands; README.md describes them. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,11 +52,42 @@ static void usage(FILE *out)
           out);
 }
 
+/* Each command with the most operands it takes: a stray one is a usage
+ * error, not something quietly ignored (`reproject 2024-06-01` must not
+ * rebuild everything). `endpoint` checks its own, per action. */
+#define OPERANDS_CHECKED_BY_COMMAND (-1)
+
+static const struct command {
+    const char *name;
+    int max_args;
+    int (*run)(const struct config *cfg);
+} commands[] = {
+    {"migrate", 0, command_migrate},
+    {"keygen", 0, command_keygen},
+    {"endpoint", OPERANDS_CHECKED_BY_COMMAND, endpoint_cmd_run},
+    {"serve", 0, command_serve},
+    {"sign", 0, command_sign},
+    {"report", 1, report_cmd_run},
+    {"reproject", 0, report_reproject_run},
+    {"simulate", 1, simulate_run},
+    {"status", 0, status_run},
+    {"check-config", 0, checkconfig_run},
+    {"rekey", 0, rekey_run},
+};
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(commands[i].name, name) == 0) return &commands[i];
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
+    const struct command *cmd;
     struct config cfg;
     char err[256];
-    const char *cmd;
+    int rc, flushed;
 
     /* First of all: a reload (SIGHUP) sent while serve starts must wait for
      * serve's handler instead of ending it, which is its default action. */
@@ -68,29 +100,34 @@ int main(int argc, char **argv)
         printf("paddlehook %s\n", PADDLEHOOK_VERSION);
         return 0;
     }
+    if ((cmd = find_command(argv[1])) == NULL) {
+        fprintf(stderr, "paddlehook: unknown command '%s'\n\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
     if (sodium_init() < 0) {
         fprintf(stderr, "paddlehook: libsodium failed to initialise\n");
         return 1;
     }
-    cmd = argv[1];
     if (config_parse(argc - 1, argv + 1, &cfg, err, sizeof err) != 0) {
-        fprintf(stderr, "paddlehook %s: %s\n", cmd, err);
+        fprintf(stderr, "paddlehook %s: %s\n", cmd->name, err);
+        return 2;
+    }
+    if (cmd->max_args != OPERANDS_CHECKED_BY_COMMAND && cfg.n_args > cmd->max_args) {
+        fprintf(stderr, "paddlehook %s: unexpected argument '%s' ('paddlehook help' shows the usage)\n",
+                cmd->name, cfg.args[cmd->max_args]);
         return 2;
     }
     log_set_level(cfg.log_level);
     log_set_json(cfg.log_json);
-    if (strcmp(cmd, "migrate") == 0) return command_migrate(&cfg);
-    if (strcmp(cmd, "keygen") == 0) return command_keygen(&cfg);
-    if (strcmp(cmd, "endpoint") == 0) return endpoint_cmd_run(&cfg);
-    if (strcmp(cmd, "serve") == 0) return command_serve(&cfg);
-    if (strcmp(cmd, "sign") == 0) return command_sign(&cfg);
-    if (strcmp(cmd, "report") == 0) return report_cmd_run(&cfg);
-    if (strcmp(cmd, "reproject") == 0) return report_reproject_run(&cfg);
-    if (strcmp(cmd, "simulate") == 0) return simulate_run(&cfg);
-    if (strcmp(cmd, "status") == 0) return status_run(&cfg);
-    if (strcmp(cmd, "check-config") == 0) return checkconfig_run(&cfg);
-    if (strcmp(cmd, "rekey") == 0) return rekey_run(&cfg);
-    fprintf(stderr, "paddlehook: unknown command '%s'\n\n", cmd);
-    usage(stderr);
-    return 2;
+    rc = cmd->run(&cfg);
+    /* Flushed here, not at exit, where a failed write (a full disk) would go
+     * unseen and the command would exit 0. */
+    flushed = fflush(stdout) == 0;
+    if (!flushed || ferror(stdout)) {
+        fprintf(stderr, "paddlehook %s: cannot write to standard output: %s\n", cmd->name,
+                flushed ? "a write failed" : strerror(errno));
+        if (rc == 0) rc = 1;
+    }
+    return rc;
 }

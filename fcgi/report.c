@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 #include <yajl/yajl_gen.h>
@@ -191,38 +192,74 @@ static int starts_like_formula(const char *v)
 /* text: a text cell that starts like a formula gets a leading ', so that a
  * spreadsheet opening the file shows it instead of running it; numbers,
  * dates and intervals are written as they are (PostgreSQL prints them, not a
- * buyer). */
-static void print_csv_field(const char *v, int text)
+ * buyer). On a terminal, control characters are shown as \xNN; into a file
+ * or a pipe, cells are written as stored. -1: out of memory (said). */
+static int print_csv_field(const char *v, int text, int on_terminal)
 {
     const char *guard = text && starts_like_formula(v) ? "'" : "";
+    char *shown = NULL;
 
+    if (on_terminal) {
+        size_t cap = shown_len(v) + 1;
+        if ((shown = malloc(cap)) == NULL) {
+            fprintf(stderr, "paddlehook: out of memory\n");
+            return -1;
+        }
+        shown_copy(shown, cap, v);
+        v = shown;
+    }
     if (strpbrk(v, ",\"\r\n") == NULL) {
         printf("%s%s", guard, v);
-        return;
+    } else {
+        printf("\"%s", guard);
+        for (const char *p = v; *p; p++) {
+            if (*p == '"') putchar('"');
+            putchar(*p);
+        }
+        putchar('"');
     }
-    printf("\"%s", guard);
-    for (; *v; v++) {
-        if (*v == '"') putchar('"');
-        putchar(*v);
-    }
-    putchar('"');
+    free(shown);
+    return 0;
 }
 
-static void print_csv(const PGresult *res)
+static int print_csv(const PGresult *res)
 {
-    int cols = PQnfields(res);
+    int cols = PQnfields(res), on_terminal = isatty(fileno(stdout));
+
     for (int c = 0; c < cols; c++) {
         if (c) putchar(',');
-        print_csv_field(PQfname(res, c), 1);
+        if (print_csv_field(PQfname(res, c), 1, on_terminal) != 0) return -1;
     }
     fputs("\r\n", stdout);
     for (int r = 0; r < PQntuples(res); r++) {
         for (int c = 0; c < cols; c++) {
             if (c) putchar(',');
-            if (!PQgetisnull(res, r, c)) print_csv_field(PQgetvalue(res, r, c), is_text_type(PQftype(res, c)));
+            if (!PQgetisnull(res, r, c) &&
+                print_csv_field(PQgetvalue(res, r, c), is_text_type(PQftype(res, c)), on_terminal) != 0)
+                return -1;
         }
         fputs("\r\n", stdout);
     }
+    return 0;
+}
+
+/* Writes yajl's JSON with DEL and C1 controls (U+0080-U+009F) as \u
+ * escapes, as it writes C0 ones: a JSON reader gets the same text, and the
+ * output cannot drive a terminal. Such bytes occur only inside strings, and
+ * buf is valid UTF-8 (yajl checked), so 0xc2 always leads a character. */
+static void put_json(const unsigned char *buf, size_t len)
+{
+    size_t run = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        int del = buf[i] == 0x7f, c1 = buf[i] == 0xc2 && i + 1 < len && buf[i + 1] <= 0x9f;
+        if (!del && !c1) continue;
+        fwrite(buf + run, 1, i - run, stdout);
+        if (c1) i++;
+        printf("\\u%04x", buf[i]);
+        run = i + 1;
+    }
+    fwrite(buf + run, 1, len - run, stdout);
 }
 
 /* -1 when yajl refused something (said here); a write error is left to the caller. */
@@ -235,6 +272,7 @@ static int print_json(const PGresult *res)
 
     if (g == NULL) goto fail;
     yajl_gen_config(g, yajl_gen_beautify, 1);
+    yajl_gen_config(g, yajl_gen_validate_utf8, 1);
     st |= yajl_gen_array_open(g);
     for (int r = 0; r < PQntuples(res); r++) {
         st |= yajl_gen_map_open(g);
@@ -253,13 +291,43 @@ static int print_json(const PGresult *res)
     st |= yajl_gen_array_close(g);
     st |= yajl_gen_get_buf(g, &buf, &len);
     if (st != 0) goto fail;
-    fwrite(buf, 1, len, stdout);
+    put_json(buf, len);
     yajl_gen_free(g);
     return 0;
 fail:
-    fprintf(stderr, "paddlehook: cannot make the report's JSON%s\n", g == NULL ? ": out of memory" : "");
+    fprintf(stderr, "paddlehook: cannot make the report's JSON: %s\n",
+            g == NULL ? "out of memory" : "is every cell valid UTF-8?");
     if (g) yajl_gen_free(g);
     return -1;
+}
+
+/* 0: since is absent or a value PostgreSQL reads as the type in sql (as the
+ * command's own query will read it); 2: it is not, a usage error; 1: the
+ * database failed. Each but 0 said. */
+static int check_since(PGconn *conn, const char *command, const char *since, const char *sql)
+{
+    const char *params[1] = {since};
+    PGresult *res;
+    const char *state;
+    int rc;
+
+    if (since == NULL) return 0;
+    res = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 0);
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        rc = 0;
+    } else if (state && strncmp(state, "22", 2) == 0) {
+        /* Class 22, data exception: the value itself (22007 invalid_datetime_format, 22008 out of range). */
+        fprintf(stderr, "paddlehook %s: --since: %s\n", command, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+        rc = 2;
+    } else {
+        char err[512];
+        db_error_line(conn, res, err, sizeof err);
+        fprintf(stderr, "paddlehook: %s\n", err);
+        rc = 1;
+    }
+    PQclear(res);
+    return rc;
 }
 
 static int show_report(const struct config *cfg, PGconn *conn)
@@ -295,12 +363,11 @@ static int show_report(const struct config *cfg, PGconn *conn)
     res = query(conn, sql, 2, params);
     if (res == NULL) goto out;
     if (PQnfields(res) > REPORT_MAX_COLUMNS) goto bad_catalog;
-    if (strcmp(cfg->format, "csv") == 0) print_csv(res);
-    else if (strcmp(cfg->format, "json") != 0) print_table(res);
-    else if (print_json(res) != 0) goto out;
-    /* Flushed here, not at exit, where a failed write (a full disk) would go unseen and exit 0. */
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "paddlehook: cannot write the report: %s\n", strerror(errno));
+    if (strcmp(cfg->format, "csv") == 0) {
+        if (print_csv(res) != 0) goto out;
+    } else if (strcmp(cfg->format, "json") != 0) {
+        print_table(res);
+    } else if (print_json(res) != 0) {
         goto out;
     }
     rc = 0;
@@ -319,18 +386,19 @@ int report_cmd_run(const struct config *cfg)
     PGconn *conn;
     int rc;
 
-    if (cfg->n_args > 1) {
-        fprintf(stderr, "usage: paddlehook report [NAME] [--environment sandbox|live] [--since DATE] "
-                        "[--format table|csv|json]\n");
-        return 2;
-    }
     conn = db_connect_or_say(cfg->db);
     if (conn == NULL) return 1;
     /* Report queries are short-lived; JIT compilation only adds seconds to them. A report view may be the
      * user's own (paddle.report_catalog), written for the role's usual search_path: it runs in that one, as
      * it would in psql, not in the pinned one of paddlehook's other sessions. */
-    db_exec(conn, "SET jit = off; RESET search_path", err, sizeof err);
-    rc = cfg->n_args == 0 ? list_reports(conn) : show_report(cfg, conn);
+    if (db_exec(conn, "SET jit = off; RESET search_path", err, sizeof err) != 0) {
+        fprintf(stderr, "paddlehook: %s\n", err);
+        rc = 1;
+    } else if (cfg->n_args == 0) {
+        rc = list_reports(conn);
+    } else if ((rc = check_since(conn, "report", cfg->since, "SELECT $1::date")) == 0) {
+        rc = show_report(cfg, conn);
+    }
     PQfinish(conn);
     return rc;
 }
@@ -345,6 +413,8 @@ int report_reproject_run(const struct config *cfg)
     enum db_commit_outcome outcome;
 
     if (conn == NULL) return 1;
+    if ((rc = check_since(conn, "reproject", cfg->since, "SELECT $1::timestamptz")) != 0) goto out;
+    rc = 1;
     /* One transaction: readers see the old state until the new one commits. The rebuild is one statement,
      * as long as the event log makes it: a database's or role's statement_timeout must not cut it off. */
     if (db_exec(conn, DB_BEGIN_READ_COMMITTED "; SET LOCAL statement_timeout = 0", err, sizeof err) != 0) goto fail;

@@ -105,13 +105,14 @@ out:
     return rc;
 }
 
-/* The status curl prints after the body ("\n%{http_code}"), from the last
- * bytes of its whole output; 0 if they are not a newline and three digits. */
+/* The status curl prints after the body ("\n%{http_code}", 000 when it got
+ * no answer), from the last bytes of its whole output; -1 if they are not a
+ * newline and three digits. */
 static int status_from_tail(const char *tail, size_t n)
 {
-    if (n < 4 || tail[n - 4] != '\n') return 0;
+    if (n < 4 || tail[n - 4] != '\n') return -1;
     for (size_t i = n - 3; i < n; i++)
-        if (tail[i] < '0' || tail[i] > '9') return 0;
+        if (tail[i] < '0' || tail[i] > '9') return -1;
     return (tail[n - 3] - '0') * 100 + (tail[n - 2] - '0') * 10 + (tail[n - 1] - '0');
 }
 
@@ -126,7 +127,7 @@ static int post(const char *url, const char *signature, const char *body, size_t
                     "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "-H", header,
                     "--data-binary", "@-", "--url", target, NULL};
     posix_spawn_file_actions_t fa;
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, status = 0, code = 0;
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, status = 0, code = 0, trailer;
     size_t got = 0, total = 0, tail_len = 0;
     char tail[4];
     pid_t pid = -1;
@@ -176,9 +177,10 @@ static int post(const char *url, const char *signature, const char *body, size_t
     }
     resp[got] = '\0';
     waitpid(pid, &status, 0);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) code = status_from_tail(tail, tail_len);
+    trailer = status_from_tail(tail, tail_len);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && trailer > 0) code = trailer;
     /* All of it shown: drop the status line and the body's own line ends. */
-    if (code && got == total) {
+    if (trailer >= 0 && got == total) {
         got -= 4;
         while (got > 0 && (resp[got - 1] == '\n' || resp[got - 1] == '\r')) got--;
         resp[got] = '\0';
@@ -303,9 +305,14 @@ int simulate_run(const struct config *cfg)
     int len, failed = 0, rc = 1;
     FILE *f = NULL;
 
-    if (name == NULL || cfg->url == NULL || cfg->secret_file == NULL) {
+    if (name == NULL) {
         list_scenarios();
-        return name == NULL && cfg->n_args == 0 ? 0 : 2;
+        return 0;
+    }
+    if (cfg->url == NULL || cfg->secret_file == NULL) {
+        fprintf(stderr, "paddlehook simulate: %s needs %s (the receiver's URL and its endpoint's secret)\n", name,
+                cfg->url ? "--secret-file FILE" : cfg->secret_file ? "--url URL" : "--url URL and --secret-file FILE");
+        return 2;
     }
     if (strcmp(name, "all") != 0 && find_scenario(name) == NULL) {
         fprintf(stderr, "paddlehook: no scenario '%s'\n", name);

@@ -160,22 +160,36 @@ struct stats *stats_create(const char *path, const char **note)
     return st;
 }
 
-struct stats *stats_snapshot(const char *path)
+struct stats *stats_snapshot(const char *path, char *why, size_t whylen)
 {
     struct stats *st = malloc(sizeof *st);
     size_t got = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-    if (fd < 0 || st == NULL) goto fail;
+    if (fd < 0) {
+        snprintf(why, whylen, "%s", errno == ENOENT ? "no such file: is `paddlehook serve` running with this "
+                                                      "--stats-file?" : strerror(errno));
+        goto fail;
+    }
+    if (st == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto fail;
+    }
     /* read(), not a mapping: a serve starting meanwhile truncates the file,
      * and touching a mapped page past its end would be SIGBUS. */
     while (got < sizeof *st) {
         ssize_t n = read(fd, (char *)st + got, sizeof *st - got);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) goto fail;
+        if (n <= 0) {
+            snprintf(why, whylen, "%s", n < 0 ? strerror(errno) : "shorter than the counters: is serve starting?");
+            goto fail;
+        }
         got += (size_t)n;
     }
-    if (st->magic != STATS_MAGIC || st->version != STATS_VERSION) goto fail;
+    if (st->magic != STATS_MAGIC || st->version != STATS_VERSION) {
+        snprintf(why, whylen, "not counters of this version of paddlehook: restart serve after an upgrade");
+        goto fail;
+    }
     close(fd);
     return st;
 fail:

@@ -15,7 +15,7 @@
 #include "shown.h"
 #include "stats.h"
 
-#define STATUS_NAME_SHOWN_MAX 1024
+#define STATUS_TEXT_SHOWN_MAX 1024
 /* Views of sql/migrations/0021_endpoint_functions.sql and 0010 (consumer_backlog). */
 #define SQL_ENDPOINTS \
     "SELECT id, name, environment, enabled, active_secrets FROM paddle.endpoint_overview ORDER BY created_at, id"
@@ -72,7 +72,7 @@ static void print_consumers(PGconn *conn)
  * tables lack what they carried until someone mends it and replays them. */
 static void print_projection_errors(PGconn *conn)
 {
-    char err[512], when[64] = "-";
+    char err[512], when[64] = "-", event_id[STATUS_TEXT_SHOWN_MAX], event_type[STATUS_TEXT_SHOWN_MAX];
     PGresult *res = db_query(conn, SQL_PROJECTION_ERRORS, err, sizeof err);
 
     if (res == NULL) {
@@ -83,18 +83,20 @@ static void print_projection_errors(PGconn *conn)
         printf("\nprojection errors: none\n");
     } else {
         format_ago(strtoll(PQgetvalue(res, 0, 3), NULL, 10), when, sizeof when);
+        shown_copy(event_id, sizeof event_id, PQgetvalue(res, 0, 1));
+        shown_copy(event_type, sizeof event_type, PQgetvalue(res, 0, 2));
         printf("\nprojection errors: %s stored event(s) missing from the state tables; newest %s %s, received %s\n"
                "  the errors: SELECT * FROM paddle.projection_failures; once mended: SELECT paddle.reproject_event(event_id)\n",
-               PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), when);
+               PQgetvalue(res, 0, 0), event_id, event_type, when);
     }
     PQclear(res);
 }
 
 int status_run(const struct config *cfg)
 {
-    struct stats *st = stats_snapshot(cfg->stats_file);
+    char err[512], why[256];
+    struct stats *st = stats_snapshot(cfg->stats_file, why, sizeof why);
     PGresult *eps = NULL, *last = NULL;
-    char err[512];
     PGconn *conn = db_connect_or_say(cfg->db);
     int rc = 1, full = st && stats_endpoints_full(st);
 
@@ -109,14 +111,15 @@ int status_run(const struct config *cfg)
         goto out;
     }
     if (st == NULL)
-        printf("note: no live counters at %s (is `paddlehook serve` running with this --stats-file?);\n"
-               "      showing the last stored event only\n\n", cfg->stats_file);
+        printf("note: no live counters at %s (%s);\n"
+               "      showing the last stored event only\n\n", cfg->stats_file, why);
     printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", "ENDPOINT", "NAME", "ENV", "STATE",
            "SECRETS", "LAST EVENT STORED", "STORED 1h/1d", "DUPS 1h/1d", "SIG FAIL 1h/1d", "ERRORS 1h/1d");
     for (int r = 0; r < PQntuples(eps); r++) {
         const char *id = PQgetvalue(eps, r, 0);
         struct stats_window hour = {0}, day = {0};
-        char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-", name[STATUS_NAME_SHOWN_MAX];
+        char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-", name[STATUS_TEXT_SHOWN_MAX];
+        char id_shown[STATUS_TEXT_SHOWN_MAX];
         long long last_at = 0;
 
         if (st && stats_endpoint_windows(st, id, &hour, &day, &last_at) == 0) {
@@ -135,8 +138,10 @@ int status_run(const struct config *cfg)
         }
         for (int l = 0; last && l < PQntuples(last); l++)
             if (strcmp(PQgetvalue(last, l, 0), id) == 0) snprintf(when, sizeof when, "%s", PQgetvalue(last, l, 1));
-        shown_copy(name, sizeof name, PQgetvalue(eps, r, 1)); /* anyone who may add an endpoint names it */
-        printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id, name,
+        /* As shown: anyone who may write the endpoint tables chooses the text. */
+        shown_copy(id_shown, sizeof id_shown, id);
+        shown_copy(name, sizeof name, PQgetvalue(eps, r, 1));
+        printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id_shown, name,
                PQgetvalue(eps, r, 2), PQgetvalue(eps, r, 3)[0] == 't' ? "enabled" : "disabled",
                PQgetvalue(eps, r, 4), when, c1, c2, c3, c4);
     }

@@ -47,6 +47,8 @@ harness_util.py. Tests import everything from this module.
 
 import atexit
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -320,6 +322,37 @@ class Harness(PostgresMixin, WebMixin):
             raise HarnessError("paddlehook %s failed (rc=%d)\nstdout: %s\nstderr: %s"
                                % (" ".join(map(str, args)), p.returncode, p.stdout, p.stderr))
         return p
+
+    def cli_on_terminal(self, *args, timeout=60):
+        """Runs paddlehook with its stdout on a pseudo-terminal, as an operator's; returns (rc, what the
+        terminal got, stderr). The terminal turns each newline into CR LF."""
+        master, slave = pty.openpty()
+        got, proc = b"", None
+        try:
+            proc = subprocess.Popen([self.binary] + [str(a) for a in args], stdin=subprocess.DEVNULL,
+                                    stdout=slave, stderr=subprocess.PIPE, env=self.env())
+            os.close(slave)
+            slave = None
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not select.select([master], [], [], 1)[0]:
+                    continue
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the command closed its end
+                    break
+                if not chunk:
+                    break
+                got += chunk
+            _, err = proc.communicate(timeout=max(1, deadline - time.monotonic()))
+        finally:
+            os.close(master)
+            if slave is not None:
+                os.close(slave)
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return proc.returncode, got.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
     def cli_losing_commit_answer(self, args, input="", cut="server", before_release=None):
         """Runs paddlehook with args while commits wait for a synchronous standby that is not there, and loses

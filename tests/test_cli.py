@@ -384,6 +384,20 @@ class Endpoints(HarnessTestCase):
             line = next(l for l in out.splitlines() if l.startswith(ep.id))
             self.assertIn("shop\\x1b[2J\\x1b]0;owned\\x07\\xc2\\x9b1A", line, args)
 
+    def test_ids_and_secret_hints_reach_the_terminal_escaped(self):
+        """Anyone who may write the endpoint tables chooses these too."""
+        H.sql("INSERT INTO paddle.endpoints (id, name, environment) VALUES (E'ep_\\x1b[2Jraw', 'raw-id', 'sandbox'); "
+              "INSERT INTO paddle.endpoint_secrets (endpoint_id, sealed, hint) "
+              "VALUES (E'ep_\\x1b[2Jraw', '\\x00', E'\\x1b]0;t\\x07')")
+        try:
+            outputs = [H.cli("endpoint", "list").stdout, H.cli("status").stdout]
+        finally:
+            H.sql("DELETE FROM paddle.endpoints WHERE name = 'raw-id'")
+        for out in outputs:
+            self.assertNotRegex(out, "[\x07\x1b\x80-\x9f]")
+            self.assertIn("ep_\\x1b[2Jraw", out)
+        self.assertIn("...\\x1b]0;t\\x07", outputs[0])
+
     def test_secrets_are_not_stored_in_clear(self):
         ep = H.add_endpoint()
         dump = H.psql("SELECT row_to_json(s)::text FROM paddle.endpoint_secrets s; "
@@ -470,3 +484,130 @@ class Endpoints(HarnessTestCase):
         p = subprocess.run([H.binary, "endpoint", "list", "--db", env_bad], env=env,
                                    capture_output=True, text=True, timeout=30)
         self.assertNotEqual(p.returncode, 0, "--db did not override PADDLEHOOK_DB")
+
+
+class Usage(HarnessTestCase):
+    """Usage is judged before anything is done: a stray operand or a missing one exits 2, without a database."""
+    harness = H
+    nowhere = "host=127.0.0.1 port=1 user=postgres dbname=nope connect_timeout=2"
+
+    def run_nowhere(self, *args, input=""):
+        return subprocess.run([H.binary] + list(args), input=input, capture_output=True, text=True, timeout=30,
+                              env=dict(H.env(), PADDLEHOOK_DB=self.nowhere))
+
+    def test_a_stray_argument_is_a_usage_error_not_ignored(self):
+        """`reproject 2024-06-01` must not rebuild everything as if the date were not there."""
+        secret_file = os.path.join(H.tmpdir, "usage-secret")
+        with open(secret_file, "w") as f:
+            f.write(new_secret() + "\n")
+        key = os.path.join(H.tmpdir, "usage-never-written.key")
+        for args, stray in ((("reproject", "2024-06-01"), "2024-06-01"), (("status", "now"), "now"),
+                            (("migrate", "all"), "all"), (("check-config", "x"), "x"), (("serve", "x"), "x"),
+                            (("sign", "--secret-file", secret_file, "body"), "body"),
+                            (("keygen", "--out", key, "again"), "again"),
+                            (("rekey", "x", "--old-key-file", key), "x"),
+                            (("report", "mrr", "extra"), "extra"), (("simulate", "all", "twice"), "twice")):
+            with self.subTest(args=args):
+                p = self.run_nowhere(*args)
+                self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+                self.assertIn("paddlehook %s: unexpected argument '%s'" % (args[0], stray), p.stderr)
+        self.assertFalse(os.path.exists(key))
+
+    def test_endpoint_usage_is_checked_before_connecting(self):
+        for args, message in ((("add",), "usage: paddlehook endpoint add NAME"),
+                              (("add", "a", "b"), "usage: paddlehook endpoint add NAME"),
+                              (("add", ""), "a name is 1 to 128 bytes long"),
+                              (("add", "n" * 129), "a name is 1 to 128 bytes long"),
+                              (("list", "x"), "usage: paddlehook endpoint list"),
+                              (("rotate",), "usage: paddlehook endpoint rotate ID"),
+                              (("enable", "a", "b"), "usage: paddlehook endpoint enable ID"),
+                              (("frob",), "usage: paddlehook endpoint add|list|"),
+                              ((), "usage: paddlehook endpoint add|list|")):
+            with self.subTest(args=args):
+                p = self.run_nowhere("endpoint", *args, input=new_secret() + "\n")
+                self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+                self.assertIn(message, p.stderr)
+        self.assertEqual(self.run_nowhere("endpoint", "add", "n" * 128, input=new_secret() + "\n").returncode, 1,
+                         "a name of 128 bytes is allowed (it fails on the database here)")
+
+    def test_since_that_is_not_a_date_is_a_usage_error(self):
+        for args, message in ((("report", "revenue_daily", "--since", "yesterdayish"),
+                               'paddlehook report: --since: invalid input syntax for type date: "yesterdayish"'),
+                              (("report", "revenue_daily", "--since", "2024-02-30"),
+                               'paddlehook report: --since: date/time field value out of range: "2024-02-30"'),
+                              (("reproject", "--since", "garbage"),
+                               'paddlehook reproject: --since: invalid input syntax for type timestamp with time '
+                               'zone: "garbage"')):
+            with self.subTest(args=args):
+                p = H.cli(*args, check=False)
+                self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+                self.assertIn(message, p.stderr)
+
+
+class Secrets(HarnessTestCase):
+    """A secret is read whole or refused: nothing is cut from it silently."""
+    harness = H
+
+    def test_a_nul_byte_in_a_secret_is_refused_not_cut_at(self):
+        secret = new_secret()
+        before = H.sql_value("SELECT count(*) FROM paddle.endpoints")
+        p = H.cli("endpoint", "add", "nul-secret", input=secret[:20] + "\0" + secret[20:] + "\n", check=False)
+        self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
+        self.assertIn("the secret must be printable ASCII without spaces", p.stderr)
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.endpoints"), before)
+        path = os.path.join(H.tmpdir, "nul-secret")
+        with open(path, "w") as f:
+            f.write(secret[:20] + "\0" + secret[20:] + "\n")
+        p = H.cli("sign", "--secret-file", path, input="{}", check=False)
+        self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
+        self.assertIn("%s: the secret must be printable ASCII without spaces" % path, p.stderr)
+
+    def test_a_secret_line_may_end_in_crlf_at_the_longest(self):
+        secret = "pdl_ntfset_" + "a" * (256 - len("pdl_ntfset_"))
+        ep = H.add_endpoint(secret=secret + "\r", wait=False)
+        self.assertIn("...aaaa", H.list_endpoints())
+        p = H.cli("endpoint", "rotate", ep.id, input=secret + "a\n", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("the secret is longer than 256 characters", p.stderr)
+
+    def test_a_secret_that_cannot_be_read_is_said_so(self):
+        directory = os.open(H.tmpdir, os.O_RDONLY)  # read() fails with EISDIR
+        try:
+            p = subprocess.run([H.binary, "endpoint", "add", "unreadable"], stdin=directory, capture_output=True,
+                               text=True, env=H.env(), timeout=30)
+        finally:
+            os.close(directory)
+        self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
+        self.assertIn("cannot read the secret: Is a directory", p.stderr)
+        p = H.cli("sign", "--secret-file", os.path.join(H.tmpdir, "no-such-secret"), input="{}", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no-such-secret: No such file or directory", p.stderr)
+
+
+class Output(HarnessTestCase):
+    """Output that cannot be written (a full disk) is a failure, not exit 0."""
+    harness = H
+
+    def run_into_full(self, *args, input=""):
+        with open("/dev/full", "w") as full:
+            return subprocess.run([H.binary] + list(args), input=input, stdout=full, stderr=subprocess.PIPE,
+                                  text=True, env=H.env(), timeout=60)
+
+    def test_a_command_whose_output_is_lost_fails(self):
+        secret_file = os.path.join(H.tmpdir, "full-secret")
+        with open(secret_file, "w") as f:
+            f.write(new_secret() + "\n")
+        for args, input in ((("sign", "--secret-file", secret_file), "{}"), (("endpoint", "list"), ""),
+                            (("status",), ""), (("migrate",), ""), (("simulate",), "")):
+            with self.subTest(args=args):
+                p = self.run_into_full(*args, input=input)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn("paddlehook %s: cannot write to standard output: No space left on device" % args[0],
+                              p.stderr)
+
+    def test_an_endpoint_added_whose_id_is_lost_is_named_on_stderr(self):
+        """The endpoint is stored by then: the operator must still learn its id."""
+        p = self.run_into_full("endpoint", "add", "full-output", input=new_secret() + "\n")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        stored = H.sql_value("SELECT id FROM paddle.endpoints WHERE name = 'full-output'")
+        self.assertIn("endpoint %s was added, but its id could not be written out" % stored, p.stderr)

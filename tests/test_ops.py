@@ -200,9 +200,23 @@ class Status(HarnessTestCase):
         self.assertIsNotNone(self.H.state_row("paddle.customers", cust["id"]))
         self.assertIn("\nprojection errors: none\n", self.H.cli("status").stdout)
 
-    def test_status_without_live_counters_falls_back_to_the_database(self):
-        p = self.H.cli("status", "--stats-file", os.path.join(self.H.tmpdir, "no-such-stats"))
-        self.assertIn("no live counters", p.stdout)
+    def test_status_without_live_counters_falls_back_to_the_database_and_says_why(self):
+        short = os.path.join(self.H.tmpdir, "short-stats")
+        with open(short, "wb") as f:
+            f.write(b"\0" * 64)
+        for path, why in ((os.path.join(self.H.tmpdir, "no-such-stats"),
+                           "no such file: is `paddlehook serve` running with this --stats-file?"),
+                          (self.H.tmpdir, "Is a directory"),
+                          (short, "shorter than the counters: is serve starting?")):
+            with self.subTest(why=why):
+                p = self.H.cli("status", "--stats-file", path)
+                self.assertIn("note: no live counters at %s (%s);\n      showing the last stored event only\n"
+                              % (path, why), p.stdout)
+        size = os.path.getsize(self.H._p("stats"))
+        with open(short, "wb") as f:
+            f.write(b"\0" * size)
+        p = self.H.cli("status", "--stats-file", short)
+        self.assertIn("(not counters of this version of paddlehook: restart serve after an upgrade)", p.stdout)
 
     def test_status_survives_a_serve_recreating_the_stats_file(self):
         # A serve that starts truncates the file and sizes it again; a status

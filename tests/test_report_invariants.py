@@ -297,7 +297,7 @@ class Cli(ReportCase):
                 p = subprocess.run([H.binary, "report", "mrr", "--format", fmt], stdout=full, stderr=subprocess.PIPE,
                                    text=True, env=H.env(), timeout=60)
                 self.assertEqual(p.returncode, 1, p.stderr)
-                self.assertIn("cannot write the report: No space left on device", p.stderr)
+                self.assertIn("paddlehook report: cannot write to standard output: No space left on device", p.stderr)
 
     def test_environment_and_since_filters(self):
         out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--since", "2024-03-06",
@@ -312,21 +312,25 @@ class Cli(ReportCase):
         self.assertNotEqual(H.cli("report", "no_such_report", check=False).returncode, 0)
 
     def test_text_from_checkout_forms_cannot_drive_a_terminal_or_a_spreadsheet(self):
-        """utm_* values and names come from buyers: in the table a control
-        character is shown as \\xNN; in CSV a text cell that starts like a
-        formula gets a leading '; numbers and JSON stay as they are."""
+        """utm_* values and names come from buyers: in the table, and in CSV
+        on a terminal, a control character is shown as \\xNN; JSON writes
+        DEL and C1 ones as \\u escapes (as it does C0 ones), which read back
+        the same; in CSV a text cell that starts like a formula gets a leading
+        '; numbers stay as they are."""
         H.sql("CREATE VIEW paddle.test_hostile_text AS SELECT 'live'::text AS environment, "
               "E'\\x1b[2J\\x1b[31mred' AS clear, '=HYPERLINK(\"http://evil.example/\",\"x\")'::text AS formula, "
               "'-1+1'::text AS dash, -1.5::numeric AS amount, E'fake\\nrow' AS two_lines, U&'\\009B2J' AS c1, "
               "'-1 day'::interval AS back, 'café-newsletter'::text AS source, ' =1+1'::text AS blank_first, "
-              "E'\\n@SUM(A1)' AS break_first, '＝1+1'::text AS wide; "
+              "E'\\n@SUM(A1)' AS break_first, '＝1+1'::text AS wide, E'del\\x7f' AS del; "
               "INSERT INTO paddle.report_catalog (name, view_name, time_column, order_by, description) "
               "VALUES ('test_hostile_text', 'test_hostile_text', NULL, 'environment', 'test')")
         try:
             table = H.cli("report", "test_hostile_text").stdout
             csv_out = H.cli("report", "test_hostile_text", "--format", "csv").stdout
-            rows = json.loads(H.cli("report", "test_hostile_text", "--format", "json").stdout,
-                              parse_float=decimal.Decimal)
+            rc, csv_on_terminal, _ = H.cli_on_terminal("report", "test_hostile_text", "--format", "csv")
+            self.assertEqual(rc, 0)
+            json_text = H.cli("report", "test_hostile_text", "--format", "json").stdout
+            rows = json.loads(json_text, parse_float=decimal.Decimal)
         finally:
             H.sql("DELETE FROM paddle.report_catalog WHERE name = 'test_hostile_text'; "
                   "DROP VIEW paddle.test_hostile_text")
@@ -341,12 +345,18 @@ class Cli(ReportCase):
         got = list(csv.reader(io.StringIO(csv_out)))
         self.assertEqual(got[1], ["live", "\x1b[2J\x1b[31mred", "'=HYPERLINK(\"http://evil.example/\",\"x\")", "'-1+1",
                                   "-1.5", "fake\nrow", "\u009b2J", "-1 days", "café-newsletter", "' =1+1",
-                                  "'\n@SUM(A1)", "'＝1+1"])
+                                  "'\n@SUM(A1)", "'＝1+1", "del\x7f"])
+        self.assertNotRegex(csv_on_terminal, "[\x00-\x09\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
+        self.assertIn("live,\\x1b[2J\\x1b[31mred,", csv_on_terminal)
+        self.assertIn(",fake\\x0arow,\\xc2\\x9b2J,", csv_on_terminal)
+        self.assertNotRegex(json_text, "[\x00-\x09\x0b-\x1f\x7f\x80-\x9f]")
+        self.assertIn('"c1": "\\u009b2J"', json_text)
+        self.assertIn('"del": "del\\u007f"', json_text)
         self.assertEqual(rows, [{"environment": "live", "clear": "\x1b[2J\x1b[31mred",
                                  "formula": '=HYPERLINK("http://evil.example/","x")', "dash": "-1+1",
                                  "amount": decimal.Decimal("-1.5"), "two_lines": "fake\nrow", "c1": "\u009b2J",
                                  "back": "-1 days", "source": "café-newsletter", "blank_first": " =1+1",
-                                 "break_first": "\n@SUM(A1)", "wide": "＝1+1"}])
+                                 "break_first": "\n@SUM(A1)", "wide": "＝1+1", "del": "del\x7f"}])
 
     def test_a_report_of_ones_own_runs_in_the_roles_search_path(self):
         """A view added to the catalog may call functions written for the usual search_path (public here)."""

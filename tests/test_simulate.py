@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets as _secrets
+import socket
 import threading
 import unittest
 from decimal import Decimal
@@ -233,6 +234,28 @@ class Command(SimulateCase):
         p = simulate("no-such-scenario", "--url", H.base_url + "/paddle/webhooks/x", secret=new_secret())
         self.assertEqual(p.returncode, 2)
         self.assertIn("no-such-scenario", p.stderr)
+
+    def test_a_scenario_without_url_or_secret_says_what_is_missing(self):
+        for args, secret, missing in ((("new-subscription",), None, "--url URL and --secret-file FILE"),
+                                      (("new-subscription", "--url", H.base_url), None, "--secret-file FILE"),
+                                      (("new-subscription",), new_secret(), "--url URL")):
+            with self.subTest(missing=missing):
+                p = simulate(*args, secret=secret)
+                self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+                self.assertIn("new-subscription needs %s (" % missing, p.stderr)
+
+    def test_a_receiver_that_cannot_be_reached_shows_no_status_line_of_curls(self):
+        """curl's "000" (no answer) is its own line, not part of a reply to show."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]   # closed again before simulate connects: refused
+        p = simulate("new-subscription", "--url", "http://127.0.0.1:%d/hook" % port, secret=new_secret())
+        self.assertEqual(p.returncode, 1, p.stdout)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("  ")]
+        self.assertEqual(len(lines), len(SCENARIOS["new-subscription"]["events"]), p.stdout)
+        for line in lines:
+            self.assertRegex(line, r"^  [a-z_.]+\s+\S+  0 $")
+        self.assertIn("Failed to connect", p.stderr)
 
     def test_wrong_secret_exits_1_and_stores_nothing(self):
         ep = H.add_endpoint()
