@@ -222,24 +222,16 @@ static int print_csv_field(const char *v, int text, int on_terminal)
     return 0;
 }
 
-static int print_csv(const PGresult *res)
+static int print_csv_row(const PGresult *res, int r, int on_terminal)
 {
-    int cols = PQnfields(res), on_terminal = isatty(fileno(stdout));
-
-    for (int c = 0; c < cols; c++) {
+    for (int c = 0; c < PQnfields(res); c++) {
         if (c) putchar(',');
-        if (print_csv_field(PQfname(res, c), 1, on_terminal) != 0) return -1;
+        if (r < 0 && print_csv_field(PQfname(res, c), 1, on_terminal) != 0) return -1;
+        if (r >= 0 && !PQgetisnull(res, r, c) &&
+            print_csv_field(PQgetvalue(res, r, c), is_text_type(PQftype(res, c)), on_terminal) != 0)
+            return -1;
     }
     fputs("\r\n", stdout);
-    for (int r = 0; r < PQntuples(res); r++) {
-        for (int c = 0; c < cols; c++) {
-            if (c) putchar(',');
-            if (!PQgetisnull(res, r, c) &&
-                print_csv_field(PQgetvalue(res, r, c), is_text_type(PQftype(res, c)), on_terminal) != 0)
-                return -1;
-        }
-        fputs("\r\n", stdout);
-    }
     return 0;
 }
 
@@ -262,43 +254,88 @@ static void put_json(const unsigned char *buf, size_t len)
     fwrite(buf + run, 1, len - run, stdout);
 }
 
-/* -1 when yajl refused something (said here); a write error is left to the caller. */
-static int print_json(const PGresult *res)
+/* Writes what g holds so far and empties it: memory for one row, not the report. -1: yajl refused
+ * something before (statuses OR-ed in st: yajl_gen_status_ok is 0). */
+static int flush_json(yajl_gen g, int st)
 {
-    yajl_gen g = yajl_gen_alloc(NULL);
     const unsigned char *buf;
     size_t len;
-    int st = 0; /* statuses OR-ed: yajl_gen_status_ok is 0 */
 
-    if (g == NULL) goto fail;
-    yajl_gen_config(g, yajl_gen_beautify, 1);
-    yajl_gen_config(g, yajl_gen_validate_utf8, 1);
-    st |= yajl_gen_array_open(g);
-    for (int r = 0; r < PQntuples(res); r++) {
-        st |= yajl_gen_map_open(g);
-        for (int c = 0; c < PQnfields(res); c++) {
-            const char *name = PQfname(res, c), *v = PQgetvalue(res, r, c);
-            Oid t = PQftype(res, c);
-            st |= yajl_gen_string(g, (const unsigned char *)name, strlen(name));
-            if (PQgetisnull(res, r, c)) st |= yajl_gen_null(g);
-            else if (t == OID_BOOL) st |= yajl_gen_bool(g, v[0] == 't');
-            /* numeric stays exact: its digits are written as they are. */
-            else if (is_number_type(t) && is_json_number(v)) st |= yajl_gen_number(g, v, strlen(v));
-            else st |= yajl_gen_string(g, (const unsigned char *)v, strlen(v));
-        }
-        st |= yajl_gen_map_close(g);
+    if ((st | yajl_gen_get_buf(g, &buf, &len)) != 0) {
+        fprintf(stderr, "paddlehook: cannot make the report's JSON: is every cell valid UTF-8?\n");
+        return -1;
     }
-    st |= yajl_gen_array_close(g);
-    st |= yajl_gen_get_buf(g, &buf, &len);
-    if (st != 0) goto fail;
     put_json(buf, len);
-    yajl_gen_free(g);
+    yajl_gen_clear(g);
     return 0;
-fail:
-    fprintf(stderr, "paddlehook: cannot make the report's JSON: %s\n",
-            g == NULL ? "out of memory" : "is every cell valid UTF-8?");
+}
+
+static int print_json_row(yajl_gen g, const PGresult *res, int r)
+{
+    int st = yajl_gen_map_open(g);
+
+    for (int c = 0; c < PQnfields(res); c++) {
+        const char *name = PQfname(res, c), *v = PQgetvalue(res, r, c);
+        Oid t = PQftype(res, c);
+        st |= yajl_gen_string(g, (const unsigned char *)name, strlen(name));
+        if (PQgetisnull(res, r, c)) st |= yajl_gen_null(g);
+        else if (t == OID_BOOL) st |= yajl_gen_bool(g, v[0] == 't');
+        /* numeric stays exact: its digits are written as they are. */
+        else if (is_number_type(t) && is_json_number(v)) st |= yajl_gen_number(g, v, strlen(v));
+        else st |= yajl_gen_string(g, (const unsigned char *)v, strlen(v));
+    }
+    return flush_json(g, st | yajl_gen_map_close(g));
+}
+
+/* csv and json are written row by row as PostgreSQL sends them (single-row
+ * mode), so a report of any length needs the memory of one row. A failure
+ * part way is said, and the command exits 1 after what was written. */
+static int stream_report(PGconn *conn, const char *sql, const char *const *params, int json)
+{
+    int on_terminal = isatty(fileno(stdout)), started = 0, rc = -1;
+    yajl_gen g = NULL;
+    PGresult *res = NULL;
+
+    if (json && (g = yajl_gen_alloc(NULL)) == NULL) {
+        fprintf(stderr, "paddlehook: out of memory\n");
+        return -1;
+    }
+    if (g) {
+        yajl_gen_config(g, yajl_gen_beautify, 1);
+        yajl_gen_config(g, yajl_gen_validate_utf8, 1);
+    }
+    if (!PQsendQueryParams(conn, sql, 2, NULL, params, NULL, NULL, 0) || !PQsetSingleRowMode(conn)) {
+        fprintf(stderr, "paddlehook: %s", PQerrorMessage(conn));
+        goto out;
+    }
+    while ((res = PQgetResult(conn)) != NULL) {
+        ExecStatusType status = PQresultStatus(res);
+        if (status != PGRES_SINGLE_TUPLE && status != PGRES_TUPLES_OK) {
+            char err[512];
+            db_error_line(conn, res, err, sizeof err);
+            fprintf(stderr, "paddlehook: %s\n", err);
+            goto out;
+        }
+        if (!started) {
+            if (PQnfields(res) > REPORT_MAX_COLUMNS) {
+                fprintf(stderr, "paddlehook: the report has more than %d columns\n", REPORT_MAX_COLUMNS);
+                goto out;
+            }
+            if (json ? flush_json(g, yajl_gen_array_open(g)) != 0 : print_csv_row(res, -1, on_terminal) != 0)
+                goto out;
+            started = 1;
+        }
+        if (PQntuples(res) == 1 &&
+            (json ? print_json_row(g, res, 0) != 0 : print_csv_row(res, 0, on_terminal) != 0))
+            goto out;
+        PQclear(res);
+    }
+    if (json && flush_json(g, yajl_gen_array_close(g)) != 0) goto out;
+    rc = 0;
+out:
+    PQclear(res);
     if (g) yajl_gen_free(g);
-    return -1;
+    return rc;
 }
 
 /* 0: since is absent or a value PostgreSQL reads as the type in sql (as the
@@ -360,15 +397,13 @@ static int show_report(const struct config *cfg, PGconn *conn)
     }
     if (append_order(conn, sql, sizeof sql, PQgetvalue(cat, 0, 2)) != 0) goto bad_catalog;
 
-    res = query(conn, sql, 2, params);
-    if (res == NULL) goto out;
-    if (PQnfields(res) > REPORT_MAX_COLUMNS) goto bad_catalog;
-    if (strcmp(cfg->format, "csv") == 0) {
-        if (print_csv(res) != 0) goto out;
-    } else if (strcmp(cfg->format, "json") != 0) {
+    if (strcmp(cfg->format, "table") != 0) {
+        if (stream_report(conn, sql, params, strcmp(cfg->format, "json") == 0) != 0) goto out;
+    } else {
+        /* A table is as wide as its widest cell: it needs every row first. */
+        if ((res = query(conn, sql, 2, params)) == NULL) goto out;
+        if (PQnfields(res) > REPORT_MAX_COLUMNS) goto bad_catalog;
         print_table(res);
-    } else if (print_json(res) != 0) {
-        goto out;
     }
     rc = 0;
     goto out;

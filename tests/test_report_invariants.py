@@ -6,6 +6,7 @@ import csv
 import decimal
 import io
 import json
+import os
 import subprocess
 
 from harness import paddle_id
@@ -299,6 +300,43 @@ class Cli(ReportCase):
                 self.assertEqual(p.returncode, 1, p.stderr)
                 self.assertIn("paddlehook report: cannot write to standard output: No space left on device", p.stderr)
 
+    def catalog_view(self, name, select):
+        """A report of one's own for the test's length; removed by cleanup."""
+        H.sql("CREATE VIEW paddle.%s AS %s; INSERT INTO paddle.report_catalog (name, view_name, time_column, "
+              "order_by, description) VALUES ('%s', '%s', NULL, 'environment', 'test')" % (name, select, name, name))
+        self.addCleanup(H.sql, "DELETE FROM paddle.report_catalog WHERE name = '%s'; DROP VIEW paddle.%s"
+                        % (name, name))
+
+    def test_csv_and_json_of_any_length_take_the_memory_of_a_row(self):
+        """Written as PostgreSQL sends the rows, not after all of them arrived: 300,000 rows of 200 bytes
+        (60 MB) pass through a command whose peak memory stays far below that."""
+        self.catalog_view("test_long", "SELECT 'live'::text AS environment, g AS n, repeat('x', 200) AS filler "
+                                       "FROM generate_series(1, 300000) g")
+
+        def peak_kib(name, fmt):
+            proc = subprocess.Popen([H.binary, "report", name, "--format", fmt], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, env=H.env())
+            lines = sum(1 for _ in proc.stdout)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            self.assertEqual(proc.returncode, 0)
+            return lines, usage.ru_maxrss
+        for fmt in ("csv", "json"):
+            with self.subTest(format=fmt):
+                lines, peak = peak_kib("test_long", fmt)
+                self.assertGreaterEqual(lines, 300001)
+                _, small = peak_kib("mrr", fmt)
+                self.assertLess(peak - small, 16 * 1024, "KiB more than a report of a few rows takes")
+
+    def test_a_query_that_fails_part_way_fails_the_command(self):
+        self.catalog_view("test_fails_late", "SELECT 'live'::text AS environment, g AS n, 1 / (g - 5000) AS broken "
+                                             "FROM generate_series(1, 10000) g")
+        for fmt in ("csv", "json", "table"):
+            with self.subTest(format=fmt):
+                p = H.cli("report", "test_fails_late", "--format", fmt, check=False)
+                self.assertEqual(p.returncode, 1)
+                self.assertIn("division by zero", p.stderr)
+
     def test_environment_and_since_filters(self):
         out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--since", "2024-03-06",
                     "--format", "csv").stdout
@@ -317,23 +355,18 @@ class Cli(ReportCase):
         DEL and C1 ones as \\u escapes (as it does C0 ones), which read back
         the same; in CSV a text cell that starts like a formula gets a leading
         '; numbers stay as they are."""
-        H.sql("CREATE VIEW paddle.test_hostile_text AS SELECT 'live'::text AS environment, "
-              "E'\\x1b[2J\\x1b[31mred' AS clear, '=HYPERLINK(\"http://evil.example/\",\"x\")'::text AS formula, "
-              "'-1+1'::text AS dash, -1.5::numeric AS amount, E'fake\\nrow' AS two_lines, U&'\\009B2J' AS c1, "
-              "'-1 day'::interval AS back, 'café-newsletter'::text AS source, ' =1+1'::text AS blank_first, "
-              "E'\\n@SUM(A1)' AS break_first, '＝1+1'::text AS wide, E'del\\x7f' AS del; "
-              "INSERT INTO paddle.report_catalog (name, view_name, time_column, order_by, description) "
-              "VALUES ('test_hostile_text', 'test_hostile_text', NULL, 'environment', 'test')")
-        try:
-            table = H.cli("report", "test_hostile_text").stdout
-            csv_out = H.cli("report", "test_hostile_text", "--format", "csv").stdout
-            rc, csv_on_terminal, _ = H.cli_on_terminal("report", "test_hostile_text", "--format", "csv")
-            self.assertEqual(rc, 0)
-            json_text = H.cli("report", "test_hostile_text", "--format", "json").stdout
-            rows = json.loads(json_text, parse_float=decimal.Decimal)
-        finally:
-            H.sql("DELETE FROM paddle.report_catalog WHERE name = 'test_hostile_text'; "
-                  "DROP VIEW paddle.test_hostile_text")
+        self.catalog_view("test_hostile_text",
+                          "SELECT 'live'::text AS environment, "
+                          "E'\\x1b[2J\\x1b[31mred' AS clear, '=HYPERLINK(\"http://evil.example/\",\"x\")'::text AS formula, "
+                          "'-1+1'::text AS dash, -1.5::numeric AS amount, E'fake\\nrow' AS two_lines, U&'\\009B2J' AS c1, "
+                          "'-1 day'::interval AS back, 'café-newsletter'::text AS source, ' =1+1'::text AS blank_first, "
+                          "E'\\n@SUM(A1)' AS break_first, '＝1+1'::text AS wide, E'del\\x7f' AS del")
+        table = H.cli("report", "test_hostile_text").stdout
+        csv_out = H.cli("report", "test_hostile_text", "--format", "csv").stdout
+        rc, csv_on_terminal, _ = H.cli_on_terminal("report", "test_hostile_text", "--format", "csv")
+        self.assertEqual(rc, 0)
+        json_text = H.cli("report", "test_hostile_text", "--format", "json").stdout
+        rows = json.loads(json_text, parse_float=decimal.Decimal)
         self.assertNotRegex(table, "[\x00-\x09\x0b-\x1f\x7f\x80-\x9f]")
         lines = table.splitlines()
         self.assertEqual(len(lines), 4, table)
