@@ -22,7 +22,7 @@
 #define ENDPOINT_ID_PREFIX "ep_"
 #define ENDPOINT_ID_RANDOM_CHARS 20
 #define SECRET_HINT_CHARS 4
-#define ENDPOINT_NAME_SHOWN_MAX 1024
+#define ENDPOINT_TEXT_SHOWN_MAX 1024
 
 /* After a lost answer to a commit: said, since the command cannot tell. */
 #define OUTCOME_UNKNOWN "paddlehook: the connection was lost before the database answered: the change may " \
@@ -111,7 +111,7 @@ int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t 
 {
     struct termios old;
     struct sigaction prev[PROMPT_SIGNALS];
-    int tty = isatty(fileno(in)) && tcgetattr(fileno(in), &old) == 0, c;
+    int tty = isatty(fileno(in)) && tcgetattr(fileno(in), &old) == 0, c, read_failed;
     size_t len;
 
     if (tty) {
@@ -122,15 +122,14 @@ int endpoint_cmd_read_secret(FILE *in, char *buf, size_t cap, char *err, size_t 
      * refused), not cut the secret short where it stands. len == cap: longer. */
     for (len = 0; len < cap && (c = getc(in)) != EOF && c != '\n'; len++)
         if (len < cap - 1) buf[len] = (char)c;
-    if (ferror(in)) {
-        snprintf(err, errlen, "cannot read the secret: %s", strerror(errno));
-        if (tty) prompt_end(prev, NULL, 0);
-        goto fail;
-    }
+    read_failed = ferror(in);
+    if (read_failed) snprintf(err, errlen, "cannot read the secret: %s", strerror(errno));
     if (tty) {
         fputc('\n', stderr);
-        if (prompt_end(prev, err, errlen) != 0) goto fail;
+        /* The read's error, if any, is the one to say; echo goes back on either way. */
+        if (prompt_end(prev, read_failed ? NULL : err, errlen) != 0) goto fail;
     }
+    if (read_failed) goto fail;
     if (len > 0 && len < cap && buf[len - 1] == '\r') len--;
     if (len > MAX_SECRET_LEN || len >= cap) {
         snprintf(err, errlen, "the secret is longer than %d characters", MAX_SECRET_LEN);
@@ -278,7 +277,7 @@ static void new_endpoint_id(char *out, size_t cap)
 static int cmd_add(const struct config *cfg, PGconn *conn)
 {
     unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
-    char id[MAX_ID_LEN + 1], hint[SECRET_HINT_CHARS + 1], tolerance[16], name[ENDPOINT_NAME_SHOWN_MAX];
+    char id[MAX_ID_LEN + 1], hint[SECRET_HINT_CHARS + 1], tolerance[16], name[ENDPOINT_TEXT_SHOWN_MAX];
     const char *environment = cfg->environment ? cfg->environment : "sandbox";
     size_t sealed_len = 0;
     PGresult *res;
@@ -396,7 +395,7 @@ static int cmd_list(const struct config *cfg, PGconn *conn)
     if (res == NULL) return 1;
     printf("%-24s %-20s %-8s %-9s %-8s %s\n", "ID", "NAME", "ENV", "TOLERANCE", "STATE", "SECRETS");
     for (int r = 0; r < PQntuples(res); r++) {
-        char id[ENDPOINT_NAME_SHOWN_MAX], name[ENDPOINT_NAME_SHOWN_MAX], hints[ENDPOINT_NAME_SHOWN_MAX];
+        char id[ENDPOINT_TEXT_SHOWN_MAX], name[ENDPOINT_TEXT_SHOWN_MAX], hints[ENDPOINT_TEXT_SHOWN_MAX];
         /* All of it as shown: anyone who may write these tables chooses the text. */
         shown_copy(id, sizeof id, PQgetvalue(res, r, 0));
         shown_copy(name, sizeof name, PQgetvalue(res, r, 1));
@@ -440,7 +439,7 @@ int endpoint_cmd_run(const struct config *cfg)
         fprintf(stderr, "usage: paddlehook endpoint %s\n", act->usage);
         return 2;
     }
-    if (act->run == cmd_add && (cfg->args[1][0] == '\0' || strlen(cfg->args[1]) > MAX_ENDPOINT_NAME_LEN)) {
+    if (strcmp(act->name, "add") == 0 && (cfg->args[1][0] == '\0' || strlen(cfg->args[1]) > MAX_ENDPOINT_NAME_LEN)) {
         fprintf(stderr, "paddlehook endpoint: a name is 1 to %d bytes long\n", MAX_ENDPOINT_NAME_LEN);
         return 2;
     }

@@ -82,28 +82,35 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
-int main(int argc, char **argv)
+/* The exit status of a command that ended with rc, once its output is out:
+ * flushed here, not at exit, where a failed write (a full disk) would go
+ * unseen and the command would exit 0. A command that failed has said why. */
+static int with_output_written(const char *name, int rc)
 {
-    const struct command *cmd;
+    int flushed = fflush(stdout) == 0;
+
+    if (rc == 0 && (!flushed || ferror(stdout))) {
+        /* A write that failed before this flush left no errno to trust. */
+        fprintf(stderr, "paddlehook %s: cannot write to standard output%s%s\n", name, flushed ? "" : ": ",
+                flushed ? "" : strerror(errno));
+        rc = 1;
+    }
+    return rc;
+}
+
+/* The command's exit status; cmd is NULL for help and version. */
+static int run(int argc, char **argv, const struct command *cmd)
+{
     struct config cfg;
     char err[256];
-    int rc, flushed;
 
-    /* First of all: a reload (SIGHUP) sent while serve starts must wait for
-     * serve's handler instead of ending it, which is its default action. */
-    if (argc >= 2 && strcmp(argv[1], "serve") == 0) serve_hold_reload();
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-        printf("paddlehook %s\n", PADDLEHOOK_VERSION);
+    if (cmd == NULL && strcmp(argv[1], "--version") != 0 && strcmp(argv[1], "version") != 0) {
+        usage(stdout);
         return 0;
     }
-    if ((cmd = find_command(argv[1])) == NULL) {
-        fprintf(stderr, "paddlehook: unknown command '%s'\n\n", argv[1]);
-        usage(stderr);
-        return 2;
+    if (cmd == NULL) {
+        printf("paddlehook %s\n", PADDLEHOOK_VERSION);
+        return 0;
     }
     if (sodium_init() < 0) {
         fprintf(stderr, "paddlehook: libsodium failed to initialise\n");
@@ -120,14 +127,27 @@ int main(int argc, char **argv)
     }
     log_set_level(cfg.log_level);
     log_set_json(cfg.log_json);
-    rc = cmd->run(&cfg);
-    /* Flushed here, not at exit, where a failed write (a full disk) would go
-     * unseen and the command would exit 0. */
-    flushed = fflush(stdout) == 0;
-    if (!flushed || ferror(stdout)) {
-        fprintf(stderr, "paddlehook %s: cannot write to standard output: %s\n", cmd->name,
-                flushed ? "a write failed" : strerror(errno));
-        if (rc == 0) rc = 1;
+    return cmd->run(&cfg);
+}
+
+int main(int argc, char **argv)
+{
+    const struct command *cmd = argc >= 2 ? find_command(argv[1]) : NULL;
+    int help_or_version;
+
+    /* First of all: a reload (SIGHUP) sent while serve starts must wait for
+     * serve's handler instead of ending it, which is its default action. */
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) serve_hold_reload();
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
     }
-    return rc;
+    help_or_version = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0 ||
+                      strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0;
+    if (cmd == NULL && !help_or_version) {
+        fprintf(stderr, "paddlehook: unknown command '%s'\n\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
+    return with_output_written(cmd ? cmd->name : argv[1], run(argc, argv, cmd));
 }

@@ -200,7 +200,7 @@ static int print_csv_field(const char *v, int text, int on_terminal)
     char *shown = NULL;
 
     if (on_terminal) {
-        size_t cap = shown_len(v) + 1;
+        size_t cap = SHOWN_COPY_CAP(strlen(v));
         if ((shown = malloc(cap)) == NULL) {
             fprintf(stderr, "paddlehook: out of memory\n");
             return -1;
@@ -429,10 +429,8 @@ int report_cmd_run(const struct config *cfg)
     if (db_exec(conn, "SET jit = off; RESET search_path", err, sizeof err) != 0) {
         fprintf(stderr, "paddlehook: %s\n", err);
         rc = 1;
-    } else if (cfg->n_args == 0) {
-        rc = list_reports(conn);
     } else if ((rc = check_since(conn, "report", cfg->since, "SELECT $1::date")) == 0) {
-        rc = show_report(cfg, conn);
+        rc = cfg->n_args == 0 ? list_reports(conn) : show_report(cfg, conn);
     }
     PQfinish(conn);
     return rc;

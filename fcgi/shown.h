@@ -14,6 +14,10 @@ size_t shown_len(const char *v);
 /* Writes v to out as shown. */
 void shown_put(FILE *out, const char *v);
 
+/* Bytes shown_copy needs for all of a text of n bytes: each byte may become
+ * \xNN. */
+#define SHOWN_COPY_CAP(n) ((n) * 4 + 1)
+
 /* v as shown, into dst (always terminated; cut before a character that does
  * not fit). */
 void shown_copy(char *dst, size_t cap, const char *v);

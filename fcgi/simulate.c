@@ -309,14 +309,14 @@ int simulate_run(const struct config *cfg)
         list_scenarios();
         return 0;
     }
-    if (cfg->url == NULL || cfg->secret_file == NULL) {
-        fprintf(stderr, "paddlehook simulate: %s needs %s (the receiver's URL and its endpoint's secret)\n", name,
-                cfg->url ? "--secret-file FILE" : cfg->secret_file ? "--url URL" : "--url URL and --secret-file FILE");
-        return 2;
-    }
     if (strcmp(name, "all") != 0 && find_scenario(name) == NULL) {
         fprintf(stderr, "paddlehook: no scenario '%s'\n", name);
         list_scenarios();
+        return 2;
+    }
+    if (cfg->url == NULL || cfg->secret_file == NULL) {
+        fprintf(stderr, "paddlehook simulate: %s needs %s (the receiver's URL and its endpoint's secret)\n", name,
+                cfg->url ? "--secret-file FILE" : cfg->secret_file ? "--url URL" : "--url URL and --secret-file FILE");
         return 2;
     }
     f = fopen(cfg->secret_file, "r");

@@ -535,6 +535,8 @@ class Usage(HarnessTestCase):
                                'paddlehook report: --since: invalid input syntax for type date: "yesterdayish"'),
                               (("report", "revenue_daily", "--since", "2024-02-30"),
                                'paddlehook report: --since: date/time field value out of range: "2024-02-30"'),
+                              (("report", "--since", "yesterdayish"),
+                               'paddlehook report: --since: invalid input syntax for type date: "yesterdayish"'),
                               (("reproject", "--since", "garbage"),
                                'paddlehook reproject: --since: invalid input syntax for type timestamp with time '
                                'zone: "garbage"')):
@@ -548,12 +550,15 @@ class Secrets(HarnessTestCase):
     """A secret is read whole or refused: nothing is cut from it silently."""
     harness = H
 
-    def test_a_nul_byte_in_a_secret_is_refused_not_cut_at(self):
+    def test_a_nul_or_cr_in_a_secret_is_refused_not_cut_at(self):
         secret = new_secret()
         before = H.sql_value("SELECT count(*) FROM paddle.endpoints")
-        p = H.cli("endpoint", "add", "nul-secret", input=secret[:20] + "\0" + secret[20:] + "\n", check=False)
-        self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
-        self.assertIn("the secret must be printable ASCII without spaces", p.stderr)
+        for inside in ("\0", "\r"):
+            with self.subTest(inside=inside):
+                p = H.cli("endpoint", "add", "cut-secret", input=secret[:20] + inside + secret[20:] + "\n",
+                          check=False)
+                self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
+                self.assertIn("the secret must be printable ASCII without spaces", p.stderr)
         self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.endpoints"), before)
         path = os.path.join(H.tmpdir, "nul-secret")
         with open(path, "w") as f:
@@ -598,7 +603,8 @@ class Output(HarnessTestCase):
         with open(secret_file, "w") as f:
             f.write(new_secret() + "\n")
         for args, input in ((("sign", "--secret-file", secret_file), "{}"), (("endpoint", "list"), ""),
-                            (("status",), ""), (("migrate",), ""), (("simulate",), "")):
+                            (("status",), ""), (("migrate",), ""), (("simulate",), ""), (("help",), ""),
+                            (("--version",), "")):
             with self.subTest(args=args):
                 p = self.run_into_full(*args, input=input)
                 self.assertEqual(p.returncode, 1, p.stderr)

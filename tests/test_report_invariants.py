@@ -382,6 +382,8 @@ class Cli(ReportCase):
         self.assertNotRegex(csv_on_terminal, "[\x00-\x09\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
         self.assertIn("live,\\x1b[2J\\x1b[31mred,", csv_on_terminal)
         self.assertIn(",fake\\x0arow,\\xc2\\x9b2J,", csv_on_terminal)
+        self.assertIn(",café-newsletter,' =1+1,", csv_on_terminal)
+        self.assertIn(",'＝1+1,del\\x7f\r", csv_on_terminal)
         self.assertNotRegex(json_text, "[\x00-\x09\x0b-\x1f\x7f\x80-\x9f]")
         self.assertIn('"c1": "\\u009b2J"', json_text)
         self.assertIn('"del": "del\\u007f"', json_text)

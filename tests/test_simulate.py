@@ -231,9 +231,10 @@ class Command(SimulateCase):
         self.assertEqual(listed, {n: sc["description"] for n, sc in SCENARIOS.items()})
 
     def test_unknown_scenario_is_a_usage_error(self):
-        p = simulate("no-such-scenario", "--url", H.base_url + "/paddle/webhooks/x", secret=new_secret())
-        self.assertEqual(p.returncode, 2)
-        self.assertIn("no-such-scenario", p.stderr)
+        for options in (("--url", H.base_url + "/paddle/webhooks/x"), ()):
+            p = simulate("no-such-scenario", *options, secret=new_secret())
+            self.assertEqual(p.returncode, 2)
+            self.assertIn("no scenario 'no-such-scenario'", p.stderr)
 
     def test_a_scenario_without_url_or_secret_says_what_is_missing(self):
         for args, secret, missing in ((("new-subscription",), None, "--url URL and --secret-file FILE"),
