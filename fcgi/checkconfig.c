@@ -266,9 +266,9 @@ int checkconfig_run(const struct config *cfg)
                       refusal       ? refusal
                       : cfg->listen ? cfg->listen
                                     : "the socket serve is started with (standard input)");
-    if (cfg->listen && strncmp(cfg->listen, "unix:", 5) == 0) {
+    if (cfg->listen_path) {
         char dir[MAX_URI_LEN];
-        parent_dir(cfg->listen + 5, dir, sizeof dir);
+        parent_dir(cfg->listen_path, dir, sizeof dir);
         snprintf(detail, sizeof detail, "%s %s", dir, access(dir, W_OK) == 0 ? "is writable" : strerror(errno));
         problems += check(access(dir, W_OK) == 0, "socket directory", detail);
     }

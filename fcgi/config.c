@@ -139,6 +139,31 @@ static const char *config_path(const char *option, int *required)
     return CONFIG_DEFAULT_FILE;
 }
 
+/* listen into its parts: unix:/PATH (absolute, without ':', at most
+ * CONFIG_LISTEN_PATH_MAX bytes), or HOST:PORT, [IPv6]:PORT or :PORT with a
+ * port 1-65535. The host is resolved by serve, when it starts. */
+static int parse_listen(const char *v, struct config *cfg)
+{
+    const char *colon = strrchr(v, ':'), *host = v, *port = colon ? colon + 1 : "";
+    size_t host_len = colon ? (size_t)(colon - v) : 0;
+    long n;
+
+    cfg->listen = v;
+    if (strncmp(v, "unix:", 5) == 0) {
+        cfg->listen_path = v + 5;
+        return *cfg->listen_path == '/' && strchr(cfg->listen_path, ':') == NULL &&
+                       strlen(cfg->listen_path) <= CONFIG_LISTEN_PATH_MAX ? 0 : -1;
+    }
+    if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') host++, host_len -= 2;
+    if (colon == NULL || host_len > CONFIG_LISTEN_HOST_MAX || strlen(port) > CONFIG_LISTEN_PORT_MAX ||
+        strspn(port, "0123456789") != strlen(port) || parse_long(port, 1, 65535, &n) != 0)
+        return -1;
+    memcpy(cfg->listen_host, host, host_len);
+    cfg->listen_host[host_len] = '\0';
+    memcpy(cfg->listen_port, port, strlen(port) + 1);
+    return 0;
+}
+
 /* Sets *bad to the setting whose value is wrong (-1 for an option of one command). */
 static int validate(const char *values[S_COUNT], struct config *cfg, int *bad, char *err, size_t errlen)
 {
@@ -150,7 +175,12 @@ static int validate(const char *values[S_COUNT], struct config *cfg, int *bad, c
 
     cfg->db = values[S_DB] ? values[S_DB] : "";
     cfg->key_file = values[S_KEY_FILE];
-    cfg->listen = values[S_LISTEN] && *values[S_LISTEN] ? values[S_LISTEN] : NULL;
+    if (values[S_LISTEN] && *values[S_LISTEN] && parse_listen(values[S_LISTEN], cfg) != 0) {
+        *bad = S_LISTEN;
+        snprintf(err, errlen, "listen takes unix:/PATH (absolute, without ':', at most %d bytes), HOST:PORT, "
+                              "[IPv6]:PORT or :PORT (port 1 to 65535)", CONFIG_LISTEN_PATH_MAX);
+        return -1;
+    }
     cfg->stats_file = values[S_STATS_FILE] ? values[S_STATS_FILE] : CONFIG_DEFAULT_STATS_FILE;
     if (parse_long(values[S_WORKERS], 1, MAX_WORKERS, &v) != 0) {
         *bad = S_WORKERS;

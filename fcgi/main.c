@@ -36,6 +36,7 @@ static void usage(FILE *out)
           "  status                           per endpoint: last event, outcomes in the last hour/day\n"
           "  check-config                     validate configuration, key, database and schema\n"
           "  rekey --old-key-file OLD --key-file NEW   re-seal endpoint secrets with a new key\n"
+          "  help, --help                     print this\n"
           "  version, --version               print the version this binary was built from\n"
           "\n"
           "common options (every command accepts and validates them all; each takes effect\n"

@@ -76,7 +76,7 @@ int masterkey_load(const char *path, struct masterkey *mk, char *err, size_t err
         goto out;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        snprintf(err, errlen, "key file %s is readable by group or others (mode %03o); chmod 600 it",
+        snprintf(err, errlen, "key file %s is open to group or others (mode %03o); chmod 600 it",
                  path, (unsigned)(st.st_mode & 0777));
         goto out;
     }

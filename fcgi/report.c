@@ -378,7 +378,8 @@ static int show_report(const struct config *cfg, PGconn *conn)
     cat = query(conn, SQL_CATALOG_ONE, 1, name);
     if (cat == NULL) goto out;
     if (PQntuples(cat) != 1) {
-        fprintf(stderr, "paddlehook: no report named '%s'; 'paddlehook report' lists them\n", cfg->args[0]);
+        fprintf(stderr, "paddlehook report: no report named '%s'; 'paddlehook report' lists them\n", cfg->args[0]);
+        rc = 2; /* an operand that names nothing: a usage error, as simulate's */
         goto out;
     }
     if (append_ident(conn, sql, sizeof sql, PQgetvalue(cat, 0, 0), (size_t)PQgetlength(cat, 0, 0)) != 0 ||
@@ -390,7 +391,8 @@ static int show_report(const struct config *cfg, PGconn *conn)
             append(sql, sizeof sql, " >= $2::date)") != 0)
             goto bad_catalog;
     } else if (cfg->since) {
-        fprintf(stderr, "paddlehook: report '%s' has no time column; --since does not apply\n", cfg->args[0]);
+        fprintf(stderr, "paddlehook report: '%s' has no time column; --since does not apply\n", cfg->args[0]);
+        rc = 2;
         goto out;
     } else if (append(sql, sizeof sql, " AND $2::date IS NULL") != 0) {
         goto bad_catalog;

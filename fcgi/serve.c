@@ -83,11 +83,7 @@ static int unix_path_free(const char *path, char *err, size_t errlen)
     struct stat st;
     int fd, live;
 
-    if (*path != '/' || strchr(path, ':') != NULL || strlen(path) >= sizeof sa.sun_path) {
-        snprintf(err, errlen, "--listen unix: needs an absolute path without ':' (at most %zu bytes)",
-                 sizeof sa.sun_path - 1);
-        return -1;
-    }
+    /* config_parse took only a path that fits sa.sun_path. */
     if (lstat(path, &st) != 0) return 0;
     if (!S_ISSOCK(st.st_mode)) {
         snprintf(err, errlen, "%s exists and is not a socket; refusing to replace it", path);
@@ -163,36 +159,26 @@ fail:
  * socket where the kernel has IPv6). serve has one listening socket, so a
  * HOST that names several addresses (localhost: ::1 and 127.0.0.1) is
  * refused rather than half served. */
-static int listen_tcp(const char *spec, char *err, size_t errlen)
+static int listen_tcp(const struct config *cfg, char *err, size_t errlen)
 {
     const struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM,
                                    .ai_family = AF_UNSPEC};
-    const char *whole = spec, *colon = strrchr(spec, ':'), *port = colon ? colon + 1 : "";
-    size_t host_len = colon ? (size_t)(colon - spec) : 0;
+    const char *whole = cfg->listen, *host = cfg->listen_host;
     struct addrinfo *list = NULL;
-    char host[256];
     int fd = -1, rc;
 
-    if (host_len >= 2 && spec[0] == '[' && spec[host_len - 1] == ']') spec++, host_len -= 2;
-    if (colon == NULL || host_len >= sizeof host || strspn(port, "0123456789") != strlen(port) || !*port ||
-        strlen(port) > 5 || atoi(port) < 1 || atoi(port) > 65535) {
-        snprintf(err, errlen, "--listen takes unix:/PATH, HOST:PORT, [IPv6]:PORT or :PORT (port 1 to 65535)");
-        return -1;
-    }
-    memcpy(host, spec, host_len);
-    host[host_len] = '\0';
-    rc = getaddrinfo(host_len ? host : NULL, port, &hints, &list);
+    rc = getaddrinfo(*host ? host : NULL, cfg->listen_port, &hints, &list);
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on %.200s: %s", whole, gai_strerror(rc));
         return -1;
     }
-    if (host_len && list->ai_next) {
+    if (*host && list->ai_next) {
         snprintf(err, errlen, "cannot listen on %.120s: the name has several addresses; name one (such as "
                               "127.0.0.1 or [::1])", whole);
         freeaddrinfo(list);
         return -1;
     }
-    if (host_len) {
+    if (*host) {
         fd = bind_listen(list, 0);
     } else {
         /* Every address: the IPv6 wildcard, which takes IPv4 too; without IPv6, the IPv4 one. */
@@ -221,8 +207,8 @@ static int open_listener(const struct config *cfg, char *err, size_t errlen)
                                   "(fd 0, or fd 3 with systemd socket activation)");
         return fd;
     }
-    if (strncmp(cfg->listen, "unix:", 5) == 0) return listen_unix(cfg->listen + 5, cfg->socket_mode, err, errlen);
-    return listen_tcp(cfg->listen, err, errlen);
+    if (cfg->listen_path) return listen_unix(cfg->listen_path, cfg->socket_mode, err, errlen);
+    return listen_tcp(cfg, err, errlen);
 }
 
 static void start_worker(struct supervisor *sv, struct slot *slot)
@@ -429,7 +415,7 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
         }
         if (sig < 0 || sig == SIGCHLD) tick(&sv);
     }
-    if (cfg->listen && strncmp(cfg->listen, "unix:", 5) == 0) unlink(cfg->listen + 5);
+    if (cfg->listen_path) unlink(cfg->listen_path);
     stats_close(sv.stats);
     masterkey_wipe(&sv.key);
     log_line(LOG_INFO, "event=stopped");

@@ -295,7 +295,7 @@ class CheckConfig(HarnessTestCase):
         p = self.H.cli("check-config", "--key-file", loose, "--db", "host=127.0.0.1 port=1 connect_timeout=2",
                        check=False)
         self.assertEqual(p.returncode, 1)
-        self.assertRegex(p.stdout, r"PROBLEM +master key: .*readable by group or others")
+        self.assertRegex(p.stdout, r"PROBLEM +master key: .*is open to group or others \(mode 6\d\d\); chmod 600 it")
         self.assertRegex(p.stdout, r"PROBLEM +database connection")
         self.assertIn("configuration has problems", p.stdout)
 

@@ -346,8 +346,12 @@ class Cli(ReportCase):
             "ORDER BY day, environment, currency_code")]
         self.assertEqual(rows, want)
         self.assertTrue(rows and all(r[0] >= "2024-03-06" and r[1] == "sandbox" for r in rows))
-        self.assertNotEqual(H.cli("report", "mrr", "--since", "2024-01-01", check=False).returncode, 0)
-        self.assertNotEqual(H.cli("report", "no_such_report", check=False).returncode, 0)
+        for args, message in ((("mrr", "--since", "2024-01-01"), "paddlehook report: 'mrr' has no time column; "
+                                                                  "--since does not apply"),
+                              (("no_such_report",), "paddlehook report: no report named 'no_such_report'")):
+            p = H.cli("report", *args, check=False)
+            self.assertEqual((p.returncode, p.stdout), (2, ""), args)
+            self.assertIn(message, p.stderr)
 
     def test_text_from_checkout_forms_cannot_drive_a_terminal_or_a_spreadsheet(self):
         """utm_* values and names come from buyers: in the table, and in CSV

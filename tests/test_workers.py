@@ -536,13 +536,29 @@ class Listen(HarnessTestCase):
     def test_a_listen_serve_cannot_use_is_named_and_exits_1(self):
         for listen, reason in (("unix:/nonexistent-dir/x.sock", "cannot listen on unix:/nonexistent-dir/x.sock: "
                                                                 "No such file or directory"),
-                               ("127.0.0.1:99999", "--listen takes unix:/PATH, HOST:PORT"),
-                               ("nohost.invalid:9000", "cannot listen on nohost.invalid:9000: "),
-                               ("nocolon", "--listen takes unix:/PATH, HOST:PORT")):
+                               ("nohost.invalid:9000", "cannot listen on nohost.invalid:9000: ")):
             proc = self.serve(listen)
             out, _ = proc.communicate(timeout=30)
             self.assertEqual(proc.returncode, 1, out)
             self.assertRegex(out, r"level=error pid=\d+ event=listen_failed reason=\"%s" % re.escape(reason))
+
+    def test_a_listen_that_is_no_address_is_a_usage_error_of_every_command(self):
+        """Its form is judged with the other settings, by every command, before anything starts."""
+        for listen in ("127.0.0.1:99999", "nocolon", "unix:relative.sock", "unix:/" + "x" * 107, "127.0.0.1:+80",
+                       "host:", "[::1]"):
+            for argv in (["serve", "--workers", "1"], ["check-config"], ["migrate"]):
+                with self.subTest(listen=listen, command=argv[0]):
+                    p = subprocess.run([H.binary] + argv + ["--listen", listen], env=H.env(), capture_output=True,
+                                       text=True, timeout=30, stdin=subprocess.DEVNULL)
+                    self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+                    self.assertIn("paddlehook %s: listen takes unix:/PATH (absolute, without ':', at most 107 "
+                                  "bytes), HOST:PORT, [IPv6]:PORT or :PORT (port 1 to 65535) (--listen: '%s"
+                                  % (argv[0], listen[:40]), p.stderr)
+        longest = "/nonexistent-dir/" + "x" * (107 - len("/nonexistent-dir/"))
+        proc = self.serve("unix:" + longest)   # the form is right, the directory is not there
+        out, _ = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 1, out)
+        self.assertIn("cannot listen on unix:%s: No such file or directory" % longest, out)
 
     def test_fcgi_web_server_addrs_is_refused_rather_than_ignored(self):
         """libfcgi's address filter applied only where libfcgi accepted; the workers accept themselves, so
