@@ -140,22 +140,31 @@ static const char *config_path(const char *option, int *required)
 }
 
 /* listen into its parts: unix:/PATH (absolute, without ':', at most
- * CONFIG_LISTEN_PATH_MAX bytes), or HOST:PORT, [IPv6]:PORT or :PORT with a
- * port 1-65535. The host is resolved by serve, when it starts. */
+ * MAX_LISTEN_PATH_LEN bytes), or HOST:PORT, [IPv6]:PORT or :PORT with a
+ * port 1-65535 (:::PORT is the IPv6 wildcard's). An IPv6 address needs its
+ * brackets: in ::1 or 2001:db8::1:5 no one can tell where the port starts.
+ * The host is resolved by serve, when it starts. */
 static int parse_listen(const char *v, struct config *cfg)
 {
     const char *colon = strrchr(v, ':'), *host = v, *port = colon ? colon + 1 : "";
     size_t host_len = colon ? (size_t)(colon - v) : 0;
+    int bracketed;
     long n;
 
     cfg->listen = v;
     if (strncmp(v, "unix:", 5) == 0) {
         cfg->listen_path = v + 5;
         return *cfg->listen_path == '/' && strchr(cfg->listen_path, ':') == NULL &&
-                       strlen(cfg->listen_path) <= CONFIG_LISTEN_PATH_MAX ? 0 : -1;
+                       strlen(cfg->listen_path) <= MAX_LISTEN_PATH_LEN ? 0 : -1;
     }
-    if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') host++, host_len -= 2;
-    if (colon == NULL || host_len > CONFIG_LISTEN_HOST_MAX || strlen(port) > CONFIG_LISTEN_PORT_MAX ||
+    bracketed = host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']';
+    if (bracketed) {
+        host++;
+        host_len -= 2;
+    }
+    if (colon == NULL || (bracketed && host_len == 0) ||
+        (!bracketed && memchr(host, ':', host_len) && !(host_len == 2 && strncmp(host, "::", 2) == 0)) ||
+        host_len > MAX_LISTEN_HOST_LEN || strlen(port) > MAX_LISTEN_PORT_DIGITS ||
         strspn(port, "0123456789") != strlen(port) || parse_long(port, 1, 65535, &n) != 0)
         return -1;
     memcpy(cfg->listen_host, host, host_len);
@@ -178,7 +187,7 @@ static int validate(const char *values[S_COUNT], struct config *cfg, int *bad, c
     if (values[S_LISTEN] && *values[S_LISTEN] && parse_listen(values[S_LISTEN], cfg) != 0) {
         *bad = S_LISTEN;
         snprintf(err, errlen, "listen takes unix:/PATH (absolute, without ':', at most %d bytes), HOST:PORT, "
-                              "[IPv6]:PORT or :PORT (port 1 to 65535)", CONFIG_LISTEN_PATH_MAX);
+                              "[IPv6]:PORT or :PORT (port 1 to 65535)", MAX_LISTEN_PATH_LEN);
         return -1;
     }
     cfg->stats_file = values[S_STATS_FILE] ? values[S_STATS_FILE] : CONFIG_DEFAULT_STATS_FILE;

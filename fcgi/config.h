@@ -7,20 +7,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "limits.h"
 #include "log.h"
-
-#define CONFIG_LISTEN_HOST_MAX 255
-#define CONFIG_LISTEN_PORT_MAX 5
-/* A unix socket's path: what struct sockaddr_un holds, terminator included. */
-#define CONFIG_LISTEN_PATH_MAX 107
 
 struct config {
     const char *db;           /* --db, PADDLEHOOK_DB, else libpq defaults */
     const char *key_file;     /* --key-file, PADDLEHOOK_KEY_FILE */
     const char *listen;       /* --listen unix:/path | host:port, as given; NULL = fd 0 */
     const char *listen_path;  /* unix:'s path; NULL for a TCP address */
-    char listen_host[CONFIG_LISTEN_HOST_MAX + 1]; /* without [ ]; "" = every address */
-    char listen_port[CONFIG_LISTEN_PORT_MAX + 1];
+    char listen_host[MAX_LISTEN_HOST_LEN + 1]; /* without [ ]; "" = every address */
+    char listen_port[MAX_LISTEN_PORT_DIGITS + 1];
     int workers;              /* --workers, PADDLEHOOK_WORKERS */
     size_t max_body;          /* --max-body, PADDLEHOOK_MAX_BODY */
     unsigned socket_mode;     /* --socket-mode (octal) for unix sockets */

@@ -45,4 +45,11 @@
 /* Workers a supervisor may run. */
 #define MAX_WORKERS 256
 
+/* --listen: a host name (DNS allows 253), a port's digits, and a unix
+ * socket's path, its terminator not counted (struct sockaddr_un holds 108
+ * bytes with it). */
+#define MAX_LISTEN_HOST_LEN 255
+#define MAX_LISTEN_PORT_DIGITS 5
+#define MAX_LISTEN_PATH_LEN 107
+
 #endif

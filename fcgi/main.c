@@ -103,7 +103,7 @@ static int with_output_written(const char *name, int rc)
 static int run(int argc, char **argv, const struct command *cmd)
 {
     struct config cfg;
-    char err[256];
+    char err[512]; /* a message, the value quoted and where it came from */
 
     if (cmd == NULL && strcmp(argv[1], "--version") != 0 && strcmp(argv[1], "version") != 0) {
         usage(stdout);

@@ -317,10 +317,6 @@ static int stream_report(PGconn *conn, const char *sql, const char *const *param
             goto out;
         }
         if (!started) {
-            if (PQnfields(res) > REPORT_MAX_COLUMNS) {
-                fprintf(stderr, "paddlehook: the report has more than %d columns\n", REPORT_MAX_COLUMNS);
-                goto out;
-            }
             if (json ? flush_json(g, yajl_gen_array_open(g)) != 0 : print_csv_row(res, -1, on_terminal) != 0)
                 goto out;
             started = 1;
@@ -329,6 +325,9 @@ static int stream_report(PGconn *conn, const char *sql, const char *const *param
             (json ? print_json_row(g, res, 0) != 0 : print_csv_row(res, 0, on_terminal) != 0))
             goto out;
         PQclear(res);
+        res = NULL;
+        /* The rest would go nowhere; main says the output was lost, and exits 1. */
+        if (ferror(stdout)) break;
     }
     if (json && flush_json(g, yajl_gen_array_close(g)) != 0) goto out;
     rc = 0;
@@ -404,7 +403,11 @@ static int show_report(const struct config *cfg, PGconn *conn)
     } else {
         /* A table is as wide as its widest cell: it needs every row first. */
         if ((res = query(conn, sql, 2, params)) == NULL) goto out;
-        if (PQnfields(res) > REPORT_MAX_COLUMNS) goto bad_catalog;
+        if (PQnfields(res) > REPORT_MAX_COLUMNS) {
+            fprintf(stderr, "paddlehook report: a table shows at most %d columns; --format csv or json shows "
+                            "all of them\n", REPORT_MAX_COLUMNS);
+            goto out;
+        }
         print_table(res);
     }
     rc = 0;

@@ -75,6 +75,9 @@ static int inherited_listener(void)
     return fd;
 }
 
+_Static_assert(MAX_LISTEN_PATH_LEN < sizeof ((struct sockaddr_un){0}).sun_path,
+               "a --listen path and its terminator fit a unix socket address");
+
 /* Only a stale socket (nobody accepting on it) may be replaced at a unix
  * socket path. */
 static int unix_path_free(const char *path, char *err, size_t errlen)
@@ -83,7 +86,7 @@ static int unix_path_free(const char *path, char *err, size_t errlen)
     struct stat st;
     int fd, live;
 
-    /* config_parse took only a path that fits sa.sun_path. */
+    /* config_parse took only a path that fits sa.sun_path (asserted below). */
     if (lstat(path, &st) != 0) return 0;
     if (!S_ISSOCK(st.st_mode)) {
         snprintf(err, errlen, "%s exists and is not a socket; refusing to replace it", path);

@@ -327,15 +327,26 @@ class Cli(ReportCase):
                 self.assertGreaterEqual(lines, 300001)
                 _, small = peak_kib("mrr", fmt)
                 self.assertLess(peak - small, 16 * 1024, "KiB more than a report of a few rows takes")
+                with open("/dev/full", "w") as full:
+                    p = subprocess.run([H.binary, "report", "test_long", "--format", fmt], stdout=full,
+                                       stderr=subprocess.PIPE, text=True, env=H.env(), timeout=60)
+                self.assertEqual(p.returncode, 1)
+                self.assertIn("paddlehook report: cannot write to standard output", p.stderr)
 
     def test_a_query_that_fails_part_way_fails_the_command(self):
         self.catalog_view("test_fails_late", "SELECT 'live'::text AS environment, g AS n, 1 / (g - 5000) AS broken "
                                              "FROM generate_series(1, 10000) g")
+        outputs = {}
         for fmt in ("csv", "json", "table"):
             with self.subTest(format=fmt):
                 p = H.cli("report", "test_fails_late", "--format", fmt, check=False)
                 self.assertEqual(p.returncode, 1)
                 self.assertIn("division by zero", p.stderr)
+                outputs[fmt] = p.stdout
+        # csv and json were on their way (the rows before the failing one); a table waits for every row.
+        self.assertEqual(outputs["csv"].splitlines()[0], "environment,n,broken")
+        self.assertEqual(len(outputs["csv"].splitlines()), 1 + 4999)
+        self.assertEqual(outputs["table"], "")
 
     def test_environment_and_since_filters(self):
         out = H.cli("report", "revenue_daily", "--environment", "sandbox", "--since", "2024-03-06",

@@ -545,7 +545,7 @@ class Listen(HarnessTestCase):
     def test_a_listen_that_is_no_address_is_a_usage_error_of_every_command(self):
         """Its form is judged with the other settings, by every command, before anything starts."""
         for listen in ("127.0.0.1:99999", "nocolon", "unix:relative.sock", "unix:/" + "x" * 107, "127.0.0.1:+80",
-                       "host:", "[::1]"):
+                       "host:", "[::1]", "::1", "2001:db8::1:5", "[]:80", "h" * 256 + ":80", "127.0.0.1:000080"):
             for argv in (["serve", "--workers", "1"], ["check-config"], ["migrate"]):
                 with self.subTest(listen=listen, command=argv[0]):
                     p = subprocess.run([H.binary] + argv + ["--listen", listen], env=H.env(), capture_output=True,
@@ -554,6 +554,13 @@ class Listen(HarnessTestCase):
                     self.assertIn("paddlehook %s: listen takes unix:/PATH (absolute, without ':', at most 107 "
                                   "bytes), HOST:PORT, [IPv6]:PORT or :PORT (port 1 to 65535) (--listen: '%s"
                                   % (argv[0], listen[:40]), p.stderr)
+        nowhere = dict(H.env(), PADDLEHOOK_DB="host=127.0.0.1 port=1 connect_timeout=2")
+        for listen in (":::9000", "[::1]:9000", "[::]:80", "127.0.0.1:0080", "h" * 255 + ":80", ":9000"):
+            with self.subTest(accepted=listen):
+                p = subprocess.run([H.binary, "migrate", "--listen", listen], env=nowhere, capture_output=True,
+                                   text=True, timeout=30, stdin=subprocess.DEVNULL)
+                self.assertEqual(p.returncode, 1, p.stderr)   # on to the database, which is not there
+                self.assertIn("cannot connect to the database", p.stderr)
         longest = "/nonexistent-dir/" + "x" * (107 - len("/nonexistent-dir/"))
         proc = self.serve("unix:" + longest)   # the form is right, the directory is not there
         out, _ = proc.communicate(timeout=30)
