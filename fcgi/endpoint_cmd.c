@@ -407,19 +407,22 @@ static int cmd_list(const struct config *cfg, PGconn *conn)
     return 0;
 }
 
-/* Each action with its operands (the action's own included) and usage. */
+/* Each action with its operands (the action's own included), its usage, and
+ * whether it changes an existing endpoint (its output then only reports a
+ * change already committed). */
 static const struct action {
     const char *name;
     int n_args;
     const char *usage;
     int (*run)(const struct config *cfg, PGconn *conn);
+    int changes_endpoint;
 } actions[] = {
-    {"add", 2, "add NAME [--environment sandbox|live] [--tolerance SECONDS] < secret", cmd_add},
-    {"list", 1, "list", cmd_list},
-    {"rotate", 2, "rotate ID < secret", cmd_rotate},
-    {"retire-secret", 2, "retire-secret ID", cmd_retire},
-    {"disable", 2, "disable ID", cmd_disable},
-    {"enable", 2, "enable ID", cmd_enable},
+    {"add", 2, "add NAME [--environment sandbox|live] [--tolerance SECONDS] < secret", cmd_add, 0},
+    {"list", 1, "list", cmd_list, 0},
+    {"rotate", 2, "rotate ID < secret", cmd_rotate, 1},
+    {"retire-secret", 2, "retire-secret ID", cmd_retire, 1},
+    {"disable", 2, "disable ID", cmd_disable, 1},
+    {"enable", 2, "enable ID", cmd_enable, 1},
 };
 
 int endpoint_cmd_run(const struct config *cfg)
@@ -446,6 +449,13 @@ int endpoint_cmd_run(const struct config *cfg)
     conn = db_connect_or_say(cfg->db);
     if (conn == NULL) return 1;
     rc = act->run(cfg, conn);
+    /* The change has committed by now: its lost report must not read as a failed change (add says which id
+     * it stored itself). */
+    if (rc == 0 && act->changes_endpoint && (fflush(stdout) != 0 || ferror(stdout))) {
+        fprintf(stderr, "paddlehook endpoint %s: done, but its output could not be written; 'paddlehook endpoint "
+                        "list' shows the endpoint\n", act->name);
+        rc = 1;
+    }
     PQfinish(conn);
     return rc;
 }

@@ -617,3 +617,18 @@ class Output(HarnessTestCase):
         self.assertEqual(p.returncode, 1, p.stderr)
         stored = H.sql_value("SELECT id FROM paddle.endpoints WHERE name = 'full-output'")
         self.assertIn("endpoint %s was added, but its id could not be written out" % stored, p.stderr)
+
+    def test_a_change_whose_report_is_lost_says_it_was_made(self):
+        ep = H.add_endpoint(wait=False)
+        for args, input in ((("disable", ep.id), ""), (("enable", ep.id), ""), (("rotate", ep.id), new_secret() + "\n"),
+                            (("retire-secret", ep.id), "")):
+            with self.subTest(action=args[0]):
+                p = self.run_into_full("endpoint", *args, input=input)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertEqual(p.stderr, "paddlehook endpoint %s: done, but its output could not be written; "
+                                           "'paddlehook endpoint list' shows the endpoint\n" % args[0])
+                if args[0] == "disable":
+                    self.assertEqual(H.sql_value("SELECT enabled FROM paddle.endpoints WHERE id = %s"
+                                                 % H.lit(ep.id)), "f")
+        self.assertEqual(H.sql_value("SELECT count(*) FROM paddle.endpoint_secrets WHERE endpoint_id = %s "
+                                     "AND retired_at IS NULL" % H.lit(ep.id)), "1")
