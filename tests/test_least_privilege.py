@@ -211,6 +211,9 @@ class LeastPrivilege(HostileCase):
             "RETURNS text LANGUAGE sql AS 'SELECT ''stored'''",
             "SELECT paddle.reproject()",
             "UPDATE paddle.payment_events SET payload = '{}'",
+            # It reads the ids it deduplicates against, never what the events said.
+            "SELECT payload FROM paddle.payment_events",
+            "SELECT * FROM paddle.payment_events",
             # Consumer queues are the application's: the worker's events reach them through a trigger.
             "SELECT * FROM paddle.claim_events('x')",
             "SELECT * FROM paddle.consumer_queue",
