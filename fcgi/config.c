@@ -141,7 +141,7 @@ static const char *config_path(const char *option, int *required)
 
 /* listen into its parts: unix:/PATH (absolute, without ':', at most
  * MAX_LISTEN_PATH_LEN bytes), or HOST:PORT, [IPv6]:PORT or :PORT with a
- * port 1-65535 (:::PORT is the IPv6 wildcard's). An IPv6 address needs its
+ * port 1-65535 (:::PORT and [::]:PORT are :PORT). An IPv6 address needs its
  * brackets: in ::1 or 2001:db8::1:5 no one can tell where the port starts.
  * The host is resolved by serve, when it starts. */
 static int parse_listen(const char *v, struct config *cfg)
@@ -167,6 +167,8 @@ static int parse_listen(const char *v, struct config *cfg)
         host_len > MAX_LISTEN_HOST_LEN || strlen(port) > MAX_LISTEN_PORT_DIGITS ||
         strspn(port, "0123456789") != strlen(port) || parse_long(port, 1, 65535, &n) != 0)
         return -1;
+    /* :: is every address, as an empty host is: the same dual-stack socket, or a refusal without IPv4. */
+    if (host_len == 2 && strncmp(host, "::", 2) == 0) host_len = 0;
     memcpy(cfg->listen_host, host, host_len);
     cfg->listen_host[host_len] = '\0';
     memcpy(cfg->listen_port, port, strlen(port) + 1);

@@ -150,5 +150,9 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (cmd == NULL && argc > 2) {
+        fprintf(stderr, "paddlehook %s: unexpected argument '%s'\n", argv[1], argv[2]);
+        return 2;
+    }
     return with_output_written(cmd ? cmd->name : argv[1], run(argc, argv, cmd));
 }

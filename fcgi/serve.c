@@ -86,7 +86,7 @@ static int unix_path_free(const char *path, char *err, size_t errlen)
     struct stat st;
     int fd, live;
 
-    /* config_parse took only a path that fits sa.sun_path (asserted below). */
+    /* config_parse took only a path that fits sa.sun_path (asserted above). */
     if (lstat(path, &st) != 0) return 0;
     if (!S_ISSOCK(st.st_mode)) {
         snprintf(err, errlen, "%s exists and is not a socket; refusing to replace it", path);

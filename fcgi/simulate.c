@@ -287,13 +287,13 @@ out:
     return rc;
 }
 
-static void list_scenarios(void)
+static void list_scenarios(FILE *out)
 {
-    printf("scenarios (paddlehook simulate NAME|all --url URL --secret-file FILE):\n");
+    fprintf(out, "scenarios (paddlehook simulate NAME|all --url URL --secret-file FILE):\n");
     for (unsigned i = 0; i < scenarios_count; i++) {
         yajl_val root = yajl_tree_parse(scenarios[i].text, NULL, 0);
         const char *d = root ? tree_string(root, "description") : NULL;
-        printf("  %-28s %s\n", scenarios[i].name, d ? d : "");
+        fprintf(out, "  %-28s %s\n", scenarios[i].name, d ? d : "");
         yajl_tree_free(root);
     }
 }
@@ -306,12 +306,12 @@ int simulate_run(const struct config *cfg)
     FILE *f = NULL;
 
     if (name == NULL) {
-        list_scenarios();
+        list_scenarios(stdout);
         return 0;
     }
     if (strcmp(name, "all") != 0 && find_scenario(name) == NULL) {
-        fprintf(stderr, "paddlehook: no scenario '%s'\n", name);
-        list_scenarios();
+        fprintf(stderr, "paddlehook simulate: no scenario '%s'\n", name);
+        list_scenarios(stderr);
         return 2;
     }
     if (cfg->url == NULL || cfg->secret_file == NULL) {

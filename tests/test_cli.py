@@ -506,7 +506,8 @@ class Usage(HarnessTestCase):
                             (("sign", "--secret-file", secret_file, "body"), "body"),
                             (("keygen", "--out", key, "again"), "again"),
                             (("rekey", "x", "--old-key-file", key), "x"),
-                            (("report", "mrr", "extra"), "extra"), (("simulate", "all", "twice"), "twice")):
+                            (("report", "mrr", "extra"), "extra"), (("simulate", "all", "twice"), "twice"),
+                            (("help", "report"), "report"), (("--version", "--db"), "--db")):
             with self.subTest(args=args):
                 p = self.run_nowhere(*args)
                 self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)

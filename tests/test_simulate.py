@@ -233,8 +233,9 @@ class Command(SimulateCase):
     def test_unknown_scenario_is_a_usage_error(self):
         for options in (("--url", H.base_url + "/paddle/webhooks/x"), ()):
             p = simulate("no-such-scenario", *options, secret=new_secret())
-            self.assertEqual(p.returncode, 2)
-            self.assertIn("no scenario 'no-such-scenario'", p.stderr)
+            self.assertEqual((p.returncode, p.stdout), (2, ""))
+            self.assertIn("paddlehook simulate: no scenario 'no-such-scenario'\nscenarios (", p.stderr)
+            self.assertIn("\n  new-subscription ", p.stderr)
 
     def test_a_scenario_without_url_or_secret_says_what_is_missing(self):
         for args, secret, missing in ((("new-subscription",), None, "--url URL and --secret-file FILE"),

@@ -352,15 +352,17 @@ class Listen(HarnessTestCase):
         with open(source, "w") as f:
             f.write(NO_DUAL_STACK_SHIM)
         subprocess.run(["cc", "-shared", "-fPIC", "-o", shim, source, "-ldl"], check=True, timeout=60)
-        proc = self.serve(":%d" % harness.free_port(), env={"LD_PRELOAD": shim})
-        try:
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        self.assertEqual(proc.returncode, 1, out)
-        self.assertIn("the IPv6 socket cannot take IPv4 too (IPV6_V6ONLY)", out)
+        for every_address in (":%d", ":::%d", "[::]:%d"):   # the IPv6 wildcard, spelled out, is the same promise
+            with self.subTest(listen=every_address):
+                proc = self.serve(every_address % harness.free_port(), env={"LD_PRELOAD": shim})
+                try:
+                    out, _ = proc.communicate(timeout=30)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.communicate()
+                self.assertEqual(proc.returncode, 1, out)
+                self.assertIn("the IPv6 socket cannot take IPv4 too (IPV6_V6ONLY)", out)
 
     def test_a_reload_while_serve_starts_is_not_fatal(self):
         """SIGHUP's default action ends a process: one sent by `systemctl reload` just after a start must wait
@@ -555,7 +557,8 @@ class Listen(HarnessTestCase):
                                   "bytes), HOST:PORT, [IPv6]:PORT or :PORT (port 1 to 65535) (--listen: '%s"
                                   % (argv[0], listen[:40]), p.stderr)
         nowhere = dict(H.env(), PADDLEHOOK_DB="host=127.0.0.1 port=1 connect_timeout=2")
-        for listen in (":::9000", "[::1]:9000", "[::]:80", "127.0.0.1:0080", "h" * 255 + ":80", ":9000"):
+        for listen in (":::9000", "[::1]:9000", "[::]:80", "127.0.0.1:0080", "h" * 255 + ":80", ":9000",
+                       "[fe80::1%lo]:80"):
             with self.subTest(accepted=listen):
                 p = subprocess.run([H.binary, "migrate", "--listen", listen], env=nowhere, capture_output=True,
                                    text=True, timeout=30, stdin=subprocess.DEVNULL)
