@@ -22,7 +22,6 @@
 #define ENDPOINT_ID_PREFIX "ep_"
 #define ENDPOINT_ID_RANDOM_CHARS 20
 #define SECRET_HINT_CHARS 4
-#define ENDPOINT_TEXT_SHOWN_MAX 1024
 
 /* After a lost answer to a commit: said, since the command cannot tell. */
 #define OUTCOME_UNKNOWN "paddlehook: the connection was lost before the database answered: the change may " \
@@ -277,7 +276,7 @@ static void new_endpoint_id(char *out, size_t cap)
 static int cmd_add(const struct config *cfg, PGconn *conn)
 {
     unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
-    char id[MAX_ID_LEN + 1], hint[SECRET_HINT_CHARS + 1], tolerance[16], name[ENDPOINT_TEXT_SHOWN_MAX];
+    char id[MAX_ID_LEN + 1], hint[SECRET_HINT_CHARS + 1], tolerance[16], name[SHOWN_FIELD_MAX];
     const char *environment = cfg->environment ? cfg->environment : "sandbox";
     size_t sealed_len = 0;
     PGresult *res;
@@ -395,7 +394,7 @@ static int cmd_list(const struct config *cfg, PGconn *conn)
     if (res == NULL) return 1;
     printf("%-24s %-20s %-8s %-9s %-8s %s\n", "ID", "NAME", "ENV", "TOLERANCE", "STATE", "SECRETS");
     for (int r = 0; r < PQntuples(res); r++) {
-        char id[ENDPOINT_TEXT_SHOWN_MAX], name[ENDPOINT_TEXT_SHOWN_MAX], hints[ENDPOINT_TEXT_SHOWN_MAX];
+        char id[SHOWN_FIELD_MAX], name[SHOWN_FIELD_MAX], hints[SHOWN_FIELD_MAX];
         /* All of it as shown: anyone who may write these tables chooses the text. */
         shown_copy(id, sizeof id, PQgetvalue(res, r, 0));
         shown_copy(name, sizeof name, PQgetvalue(res, r, 1));

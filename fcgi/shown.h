@@ -14,6 +14,10 @@ size_t shown_len(const char *v);
 /* Writes v to out as shown. */
 void shown_put(FILE *out, const char *v);
 
+/* A one-line field from the database (an id, a name) as shown: the room
+ * listings give it, cut there. */
+#define SHOWN_FIELD_MAX 1024
+
 /* Bytes shown_copy needs for all of a text of n bytes: each byte may become
  * \xNN. */
 #define SHOWN_COPY_CAP(n) ((n) * 4 + 1)

@@ -15,7 +15,6 @@
 #include "shown.h"
 #include "stats.h"
 
-#define STATUS_TEXT_SHOWN_MAX 1024
 /* Views of sql/migrations/0021_endpoint_functions.sql and 0010 (consumer_backlog). */
 #define SQL_ENDPOINTS \
     "SELECT id, name, environment, enabled, active_secrets FROM paddle.endpoint_overview ORDER BY created_at, id"
@@ -72,7 +71,7 @@ static void print_consumers(PGconn *conn)
  * tables lack what they carried until someone mends it and replays them. */
 static void print_projection_errors(PGconn *conn)
 {
-    char err[512], when[64] = "-", event_id[STATUS_TEXT_SHOWN_MAX], event_type[STATUS_TEXT_SHOWN_MAX];
+    char err[512], when[64] = "-", event_id[SHOWN_FIELD_MAX], event_type[SHOWN_FIELD_MAX];
     PGresult *res = db_query(conn, SQL_PROJECTION_ERRORS, err, sizeof err);
 
     if (res == NULL) {
@@ -118,8 +117,8 @@ int status_run(const struct config *cfg)
     for (int r = 0; r < PQntuples(eps); r++) {
         const char *id = PQgetvalue(eps, r, 0);
         struct stats_window hour = {0}, day = {0};
-        char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-", name[STATUS_TEXT_SHOWN_MAX];
-        char id_shown[STATUS_TEXT_SHOWN_MAX];
+        char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-", name[SHOWN_FIELD_MAX];
+        char id_shown[SHOWN_FIELD_MAX];
         long long last_at = 0;
 
         if (st && stats_endpoint_windows(st, id, &hour, &day, &last_at) == 0) {
