@@ -148,7 +148,7 @@ static int parse_listen(const char *v, struct config *cfg)
 {
     const char *colon = strrchr(v, ':'), *host = v, *port = colon ? colon + 1 : "";
     size_t host_len = colon ? (size_t)(colon - v) : 0;
-    int bracketed;
+    int bracketed, any_ipv6;
     long n;
 
     cfg->listen = v;
@@ -162,13 +162,13 @@ static int parse_listen(const char *v, struct config *cfg)
         host++;
         host_len -= 2;
     }
-    if (colon == NULL || (bracketed && host_len == 0) ||
-        (!bracketed && memchr(host, ':', host_len) && !(host_len == 2 && strncmp(host, "::", 2) == 0)) ||
+    any_ipv6 = host_len == 2 && strncmp(host, "::", 2) == 0;
+    if (colon == NULL || (bracketed && host_len == 0) || (!bracketed && memchr(host, ':', host_len) && !any_ipv6) ||
         host_len > MAX_LISTEN_HOST_LEN || strlen(port) > MAX_LISTEN_PORT_DIGITS ||
         strspn(port, "0123456789") != strlen(port) || parse_long(port, 1, 65535, &n) != 0)
         return -1;
     /* :: is every address, as an empty host is: the same dual-stack socket, or a refusal without IPv4. */
-    if (host_len == 2 && strncmp(host, "::", 2) == 0) host_len = 0;
+    if (any_ipv6) host_len = 0;
     memcpy(cfg->listen_host, host, host_len);
     cfg->listen_host[host_len] = '\0';
     memcpy(cfg->listen_port, port, strlen(port) + 1);

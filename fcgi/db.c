@@ -333,3 +333,11 @@ stop:
     PQclear(kept);
     return NULL;
 }
+
+void db_say_error(PGconn *conn, const PGresult *res)
+{
+    char err[512];
+
+    db_error_line(conn, res, err, sizeof err);
+    fprintf(stderr, "paddlehook: %s\n", err);
+}

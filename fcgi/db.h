@@ -95,4 +95,7 @@ PGresult *db_result_by(PGconn *conn, long long deadline_ms, int *timed_out);
 /* First line of the server's or libpq's error message, for logs. */
 void db_error_line(PGconn *conn, const PGresult *res, char *buf, size_t len);
 
+/* For commands: db_error_line on stderr, as "paddlehook: LINE". */
+void db_say_error(PGconn *conn, const PGresult *res);
+
 #endif

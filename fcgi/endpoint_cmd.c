@@ -253,9 +253,7 @@ static PGresult *run(PGconn *conn, enum statement_kind kind, const char *sql, in
     int may_commit = kind == WRITES && PQtransactionStatus(conn) == PQTRANS_IDLE;
     PGresult *res = PQexecParams(conn, sql, n, NULL, values, lengths, formats, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        char err[512];
-        db_error_line(conn, res, err, sizeof err);
-        fprintf(stderr, "paddlehook: %s\n", err);
+        db_say_error(conn, res);
         /* A write of its own commits as it ends: the lost answer may have been a commit. */
         if (may_commit && PQstatus(conn) != CONNECTION_OK) fprintf(stderr, "%s", OUTCOME_UNKNOWN);
         PQclear(res);

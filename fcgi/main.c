@@ -99,20 +99,12 @@ static int with_output_written(const char *name, int rc)
     return rc;
 }
 
-/* The command's exit status; cmd is NULL for help and version. */
+/* The command's exit status. */
 static int run(int argc, char **argv, const struct command *cmd)
 {
     struct config cfg;
     char err[512]; /* a message, the value quoted and where it came from */
 
-    if (cmd == NULL && strcmp(argv[1], "--version") != 0 && strcmp(argv[1], "version") != 0) {
-        usage(stdout);
-        return 0;
-    }
-    if (cmd == NULL) {
-        printf("paddlehook %s\n", PADDLEHOOK_VERSION);
-        return 0;
-    }
     if (sodium_init() < 0) {
         fprintf(stderr, "paddlehook: libsodium failed to initialise\n");
         return 1;
@@ -134,7 +126,7 @@ static int run(int argc, char **argv, const struct command *cmd)
 int main(int argc, char **argv)
 {
     const struct command *cmd = argc >= 2 ? find_command(argv[1]) : NULL;
-    int help_or_version;
+    int help, version;
 
     /* First of all: a reload (SIGHUP) sent while serve starts must wait for
      * serve's handler instead of ending it, which is its default action. */
@@ -143,9 +135,9 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    help_or_version = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0 ||
-                      strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0;
-    if (cmd == NULL && !help_or_version) {
+    help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0;
+    version = strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0;
+    if (cmd == NULL && !help && !version) {
         fprintf(stderr, "paddlehook: unknown command '%s'\n\n", argv[1]);
         usage(stderr);
         return 2;
@@ -154,5 +146,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "paddlehook %s: unexpected argument '%s'\n", argv[1], argv[2]);
         return 2;
     }
-    return with_output_written(cmd ? cmd->name : argv[1], run(argc, argv, cmd));
+    if (help) usage(stdout);
+    if (version) printf("paddlehook %s\n", PADDLEHOOK_VERSION);
+    return with_output_written(argv[1], cmd ? run(argc, argv, cmd) : 0);
 }

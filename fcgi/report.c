@@ -32,9 +32,7 @@ static PGresult *query(PGconn *conn, const char *sql, int n, const char *const *
 {
     PGresult *res = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK) {
-        char err[512];
-        db_error_line(conn, res, err, sizeof err);
-        fprintf(stderr, "paddlehook: %s\n", err);
+        db_say_error(conn, res);
         PQclear(res);
         return NULL;
     }
@@ -119,9 +117,7 @@ static int check_since(PGconn *conn, const char *command, const char *since, con
         fprintf(stderr, "paddlehook %s: --since: %s\n", command, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
         rc = 2;
     } else {
-        char err[512];
-        db_error_line(conn, res, err, sizeof err);
-        fprintf(stderr, "paddlehook: %s\n", err);
+        db_say_error(conn, res);
         rc = 1;
     }
     PQclear(res);

@@ -230,9 +230,7 @@ int reportfmt_stream(PGconn *conn, const char *sql, const char *const *params, i
     while ((res = PQgetResult(conn)) != NULL) {
         ExecStatusType status = PQresultStatus(res);
         if (status != PGRES_SINGLE_TUPLE && status != PGRES_TUPLES_OK) {
-            char err[512];
-            db_error_line(conn, res, err, sizeof err);
-            fprintf(stderr, "paddlehook: %s\n", err);
+            db_say_error(conn, res);
             goto out;
         }
         if (!started) {
