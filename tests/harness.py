@@ -66,7 +66,7 @@ from paddledata import (fixtures_dir, hmac_h1, make_event, new_secret,  # noqa: 
 from harness_util import (DB_NAME, DEFAULT_PG_BIN, EVENT_TABLE, ClientCutProxy, Endpoint, HarnessError,  # noqa: F401
                           REPO_ROOT, Response, STATE_TABLES, TESTS_DIR, _response_from, _set_pdeathsig,
                           WORKER_SESSIONS, children_of, free_port, kill_pid, metric_values, pid_alive, tail,
-                          ts_text, wait_until)
+                          ts_text, UNREACHABLE_DB, wait_until)
 from harness_pg import PostgresMixin
 from harness_web import WebMixin
 

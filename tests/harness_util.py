@@ -18,6 +18,8 @@ TESTS_DIR = os.path.join(REPO_ROOT, "tests")
 
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
 DB_NAME = "paddlehook"
+# A database no command can reach (nothing listens on port 1): a command that gets as far as connecting fails.
+UNREACHABLE_DB = "host=127.0.0.1 port=1 user=postgres dbname=nope connect_timeout=2"
 
 # Tables the contract names; the digest helpers skip those not created yet.
 EVENT_TABLE = "paddle.payment_events"

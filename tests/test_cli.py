@@ -475,7 +475,7 @@ class Endpoints(HarnessTestCase):
         self.assertIn("`paddlehook migrate` applies what is missing", p.stderr)
 
     def test_db_option_overrides_environment(self):
-        env_bad = "host=127.0.0.1 port=1 user=postgres dbname=nope connect_timeout=2"
+        env_bad = harness.UNREACHABLE_DB
         argv = [H.binary, "endpoint", "list", "--db", H.conninfo]
         env = dict(H.env(), PADDLEHOOK_DB=env_bad)
         p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
@@ -489,11 +489,9 @@ class Endpoints(HarnessTestCase):
 class Usage(HarnessTestCase):
     """Usage is judged before anything is done: a stray operand or a missing one exits 2, without a database."""
     harness = H
-    nowhere = "host=127.0.0.1 port=1 user=postgres dbname=nope connect_timeout=2"
-
     def run_nowhere(self, *args, input=""):
         return subprocess.run([H.binary] + list(args), input=input, capture_output=True, text=True, timeout=30,
-                              env=dict(H.env(), PADDLEHOOK_DB=self.nowhere))
+                              env=dict(H.env(), PADDLEHOOK_DB=harness.UNREACHABLE_DB))
 
     def test_a_stray_argument_is_a_usage_error_not_ignored(self):
         """`reproject 2024-06-01` must not rebuild everything as if the date were not there."""

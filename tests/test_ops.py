@@ -10,7 +10,7 @@ import threading
 import time
 
 from harness import (Harness, HarnessError, HarnessTestCase, make_event, metric_values, new_secret, sample_customer,
-                     wait_until)
+                     UNREACHABLE_DB, wait_until)
 
 H = None
 
@@ -292,7 +292,7 @@ class CheckConfig(HarnessTestCase):
         with open(self.H.key_file) as src, open(loose, "w") as dst:
             dst.write(src.read())
         os.chmod(loose, 0o644)
-        p = self.H.cli("check-config", "--key-file", loose, "--db", "host=127.0.0.1 port=1 connect_timeout=2",
+        p = self.H.cli("check-config", "--key-file", loose, "--db", UNREACHABLE_DB,
                        check=False)
         self.assertEqual(p.returncode, 1)
         self.assertRegex(p.stdout, r"PROBLEM +master key: .*is open to group or others \(mode 6\d\d\); chmod 600 it")

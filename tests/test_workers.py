@@ -556,7 +556,7 @@ class Listen(HarnessTestCase):
                     self.assertIn("paddlehook %s: listen takes unix:/PATH (absolute, without ':', at most 107 "
                                   "bytes), HOST:PORT, [IPv6]:PORT or :PORT (port 1 to 65535) (--listen: '%s"
                                   % (argv[0], listen[:40]), p.stderr)
-        nowhere = dict(H.env(), PADDLEHOOK_DB="host=127.0.0.1 port=1 connect_timeout=2")
+        nowhere = dict(H.env(), PADDLEHOOK_DB=harness.UNREACHABLE_DB)
         for listen in (":::9000", "[::1]:9000", "[::]:80", "127.0.0.1:0080", "h" * 255 + ":80", ":9000",
                        "[fe80::1%lo]:80"):
             with self.subTest(accepted=listen):
