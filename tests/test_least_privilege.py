@@ -15,6 +15,10 @@ from hostile import HostileHarness, event
 
 SECURITY_DOC = os.path.join(harness.REPO_ROOT, "docs", "security.md")
 WORKER_ROLE = "paddlehook_worker"
+REPORTER = "paddlehook_reporter"
+# A reader's function that says which value of which column it is called with (its digest: one word, any text).
+SPY = ("CREATE FUNCTION pg_temp.spy(c text, v text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS "
+       "$$ BEGIN IF v IS NOT NULL THEN RAISE NOTICE 'spy % %', c, md5(v); END IF; RETURN true; END $$;")
 
 H = HostileHarness()
 setUpModule, tearDownModule = H.start, H.stop
@@ -32,6 +36,19 @@ def documented_grants(block="worker-role"):
     if not m:
         raise AssertionError("docs/security.md has no '-- BEGIN %s' ... '-- END %s' block" % (block, block))
     return m.group(1)
+
+
+def reporting_role():
+    """Creates the reporting role of docs/deploy.md section 11 with its GRANTs, run as written; the names of the
+    paddle objects they grant."""
+    with open(os.path.join(harness.REPO_ROOT, "docs", "deploy.md")) as f:
+        m = re.search(r"```sql\n(GRANT USAGE ON SCHEMA paddle TO reporter;.*?)```", f.read(), re.S)
+    if not m:
+        raise AssertionError("docs/deploy.md has no reporting role block")
+    H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s LOGIN; "
+           "END IF; END $$;" % (REPORTER, REPORTER))
+    H.psql(re.sub(r"\breporter\b", REPORTER, m.group(1)))
+    return sorted(set(re.findall(r"paddle\.(\w+)", re.sub(r"--[^\n]*", "", m.group(1)))) - {"paddle"})
 
 
 def worker_conninfo():
@@ -247,21 +264,60 @@ class LeastPrivilege(HostileCase):
     def test_the_documented_reporting_role_reads_every_object_it_is_granted_and_no_payload(self):
         """docs/deploy.md section 11: the reporting role's GRANTs, run as written, let it read each object they
         name (the report views, the state tables, the payment views), and not the stored payloads."""
-        with open(os.path.join(harness.REPO_ROOT, "docs", "deploy.md")) as f:
-            m = re.search(r"```sql\n(GRANT USAGE ON SCHEMA paddle TO reporter;.*?)```", f.read(), re.S)
-        self.assertIsNotNone(m, "docs/deploy.md has no reporting role block")
-        role = "paddlehook_reporter"
-        H.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s LOGIN; "
-               "END IF; END $$;" % (role, role))
-        H.psql(re.sub(r"\breporter\b", role, m.group(1)))
-        granted = sorted(set(re.findall(r"paddle\.(\w+)", re.sub(r"--[^\n]*", "", m.group(1)))) - {"paddle"})
+        granted = reporting_role()
         self.assertIn("transaction_payments", granted)
         for name in granted:
             with self.subTest(name=name):
-                self.assertEqual(psql_as(role, "SELECT count(*) >= 0 FROM paddle.%s" % name), (0, "t\n"))
-        rc, out = psql_as(role, "SELECT count(*) FROM paddle.payment_events")
+                self.assertEqual(psql_as(REPORTER, "SELECT count(*) >= 0 FROM paddle.%s" % name), (0, "t\n"))
+        rc, out = psql_as(REPORTER, "SELECT count(*) FROM paddle.payment_events")
         self.assertNotEqual(rc, 0)
         self.assertIn("permission denied", out)
+
+    def test_a_readers_own_function_sees_only_the_rows_a_view_returns(self):
+        """A function of the reporting role's own (pg_temp takes one from every role), made as cheap as can be so
+        that the planner would run it first, sees no value of a row the view leaves out: the views it may read are
+        security_barrier views. Otherwise its condition runs beneath theirs, on snapshots they filter out."""
+        fx = harness.fixtures_dir()
+        if fx is None:
+            self.skipTest("Paddle fixtures not found")
+        ep = H.add_endpoint()
+        ingest, fresh = [], {}
+        for path in sorted(glob.glob(os.path.join(fx, "envelopes", "*.json"))):
+            with open(path) as f:
+                # Ids of their own, so that these snapshots touch no other test's entity.
+                text = re.sub(r"\b([a-z]+)_[0-9a-z]{26}\b",
+                              lambda m: fresh.setdefault(m.group(0), paddle_id(m.group(1))), f.read())
+            ingest.append(H.ingest_sql(json.loads(text), ep.id, "sandbox") + ";")
+        H.psql("\n".join(ingest))
+        views = [v for v in reporting_role()
+                 if H.sql_value("SELECT relkind FROM pg_class WHERE oid = 'paddle.%s'::regclass" % v) == "v"]
+        self.assertIn("dunning", views)
+        spied = 0
+        for view in views:
+            with self.subTest(view=view):
+                columns = [c for (c,) in H.sql("SELECT attname FROM pg_attribute WHERE attrelid = 'paddle.%s'::regclass "
+                                               "AND attnum > 0 AND NOT attisdropped ORDER BY attnum" % view)]
+                rc, out = psql_as(REPORTER, SPY + "".join(
+                    "SELECT count(*) FROM paddle.%s v WHERE pg_temp.spy('%s', v.%s::text);" % (view, c, c)
+                    for c in columns))
+                self.assertEqual(rc, 0, out)
+                seen = set(re.findall(r"NOTICE:  spy (\S+ \S+)", out))
+                rc, out = psql_as(REPORTER, "SELECT c FROM paddle.%s v, LATERAL (VALUES %s) AS x(c) WHERE c IS NOT NULL"
+                                  % (view, ", ".join("('%s ' || md5(v.%s::text))" % (c, c) for c in columns)))
+                self.assertEqual(rc, 0, out)
+                self.assertEqual(sorted(seen - set(out.splitlines()))[:5], [],
+                                 "values of rows paddle.%s leaves out" % view)
+                spied += len(seen)
+        self.assertGreater(spied, 100, "the function saw too little to prove anything")
+
+    def test_every_view_but_the_raw_snapshots_is_a_security_barrier(self):
+        """So that a view added later cannot forget it (a CREATE OR REPLACE VIEW without WITH (security_barrier)
+        drops it). paddle.entity_snapshots shows whole payloads to whoever may read it, so it has nothing to
+        hide from them, and a barrier there would stop the planner from merging it into the views above."""
+        views = H.sql("SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'paddle'::regnamespace "
+                      "AND c.relkind = 'v' AND c.relname <> 'entity_snapshots' "
+                      "AND NOT coalesce(c.reloptions @> '{security_barrier=true}', false) ORDER BY 1")
+        self.assertEqual(views, [])
 
 class Logs(HostileCase):
     """Runs last in the module (classes run in name order)."""
