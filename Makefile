@@ -12,7 +12,7 @@ BUILD   := build
 
 # Debian packages the build and the tests need (make deps installs them).
 DEB_PKGS := gcc make pkg-config libfcgi-dev libsodium-dev libyajl-dev libpq-dev \
-            postgresql nginx-light python3 curl spawn-fcgi groff-base clang valgrind
+            postgresql nginx-light python3 curl spawn-fcgi groff-base clang valgrind openssl
 
 WARN    := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wvla -Wstrict-prototypes \
            -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wundef
