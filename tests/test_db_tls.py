@@ -6,7 +6,7 @@ import pwd
 import re
 import subprocess
 
-from harness import WORKER_SESSIONS, Endpoint, Harness, HarnessTestCase, make_event, py_sign, sample_subscription, wait_until
+from harness import WORKER_SESSIONS, Endpoint, Harness, HarnessTestCase, make_event, py_sign, sample_subscription
 
 
 def self_signed(cert, key):
