@@ -16,7 +16,9 @@ neither passed nor failed (they are listed above the last line).
 
 -j runs up to JOBS modules at once, each in a process of its own with its own
 harness (most of a module's time is waiting for its stack); a module's output
-is printed whole when it ends.
+is printed whole when it ends. The longest modules of the last whole run
+(build/test-module-seconds.json) start first, so that no long one starts last
+and runs alone; modules it does not know start before them.
 """
 
 import argparse
@@ -32,6 +34,7 @@ import time
 import unittest
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+MODULE_SECONDS = os.path.join(os.path.dirname(TESTS_DIR), "build", "test-module-seconds.json")
 
 TAP_LINE = re.compile(r"^(not ok|ok)\b\s*(\d+)?\s*(?:-\s*)?(.*)$")
 TAP_PLAN = re.compile(r"^1\.\.(\d+)")
@@ -250,11 +253,34 @@ def result_json(result):
 MODULE_STOP_GRACE_S = 60
 
 
+def module_seconds():
+    """{module: wall seconds} of the last run of the whole suite, or {}."""
+    try:
+        with open(MODULE_SECONDS) as f:
+            seconds = json.load(f)
+        return {m: float(s) for m, s in seconds.items()} if isinstance(seconds, dict) else {}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def save_module_seconds(seconds):
+    try:
+        os.makedirs(os.path.dirname(MODULE_SECONDS), exist_ok=True)
+        with open(MODULE_SECONDS + ".tmp", "w") as f:
+            json.dump(seconds, f, indent=1, sort_keys=True)
+        os.replace(MODULE_SECONDS + ".tmp", MODULE_SECONDS)
+    except OSError as exc:
+        sys.stderr.write("run.py: cannot keep the modules' times: %s\n" % exc)
+
+
 def run_modules(patterns, jobs, quiet, out):
-    """Runs each module of the suite in a process of its own, up to `jobs` at once; returns a MergedResult."""
+    """Runs each module of the suite in a process of its own, up to `jobs` at once, the longest first; returns a
+    MergedResult."""
     merged = MergedResult()
-    waiting = modules_of(discover(patterns))
-    running = {}  # Popen -> (module, log file, result path)
+    known = module_seconds()
+    waiting = sorted(modules_of(discover(patterns)), key=lambda m: -known.get(m, float("inf")))
+    running = {}  # Popen -> (module, log file, result path, start time)
+    seconds = {}
     tmp = tempfile.mkdtemp(prefix="paddlehook-run-")
 
     def start(module):
@@ -264,7 +290,7 @@ def run_modules(patterns, jobs, quiet, out):
         cmd += [a for p in patterns for a in ("-k", p)] + (["-q"] if quiet else [])
         # A session of its own: a Ctrl-C reaches the parent alone, which stops each module once (below).
         running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)] = \
-            (module, log, res)
+            (module, log, res, time.monotonic())
 
     def print_log(log):
         log.seek(0)
@@ -272,7 +298,8 @@ def run_modules(patterns, jobs, quiet, out):
         log.close()
 
     def finish(proc):
-        module, log, res = running.pop(proc)
+        module, log, res, started = running.pop(proc)
+        seconds[module] = round(time.monotonic() - started, 1)
         print_log(log)
         try:
             with open(res) as f:
@@ -307,6 +334,8 @@ def run_modules(patterns, jobs, quiet, out):
                 p.wait()
             print_log(running[p][1])  # what its teardown said, and where it kept its files
         shutil.rmtree(tmp)
+    if not patterns and not running:
+        save_module_seconds(seconds)
     return merged
 
 
