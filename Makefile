@@ -29,7 +29,7 @@ OBJS := $(patsubst fcgi/%.c,$(BUILD)/%.o,$(SRCS)) $(BUILD)/migrations.o $(BUILD)
 MIGRATIONS := $(sort $(wildcard sql/migrations/*.sql))
 SCENARIOS := $(sort $(wildcard fcgi/scenarios/*.json))
 # The pure core that unit tests and fuzzers link without FastCGI or libpq.
-CORE := fcgi/sig.c fcgi/event.c fcgi/template.c fcgi/masterkey.c
+CORE := fcgi/sig.c fcgi/event.c fcgi/template.c fcgi/masterkey.c fcgi/shown.c
 UNIT := $(sort $(wildcard tests/unit/*.c))
 
 .PHONY: all check unit demo deps install uninstall clean FORCE

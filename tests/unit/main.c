@@ -1,6 +1,6 @@
-/* Unit tests of the pure core (signature, event parsing, master key file) and of
- * the shared counters. TAP output; the exit status is non-zero when any test
- * failed. */
+/* Unit tests of the pure core (signature, event parsing, master key file, text
+ * shown on a terminal) and of the shared counters. TAP output; the exit
+ * status is non-zero when any test failed. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +53,7 @@ int main(void)
     test_template();
     test_masterkey();
     test_stats();
+    test_shown();
     printf("1..%d\n# %d passed, %d failed\n", n_run, n_run - n_failed, n_failed);
     return n_failed ? 1 : 0;
 }

@@ -18,5 +18,6 @@ void test_event(void);
 void test_template(void);
 void test_masterkey(void);
 void test_stats(void);
+void test_shown(void);
 
 #endif
