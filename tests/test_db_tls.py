@@ -1,12 +1,14 @@
 """TLS to PostgreSQL (docs/deploy.md, "TLS to the database"): a server that accepts only encrypted connections
 over TCP, which the workers and the commands verify with sslmode=verify-full against its certificate."""
 
+import json
 import os
 import pwd
 import re
 import subprocess
 
-from harness import WORKER_SESSIONS, Endpoint, Harness, HarnessTestCase, make_event, py_sign, sample_subscription
+from harness import (WORKER_SESSIONS, Endpoint, Harness, HarnessTestCase, make_event, py_sign, sample_subscription,
+                     wait_until)
 
 
 def self_signed(cert, key):
@@ -42,6 +44,14 @@ class TlsHarness(Harness):
 
 H = TlsHarness(workers=2)
 setUpModule, tearDownModule = H.start, H.stop
+
+
+def other_authority():
+    """A certificate authority that did not sign the server's certificate."""
+    cert = H._p("other-ca.crt")
+    if not os.path.exists(cert):
+        self_signed(cert, H._p("other-ca.key"))
+    return cert
 
 
 class DatabaseOverTls(HarnessTestCase):
@@ -87,8 +97,25 @@ class DatabaseOverTls(HarnessTestCase):
                 self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_a_server_certificate_it_cannot_verify_is_named(self):
-        other_cert, other_key = H._p("other-ca.crt"), H._p("other-ca.key")
-        self_signed(other_cert, other_key)
-        r = H.cli("check-config", "--db", H.conninfo.replace(H.root_cert, other_cert), check=False)
+        r = H.cli("check-config", "--db", H.conninfo.replace(H.root_cert, other_authority()), check=False)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertRegex(r.stdout + r.stderr, re.compile("certificate verify failed", re.I))
+
+    def test_workers_that_cannot_verify_the_server_say_why_and_store_nothing(self):
+        ep = H.add_endpoint()
+        env = make_event("subscription.created", sample_subscription(), as_dict=True)
+        offset = os.path.getsize(H.serve_log)
+        H.stop_serve()
+        kept, H.root_cert = H.root_cert, other_authority()
+        try:
+            H.start_serve()
+            wait_until(lambda: "certificate verify failed" in H.serve_log_since(offset),
+                       what="the workers' log to say why they cannot connect")
+            self.assertEqual(H.get("/paddle/healthz").status, 503)
+            self.assertErrorResponse(self.post(ep, json.dumps(env).encode()), 503, "database_unavailable")
+        finally:
+            H.stop_serve()
+            H.root_cert = kept
+            H.start_serve()
+            H.wait_healthy()
+        self.assertEqual(H.event_rows_with_id(env["event_id"]), 0)
