@@ -23,6 +23,7 @@ and runs alone; modules it does not know start before them.
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -254,23 +255,36 @@ MODULE_STOP_GRACE_S = 60
 
 
 def module_seconds():
-    """{module: wall seconds} of the last run of the whole suite, or {}."""
+    """{module: wall seconds} of the last run of the whole suite; {} when there is none, or when anything in it is
+    odd: it only orders the run."""
     try:
         with open(MODULE_SECONDS) as f:
             seconds = json.load(f)
-        return {m: float(s) for m, s in seconds.items()} if isinstance(seconds, dict) else {}
-    except (OSError, ValueError, TypeError, AttributeError):
-        return {}
+        if isinstance(seconds, dict) and all(isinstance(m, str) and type(v) in (int, float) and
+                                             math.isfinite(v) and 0 <= v < 1e6 for m, v in seconds.items()):
+            return {m: float(v) for m, v in seconds.items()}
+    except Exception:  # missing, cut, or made by hand
+        pass
+    return {}
 
 
 def save_module_seconds(seconds):
+    fd, tmp = None, None
     try:
         os.makedirs(os.path.dirname(MODULE_SECONDS), exist_ok=True)
-        with open(MODULE_SECONDS + ".tmp", "w") as f:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(MODULE_SECONDS), prefix=".test-module-seconds-")
+        with os.fdopen(fd, "w") as f:
+            fd = None
             json.dump(seconds, f, indent=1, sort_keys=True)
-        os.replace(MODULE_SECONDS + ".tmp", MODULE_SECONDS)
+        os.replace(tmp, MODULE_SECONDS)
+        tmp = None
     except OSError as exc:
         sys.stderr.write("run.py: cannot keep the modules' times: %s\n" % exc)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def run_modules(patterns, jobs, quiet, out):
@@ -278,7 +292,8 @@ def run_modules(patterns, jobs, quiet, out):
     MergedResult."""
     merged = MergedResult()
     known = module_seconds()
-    waiting = sorted(modules_of(discover(patterns)), key=lambda m: -known.get(m, float("inf")))
+    discovered = modules_of(discover(patterns))
+    waiting = sorted(discovered, key=lambda m: -known.get(m, float("inf")))
     running = {}  # Popen -> (module, log file, result path, start time)
     seconds = {}
     tmp = tempfile.mkdtemp(prefix="paddlehook-run-")
@@ -299,7 +314,7 @@ def run_modules(patterns, jobs, quiet, out):
 
     def finish(proc):
         module, log, res, started = running.pop(proc)
-        seconds[module] = round(time.monotonic() - started, 1)
+        took = round(time.monotonic() - started, 1)
         print_log(log)
         try:
             with open(res) as f:
@@ -308,6 +323,7 @@ def run_modules(patterns, jobs, quiet, out):
             r = None
         if r is not None and (r["passed"] or r["failed"] or r["skipped"] or r["fixture_errors"]):
             merged.add(r)
+            seconds[module] = took  # a module that crashed says nothing of how long it takes
         else:
             merged.failed_ids.append(module)
             merged.errors.append((module, "the module's process ended with status %s and %s" % (
@@ -334,8 +350,10 @@ def run_modules(patterns, jobs, quiet, out):
                 p.wait()
             print_log(running[p][1])  # what its teardown said, and where it kept its files
         shutil.rmtree(tmp)
-    if not patterns and not running:
-        save_module_seconds(seconds)
+    # Reached only when every module ended (an interrupt leaves by its exception); a partial run's times would
+    # rank the modules it left out by an older run's.
+    if not patterns:
+        save_module_seconds({m: seconds.get(m, known.get(m)) for m in discovered if m in seconds or m in known})
     return merged
 
 

@@ -105,17 +105,18 @@ class DatabaseOverTls(HarnessTestCase):
         ep = H.add_endpoint()
         env = make_event("subscription.created", sample_subscription(), as_dict=True)
         offset = os.path.getsize(H.serve_log)
-        H.stop_serve()
-        kept, H.root_cert = H.root_cert, other_authority()
+        kept, other = H.root_cert, other_authority()
         try:
+            H.stop_serve()
+            H.root_cert = other
             H.start_serve()
             wait_until(lambda: "certificate verify failed" in H.serve_log_since(offset),
                        what="the workers' log to say why they cannot connect")
             self.assertEqual(H.get("/paddle/healthz").status, 503)
             self.assertErrorResponse(self.post(ep, json.dumps(env).encode()), 503, "database_unavailable")
         finally:
-            H.stop_serve()
             H.root_cert = kept
+            H.stop_serve()
             H.start_serve()
             H.wait_healthy()
         self.assertEqual(H.event_rows_with_id(env["event_id"]), 0)

@@ -66,14 +66,17 @@ static void test_examples(void)
 
 /* Whether copy is what text v shows up to a cut between two of its
  * characters: the first k bytes of v, shown, are copy (heads[k]), and the
- * rest, shown apart from them (tails[k]), completes the whole. */
+ * rest, shown apart from them (tails[k]), completes the whole in bytes and
+ * in columns (a cut inside a character would leave its continuation bytes a
+ * column of their own). */
 static int cut_between_characters(size_t len, char *const *heads, char *const *tails, const char *copy,
                                   const char *whole)
 {
     size_t n = strlen(copy);
 
     for (size_t k = 0; k <= len; k++)
-        if (strcmp(heads[k], copy) == 0 && strncmp(whole, copy, n) == 0 && strcmp(whole + n, tails[k]) == 0)
+        if (strcmp(heads[k], copy) == 0 && strncmp(whole, copy, n) == 0 && strcmp(whole + n, tails[k]) == 0 &&
+            shown_len(heads[k]) + shown_len(tails[k]) == shown_len(whole))
             return 1;
     return 0;
 }
@@ -81,7 +84,8 @@ static int cut_between_characters(size_t len, char *const *heads, char *const *t
 /* Every text of one to three bytes from a set that covers each class of
  * byte: shown twice is shown once (nothing left to escape), its shown form
  * takes as many columns as shown_len says, and shown_copy cut at each size
- * keeps a prefix that ends between two characters. */
+ * keeps a prefix that ends between two characters, or all of it when it
+ * fits. */
 static void test_every_short_text(void)
 {
     static const unsigned char bytes[] = {0x01, 0x09, 0x0a, 0x1b, 0x1f, ' ', 'a', '\\', 0x7f, 0x80, 0x82, 0x9b,
@@ -110,7 +114,8 @@ static void test_every_short_text(void)
                 }
                 for (size_t cap = 1; ok && cap <= sizeof copy; cap++) {
                     shown_copy(copy, cap, v);
-                    ok = strlen(copy) < cap && cut_between_characters(len, heads, tails, copy, once);
+                    ok = strlen(copy) < cap && cut_between_characters(len, heads, tails, copy, once) &&
+                         (strlen(once) >= cap || strcmp(copy, once) == 0);
                 }
                 texts++;
                 if (!ok && failures++ == 0)
