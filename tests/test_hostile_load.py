@@ -167,9 +167,14 @@ class HostileLoad(HostileCase):
             lock = threading.Lock()
             bodies = [event() for _ in range(8)]
 
+            # Each sender sends at least n, and goes on until the good deliveries beside them number 10: on a fast
+            # host 2,000 forged requests end before that (bounded by the deadline).
+            deadline = time.monotonic() + 60
+
             def flood(n, seed):
                 other = new_secret()
-                for i in range(n):
+                i = 0
+                while i < n or (len(d.sent) < 10 and time.monotonic() < deadline):
                     body = bodies[(seed + i) % len(bodies)]
                     kind = i % 4
                     if kind == 0:
@@ -187,6 +192,7 @@ class HostileLoad(HostileCase):
                         key = ("exception", type(exc).__name__)
                     with lock:
                         forged[key] += 1
+                    i += 1
 
             threads = [threading.Thread(target=flood, args=(250, k)) for k in range(8)]
             with Deliveries(self.ep, interval=0.05) as d:
@@ -195,7 +201,7 @@ class HostileLoad(HostileCase):
                 for t in threads:
                     t.join(120)
             d.check(self, at_least=10)
-            self.assertEqual(sum(forged.values()), 2000)
+            self.assertGreaterEqual(sum(forged.values()), 2000)
             self.assertEqual(set(forged), {(401, "invalid_signature"), (401, "timestamp_out_of_range")},
                              forged)
             good = len(d.sent)
