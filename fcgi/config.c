@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "limits.h"
 
 #define DEFAULT_WORKERS 4
@@ -18,6 +19,8 @@
 #define CONFIG_MAX_LINES 1000
 /* An invalid value is quoted in its error up to this many bytes. */
 #define CONFIG_QUOTED_VALUE_MAX 64
+/* Room for libpq's reason why it cannot read db. */
+#define CONFIG_WHY_MAX 256
 /* Room for where a value came from: the config file's path and line, or a name. */
 #define CONFIG_SOURCE_MAX 512
 
@@ -179,12 +182,17 @@ static int parse_listen(const char *v, struct config *cfg)
 static int validate(const char *values[S_COUNT], struct config *cfg, int *bad, char *err, size_t errlen)
 {
     long v;
-    char *end = NULL;
+    char *end = NULL, why[CONFIG_WHY_MAX];
     unsigned long mode;
 
     *bad = -1;
 
     cfg->db = values[S_DB] ? values[S_DB] : "";
+    if (db_conninfo_check(cfg->db, why, sizeof why) != 0) {
+        *bad = S_DB;
+        snprintf(err, errlen, "db is not a connection string libpq can read: %s", why);
+        return -1;
+    }
     cfg->key_file = values[S_KEY_FILE];
     if (values[S_LISTEN] && *values[S_LISTEN] && parse_listen(values[S_LISTEN], cfg) != 0) {
         *bad = S_LISTEN;
@@ -259,8 +267,12 @@ static void name_source(const struct config *cfg, int bad, const char *value, st
     }
     if (src.from == FROM_OPTION)
         for (char *c = where; *c; c++) *c = *c == '_' ? '-' : *c;
-    snprintf(err + used, errlen - used, " (%s: '%.*s'%s)", where, CONFIG_QUOTED_VALUE_MAX, value,
-             src.from == FROM_FILE && strchr(value, '#') ? "; a comment goes on a line of its own" : "");
+    /* db is not quoted: it may hold a password. */
+    if (bad == S_DB)
+        snprintf(err + used, errlen - used, " (%s)", where);
+    else
+        snprintf(err + used, errlen - used, " (%s: '%.*s'%s)", where, CONFIG_QUOTED_VALUE_MAX, value,
+                 src.from == FROM_FILE && strchr(value, '#') ? "; a comment goes on a line of its own" : "");
 }
 
 int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)

@@ -64,6 +64,47 @@ static void log_notice(void *arg, const PGresult *res)
              detail ? " detail=\"" : "", more, detail ? "\"" : "");
 }
 
+/* libpq's words on a connection string it cannot read, without what they
+ * quote of it: from the first quoted span longer than a character to the
+ * last quote, that may be the whole string, password and all. */
+static void without_quoted_value(const char *msg, char *buf, size_t len)
+{
+    const char *open = msg, *close, *last = strrchr(msg, '"');
+
+    while ((open = strchr(open, '"')) != NULL && (close = strchr(open + 1, '"')) != NULL && close - open <= 2)
+        open = close + 1;
+    if (open == NULL || last == NULL || last <= open)
+        snprintf(buf, len, "%s", msg);
+    else
+        snprintf(buf, len, "%.*s\"...\"%s", (int)(open - msg), msg, last + 1);
+}
+
+int db_conninfo_check(const char *conninfo, char *err, size_t errlen)
+{
+    char *why = NULL, redacted[512];
+    PQconninfoOption *opts;
+
+    /* As libpq reads it: a URI or key=value pairs, else the name of a database, which a mistyped URI would be
+     * (and the server would log it, password and all). */
+    if (strncmp(conninfo, "postgresql://", 13) != 0 && strncmp(conninfo, "postgres://", 11) != 0 &&
+        strchr(conninfo, '=') == NULL) {
+        if (strstr(conninfo, "://") == NULL && strncmp(conninfo, "postgres:", 9) != 0 &&
+            strncmp(conninfo, "postgresql:", 11) != 0)
+            return 0;
+        snprintf(err, errlen, "a connection URI starts with postgresql:// or postgres://");
+        return -1;
+    }
+    opts = PQconninfoParse(conninfo, &why);
+    if (opts != NULL) {
+        PQconninfoFree(opts);
+        return 0;
+    }
+    without_quoted_value(why ? why : "out of memory", redacted, sizeof redacted);
+    one_line(redacted, err, errlen);
+    PQfreemem(why);
+    return -1;
+}
+
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
 {
     /* Our defaults come first so that anything in conninfo overrides them. */

@@ -32,6 +32,10 @@
 #define DB_DURABLE_COMMIT "SELECT set_config('synchronous_commit', 'local', false) " \
                           "WHERE current_setting('synchronous_commit') = 'off'"
 
+/* 0 when libpq can read `conninfo`, else -1 with libpq's reason in err, less
+ * what it quotes of the string (a password may be in it). */
+int db_conninfo_check(const char *conninfo, char *err, size_t errlen);
+
 /* Connects with `conninfo` (a URI or key=value string; "" = libpq defaults).
  * NULL with a reason in err on failure. The caller pins the search_path. */
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen);

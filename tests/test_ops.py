@@ -677,6 +677,35 @@ class ConfigLayers(HarnessTestCase):
         p = self.H.cli("check-config", "--log-level", "loud", check=False)
         self.assertIn("log_level must be error, warn, info or debug (--log-level: 'loud')", p.stderr)
 
+    def test_a_connection_string_libpq_cannot_read_stops_every_command_without_showing_it(self):
+        """libpq quotes a connection string it cannot read, password and all; paddlehook says why without it, and
+        before serve could write it to a log."""
+        password = "S3cret-%d" % time.time_ns()
+        for value in ("postgresql://paddlehook:%s@[db.internal/billing" % password,
+                      "postgresql://paddlehook:%s@db.internal/billing?bogus=1" % password,
+                      "postgresql://paddlehook:%s%%zz@db.internal/billing" % password,
+                      "postgres:/paddlehook:%s@db.internal/billing" % password,
+                      "host=db.internal password=%s extra" % password,
+                      "host=db.internal password='%s" % password):
+            conf = self.write_config("db = %s\n" % value)
+            for argv, env in ((["check-config", "--db", value], {}),
+                              (["serve", "--listen", "unix:" + os.path.join(self.H.tmpdir, "unused.sock")],
+                               {"PADDLEHOOK_DB": value}),
+                              (["report", "mrr", "--config", conf], {"PADDLEHOOK_DB": ""})):
+                with self.subTest(value=value, argv=argv[0]):
+                    p = self.H._run([self.H.binary] + argv, env=dict(self.H.env(), **env), check=False)
+                    self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+                    self.assertIn("db is not a connection string libpq can read: ", p.stderr)
+                    self.assertNotIn(password, p.stderr)
+        p = self.H.cli("check-config", "--db", "postgresql://paddlehook:%s@[db" % password, check=False)
+        self.assertIn("in IPv6 host address in URI: '...' (--db)", p.stderr)
+        p = self.H.cli("check-config", "--db", "postgres:/paddlehook:%s@db" % password, check=False)
+        self.assertIn("a connection URI starts with postgresql:// or postgres:// (--db)", p.stderr)
+        # A name alone is the name of a database, as libpq takes it.
+        p = self.H.cli("check-config", "--db", "no_such_database", check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(self.H.cli("check-config", "--db", self.H.conninfo, check=False).returncode, 0)
+
     def test_usage_errors_exit_2_and_help_exits_0(self):
         for argv, message in ((("frobnicate",), "unknown command 'frobnicate'"),
                               (("status", "--frob"), "unknown or incomplete option '--frob'"),
