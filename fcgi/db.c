@@ -65,13 +65,15 @@ static void log_notice(void *arg, const PGresult *res)
 }
 
 /* libpq's words on a connection string it cannot read, without what they
- * quote of it: from the first quoted span longer than a character to the
- * last quote, that may be the whole string, password and all. */
+ * quote of it: from the first quoted span that is not one of the separators
+ * it names ("=", "]", ":", "/") to the last quote, which may be the whole
+ * string, password and all. */
 static void without_quoted_value(const char *msg, char *buf, size_t len)
 {
     const char *open = msg, *close, *last = strrchr(msg, '"');
 
-    while ((open = strchr(open, '"')) != NULL && (close = strchr(open + 1, '"')) != NULL && close - open <= 2)
+    while ((open = strchr(open, '"')) != NULL && (close = strchr(open + 1, '"')) != NULL && close - open == 2 &&
+           strchr("=]:/", open[1]) != NULL)
         open = close + 1;
     if (open == NULL || last == NULL || last <= open)
         snprintf(buf, len, "%s", msg);
