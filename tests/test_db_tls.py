@@ -1,14 +1,12 @@
 """TLS to PostgreSQL (docs/deploy.md, "TLS to the database"): a server that accepts only encrypted connections
 over TCP, which the workers and the commands verify with sslmode=verify-full against its certificate."""
 
-import json
 import os
 import pwd
 import re
 import subprocess
 
-from harness import (WORKER_SESSIONS, Endpoint, Harness, HarnessTestCase, make_event, py_sign, sample_subscription,
-                     wait_until)
+from harness import WORKER_SESSIONS, Endpoint, Harness, HarnessTestCase, make_event, sample_subscription, wait_until
 
 
 def self_signed(cert, key):
@@ -57,9 +55,6 @@ def other_authority():
 class DatabaseOverTls(HarnessTestCase):
     harness = H
 
-    def post(self, ep, body):
-        return H.post(ep.path, body, signature=py_sign(body, ep.secret))
-
     def test_the_server_refuses_a_connection_without_tls(self):
         """What makes the other tests prove something: nothing reaches this server unencrypted."""
         r = H.cli("check-config", "--db", H.conninfo.replace("sslmode=verify-full", "sslmode=disable"), check=False)
@@ -70,7 +65,7 @@ class DatabaseOverTls(HarnessTestCase):
         ep = H.add_endpoint()
         H.wait_endpoint_known(ep)
         for _ in range(3):
-            self.assertStored(self.post(ep, make_event("subscription.created", sample_subscription())))
+            self.assertStored(H.post_event(ep, make_event("subscription.created", sample_subscription())))
         sessions = H.sql("SELECT s.ssl FROM pg_stat_ssl s WHERE s.pid IN (%s)" % WORKER_SESSIONS)
         self.assertEqual(sessions, [("t",)] * H.workers)
 
@@ -85,7 +80,7 @@ class DatabaseOverTls(HarnessTestCase):
                "WHERE e.id LIKE 'ep_tls%%' AND s.endpoint_id = %s" % H.lit(ep.id))
         copy = Endpoint("ep_tls" + "2000".rjust(14, "0"), ep.secret, "tls-2000", "sandbox", None)
         H.wait_endpoint_known(copy)
-        self.assertStored(self.post(copy, make_event("subscription.created", sample_subscription())))
+        self.assertStored(H.post_event(copy, make_event("subscription.created", sample_subscription())))
         self.assertEqual(H.get("/paddle/healthz").status, 200)
 
     def test_commands_work_over_tls(self):
@@ -113,7 +108,7 @@ class DatabaseOverTls(HarnessTestCase):
             wait_until(lambda: "certificate verify failed" in H.serve_log_since(offset),
                        what="the workers' log to say why they cannot connect")
             self.assertEqual(H.get("/paddle/healthz").status, 503)
-            self.assertErrorResponse(self.post(ep, json.dumps(env).encode()), 503, "database_unavailable")
+            self.assertErrorResponse(H.post_event(ep, env), 503, "database_unavailable")
         finally:
             H.root_cert = kept
             H.stop_serve()
