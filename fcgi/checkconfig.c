@@ -18,11 +18,16 @@
 #include "limits.h"
 #include "masterkey.h"
 #include "serve.h"
+#include "shown.h"
 #include "store.h"
 
 #define SQL_APPLIED "SELECT version FROM paddle.schema_migrations"
 #define SQL_ACTIVE_SECRETS                                                                    \
     "SELECT endpoint_id, encode(sealed, 'hex') FROM paddle.endpoint_secrets WHERE retired_at IS NULL"
+/* An endpoint can be left so by SQL only (deploy.md's lost master key): every delivery to it gets 503. */
+#define SQL_ENDPOINTS_WITHOUT_SECRET                                                          \
+    "SELECT string_agg(e.id, ', ' ORDER BY e.id) FROM paddle.endpoints e WHERE e.enabled AND NOT EXISTS " \
+    "(SELECT FROM paddle.endpoint_secrets s WHERE s.endpoint_id = e.id AND s.retired_at IS NULL)"
 #define CHECK_ENDPOINT "ep_paddlehook_check_config"
 /* Schemas every role may create objects in (public before PostgreSQL 15). */
 #define SQL_OPEN_SCHEMAS                                                                      \
@@ -90,10 +95,19 @@ static const char *const dry_run[][5] = {
      "{\"data\":{\"id\":\"ctm_paddlehook_check_sandbox\"}}", "replaced_sandbox"},
 };
 
-/* One line per check: "ok" or "problem", and the reason in plain words. */
+/* One line per check: its verdict, and the reason in plain words. The
+ * detail may quote the database (names, ids, errors): shown safe. */
+static void say(const char *verdict, const char *what, const char *detail)
+{
+    printf("%-8s %s%s", verdict, what, detail && *detail ? ": " : "");
+    if (detail) shown_put(stdout, detail);
+    putchar('\n');
+}
+
+/* "ok" or "PROBLEM": 1 for a problem, to be counted. */
 static int check(int ok, const char *what, const char *detail)
 {
-    printf("%-8s %s%s%s\n", ok ? "ok" : "PROBLEM", what, detail && *detail ? ": " : "", detail ? detail : "");
+    say(ok ? "ok" : "PROBLEM", what, detail);
     return ok ? 0 : 1;
 }
 
@@ -156,10 +170,11 @@ static int check_schema(PGconn *conn)
     return check(1, "schema", "every migration of this version is applied");
 }
 
-/* One check whose query names what is open to every role, or NULL if nothing
- * is: the problem names it twice, in the finding and in the statement that
- * closes it (problem[0] list problem[1] list problem[2]). */
-static int check_none_open(PGconn *conn, const char *what, const char *sql, const char *const problem[3],
+/* One check whose query names what is wrong (open to every role, say), or
+ * NULL if nothing is: the problem names it twice, in the finding and in the
+ * statement that mends it (problem[0] list problem[1] list problem[2]), or
+ * once if problem[1] is NULL (problem[0] list problem[2]). */
+static int check_lists_none(PGconn *conn, const char *what, const char *sql, const char *const problem[3],
                            const char *fine)
 {
     char err[256], detail[2048];
@@ -167,7 +182,8 @@ static int check_none_open(PGconn *conn, const char *what, const char *sql, cons
     const char *open = res && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : NULL;
     int ok;
 
-    if (res == NULL) snprintf(detail, sizeof detail, "cannot read the privileges: %s", err);
+    if (res == NULL) snprintf(detail, sizeof detail, "cannot ask the database: %s", err);
+    else if (open && problem[1] == NULL) snprintf(detail, sizeof detail, "%s%s%s", problem[0], open, problem[2]);
     else if (open) snprintf(detail, sizeof detail, "%s%s%s%s%s", problem[0], open, problem[1], open, problem[2]);
     else snprintf(detail, sizeof detail, "%s", fine);
     ok = res != NULL && open == NULL;
@@ -185,7 +201,7 @@ static int check_open_schemas(PGconn *conn)
         "every role may create objects in ",
         ", which any session that searches it may run instead of a built-in: REVOKE CREATE ON SCHEMA ",
         " FROM PUBLIC"};
-    return check_none_open(conn, "schemas", SQL_OPEN_SCHEMAS, problem, "no schema is open to every role");
+    return check_lists_none(conn, "schemas", SQL_OPEN_SCHEMAS, problem, "no schema is open to every role");
 }
 
 /* Every role that may use the schema (the worker's among them) could take
@@ -197,8 +213,19 @@ static int check_public_definers(PGconn *conn)
         (", which run with their owner's rights (a restore into a cluster without the roles the dump grants to "
          "drops these revokes): as the schema's owner, REVOKE EXECUTE ON FUNCTION "),
         " FROM PUBLIC"};
-    return check_none_open(conn, "function grants", SQL_PUBLIC_DEFINERS, problem,
+    return check_lists_none(conn, "function grants", SQL_PUBLIC_DEFINERS, problem,
                            "paddle's functions with their owner's rights are not granted to PUBLIC");
+}
+
+/* Only SQL leaves an enabled endpoint without a secret (deploy.md's lost
+ * master key); every delivery to it then gets 503 secrets_unavailable. */
+static int check_endpoints_have_secrets(PGconn *conn)
+{
+    static const char *const problem[3] = {
+        "enabled without an active secret, so every delivery to it gets 503 secrets_unavailable: ", NULL,
+        "; give each a secret with `paddlehook endpoint rotate ID` (the secret on stdin), or disable it"};
+    return check_lists_none(conn, "endpoints", SQL_ENDPOINTS_WITHOUT_SECRET, problem,
+                           "every enabled endpoint has an active secret");
 }
 
 /* Runs the dry run as this connection's role and rolls it back: a grant
@@ -265,19 +292,31 @@ int checkconfig_run(const struct config *cfg)
     problems += check(refusal == NULL, "listen",
                       refusal       ? refusal
                       : cfg->listen ? cfg->listen
-                                    : "the socket serve is started with (standard input)");
+                                    : "the socket serve inherits (fd 3 from a systemd socket unit, else fd 0 as "
+                                      "spawn-fcgi hands it over)");
     if (cfg->listen_path) {
         char dir[MAX_URI_LEN];
         parent_dir(cfg->listen_path, dir, sizeof dir);
         snprintf(detail, sizeof detail, "%s %s", dir, access(dir, W_OK) == 0 ? "is writable" : strerror(errno));
         problems += check(access(dir, W_OK) == 0, "socket directory", detail);
+        /* nginx needs write permission on the socket, and runs as a user of its own. */
+        snprintf(detail, sizeof detail, "%04o%s", cfg->socket_mode,
+                 cfg->socket_mode & 022 ? ""
+                                        : ": only serve's own user may connect, so nginx, running as another "
+                                          "user, would get 503 worker_unavailable (0660 with nginx in serve's "
+                                          "group)");
+        say(cfg->socket_mode & 022 ? "ok" : "WARN", "socket mode", detail);
     }
     {
         char dir[MAX_URI_LEN];
+        int writable;
         parent_dir(cfg->stats_file, dir, sizeof dir);
+        writable = access(dir, W_OK) == 0;
         snprintf(detail, sizeof detail, "%s: %s", cfg->stats_file,
-                 access(dir, W_OK) == 0 ? "can be created" : "its directory is not writable; metrics stay private to serve and `status` cannot read them");
-        check(1, "stats file", detail);
+                 writable ? "can be created"
+                          : "its directory is not writable; metrics stay private to serve and `status` cannot read "
+                            "them");
+        say(writable ? "ok" : "WARN", "stats file", detail);
     }
     conn = db_connect_command(cfg->db, detail, sizeof detail);
     problems += check(conn != NULL, "database connection", conn ? PQdb(conn) : detail);
@@ -285,6 +324,7 @@ int checkconfig_run(const struct config *cfg)
         problems += check_schema(conn);
         problems += check_open_schemas(conn);
         problems += check_public_definers(conn);
+        problems += check_endpoints_have_secrets(conn);
         if (have_key) problems += check_secrets(conn, &mk);
         problems += check_deliveries(conn);
     }

@@ -135,6 +135,10 @@ int endpoints_load(struct store *s, const struct masterkey *mk, struct endpoint_
         e->secret_ids[e->n_secrets++] = atoll(PQgetvalue(res, (int)r, 5));
     }
     for (size_t i = 0; i < next.n; i++) {
+        /* Only SQL leaves an endpoint so (deploy.md, "Lost master key"): its deliveries get 503 without it. */
+        if (next.items[i].enabled && next.items[i].n_secrets + next.items[i].n_unopened == 0)
+            log_line(LOG_ERROR, "event=endpoint_without_secret endpoint=%s reason=\"no active secret; "
+                     "`paddlehook endpoint rotate` gives it one\"", next.items[i].id);
         if (next.items[i].n_unopened == 0) continue;
         next.unreadable++;
         if (endpoints_find(t, next.items[i].id)) keep_previous(t, &next.items[i], next.vault, next.vault_len, &used);

@@ -198,7 +198,8 @@ static void handle_webhook(struct worker *w, struct http_request *req, struct ou
     }
     if (ep->n_secrets == 0) {
         /* None of its secrets opens with this worker's master key (the key file does not match the
-         * database; logged at load): the sender is not at fault, so not a 401. Paddle retries a 503. */
+         * database), or it has none left (deleted in SQL); logged at load. The sender is not at fault, so
+         * not a 401. Paddle retries a 503. */
         respond_error(req, o, 503, "secrets_unavailable", "this endpoint's secrets cannot be opened; retry later",
                       RETRY_AFTER);
         return;

@@ -316,6 +316,39 @@ class CheckConfig(HarnessTestCase):
         self.assertEqual(p.returncode, 1)
         self.assertRegex(p.stdout, r"PROBLEM +endpoint secrets: \d+ of \d+ active secrets were sealed with another")
 
+    def test_an_enabled_endpoint_left_without_a_secret_is_a_problem(self):
+        """deploy.md's lost master key deletes the secrets in SQL: an endpoint not given a new one answers every
+        delivery 503. check-config names it, and the workers log why, until it is disabled."""
+        ep = self.H.add_endpoint()
+        offset = os.path.getsize(self.H.serve_log)
+        self.H.sql("DELETE FROM paddle.endpoint_secrets WHERE endpoint_id = '%s'" % ep.id)
+        try:
+            wait_every_worker_logged(self.H, offset, "event=endpoint_without_secret endpoint=%s" % ep.id)
+            r = self.H.post_event(ep, make_event("customer.created", sample_customer()))
+            self.assertEqual((r.status, json.loads(r.body)["error"]), (503, "secrets_unavailable"))
+            p = self.H.cli("check-config", check=False)
+            self.assertEqual(p.returncode, 1, p.stdout)
+            self.assertRegex(p.stdout, r"PROBLEM +endpoints: enabled without an active secret, so every delivery "
+                                       r"to it gets 503 secrets_unavailable: (ep_\w+, )*%s[,;]" % ep.id)
+        finally:
+            self.H.cli("endpoint", "disable", ep.id)
+        p = self.H.cli("check-config", check=False)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertRegex(p.stdout, r"ok +endpoints: every enabled endpoint has an active secret")
+
+    def test_what_serve_can_run_with_but_not_as_meant_is_a_warning(self):
+        """A socket nginx cannot connect through, a stats file status cannot read: serve runs, so check-config
+        warns and still exits 0."""
+        sock = os.path.join(self.H.tmpdir, "warn.sock")
+        p = self.H.cli("check-config", "--listen", "unix:" + sock, "--socket-mode", "0600",
+                       "--stats-file", os.path.join(self.H.tmpdir, "no-such-dir", "stats"), check=False)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertRegex(p.stdout, r"WARN +socket mode: 0600: only serve's own user may connect")
+        self.assertRegex(p.stdout, r"WARN +stats file: .*no-such-dir/stats: its directory is not writable")
+        p = self.H.cli("check-config", "--listen", "unix:" + sock, "--socket-mode", "0660", check=False)
+        self.assertRegex(p.stdout, r"ok +socket mode: 0660\n")
+        self.assertNotIn("WARN", p.stdout)
+
 
 class Rekey(HarnessTestCase):
     def reload_serve(self):
