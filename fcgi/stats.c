@@ -30,7 +30,7 @@
 #include "limits.h"
 
 #define STATS_MAGIC 0x70686b73u
-#define STATS_VERSION 5u /* the layout: bump when it changes (outcomes[] sizes the windows) */
+#define STATS_VERSION 6u /* the layout: bump when it changes (outcomes[] sizes the windows) */
 #define STATS_MAX_SERIES 4096
 #define STATS_MINUTES 60
 #define STATS_HOURS 24
@@ -84,6 +84,7 @@ struct series_slot {
 
 struct stats {
     uint32_t magic, version;
+    uint64_t started_at; /* unix seconds: the counters cover the time since serve made them */
     uint64_t counters[STATS_COUNTER_COUNT];
     uint64_t histogram[BUCKET_COUNT + 1];
     uint64_t histogram_sum_us; /* the count is the sum of the buckets */
@@ -156,6 +157,7 @@ struct stats *stats_create(const char *path, const char **note)
     if (st) {
         st->magic = STATS_MAGIC;
         st->version = STATS_VERSION;
+        st->started_at = (uint64_t)time(NULL);
     }
     return st;
 }
@@ -459,4 +461,13 @@ int stats_endpoint_windows(const struct stats *st, const char *endpoint_id, stru
     window_sum(ep->hours, STATS_HOURS, now / 3600, day);
     *last_event_at = (long long)load(&ep->last_event_at);
     return 0;
+}
+
+long long stats_started_at(const struct stats *st) { return (long long)st->started_at; }
+
+const char *stats_endpoint_at(const struct stats *st, size_t i)
+{
+    if (i >= STATS_MAX_ENDPOINTS || __atomic_load_n(&st->endpoints[i].state, __ATOMIC_ACQUIRE) != SLOT_READY)
+        return NULL;
+    return st->endpoints[i].id;
 }

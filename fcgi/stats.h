@@ -59,6 +59,12 @@ void stats_render_prometheus(const struct stats *st, const struct endpoint_table
 int stats_endpoint_windows(const struct stats *st, const char *endpoint_id, struct stats_window *hour,
                            struct stats_window *day, long long *last_event_at);
 
+/* When the serve that made st started (unix seconds): the counters cover the time since. */
+long long stats_started_at(const struct stats *st);
+
+/* The endpoint counted in slot i (0 to STATS_MAX_ENDPOINTS - 1), or NULL when the slot is free. */
+const char *stats_endpoint_at(const struct stats *st, size_t i);
+
 /* 1 when every endpoint slot is taken: an endpoint without one is then not
  * counted on its own (its deliveries go to the series of endpoint ""). */
 int stats_endpoints_full(const struct stats *st);

@@ -91,15 +91,72 @@ static void print_projection_errors(PGconn *conn)
     PQclear(res);
 }
 
+/* One endpoint's line: its settings from the database (NULL columns when it
+ * cannot be reached) and its counters from the stats file (st NULL: none). */
+static void print_endpoint(const struct stats *st, const char *id, const PGresult *eps, int r, const PGresult *last)
+{
+    struct stats_window hour = {0}, day = {0};
+    char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-", name[SHOWN_FIELD_MAX] = "?";
+    char id_shown[SHOWN_FIELD_MAX];
+    long long last_at = 0;
+
+    if (st && stats_endpoint_windows(st, id, &hour, &day, &last_at) == 0) {
+        if (last_at) format_ago(last_at, when, sizeof when);
+        snprintf(c1, sizeof c1, "%llu/%llu", hour.stored, day.stored);
+        snprintf(c2, sizeof c2, "%llu/%llu", hour.duplicate, day.duplicate);
+        snprintf(c3, sizeof c3, "%llu/%llu", hour.signature_failures, day.signature_failures);
+        snprintf(c4, sizeof c4, "%llu/%llu", hour.other_errors, day.other_errors);
+    } else if (st) {
+        /* No slot: no delivery yet, or every slot was taken before this endpoint's first. */
+        const char *none = stats_endpoints_full(st) ? "untracked" : "0/0";
+        snprintf(c1, sizeof c1, "%s", none);
+        snprintf(c2, sizeof c2, "%s", none);
+        snprintf(c3, sizeof c3, "%s", none);
+        snprintf(c4, sizeof c4, "%s", none);
+    }
+    for (int l = 0; last && l < PQntuples(last); l++)
+        if (strcmp(PQgetvalue(last, l, 0), id) == 0) snprintf(when, sizeof when, "%s", PQgetvalue(last, l, 1));
+    /* As shown: anyone who may write the endpoint tables chooses the text. */
+    shown_copy(id_shown, sizeof id_shown, id);
+    if (eps) shown_copy(name, sizeof name, PQgetvalue(eps, r, 1));
+    printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id_shown, name,
+           eps ? PQgetvalue(eps, r, 2) : "?", eps ? (PQgetvalue(eps, r, 3)[0] == 't' ? "enabled" : "disabled") : "?",
+           eps ? PQgetvalue(eps, r, 4) : "?", when, c1, c2, c3, c4);
+}
+
+static void print_header(void)
+{
+    printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", "ENDPOINT", "NAME", "ENV", "STATE",
+           "SECRETS", "LAST EVENT STORED", "STORED 1h/1d", "DUPS 1h/1d", "SIG FAIL 1h/1d", "ERRORS 1h/1d");
+}
+
+/* With the database down, the counters are what is left to show: the
+ * endpoints that had deliveries since serve started. */
+static void print_counters_only(const struct stats *st)
+{
+    printf("note: showing the live counters only: the endpoints with deliveries since serve started\n\n");
+    print_header();
+    for (size_t i = 0; i < STATS_MAX_ENDPOINTS; i++)
+        if (stats_endpoint_at(st, i)) print_endpoint(st, stats_endpoint_at(st, i), NULL, 0, NULL);
+}
+
 int status_run(const struct config *cfg)
 {
     char err[512], why[256];
     struct stats *st = stats_snapshot(cfg->stats_file, why, sizeof why);
     PGresult *eps = NULL, *last = NULL;
     PGconn *conn = db_connect_or_say(cfg->db);
-    int rc = 1, full = st && stats_endpoints_full(st);
+    int rc = 1;
 
-    if (conn == NULL) goto out;
+    if (st) {
+        char since[64];
+        format_ago(stats_started_at(st), since, sizeof since);
+        printf("live counters (%s) since serve started at %s\n", cfg->stats_file, since);
+    }
+    if (conn == NULL) {
+        if (st) print_counters_only(st);
+        goto out;
+    }
     if ((eps = db_query(conn, SQL_ENDPOINTS, err, sizeof err)) == NULL) {
         fprintf(stderr, "paddlehook: %s\n", err);
         goto out;
@@ -111,40 +168,11 @@ int status_run(const struct config *cfg)
     }
     if (st == NULL)
         printf("note: no live counters at %s (%s);\n"
-               "      showing the last stored event only\n\n", cfg->stats_file, why);
-    printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", "ENDPOINT", "NAME", "ENV", "STATE",
-           "SECRETS", "LAST EVENT STORED", "STORED 1h/1d", "DUPS 1h/1d", "SIG FAIL 1h/1d", "ERRORS 1h/1d");
-    for (int r = 0; r < PQntuples(eps); r++) {
-        const char *id = PQgetvalue(eps, r, 0);
-        struct stats_window hour = {0}, day = {0};
-        char when[64] = "-", c1[32] = "-", c2[32] = "-", c3[32] = "-", c4[32] = "-", name[SHOWN_FIELD_MAX];
-        char id_shown[SHOWN_FIELD_MAX];
-        long long last_at = 0;
-
-        if (st && stats_endpoint_windows(st, id, &hour, &day, &last_at) == 0) {
-            if (last_at) format_ago(last_at, when, sizeof when);
-            snprintf(c1, sizeof c1, "%llu/%llu", hour.stored, day.stored);
-            snprintf(c2, sizeof c2, "%llu/%llu", hour.duplicate, day.duplicate);
-            snprintf(c3, sizeof c3, "%llu/%llu", hour.signature_failures, day.signature_failures);
-            snprintf(c4, sizeof c4, "%llu/%llu", hour.other_errors, day.other_errors);
-        } else if (st) {
-            /* No slot: no delivery yet, or every slot was taken before this endpoint's first. */
-            const char *none = full ? "untracked" : "0/0";
-            snprintf(c1, sizeof c1, "%s", none);
-            snprintf(c2, sizeof c2, "%s", none);
-            snprintf(c3, sizeof c3, "%s", none);
-            snprintf(c4, sizeof c4, "%s", none);
-        }
-        for (int l = 0; last && l < PQntuples(last); l++)
-            if (strcmp(PQgetvalue(last, l, 0), id) == 0) snprintf(when, sizeof when, "%s", PQgetvalue(last, l, 1));
-        /* As shown: anyone who may write the endpoint tables chooses the text. */
-        shown_copy(id_shown, sizeof id_shown, id);
-        shown_copy(name, sizeof name, PQgetvalue(eps, r, 1));
-        printf("%-24s %-16s %-8s %-8s %-7s %-36s %-13s %-13s %-13s %s\n", id_shown, name,
-               PQgetvalue(eps, r, 2), PQgetvalue(eps, r, 3)[0] == 't' ? "enabled" : "disabled",
-               PQgetvalue(eps, r, 4), when, c1, c2, c3, c4);
-    }
-    if (full)
+               "      showing the last stored event only\n", cfg->stats_file, why);
+    putchar('\n');
+    print_header();
+    for (int r = 0; r < PQntuples(eps); r++) print_endpoint(st, PQgetvalue(eps, r, 0), eps, r, last);
+    if (st && stats_endpoints_full(st))
         printf("\nnote: the counters track %d endpoints per serve; \"untracked\" ones are counted in "
                "/paddle/metrics under endpoint=\"\"\n", STATS_MAX_ENDPOINTS);
     print_consumers(conn);
