@@ -56,7 +56,7 @@ struct source {
 enum { O_CONFIG = S_COUNT + 256, O_ENV, O_OUT, O_SECRET_FILE, O_TS, O_SINCE, O_FORMAT, O_URL,
        O_OLD_KEY };
 
-static int parse_long(const char *s, long min, long max, long *out)
+int config_parse_long(const char *s, long min, long max, long *out)
 {
     char *end = NULL;
     long v;
@@ -168,7 +168,7 @@ static int parse_listen(const char *v, struct config *cfg)
     any_ipv6 = host_len == 2 && strncmp(host, "::", 2) == 0;
     if (colon == NULL || (bracketed && host_len == 0) || (!bracketed && memchr(host, ':', host_len) && !any_ipv6) ||
         host_len > MAX_LISTEN_HOST_LEN || strlen(port) > MAX_LISTEN_PORT_DIGITS ||
-        strspn(port, "0123456789") != strlen(port) || parse_long(port, 1, 65535, &n) != 0)
+        strspn(port, "0123456789") != strlen(port) || config_parse_long(port, 1, 65535, &n) != 0)
         return -1;
     /* :: is every address, as an empty host is: the same dual-stack socket, or a refusal without IPv4. */
     if (any_ipv6) host_len = 0;
@@ -201,19 +201,19 @@ static int validate(const char *values[S_COUNT], struct config *cfg, int *bad, c
         return -1;
     }
     cfg->stats_file = values[S_STATS_FILE] ? values[S_STATS_FILE] : CONFIG_DEFAULT_STATS_FILE;
-    if (parse_long(values[S_WORKERS], 1, MAX_WORKERS, &v) != 0) {
+    if (config_parse_long(values[S_WORKERS], 1, MAX_WORKERS, &v) != 0) {
         *bad = S_WORKERS;
         snprintf(err, errlen, "workers must be from 1 to %d", MAX_WORKERS);
         return -1;
     }
     cfg->workers = (int)v;
-    if (parse_long(values[S_MAX_BODY], 1, MAX_BODY_CEILING, &v) != 0) {
+    if (config_parse_long(values[S_MAX_BODY], 1, MAX_BODY_CEILING, &v) != 0) {
         *bad = S_MAX_BODY;
         snprintf(err, errlen, "max_body must be from 1 to %d bytes", MAX_BODY_CEILING);
         return -1;
     }
     cfg->max_body = (size_t)v;
-    if (parse_long(values[S_TOLERANCE], 1, SIG_TOLERANCE_MAX, &v) != 0) {
+    if (config_parse_long(values[S_TOLERANCE], 1, SIG_TOLERANCE_MAX, &v) != 0) {
         *bad = S_TOLERANCE;
         snprintf(err, errlen, "tolerance takes seconds from 1 to %d", SIG_TOLERANCE_MAX);
         return -1;
@@ -351,7 +351,7 @@ int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t er
         case O_URL: cfg->url = optarg; break;
         case O_OLD_KEY: cfg->old_key_file = optarg; break;
         case O_TS:
-            if (parse_long(optarg, 1, 999999999999L, &v) != 0) {
+            if (config_parse_long(optarg, 1, 999999999999L, &v) != 0) {
                 snprintf(err, errlen, "--ts takes unix seconds");
                 return -1;
             }

@@ -45,4 +45,7 @@ struct config {
  * exists). 0, or -1 with a message in err. */
 int config_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen);
 
+/* A decimal number from min to max, the whole of s: 0, or -1 (out untouched). */
+int config_parse_long(const char *s, long min, long max, long *out);
+
 #endif

@@ -32,6 +32,9 @@
 #define SQL_ROTATE "SELECT paddle.endpoint_add_secret($1, $2::bytea, $3, $4::integer)"
 #define SQL_RETIRE "SELECT paddle.endpoint_retire_older_secrets($1)"
 #define SQL_SET_ENABLED "SELECT paddle.endpoint_set_enabled($1, $2::boolean)"
+#define SQL_SET_TOLERANCE "SELECT paddle.endpoint_set_tolerance($1, $2::integer)"
+#define SQL_NAMED "SELECT id FROM paddle.endpoints WHERE name = $1"
+#define SQL_ACTIVE_COUNT "SELECT active_secrets FROM paddle.endpoint_overview WHERE id = $1"
 #define SQL_LIST                                                                              \
     "SELECT id, name, environment, tolerance_seconds, enabled, active_secret_hints "          \
     "FROM paddle.endpoint_overview ORDER BY created_at, id"
@@ -279,6 +282,22 @@ static int cmd_add(const struct config *cfg, PGconn *conn)
     size_t sealed_len = 0;
     PGresult *res;
 
+    /* Before the secret is asked for; the unique name still guards against an add racing this one. */
+    {
+        const char *values[1] = {cfg->args[1]};
+        res = run(conn, READS, SQL_NAMED, 1, values, NULL, NULL);
+    }
+    if (res == NULL) return 1;
+    if (PQntuples(res) > 0) {
+        char taken[SHOWN_FIELD_MAX];
+        shown_copy(name, sizeof name, cfg->args[1]);
+        shown_copy(taken, sizeof taken, PQgetvalue(res, 0, 0));
+        fprintf(stderr, "paddlehook: endpoint %s is named %s already; choose another name, or give it a new "
+                        "secret with 'paddlehook endpoint rotate %s'\n", taken, name, taken);
+        PQclear(res);
+        return 1;
+    }
+    PQclear(res);
     if (sealed_secret_from_stdin(cfg, conn, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
     new_endpoint_id(id, sizeof id);
     snprintf(tolerance, sizeof tolerance, "%d", cfg->tolerance);
@@ -309,34 +328,39 @@ static int cmd_add(const struct config *cfg, PGconn *conn)
 static int cmd_rotate(const struct config *cfg, PGconn *conn)
 {
     unsigned char sealed[MAX_SECRET_LEN + MASTERKEY_SEAL_OVERHEAD];
-    char hint[SECRET_HINT_CHARS + 1];
+    char hint[SECRET_HINT_CHARS + 1], max_active[16];
+    const char *values[4] = {cfg->args[1], (char *)sealed, hint, max_active};
+    const int formats[4] = {0, 1, 0, 0};
+    int lengths[4] = {0, 0, 0, 0}, added, rc = 1;
     size_t sealed_len = 0;
-    PGresult *res;
-    int added;
+    PGresult *res, *count = NULL;
 
     if (sealed_secret_from_stdin(cfg, conn, sealed, sizeof sealed, &sealed_len, hint) != 0) return 1;
-    {
-        char max_active[16];
-        const char *values[4] = {cfg->args[1], (char *)sealed, hint, max_active};
-        const int lengths[4] = {0, (int)sealed_len, 0, 0};
-        const int formats[4] = {0, 1, 0, 0};
-        snprintf(max_active, sizeof max_active, "%d", MAX_SECRETS_PER_ENDPOINT);
-        res = run(conn, WRITES, SQL_ROTATE, 4, values, lengths, formats);
-    }
-    if (end_secret_change(cfg, conn, res, sealed, sealed_len) != 0) {
+    lengths[1] = (int)sealed_len;
+    snprintf(max_active, sizeof max_active, "%d", MAX_SECRETS_PER_ENDPOINT);
+    res = run(conn, WRITES, SQL_ROTATE, 4, values, lengths, formats);
+    added = res && PQgetvalue(res, 0, 0)[0] == 't';
+    /* What verifies once this commits, counted while the transaction holds the secrets locked. */
+    if (added && (count = run(conn, READS, SQL_ACTIVE_COUNT, 1, values, NULL, NULL)) == NULL) {
         PQclear(res);
-        return 1;
+        res = NULL;
     }
-    added = PQgetvalue(res, 0, 0)[0] == 't';
-    PQclear(res);
+    if (end_secret_change(cfg, conn, res, sealed, sealed_len) != 0) goto out;
     if (!added) {
         fprintf(stderr, "paddlehook: no endpoint %s, or it already has %d active secrets "
                         "(retire one first)\n", cfg->args[1], MAX_SECRETS_PER_ENDPOINT);
-        return 1;
+        goto out;
     }
-    printf("endpoint %s: secret ...%s added; old and new secrets both verify until "
-           "'paddlehook endpoint retire-secret %s'\n", cfg->args[1], hint, cfg->args[1]);
-    return 0;
+    if (atoi(PQgetvalue(count, 0, 0)) > 1)
+        printf("endpoint %s: secret ...%s added; old and new secrets both verify until "
+               "'paddlehook endpoint retire-secret %s'\n", cfg->args[1], hint, cfg->args[1]);
+    else
+        printf("endpoint %s: secret ...%s added; it is the only one that verifies\n", cfg->args[1], hint);
+    rc = 0;
+out:
+    PQclear(count);
+    PQclear(res);
+    return rc;
 }
 
 static int cmd_retire(const struct config *cfg, PGconn *conn)
@@ -357,19 +381,23 @@ static int cmd_retire(const struct config *cfg, PGconn *conn)
     return 0;
 }
 
-static int cmd_set_enabled(const struct config *cfg, PGconn *conn, int enabled)
+/* One setting of one endpoint through a function of 0021 or 0024 that answers whether the endpoint exists. */
+static int set_endpoint(PGconn *conn, const char *sql, const char *id, const char *value)
 {
-    const char *values[2] = {cfg->args[1], enabled ? "true" : "false"};
-    PGresult *res = run(conn, WRITES, SQL_SET_ENABLED, 2, values, NULL, NULL);
+    const char *values[2] = {id, value};
+    PGresult *res = run(conn, WRITES, sql, 2, values, NULL, NULL);
     int found;
 
-    if (res == NULL) return 1;
+    if (res == NULL) return -1;
     found = PQgetvalue(res, 0, 0)[0] == 't';
     PQclear(res);
-    if (!found) {
-        fprintf(stderr, "paddlehook: no endpoint %s\n", cfg->args[1]);
-        return 1;
-    }
+    if (!found) fprintf(stderr, "paddlehook: no endpoint %s\n", id);
+    return found ? 0 : -1;
+}
+
+static int cmd_set_enabled(const struct config *cfg, PGconn *conn, int enabled)
+{
+    if (set_endpoint(conn, SQL_SET_ENABLED, cfg->args[1], enabled ? "true" : "false") != 0) return 1;
     printf("endpoint %s %s\n", cfg->args[1], enabled ? "enabled" : "disabled");
     return 0;
 }
@@ -382,6 +410,13 @@ static int cmd_enable(const struct config *cfg, PGconn *conn)
 static int cmd_disable(const struct config *cfg, PGconn *conn)
 {
     return cmd_set_enabled(cfg, conn, 0);
+}
+
+static int cmd_set_tolerance(const struct config *cfg, PGconn *conn)
+{
+    if (set_endpoint(conn, SQL_SET_TOLERANCE, cfg->args[1], cfg->args[2]) != 0) return 1;
+    printf("endpoint %s: tolerance %ss\n", cfg->args[1], cfg->args[2]);
+    return 0;
 }
 
 static int cmd_list(const struct config *cfg, PGconn *conn)
@@ -420,18 +455,21 @@ static const struct action {
     {"retire-secret", 2, "retire-secret ID", cmd_retire, 1},
     {"disable", 2, "disable ID", cmd_disable, 1},
     {"enable", 2, "enable ID", cmd_enable, 1},
+    {"set-tolerance", 3, "set-tolerance ID SECONDS", cmd_set_tolerance, 1},
 };
 
 int endpoint_cmd_run(const struct config *cfg)
 {
     const struct action *act = NULL;
     PGconn *conn;
+    long seconds;
     int rc;
 
     for (size_t i = 0; cfg->n_args > 0 && i < sizeof actions / sizeof actions[0]; i++)
         if (strcmp(actions[i].name, cfg->args[0]) == 0) act = &actions[i];
     if (act == NULL) {
-        fprintf(stderr, "usage: paddlehook endpoint add|list|rotate|retire-secret|disable|enable ...\n");
+        fprintf(stderr, "usage: paddlehook endpoint add|list|rotate|retire-secret|disable|enable|set-tolerance "
+                        "...\n");
         return 2;
     }
     /* Usage is checked before connecting: a usage error is one without a database too. */
@@ -441,6 +479,13 @@ int endpoint_cmd_run(const struct config *cfg)
     }
     if (strcmp(act->name, "add") == 0 && (cfg->args[1][0] == '\0' || strlen(cfg->args[1]) > MAX_ENDPOINT_NAME_LEN)) {
         fprintf(stderr, "paddlehook endpoint: a name is 1 to %d bytes long\n", MAX_ENDPOINT_NAME_LEN);
+        return 2;
+    }
+    /* Digits only: the operand goes to the database and into the output as it is. */
+    if (strcmp(act->name, "set-tolerance") == 0 &&
+        (strspn(cfg->args[2], "0123456789") != strlen(cfg->args[2]) ||
+         config_parse_long(cfg->args[2], 1, SIG_TOLERANCE_MAX, &seconds) != 0)) {
+        fprintf(stderr, "paddlehook endpoint: a tolerance is 1 to %d seconds\n", SIG_TOLERANCE_MAX);
         return 2;
     }
     conn = db_connect_or_say(cfg->db);

@@ -27,6 +27,7 @@ static void usage(FILE *out)
           "  keygen --out FILE                write a new master key (mode 0600)\n"
           "  endpoint add NAME [--environment sandbox|live] [--tolerance SECONDS]  (secret on stdin)\n"
           "  endpoint list | rotate ID | retire-secret ID | disable ID | enable ID\n"
+          "  endpoint set-tolerance ID SECONDS\n"
           "  serve [--listen unix:/PATH | HOST:PORT] [--workers N] [--max-body BYTES]\n"
           "        [--socket-mode MODE]\n"
           "  sign --secret-file FILE [--ts UNIX]   print a Paddle-Signature for stdin\n"

@@ -25,6 +25,8 @@ struct outcome {
     int endpoint_known;     /* endpoint_id names a configured endpoint */
     int reached_database;   /* the delivery was handed to ingest_event */
     int warn;               /* log at warn level although the answer is not an error */
+    int has_skew;           /* timestamp_out_of_range: skew is by how much */
+    long long skew;         /* seconds the signature's ts is behind the worker's clock (< 0: ahead) */
     char event_id[MAX_ID_LEN + 1];
     char event_type[MAX_EVENT_TYPE_LEN + 1];
 };
@@ -97,9 +99,11 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
     sr = req->signature_count > 1
              ? SIG_MALFORMED
              : sig_parse(req->signature, req->signature ? strlen(req->signature) : 0, &hdr);
-    if (sr == SIG_OK)
-        sr = sig_verify(&hdr, w->body, len, ep->secrets, ep->n_secrets, (int64_t)time(NULL),
-                        ep->tolerance);
+    if (sr == SIG_OK) {
+        int64_t now = (int64_t)time(NULL);
+        sr = sig_verify(&hdr, w->body, len, ep->secrets, ep->n_secrets, now, ep->tolerance);
+        o->skew = (long long)(now - hdr.ts);
+    }
     switch (sr) {
     case SIG_OK: break;
     case SIG_MISSING:
@@ -109,6 +113,8 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
         respond_error(req, o, 401, "invalid_signature", "the Paddle-Signature header is malformed", NULL);
         return;
     case SIG_TS_OUT_OF_RANGE:
+        /* The operator's question is which clock is off, and by how much. */
+        o->has_skew = 1;
         respond_error(req, o, 401, "timestamp_out_of_range",
               "the signature timestamp is outside the endpoint's tolerance", NULL);
         return;
@@ -232,6 +238,7 @@ void webhook_handle(struct worker *w, struct http_request *req)
     long long start = now_us();
     int delivery = strncmp(req->path, WEBHOOK_PATH_PREFIX, strlen(WEBHOOK_PATH_PREFIX)) == 0;
     double duration_ms;
+    char skew[32] = "";
 
     if (delivery)
         handle_webhook(w, req, &o);
@@ -248,9 +255,10 @@ void webhook_handle(struct worker *w, struct http_request *req)
     if (delivery)
         stats_record(w->stats, o.endpoint_known ? o.endpoint_id : NULL,
                      o.event_type[0] ? o.event_type : NULL, o.word, o.reached_database ? duration_ms : -1);
+    if (o.has_skew) snprintf(skew, sizeof skew, " skew=%lld", o.skew);
     log_line(o.code >= 500 || o.warn ? LOG_WARN : LOG_INFO,
              "event=request endpoint=%s event_id=%s event_type=%s status=%d outcome=%s "
-             "duration_ms=%.3f",
+             "duration_ms=%.3f%s",
              o.endpoint_id ? o.endpoint_id : "-", o.event_id[0] ? o.event_id : "-",
-             o.event_type[0] ? o.event_type : "-", o.code, o.word, duration_ms);
+             o.event_type[0] ? o.event_type : "-", o.code, o.word, duration_ms, skew);
 }

@@ -421,7 +421,7 @@ class Endpoints(HarnessTestCase):
                 try:
                     # A group of its own whose parent is in the session: a stop is not discarded as it is
                     # in an orphaned group.
-                    proc = subprocess.Popen([H.binary, "endpoint", "add", "prompted"], env=H.env(),
+                    proc = subprocess.Popen([H.binary, "endpoint", "add", "prompted-" + sig.name], env=H.env(),
                                             stdin=slave, stdout=slave, stderr=slave, process_group=0,
                                             preexec_fn=as_from_a_terminal)
                     try:
@@ -458,10 +458,31 @@ class Endpoints(HarnessTestCase):
 
     def test_commands_on_unknown_endpoint_fail(self):
         for args in (("rotate", "ep_doesnotexist"), ("retire-secret", "ep_doesnotexist"),
-                     ("disable", "ep_doesnotexist"), ("enable", "ep_doesnotexist")):
+                     ("disable", "ep_doesnotexist"), ("enable", "ep_doesnotexist"),
+                     ("set-tolerance", "ep_doesnotexist", "60")):
             with self.subTest(args=args):
                 p = H.cli("endpoint", *args, input=new_secret() + "\n", check=False)
                 self.assertNotEqual(p.returncode, 0, "endpoint %s succeeded" % " ".join(args))
+
+    def test_a_name_in_use_is_refused_before_the_secret_is_asked_for(self):
+        ep = H.add_endpoint()
+        before = H.list_endpoints()
+        p = H.cli("endpoint", "add", ep.name, input="", check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("endpoint %s is named %s already; choose another name, or give it a new secret with "
+                      "'paddlehook endpoint rotate %s'" % (ep.id, ep.name, ep.id), p.stderr)
+        self.assertNotIn("no secret on standard input", p.stderr)
+        self.assertEqual(H.list_endpoints(), before)
+
+    def test_rotate_says_which_secrets_verify(self):
+        ep = H.add_endpoint()
+        p = H.cli("endpoint", "rotate", ep.id, input=new_secret() + "\n")
+        self.assertIn("old and new secrets both verify until 'paddlehook endpoint retire-secret %s'" % ep.id, p.stdout)
+        # deploy.md's lost master key: the secrets are deleted in SQL, then each endpoint gets a new one.
+        H.sql("DELETE FROM paddle.endpoint_secrets WHERE endpoint_id = %s" % H.lit(ep.id))
+        p = H.cli("endpoint", "rotate", ep.id, input=new_secret() + "\n")
+        self.assertRegex(p.stdout, r"^endpoint %s: secret \.\.\.\S{4} added; it is the only one that verifies\n$"
+                         % ep.id)
 
     def test_a_schema_older_than_the_binary_is_named_with_the_fix(self):
         """A command run before `migrate` (here: the view it reads is missing) says what to run."""
@@ -520,6 +541,11 @@ class Usage(HarnessTestCase):
                               (("list", "x"), "usage: paddlehook endpoint list"),
                               (("rotate",), "usage: paddlehook endpoint rotate ID"),
                               (("enable", "a", "b"), "usage: paddlehook endpoint enable ID"),
+                              (("set-tolerance", "ep_x"), "usage: paddlehook endpoint set-tolerance ID SECONDS"),
+                              (("set-tolerance", "ep_x", "0"), "a tolerance is 1 to 604800 seconds"),
+                              (("set-tolerance", "ep_x", "604801"), "a tolerance is 1 to 604800 seconds"),
+                              (("set-tolerance", "ep_x", "+60"), "a tolerance is 1 to 604800 seconds"),
+                              (("set-tolerance", "ep_x", "60s"), "a tolerance is 1 to 604800 seconds"),
                               (("frob",), "usage: paddlehook endpoint add|list|"),
                               ((), "usage: paddlehook endpoint add|list|")):
             with self.subTest(args=args):

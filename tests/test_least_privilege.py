@@ -218,6 +218,7 @@ class LeastPrivilege(HostileCase):
             # The endpoint functions run with the caller's rights; the views are granted to no one.
             "SELECT * FROM paddle.endpoint_overview",
             "SELECT paddle.endpoint_set_enabled('ep_x', false)",
+            "SELECT paddle.endpoint_set_tolerance('ep_x', 60)",
             "SELECT paddle.endpoint_add_secret('ep_x', '\\x00', 'x', 5)",
             "SELECT paddle.endpoint_retire_older_secrets('ep_x')",
             "SELECT paddle.endpoint_reseal_secret(1, '\\x00')",

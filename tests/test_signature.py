@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import time
 
 import harness
@@ -68,6 +69,26 @@ class HeaderFormats(HarnessTestCase):
                 r = H.post_event(ep, event(), ts=int(time.time()) + delta)
                 self.assertErrorResponse(r, 401, "timestamp_out_of_range")
                 self.assertEqual(H.digest(), before)
+
+    def test_a_tolerance_changed_later_holds_and_the_log_says_how_far_off_a_refused_ts_was(self):
+        ep = H.add_endpoint(tolerance=30)
+        offset = os.path.getsize(H.serve_log)
+        self.assertErrorResponse(H.post_event(ep, event(), ts=int(time.time()) - 600), 401, "timestamp_out_of_range")
+        self.assertErrorResponse(H.post_event(ep, event(), ts=int(time.time()) + 600), 401, "timestamp_out_of_range")
+        skews = [int(s) for s in re.findall(r"endpoint=%s .*outcome=timestamp_out_of_range duration_ms=\S+ skew=(-?\d+)"
+                                            % ep.id, H.serve_log_since(offset))]
+        self.assertEqual(len(skews), 2, H.serve_log_since(offset))
+        self.assertTrue(600 <= skews[0] <= 605 and -600 >= skews[1] >= -605, skews)
+        p = H.cli("endpoint", "set-tolerance", ep.id, "900")
+        self.assertEqual(p.stdout, "endpoint %s: tolerance 900s\n" % ep.id)
+        # Running workers take the change when it commits.
+        wait_until(lambda: H.post_event(ep, event(), ts=int(time.time()) - 600).status == 200, timeout=10,
+                   what="the new tolerance to hold")
+        for delta in (-880, 880):
+            with self.subTest(delta=delta):
+                self.assertStored(H.post_event(ep, event(), ts=int(time.time()) + delta))
+        self.assertErrorResponse(H.post_event(ep, event(), ts=int(time.time()) - 1000), 401, "timestamp_out_of_range")
+        self.assertIn(" 900 ", next(l for l in H.cli("endpoint", "list").stdout.splitlines() if l.startswith(ep.id)))
 
     def test_secret_of_another_endpoint_does_not_verify(self):
         other = H.add_endpoint()
