@@ -52,7 +52,8 @@
  * expected result}. */
 static const char *const dry_run[][5] = {
     {"evt_paddlehook_check_1", "customer.created", "live",
-     "{\"data\":{\"id\":\"ctm_paddlehook_check\",\"email\":\"check@example.com\",\"status\":\"active\"}}",
+     "{\"data\":{\"id\":\"ctm_paddlehook_check\",\"email\":\"check@example.com\",\"status\":\"active\","
+     "\"name\":\"Ch\\u00e9ck \\u65e5\\u672c\"}}",
      "stored"},
     {"evt_paddlehook_check_2", "subscription.created", "live",
      "{\"data\":{\"id\":\"sub_paddlehook_check\",\"status\":\"active\",\"customer_id\":\"ctm_paddlehook_check\","

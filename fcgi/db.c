@@ -116,14 +116,26 @@ PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
     const char *const vals[] = {DB_CONNECT_TIMEOUT, "1", "30", "10", "3", DB_TCP_USER_TIMEOUT_MS,
                                 "UTF8", "paddlehook", conninfo ? conninfo : "", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    const char *encoding;
 
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
         db_error_line(conn, NULL, err, errlen);
-        PQfinish(conn);
-        return NULL;
+        goto fail;
+    }
+    /* Paddle's text is Unicode: a database of another encoding refuses what it cannot hold (SQL_ASCII all of
+     * it) when a delivery carries it, so every such delivery would fail, at random, and forever. */
+    encoding = PQparameterStatus(conn, "server_encoding");
+    if (encoding == NULL || strcmp(encoding, "UTF8") != 0) {
+        snprintf(err, errlen, "database %s is encoded %s; paddlehook needs a UTF8 database, or the names and "
+                 "addresses Paddle sends in other scripts cannot be stored (docs/deploy.md, section 2)", PQdb(conn),
+                 encoding ? encoding : "(unknown)");
+        goto fail;
     }
     PQsetNoticeReceiver(conn, log_notice, NULL);
     return conn;
+fail:
+    PQfinish(conn);
+    return NULL;
 }
 
 int db_error_is_transient(PGconn *conn, const PGresult *res)

@@ -44,6 +44,23 @@ def key_bytes(data):
 class Migrate(HarnessTestCase):
     harness = H
 
+    def test_a_database_not_encoded_utf8_is_refused_by_every_command(self):
+        """Paddle sends names and addresses in every script: a SQL_ASCII or LATIN1 database would refuse the
+        deliveries that carry them, each time Paddle retried, while the others went through."""
+        for encoding in ("SQL_ASCII", "LATIN1"):
+            db = "enc_%s" % encoding.lower()
+            H.sql("CREATE DATABASE %s ENCODING '%s' TEMPLATE template0" % (db, encoding))
+            try:
+                for argv in (("migrate",), ("check-config",), ("status",)):
+                    with self.subTest(encoding=encoding, command=argv[0]):
+                        p = H.cli(*argv, "--db", H.conninfo_for(db), check=False)
+                        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+                        self.assertIn("database %s is encoded %s; paddlehook needs a UTF8 database" % (db, encoding),
+                                      p.stdout + p.stderr)
+                self.assertEqual(H.sql_value("SELECT count(*) FROM pg_namespace WHERE nspname = 'paddle'", db=db), "0")
+            finally:
+                H.sql("DROP DATABASE %s" % db)
+
     def test_migrate_is_idempotent_and_recorded(self):
         before = H.sql("SELECT * FROM paddle.schema_migrations ORDER BY 1")
         self.assertTrue(before, "paddle.schema_migrations is empty after migrate")
