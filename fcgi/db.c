@@ -81,19 +81,38 @@ static void without_quoted_value(const char *msg, char *buf, size_t len)
         snprintf(buf, len, "%.*s\"...\"%s", (int)(open - msg), msg, last + 1);
 }
 
+/* Whether a URI's user name or password holds a raw @, / or ?: libpq then
+ * reads their tail as the host, port or database name, which its errors
+ * quote and a server logs. Its authority ends at the first / or ?, and its
+ * user and password at the @ in it. */
+static int uri_userinfo_unescaped(const char *uri)
+{
+    const char *authority = strstr(uri, "://") + 3;
+    size_t len = strcspn(authority, "/?");
+    const char *at = memchr(authority, '@', len);
+
+    return (at && memchr(at + 1, '@', len - (size_t)(at + 1 - authority))) || strchr(authority + len, '@');
+}
+
 int db_conninfo_check(const char *conninfo, char *err, size_t errlen)
 {
     char *why = NULL, redacted[512];
     PQconninfoOption *opts;
+    int uri = strncmp(conninfo, "postgresql://", 13) == 0 || strncmp(conninfo, "postgres://", 11) == 0;
 
     /* As libpq reads it: a URI or key=value pairs, else the name of a database, which a mistyped URI would be
      * (and the server would log it, password and all). */
-    if (strncmp(conninfo, "postgresql://", 13) != 0 && strncmp(conninfo, "postgres://", 11) != 0 &&
-        strchr(conninfo, '=') == NULL) {
+    if (!uri && strchr(conninfo, '=') == NULL) {
         if (strstr(conninfo, "://") == NULL && strncmp(conninfo, "postgres:", 9) != 0 &&
             strncmp(conninfo, "postgresql:", 11) != 0)
             return 0;
         snprintf(err, errlen, "a connection URI starts with postgresql:// or postgres://");
+        return -1;
+    }
+    if (uri && uri_userinfo_unescaped(conninfo)) {
+        snprintf(err, errlen, "the URI has an @, / or ? where libpq would take part of the password for the host, "
+                              "port or database: write them percent-encoded in a user name or password (%%40, "
+                              "%%2F, %%3F)");
         return -1;
     }
     opts = PQconninfoParse(conninfo, &why);

@@ -741,7 +741,11 @@ class ConfigLayers(HarnessTestCase):
                       "postgresql://paddlehook:%s%%zz@db.internal/billing" % password,
                       "postgres:/paddlehook:%s@db.internal/billing" % password,
                       "host=db.internal password=%s extra" % password,
-                      "host=db.internal password='%s" % password):
+                      "host=db.internal password='%s" % password,
+                      # A raw @, / or ? in the password: libpq would read its tail as the host, port or database.
+                      "postgresql://paddlehook:Pa@%s@db.internal/billing" % password,
+                      "postgresql://paddlehook:%s/x@db.internal/billing" % password,
+                      "postgresql://paddlehook:%s?x@db.internal/billing" % password):
             conf = self.write_config("db = %s\n" % value)
             for argv, env in ((["check-config", "--db", value], {}),
                               (["serve", "--listen", "unix:" + os.path.join(self.H.tmpdir, "unused.sock")],
@@ -756,6 +760,12 @@ class ConfigLayers(HarnessTestCase):
         self.assertIn("in IPv6 host address in URI: '...' (--db)", p.stderr)
         p = self.H.cli("check-config", "--db", "postgres:/paddlehook:%s@db" % password, check=False)
         self.assertIn("a connection URI starts with postgresql:// or postgres:// (--db)", p.stderr)
+        p = self.H.cli("check-config", "--db", "postgresql://paddlehook:%s/x@db" % password, check=False)
+        self.assertIn("write them percent-encoded in a user name or password (%40, %2F, %3F) (--db)", p.stderr)
+        # Encoded, they are the password's (which the test server, trusting every local session, does not ask).
+        p = self.H.cli("check-config", "--db", "postgresql://postgres:Pa%%40%s%%2F%%3F@127.0.0.1:%d/paddlehook"
+                       % (password, self.H.pg_port), check=False)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         # A name alone is the name of a database, as libpq takes it.
         p = self.H.cli("check-config", "--db", "no_such_database", check=False)
         self.assertEqual(p.returncode, 1, p.stderr)
