@@ -348,6 +348,7 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
     char err[256];
     const char *refusal = serve_refusal();
     sigset_t watched;
+    static const int defaulted[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGALRM};
 
     memset(&sv, 0, sizeof sv);
     if (geteuid() == 0)
@@ -366,7 +367,13 @@ int serve_run(const struct config *cfg, const struct masterkey *mk)
     sigaddset(&watched, SIGTERM);
     sigaddset(&watched, SIGINT);
     sigaddset(&watched, SIGHUP);
-    sigprocmask(SIG_BLOCK, &watched, NULL);
+    /* Exactly these blocked, whatever the parent left blocked: a blocked SIGALRM would keep the workers' request
+     * deadline from cutting a stalled peer off. */
+    sigprocmask(SIG_SETMASK, &watched, NULL);
+    /* Nor what it left ignored (nohup, some process managers): with SIGCHLD ignored the kernel reaps workers
+     * unseen and none is replaced, and an ignored stop or reload signal never arrives. Blocked first, so that a
+     * SIGHUP in between waits instead of ending serve. */
+    for (size_t i = 0; i < sizeof defaulted / sizeof defaulted[0]; i++) signal(defaulted[i], SIG_DFL);
     if (FCGX_Init() != 0) {
         log_line(LOG_ERROR, "event=fcgi_init_failed");
         return 1;

@@ -94,7 +94,8 @@ static int install_handlers(void)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
-    sigprocmask(SIG_BLOCK, &set, NULL);
+    /* Only these: SIGALRM, the request deadline, must get through. */
+    sigprocmask(SIG_SETMASK, &set, NULL);
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -268,6 +269,47 @@ class Listen(HarnessTestCase):
                 proc.kill()
                 proc.wait()
         self.assertEqual(stuck, [])
+
+    def test_signals_a_parent_left_ignored_or_blocked_do_not_stay_so(self):
+        """nohup and some process managers start serve with SIGHUP or SIGCHLD ignored, or signals blocked: the
+        workers must still be replaced, reloaded and stopped, and a silent peer still cut off at its deadline."""
+        wrapper = (sys.executable, "-c",
+                   "import os, signal, sys\n"
+                   "for s in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):\n"
+                   "    signal.signal(s, signal.SIG_IGN)\n"
+                   "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM})\n"
+                   "os.execv(sys.argv[1], sys.argv[1:])\n")
+        sock = os.path.join(H.tmpdir, "inherited-%d.sock" % time.time_ns())
+        log_path = sock + ".log"
+        with open(log_path, "w") as log:
+            proc = self.serve("unix:" + sock, output=log, wrapper=wrapper)
+        try:
+            harness.wait_until(lambda: fcgi_once(sock, "GET", "/paddle/healthz"), timeout=15, what="serve on " + sock)
+
+            def workers():
+                with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
+                    return [int(p) for p in f.read().split()]
+            first = workers()
+            os.kill(first[0], signal.SIGKILL)
+            harness.wait_until(lambda: workers() and workers() != first, timeout=15, what="a worker in its place")
+            harness.wait_until(lambda: fcgi_once(sock, "GET", "/paddle/healthz"), timeout=15, what="the new worker")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+                silent.connect(sock)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(sock)
+                    s.sendall(fcgi_request("GET", "/paddle/healthz", keep_conn=False))
+                    answer = fcgi_response(s, timeout=20)
+            self.assertIn(b"Status: 200", answer or b"", "the silent peer held the only worker")
+            proc.send_signal(signal.SIGHUP)
+            harness.wait_until(lambda: "event=reloaded" in open(log_path).read(), timeout=15, what="a reload")
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(timeout=40), 0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        with open(log_path) as f:
+            self.assertRegex(f.read(), r"event=connection_without_request waited_ms=[56]\d\d\d")
 
     def test_serve_run_as_root_says_it_should_not_be(self):
         _, out = self.serve_until_ready()
