@@ -384,6 +384,7 @@ void stats_render_prometheus(const struct stats *st, const struct endpoint_table
         {STATS_DB_RECONNECTS, "paddlehook_db_reconnects_total", "Database connections (re)established by workers."},
         {STATS_WORKER_RESTARTS, "paddlehook_worker_restarts_total", "Workers that exited unexpectedly and were replaced."},
         {STATS_DELIVERIES_UNCOUNTED, "paddlehook_deliveries_uncounted_total", "Webhook requests left out of paddlehook_deliveries_total because all its series were taken."},
+        {STATS_ANSWERS_LOST, "paddlehook_answers_lost_total", "Answers that could not be written to nginx's connection: nginx or its client gave up first (a stored event is answered duplicate when Paddle retries)."},
     };
     uint64_t cumulative = 0;
 

@@ -19,6 +19,7 @@ enum stats_counter {
     STATS_DB_RECONNECTS,
     STATS_WORKER_RESTARTS,
     STATS_DELIVERIES_UNCOUNTED, /* every series of paddlehook_deliveries_total was taken */
+    STATS_ANSWERS_LOST,         /* an answer could not be written to nginx's connection */
     STATS_COUNTER_COUNT
 };
 

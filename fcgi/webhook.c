@@ -17,20 +17,6 @@
 
 #define RETRY_AFTER "Retry-After: 5\r\n"
 
-/* What one request came to, for its log line. */
-struct outcome {
-    int code;
-    const char *word; /* status or error code */
-    const char *endpoint_id;
-    int endpoint_known;     /* endpoint_id names a configured endpoint */
-    int reached_database;   /* the delivery was handed to ingest_event */
-    int warn;               /* log at warn level although the answer is not an error */
-    int has_skew;           /* timestamp_out_of_range: skew is by how much */
-    long long skew;         /* seconds the signature's ts is behind the worker's clock (< 0: ahead) */
-    char event_id[MAX_ID_LEN + 1];
-    char event_type[MAX_EVENT_TYPE_LEN + 1];
-};
-
 static long long now_us(void)
 {
     struct timespec ts;
@@ -38,7 +24,7 @@ static long long now_us(void)
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static void respond_error(struct http_request *req, struct outcome *o, int code, const char *err,
+static void respond_error(struct http_request *req, struct webhook_outcome *o, int code, const char *err,
                   const char *message, const char *headers)
 {
     o->code = code;
@@ -58,7 +44,7 @@ static int valid_endpoint_id(const char *id)
     return 1;
 }
 
-static void handle_healthz(struct worker *w, struct http_request *req, struct outcome *o)
+static void handle_healthz(struct worker *w, struct http_request *req, struct webhook_outcome *o)
 {
     int writable = 0;
     const char *down;
@@ -81,7 +67,7 @@ static void handle_healthz(struct worker *w, struct http_request *req, struct ou
     http_respond_status(req, 200, "ok");
 }
 
-static void handle_event(struct worker *w, struct http_request *req, struct outcome *o,
+static void handle_event(struct worker *w, struct http_request *req, struct webhook_outcome *o,
                          const struct endpoint *ep, size_t len)
 {
     struct event_envelope ev;
@@ -160,7 +146,7 @@ static void handle_event(struct worker *w, struct http_request *req, struct outc
     }
 }
 
-static void handle_webhook(struct worker *w, struct http_request *req, struct outcome *o)
+static void handle_webhook(struct worker *w, struct http_request *req, struct webhook_outcome *o)
 {
     const char *id = req->path + strlen(WEBHOOK_PATH_PREFIX);
     const struct endpoint *ep = NULL;
@@ -174,7 +160,7 @@ static void handle_webhook(struct worker *w, struct http_request *req, struct ou
         respond_error(req, o, 404, "unknown_endpoint", "no endpoint has this id", NULL);
         return;
     }
-    o->endpoint_id = id;
+    snprintf(o->endpoint_id, sizeof o->endpoint_id, "%s", id);
     if (http_content_length(req, &len) != 0) {
         respond_error(req, o, 411, "length_required", "a Content-Length header is required", NULL);
         return;
@@ -219,7 +205,7 @@ static void emit_to_request(void *ctx, const char *text)
     FCGX_PutS(text, req->fcgx->out);
 }
 
-static void handle_metrics(struct worker *w, struct http_request *req, struct outcome *o)
+static void handle_metrics(struct worker *w, struct http_request *req, struct webhook_outcome *o)
 {
     if (strcmp(req->method, "GET") != 0) {
         respond_error(req, o, 405, "method_not_allowed", "use GET", "Allow: GET\r\n");
@@ -232,33 +218,38 @@ static void handle_metrics(struct worker *w, struct http_request *req, struct ou
     stats_render_prometheus(w->stats, &w->endpoints, emit_to_request, req);
 }
 
-void webhook_handle(struct worker *w, struct http_request *req)
+void webhook_handle(struct worker *w, struct http_request *req, struct webhook_outcome *o)
 {
-    struct outcome o = {0};
     long long start = now_us();
-    int delivery = strncmp(req->path, WEBHOOK_PATH_PREFIX, strlen(WEBHOOK_PATH_PREFIX)) == 0;
-    double duration_ms;
+
+    memset(o, 0, sizeof *o);
+    o->delivery = strncmp(req->path, WEBHOOK_PATH_PREFIX, strlen(WEBHOOK_PATH_PREFIX)) == 0;
+    if (o->delivery)
+        handle_webhook(w, req, o);
+    else if (strcmp(req->path, HEALTHZ_PATH) == 0)
+        handle_healthz(w, req, o);
+    else if (strcmp(req->path, METRICS_PATH) == 0)
+        handle_metrics(w, req, o);
+    else
+        respond_error(req, o, 404, "not_found", "no such path", NULL);
+    o->duration_ms = (double)(now_us() - start) / 1000.0;
+}
+
+void webhook_record(struct worker *w, const struct webhook_outcome *o, int answered)
+{
     char skew[32] = "";
 
-    if (delivery)
-        handle_webhook(w, req, &o);
-    else if (strcmp(req->path, HEALTHZ_PATH) == 0)
-        handle_healthz(w, req, &o);
-    else if (strcmp(req->path, METRICS_PATH) == 0)
-        handle_metrics(w, req, &o);
-    else
-        respond_error(req, &o, 404, "not_found", "no such path", NULL);
-
-    duration_ms = (double)(now_us() - start) / 1000.0;
     /* Only deliveries are counted; an unknown endpoint id is attacker-chosen,
      * so it never becomes a label. */
-    if (delivery)
-        stats_record(w->stats, o.endpoint_known ? o.endpoint_id : NULL,
-                     o.event_type[0] ? o.event_type : NULL, o.word, o.reached_database ? duration_ms : -1);
-    if (o.has_skew) snprintf(skew, sizeof skew, " skew=%lld", o.skew);
-    log_line(o.code >= 500 || o.warn ? LOG_WARN : LOG_INFO,
+    if (o->delivery)
+        stats_record(w->stats, o->endpoint_known ? o->endpoint_id : NULL,
+                     o->event_type[0] ? o->event_type : NULL, o->word, o->reached_database ? o->duration_ms : -1);
+    if (!answered) stats_count(w->stats, STATS_ANSWERS_LOST);
+    if (o->has_skew) snprintf(skew, sizeof skew, " skew=%lld", o->skew);
+    log_line(o->code >= 500 || o->warn || !answered ? LOG_WARN : LOG_INFO,
              "event=request endpoint=%s event_id=%s event_type=%s status=%d outcome=%s "
-             "duration_ms=%.3f%s",
-             o.endpoint_id ? o.endpoint_id : "-", o.event_id[0] ? o.event_id : "-",
-             o.event_type[0] ? o.event_type : "-", o.code, o.word, duration_ms, skew);
+             "duration_ms=%.3f%s%s",
+             o->endpoint_id[0] ? o->endpoint_id : "-", o->event_id[0] ? o->event_id : "-",
+             o->event_type[0] ? o->event_type : "-", o->code, o->word, o->duration_ms, skew,
+             answered ? "" : " answer=lost");
 }

@@ -290,8 +290,13 @@ static void set_deadline(int seconds)
  * it and the request's input was read to its end (otherwise the next request
  * would start in the middle of this one's body). ipcFd and keepConnection are
  * FCGX_Request fields fcgiapp.h marks as internal; unchanged since libfcgi 2.4. */
-static void finish_request(FCGX_Request *fcgx)
+/* Ends the request; 0 when its answer was written whole to nginx's
+ * connection. The streams are closed as FCGX_Finish_r closes them (which
+ * then only frees them), to learn whether the writes failed. */
+static int finish_request(FCGX_Request *fcgx)
 {
+    int failed;
+
     if (fcgx->keepConnection && !FCGX_HasSeenEOF(fcgx->in)) {
         char rest[4096];
         size_t drained = 0;
@@ -302,7 +307,10 @@ static void finish_request(FCGX_Request *fcgx)
             drained += (size_t)n;
         if (!FCGX_HasSeenEOF(fcgx->in)) fcgx->keepConnection = 0;
     }
+    failed = FCGX_FClose(fcgx->err) != 0;
+    failed |= FCGX_FClose(fcgx->out) != 0;
     FCGX_Finish_r(fcgx);
+    return failed ? -1 : 0;
 }
 
 /* EAGAIN: another worker took the connection. Anything else (EMFILE,
@@ -384,10 +392,11 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
         refresh(&w, 0);
         {
             struct http_request req;
+            struct webhook_outcome outcome;
             http_request_init(&req, &fcgx);
-            webhook_handle(&w, &req);
+            webhook_handle(&w, &req, &outcome);
+            webhook_record(&w, &outcome, finish_request(&fcgx) == 0);
         }
-        finish_request(&fcgx);
         /* Disarmed only once libfcgi has closed or kept the connection: its
          * close may read from a peer until the repeats stop it. */
         set_deadline(0);

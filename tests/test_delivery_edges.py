@@ -256,6 +256,39 @@ class DatabaseTimeout(EdgeCase):
         self.assertEqual(self.db_errors() - errors, 1)
 
 
+class AnswerLost(EdgeCase):
+
+    def test_an_answer_nobody_waits_for_any_more_is_logged_as_lost_and_the_retry_is_a_duplicate(self):
+        """Paddle (or nginx) gives up while the commit waits: the event is stored, but the answer goes nowhere.
+        The request line says so, at warn, instead of a plain 200 that Paddle never saw."""
+        ep = H.add_endpoint()
+        body = self.event()
+        event_id = json.loads(body)["event_id"]
+        lost_before = metric_values(H.get("/paddle/metrics").body.decode(), "paddlehook_answers_lost_total").get("", 0)
+        log_from = os.path.getsize(H.serve_log)
+        locker = H.in_flight("LOCK TABLE paddle.payment_events IN SHARE ROW EXCLUSIVE MODE", 1.5, "answer_locker")
+        try:
+            with socket.create_connection(("127.0.0.1", H.http_port), timeout=10) as client:
+                client.sendall(b"POST /paddle/webhooks/%s HTTP/1.1\r\nHost: localhost\r\nPaddle-Signature: %s\r\n"
+                               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                               % (ep.id.encode(), py_sign(body, ep.secret).encode(), len(body), body))
+                harness.wait_until(lambda: H.sql_value(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%ingest_event%'") == "1", timeout=10, interval=0.02,
+                    what="the delivery to wait for the lock")
+        finally:
+            locker.join()
+        line = harness.wait_until(
+            lambda: next((l for l in H.serve_log_since(log_from).splitlines() if "event_id=%s" % event_id in l), None),
+            timeout=10, what="the delivery's request line")
+        self.assertRegex(line, r"level=warn .*status=200 outcome=stored duration_ms=\S+ answer=lost$")
+        self.assertEqual(self.stored_rows(body), 1)
+        self.assertDuplicate(H.post_event(ep, body))
+        lost = metric_values(H.get("/paddle/metrics").body.decode(), "paddlehook_answers_lost_total").get("", 0)
+        self.assertEqual(lost - lost_before, 1)
+        self.assertNotIn("answer=lost", H.serve_log_since(log_from).replace(line, ""))
+
+
 class WhileTheDatabaseIsDown(EdgeCase):
 
     def setUp(self):
