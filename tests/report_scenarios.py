@@ -272,6 +272,51 @@ def scenario_dunning(db):
     return s
 
 
+def scenario_dunning_owed(db):
+    """Failed payments that owe nothing (a card update's zero-value transaction, an upgrade Paddle did not apply),
+    a renewal whose case another paid transaction of the subscription must not close, and a past_due
+    subscription that Paddle reports active again with no transaction event received."""
+    f = db.feed()
+    pm, pu, pc = Price(9000, "HKD"), Price(12000, "HKD"), Price(3000, "HKD", recurring=False)
+    zero = Price(0, "HKD", recurring=False)
+    s = {k: paddle_id("sub") for k in ("card", "upgrade", "renewal", "no_txn")}
+    s.update({k: paddle_id("txn") for k in ("t_card", "t_upgrade", "t_renewal", "t_charge")})
+    s.update({k: paddle_id("ctm") for k in ("c_card", "c_upgrade", "c_renewal", "c_no_txn")})
+    created = "2024-05-01 10:00"
+    for key in ("card", "upgrade", "renewal", "no_txn"):
+        f.add("subscription.created", subscription(s[key], s["c_" + key], "HKD", "active", [(pm, 1)], created),
+              created)
+    # the card update's zero-value transaction is declined; the subscription stays active and owes nothing
+    f.add("transaction.payment_failed", transaction(s["t_card"], s["c_card"], "HKD", "ready", [(zero, 1)],
+                                                    "2024-05-15 10:00", sub=s["card"],
+                                                    origin="subscription_payment_method_change"),
+          "2024-05-15 10:00")
+    # an upgrade charged at once is declined, and Paddle keeps the subscription as it was (prevent_change)
+    f.add("transaction.payment_failed", transaction(s["t_upgrade"], s["c_upgrade"], "HKD", "ready", [(pu, 1)],
+                                                    "2024-05-16 10:00", sub=s["upgrade"],
+                                                    origin="subscription_update"), "2024-05-16 10:00")
+    # the renewal fails on 1 Jun; a one-time charge is paid on 3 Jun; the renewal itself only on 5 Jun
+    f.add("transaction.payment_failed", transaction(s["t_renewal"], s["c_renewal"], "HKD", "past_due", [(pm, 1)],
+                                                    "2024-06-01 10:00", sub=s["renewal"],
+                                                    billed_at="2024-06-01 10:00", origin="subscription_recurring"),
+          "2024-06-01 10:00")
+    f.add("subscription.past_due", subscription(s["renewal"], s["c_renewal"], "HKD", "past_due", [(pm, 1)],
+                                                "2024-06-01 10:00:05", created=created), "2024-06-01 10:00:05")
+    f.add("transaction.completed", transaction(s["t_charge"], s["c_renewal"], "HKD", "completed", [(pc, 1)],
+                                               "2024-06-03 10:00", sub=s["renewal"], origin="subscription_charge"),
+          "2024-06-03 10:00")
+    f.add("transaction.completed", transaction(s["t_renewal"], s["c_renewal"], "HKD", "completed", [(pm, 1)],
+                                               "2024-06-05 10:00", sub=s["renewal"], billed_at="2024-06-01 10:00",
+                                               origin="subscription_recurring"), "2024-06-05 10:00")
+    # only subscription events: past_due on 10 Jun, active again on 12 Jun
+    f.add("subscription.past_due", subscription(s["no_txn"], s["c_no_txn"], "HKD", "past_due", [(pm, 1)],
+                                                "2024-06-10 10:00", created=created), "2024-06-10 10:00")
+    f.add("subscription.updated", subscription(s["no_txn"], s["c_no_txn"], "HKD", "active", [(pm, 1)],
+                                               "2024-06-12 10:00", created=created), "2024-06-12 10:00")
+    f.post()
+    return s
+
+
 def scenario_refunds(db):
     """A partial refund (approved a day after it was requested), a full refund, a chargeback and a rejected
     refund, each on a one-time purchase."""
@@ -713,6 +758,7 @@ SCENARIOS = {
     "pause": scenario_pause,
     "cancel": scenario_cancel,
     "dunning": scenario_dunning,
+    "dunning_owed": scenario_dunning_owed,
     "refunds": scenario_refunds,
     "attribution": scenario_attribution,
     "grace": scenario_grace,

@@ -226,6 +226,16 @@ class CancelAtPeriodEnd(ReportCase):
         })
 
 
+def dunning_case(currency, case_type, case_id, sub, txn, cust, email, amount, failed_at, attempts, state,
+                 recovered_at=None, lost_at=None, ttr=None):
+    """A paddle.dunning row of the sandbox."""
+    return {"failed_on": failed_at[:10], "environment": "sandbox", "case_type": case_type, "case_id": case_id,
+            "subscription_id": sub, "transaction_id": txn, "customer_id": cust, "customer_email": email,
+            "currency_code": currency, "amount": amount, "failed_at": J(failed_at), "failed_attempts": attempts,
+            "state": state, "recovered_at": J(recovered_at) if recovered_at else None,
+            "lost_at": J(lost_at) if lost_at else None, "time_to_recover": ttr}
+
+
 class Dunning(ReportCase):
     @classmethod
     def setUpClass(cls):
@@ -234,14 +244,8 @@ class Dunning(ReportCase):
     def test_cases_recovered_lost_open(self):
         s = self.s
 
-        def case(case_type, case_id, sub, txn, cust, email, amount, failed_at, attempts, state,
-                 recovered_at=None, lost_at=None, ttr=None):
-            return {"failed_on": failed_at[:10], "environment": "sandbox", "case_type": case_type,
-                    "case_id": case_id, "subscription_id": sub, "transaction_id": txn, "customer_id": cust,
-                    "customer_email": email, "currency_code": "PLN", "amount": amount, "failed_at": J(failed_at),
-                    "failed_attempts": attempts, "state": state,
-                    "recovered_at": J(recovered_at) if recovered_at else None,
-                    "lost_at": J(lost_at) if lost_at else None, "time_to_recover": ttr}
+        def case(*columns, **kw):
+            return dunning_case("PLN", *columns, **kw)
 
         self.assertRows(view("dunning", in_currency("PLN")), [
             case("subscription", s["rec"], s["rec"], s["t_rec"], s["c_rec"], "rita@example.pl", "66.00",
@@ -274,6 +278,29 @@ class Dunning(ReportCase):
             movement_row("2024-01-01", "PLN", new="130.00", net="130.00", ending="130.00", counts=(2, 0, 0, 0, 0)),
             movement_row("2024-03-01", "PLN", churned="70.00", net="-70.00", ending="60.00", counts=(0, 0, 0, 1, 0)),
         ])
+
+
+class DunningOwed(ReportCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = load("dunning_owed")
+
+    def test_a_case_opens_only_where_something_is_owed_and_closes_when_it_is_paid(self):
+        s = self.s
+
+        def case(sub, txn, cust, amount, failed_at, attempts, recovered_at, ttr):
+            return dunning_case("HKD", "subscription", sub, sub, txn, cust, None, amount, failed_at, attempts,
+                                "recovered", recovered_at=recovered_at, ttr=ttr)
+
+        self.assertRows(view("dunning", in_currency("HKD")), [
+            case(s["renewal"], s["t_renewal"], s["c_renewal"], "99.00", "2024-06-01 10:00", 1, "2024-06-05 10:00",
+                 "4 days"),
+            case(s["no_txn"], None, s["c_no_txn"], None, "2024-06-10 10:00", 0, "2024-06-12 10:00", "2 days"),
+        ])
+        self.assertRows(view("dunning_summary", in_currency("HKD")), [{
+            "environment": "sandbox", "currency_code": "HKD", "cases": 2, "open_cases": 0, "recovered_cases": 2,
+            "lost_cases": 0, "recovery_rate": "1.0000", "amount_failed": "99.00", "amount_recovered": "99.00",
+            "amount_lost": "0.00", "median_time_to_recover": "3 days", "avg_time_to_recover": "3 days"}])
 
 
 class Refunds(ReportCase):
