@@ -117,6 +117,11 @@ static int read_file(const char *path, int required, const char *values[S_COUNT]
             snprintf(err, errlen, "%s:%d: unknown setting '%s'", path, n, key);
             goto out;
         }
+        /* Which of two would win is no rule anyone reading the file should need. */
+        if (src[s].from == FROM_FILE) {
+            snprintf(err, errlen, "%s:%d: %s is set already, on line %d", path, n, key, src[s].line);
+            goto out;
+        }
         free(file_values[s]);
         values[s] = file_values[s] = strdup(value);
         src[s] = (struct source){FROM_FILE, n};

@@ -702,6 +702,11 @@ class ConfigLayers(HarnessTestCase):
         p = self.H.cli("check-config", "--config", conf, check=False)
         self.assertEqual(p.returncode, 2)
         self.assertIn(":2: unknown setting 'wrokers'", p.stderr)
+        # Set twice: which would win is no rule to rely on.
+        conf = self.write_config("workers = 2\n# more workers\nworkers = 8\n")
+        p = self.H.cli("check-config", "--config", conf, check=False)
+        self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+        self.assertIn("%s:3: workers is set already, on line 1" % conf, p.stderr)
 
     def test_invalid_values_stop_the_command_with_exit_2(self):
         for option, value, message in (("--socket-mode", "-0", "socket_mode takes an octal mode"),
