@@ -29,6 +29,11 @@
     "SET client_min_messages = notice" /* what a migration says is logged */
 /* Whatever the database's or role's default: a migration that waits for
  * deliveries in flight must see what they commit while it waits. */
+/* Who owns schema paddle, if it exists, and whether this session's role may act as that owner. */
+#define MIGRATE_OWNER                                                                         \
+    "SELECT pg_catalog.quote_ident(r.rolname), pg_catalog.quote_ident(current_user), "       \
+    "pg_catalog.pg_has_role(n.nspowner, 'MEMBER') "                                            \
+    "FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner WHERE n.nspname = 'paddle'"
 #define MIGRATE_RECORDED "SELECT EXISTS (SELECT FROM paddle.schema_migrations WHERE version = $1)"
 
 static int is_applied(PGconn *conn, const char *version, int *applied, char *err, size_t errlen)
@@ -97,12 +102,31 @@ static int take_lock(PGconn *conn, char *why, size_t whylen)
     return rc;
 }
 
+/* A role that does not own the schema (the workers', say) fails on its
+ * first statement with a message about something else (CREATE on the
+ * database): say what is wrong instead. */
+static int check_owner(PGconn *conn, char *err, size_t errlen)
+{
+    char why[512];
+    PGresult *res = db_query(conn, MIGRATE_OWNER, why, sizeof why);
+    int rc = -1;
+
+    if (res == NULL) snprintf(err, errlen, "cannot read who owns schema paddle: %s", why);
+    else if (PQntuples(res) == 0 || PQgetvalue(res, 0, 2)[0] == 't') rc = 0;
+    else
+        snprintf(err, errlen, "migrate runs as the role that owns schema paddle, %s; this connection's role is %s",
+                 PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return rc;
+}
+
 int migrate_apply(PGconn *conn, const char *conninfo, unsigned *applied, char *err, size_t errlen)
 {
     char why[512];
     int rc = -1;
 
     *applied = 0;
+    if (check_owner(conn, err, errlen) != 0) return -1;
     if (take_lock(conn, why, sizeof why) != 0) {
         snprintf(err, errlen, "cannot take the migration lock: %s", why);
         return -1;

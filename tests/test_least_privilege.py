@@ -192,6 +192,13 @@ class LeastPrivilege(HostileCase):
                                    r"transaction_items")
         self.assertNothingChanged()
 
+    def test_migrate_as_the_worker_role_says_whose_it_is_to_run(self):
+        p = H.cli("migrate", "--db", worker_conninfo(), check=False)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("migrate runs as the role that owns schema paddle, postgres; this connection's role is %s"
+                      % WORKER_ROLE, p.stderr)
+        self.assertNothingChanged()
+
     def test_worker_role_loads_endpoint_changes(self):
         ep = H.add_endpoint(environment="live")
         self.assertStored(self.post_signed(event(), ep=ep))
