@@ -218,9 +218,13 @@ static void handle_metrics(struct worker *w, struct http_request *req, struct we
     stats_render_prometheus(w->stats, &w->endpoints, emit_to_request, req);
 }
 
+/* The request line is written before the answer leaves (libfcgi holds it
+ * until the request ends): whoever has the answer finds the line logged. */
 void webhook_handle(struct worker *w, struct http_request *req, struct webhook_outcome *o)
 {
     long long start = now_us();
+    double duration_ms;
+    char skew[32] = "";
 
     memset(o, 0, sizeof *o);
     o->delivery = strncmp(req->path, WEBHOOK_PATH_PREFIX, strlen(WEBHOOK_PATH_PREFIX)) == 0;
@@ -232,24 +236,25 @@ void webhook_handle(struct worker *w, struct http_request *req, struct webhook_o
         handle_metrics(w, req, o);
     else
         respond_error(req, o, 404, "not_found", "no such path", NULL);
-    o->duration_ms = (double)(now_us() - start) / 1000.0;
-}
 
-void webhook_record(struct worker *w, const struct webhook_outcome *o, int answered)
-{
-    char skew[32] = "";
-
+    duration_ms = (double)(now_us() - start) / 1000.0;
     /* Only deliveries are counted; an unknown endpoint id is attacker-chosen,
      * so it never becomes a label. */
     if (o->delivery)
         stats_record(w->stats, o->endpoint_known ? o->endpoint_id : NULL,
-                     o->event_type[0] ? o->event_type : NULL, o->word, o->reached_database ? o->duration_ms : -1);
-    if (!answered) stats_count(w->stats, STATS_ANSWERS_LOST);
+                     o->event_type[0] ? o->event_type : NULL, o->word, o->reached_database ? duration_ms : -1);
     if (o->has_skew) snprintf(skew, sizeof skew, " skew=%lld", o->skew);
-    log_line(o->code >= 500 || o->warn || !answered ? LOG_WARN : LOG_INFO,
+    log_line(o->code >= 500 || o->warn ? LOG_WARN : LOG_INFO,
              "event=request endpoint=%s event_id=%s event_type=%s status=%d outcome=%s "
-             "duration_ms=%.3f%s%s",
+             "duration_ms=%.3f%s",
              o->endpoint_id[0] ? o->endpoint_id : "-", o->event_id[0] ? o->event_id : "-",
-             o->event_type[0] ? o->event_type : "-", o->code, o->word, o->duration_ms, skew,
-             answered ? "" : " answer=lost");
+             o->event_type[0] ? o->event_type : "-", o->code, o->word, duration_ms, skew);
+}
+
+void webhook_answer_lost(struct worker *w, const struct webhook_outcome *o)
+{
+    stats_count(w->stats, STATS_ANSWERS_LOST);
+    log_line(LOG_WARN, "event=answer_lost endpoint=%s event_id=%s status=%d outcome=%s reason=\"nginx no longer "
+             "took the answer: it, or its client, gave up first\"",
+             o->endpoint_id[0] ? o->endpoint_id : "-", o->event_id[0] ? o->event_id : "-", o->code, o->word);
 }

@@ -10,7 +10,7 @@
 #define HEALTHZ_PATH "/paddle/healthz"
 #define METRICS_PATH "/paddle/metrics"
 
-/* What one request came to, for its log line and counters. */
+/* What one request came to. */
 struct webhook_outcome {
     int delivery; /* a path under WEBHOOK_PATH_PREFIX: counted per endpoint */
     int code;
@@ -21,17 +21,16 @@ struct webhook_outcome {
     int warn;               /* log at warn level although the answer is not an error */
     int has_skew;           /* timestamp_out_of_range: skew is by how much */
     long long skew;         /* seconds the signature's ts is behind the worker's clock (< 0: ahead) */
-    double duration_ms;
     char event_id[MAX_ID_LEN + 1];
     char event_type[MAX_EVENT_TYPE_LEN + 1];
 };
 
-/* Answers one request and says what it came to in o. */
+/* Answers one request, logs and counts it, and says what it came to in o. */
 void webhook_handle(struct worker *w, struct http_request *req, struct webhook_outcome *o);
 
-/* Logs and counts a request once its answer is written: answered 0 when it
- * could not be written to nginx's connection (nginx, or its client, gave up
- * first; a stored event is then answered duplicate when Paddle retries). */
-void webhook_record(struct worker *w, const struct webhook_outcome *o, int answered);
+/* Logs and counts an answer that could not be written to nginx's connection
+ * (nginx, or its client, gave up first; a stored event is then answered
+ * duplicate when Paddle retries). */
+void webhook_answer_lost(struct worker *w, const struct webhook_outcome *o);
 
 #endif

@@ -395,7 +395,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
             struct webhook_outcome outcome;
             http_request_init(&req, &fcgx);
             webhook_handle(&w, &req, &outcome);
-            webhook_record(&w, &outcome, finish_request(&fcgx) == 0);
+            if (finish_request(&fcgx) != 0) webhook_answer_lost(&w, &outcome);
         }
         /* Disarmed only once libfcgi has closed or kept the connection: its
          * close may read from a peer until the repeats stop it. */
