@@ -81,17 +81,31 @@ static void without_quoted_value(const char *msg, char *buf, size_t len)
         snprintf(buf, len, "%.*s\"...\"%s", (int)(open - msg), msg, last + 1);
 }
 
-/* Whether a URI's user name or password holds a raw @, / or ?: libpq then
+/* Whether a URI's user name or password holds a raw @ or /: libpq then
  * reads their tail as the host, port or database name, which its errors
- * quote and a server logs. Its authority ends at the first / or ?, and its
- * user and password at the @ in it. */
+ * quote and a server logs. libpq ends the user and password at the first @
+ * before any /, and the hosts at the next / or ?: a second @ there, or an @
+ * in the path with a / after it, is such a tail (an @ in a database name or
+ * a query value is not). A tail taken for the port is found once parsed. */
 static int uri_userinfo_unescaped(const char *uri)
 {
     const char *authority = strstr(uri, "://") + 3;
     size_t len = strcspn(authority, "/?");
-    const char *at = memchr(authority, '@', len);
+    const char *at = memchr(authority, '@', len), *path = authority + len;
+    size_t path_len = *path == '/' ? strcspn(path, "?") : 0;
+    const char *path_at = memchr(path, '@', path_len);
 
-    return (at && memchr(at + 1, '@', len - (size_t)(at + 1 - authority))) || strchr(authority + len, '@');
+    return (at && memchr(at + 1, '@', len - (size_t)(at + 1 - authority))) ||
+           (path_at && memchr(path_at, '/', path_len - (size_t)(path_at - path)));
+}
+
+/* A port that is no list of numbers: in a URI, the tail of a password. */
+static int port_not_numbers(const PQconninfoOption *opts)
+{
+    for (; opts->keyword; opts++)
+        if (strcmp(opts->keyword, "port") == 0 && opts->val && strspn(opts->val, "0123456789,") != strlen(opts->val))
+            return 1;
+    return 0;
 }
 
 int db_conninfo_check(const char *conninfo, char *err, size_t errlen)
@@ -99,6 +113,7 @@ int db_conninfo_check(const char *conninfo, char *err, size_t errlen)
     char *why = NULL, redacted[512];
     PQconninfoOption *opts;
     int uri = strncmp(conninfo, "postgresql://", 13) == 0 || strncmp(conninfo, "postgres://", 11) == 0;
+    int unescaped, parsed;
 
     /* As libpq reads it: a URI or key=value pairs, else the name of a database, which a mistyped URI would be
      * (and the server would log it, password and all). */
@@ -109,17 +124,19 @@ int db_conninfo_check(const char *conninfo, char *err, size_t errlen)
         snprintf(err, errlen, "a connection URI starts with postgresql:// or postgres://");
         return -1;
     }
-    if (uri && uri_userinfo_unescaped(conninfo)) {
-        snprintf(err, errlen, "the URI has an @, / or ? where libpq would take part of the password for the host, "
+    unescaped = uri && uri_userinfo_unescaped(conninfo);
+    opts = unescaped ? NULL : PQconninfoParse(conninfo, &why);
+    parsed = opts != NULL;
+    unescaped |= parsed && uri && port_not_numbers(opts);
+    PQconninfoFree(opts);
+    if (unescaped) {
+        snprintf(err, errlen, "the URI has an @ or / where libpq would take part of the password for the host, "
                               "port or database: write them percent-encoded in a user name or password (%%40, "
-                              "%%2F, %%3F)");
+                              "%%2F)");
+        PQfreemem(why);
         return -1;
     }
-    opts = PQconninfoParse(conninfo, &why);
-    if (opts != NULL) {
-        PQconninfoFree(opts);
-        return 0;
-    }
+    if (parsed) return 0;
     without_quoted_value(why ? why : "out of memory", redacted, sizeof redacted);
     one_line(redacted, err, errlen);
     PQfreemem(why);

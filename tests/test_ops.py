@@ -747,10 +747,10 @@ class ConfigLayers(HarnessTestCase):
                       "postgres:/paddlehook:%s@db.internal/billing" % password,
                       "host=db.internal password=%s extra" % password,
                       "host=db.internal password='%s" % password,
-                      # A raw @, / or ? in the password: libpq would read its tail as the host, port or database.
+                      # A raw @ or / in the password: libpq would read its tail as the host, port or database.
                       "postgresql://paddlehook:Pa@%s@db.internal/billing" % password,
                       "postgresql://paddlehook:%s/x@db.internal/billing" % password,
-                      "postgresql://paddlehook:%s?x@db.internal/billing" % password):
+                      "postgresql://paddlehook:%s/x@db.internal" % password):
             conf = self.write_config("db = %s\n" % value)
             for argv, env in ((["check-config", "--db", value], {}),
                               (["serve", "--listen", "unix:" + os.path.join(self.H.tmpdir, "unused.sock")],
@@ -766,9 +766,16 @@ class ConfigLayers(HarnessTestCase):
         p = self.H.cli("check-config", "--db", "postgres:/paddlehook:%s@db" % password, check=False)
         self.assertIn("a connection URI starts with postgresql:// or postgres:// (--db)", p.stderr)
         p = self.H.cli("check-config", "--db", "postgresql://paddlehook:%s/x@db" % password, check=False)
-        self.assertIn("write them percent-encoded in a user name or password (%40, %2F, %3F) (--db)", p.stderr)
+        self.assertIn("write them percent-encoded in a user name or password (%40, %2F) (--db)", p.stderr)
+        # An @ in a database name or a query value is no password's tail.
+        for value in ("postgresql://postgres@127.0.0.1:%d/paddlehook?sslkey=/etc/ssl/u@h.key" % self.H.pg_port,
+                      "postgresql://127.0.0.1:%d/paddlehook?user=postgres&application_name=a@b" % self.H.pg_port,
+                      "postgresql://postgres@[::1],127.0.0.1:1,%d/my@db" % self.H.pg_port):
+            with self.subTest(value=value):
+                p = self.H.cli("check-config", "--db", value, check=False)
+                self.assertNotEqual(p.returncode, 2, p.stderr)
         # Encoded, they are the password's (which the test server, trusting every local session, does not ask).
-        p = self.H.cli("check-config", "--db", "postgresql://postgres:Pa%%40%s%%2F%%3F@127.0.0.1:%d/paddlehook"
+        p = self.H.cli("check-config", "--db", "postgresql://postgres:Pa%%40%s%%2F?@127.0.0.1:%d/paddlehook"
                        % (password, self.H.pg_port), check=False)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         # A name alone is the name of a database, as libpq takes it.
