@@ -279,11 +279,12 @@ def scenario_dunning_owed(db):
     f = db.feed()
     pm, pu, pc = Price(9000, "HKD"), Price(12000, "HKD"), Price(3000, "HKD", recurring=False)
     zero = Price(0, "HKD", recurring=False)
-    s = {k: paddle_id("sub") for k in ("card", "upgrade", "renewal", "no_txn")}
-    s.update({k: paddle_id("txn") for k in ("t_card", "t_upgrade", "t_renewal", "t_charge")})
-    s.update({k: paddle_id("ctm") for k in ("c_card", "c_upgrade", "c_renewal", "c_no_txn")})
+    subs = ("card", "upgrade", "renewal", "no_txn", "tie", "sub_only")
+    s = {k: paddle_id("sub") for k in subs}
+    s.update({k: paddle_id("txn") for k in ("t_card", "t_upgrade", "t_renewal", "t_charge", "t_tie", "t_sub_only")})
+    s.update({"c_" + k: paddle_id("ctm") for k in subs})
     created = "2024-05-01 10:00"
-    for key in ("card", "upgrade", "renewal", "no_txn"):
+    for key in subs:
         f.add("subscription.created", subscription(s[key], s["c_" + key], "HKD", "active", [(pm, 1)], created),
               created)
     # the card update's zero-value transaction is declined; the subscription stays active and owes nothing
@@ -313,6 +314,20 @@ def scenario_dunning_owed(db):
                                                 "2024-06-10 10:00", created=created), "2024-06-10 10:00")
     f.add("subscription.updated", subscription(s["no_txn"], s["c_no_txn"], "HKD", "active", [(pm, 1)],
                                                "2024-06-12 10:00", created=created), "2024-06-12 10:00")
+    # an active snapshot at the very instant of a renewal's failure answers nothing: the case stays open
+    f.add("transaction.payment_failed", transaction(s["t_tie"], s["c_tie"], "HKD", "past_due", [(pm, 1)],
+                                                    "2024-07-01 10:00", sub=s["tie"], billed_at="2024-07-01 10:00",
+                                                    origin="subscription_recurring"), "2024-07-01 10:00")
+    f.add("subscription.updated", subscription(s["tie"], s["c_tie"], "HKD", "active", [(pm, 1)],
+                                               "2024-07-01 10:00", created=created), "2024-07-01 10:00")
+    f.add("subscription.past_due", subscription(s["tie"], s["c_tie"], "HKD", "past_due", [(pm, 1)],
+                                                "2024-07-01 10:01", created=created), "2024-07-01 10:01")
+    # a destination without subscription.updated nor the renewal's failure: its payment recovers the case
+    f.add("subscription.past_due", subscription(s["sub_only"], s["c_sub_only"], "HKD", "past_due", [(pm, 1)],
+                                                "2024-07-10 10:00", created=created), "2024-07-10 10:00")
+    f.add("transaction.completed", transaction(s["t_sub_only"], s["c_sub_only"], "HKD", "completed", [(pm, 1)],
+                                               "2024-07-12 10:00", sub=s["sub_only"], billed_at="2024-07-10 10:00",
+                                               origin="subscription_recurring"), "2024-07-12 10:00")
     f.post()
     return s
 

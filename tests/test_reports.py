@@ -288,19 +288,20 @@ class DunningOwed(ReportCase):
     def test_a_case_opens_only_where_something_is_owed_and_closes_when_it_is_paid(self):
         s = self.s
 
-        def case(sub, txn, cust, amount, failed_at, attempts, recovered_at, ttr):
-            return dunning_case("HKD", "subscription", sub, sub, txn, cust, None, amount, failed_at, attempts,
-                                "recovered", recovered_at=recovered_at, ttr=ttr)
+        def case(key, txn, amount, failed_at, attempts, recovered_at=None, ttr=None):
+            return dunning_case("HKD", "subscription", s[key], s[key], txn, s["c_" + key], None, amount, failed_at,
+                                attempts, "recovered" if recovered_at else "open", recovered_at=recovered_at, ttr=ttr)
 
         self.assertRows(view("dunning", in_currency("HKD")), [
-            case(s["renewal"], s["t_renewal"], s["c_renewal"], "99.00", "2024-06-01 10:00", 1, "2024-06-05 10:00",
-                 "4 days"),
-            case(s["no_txn"], None, s["c_no_txn"], None, "2024-06-10 10:00", 0, "2024-06-12 10:00", "2 days"),
+            case("renewal", s["t_renewal"], "99.00", "2024-06-01 10:00", 1, "2024-06-05 10:00", "4 days"),
+            case("no_txn", None, None, "2024-06-10 10:00", 0, "2024-06-12 10:00", "2 days"),
+            case("tie", s["t_tie"], "99.00", "2024-07-01 10:00", 1),
+            case("sub_only", None, None, "2024-07-10 10:00", 0, "2024-07-12 10:00", "2 days"),
         ])
         self.assertRows(view("dunning_summary", in_currency("HKD")), [{
-            "environment": "sandbox", "currency_code": "HKD", "cases": 2, "open_cases": 0, "recovered_cases": 2,
-            "lost_cases": 0, "recovery_rate": "1.0000", "amount_failed": "99.00", "amount_recovered": "99.00",
-            "amount_lost": "0.00", "median_time_to_recover": "3 days", "avg_time_to_recover": "3 days"}])
+            "environment": "sandbox", "currency_code": "HKD", "cases": 4, "open_cases": 1, "recovered_cases": 3,
+            "lost_cases": 0, "recovery_rate": "1.0000", "amount_failed": "198.00", "amount_recovered": "99.00",
+            "amount_lost": "0.00", "median_time_to_recover": "2 days", "avg_time_to_recover": "2 days 16:00:00"}])
 
 
 class Refunds(ReportCase):

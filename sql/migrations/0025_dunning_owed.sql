@@ -12,8 +12,9 @@
 -- was received (a destination subscribed to subscription.* only).
 --
 -- Now a subscription's case opens at a past_due snapshot of it or of one of its transactions, or at a failed
--- payment of a renewal (origin subscription_recurring); it recovers when one of its failed transactions is paid, or
--- when the subscription is seen active or trialing again. Cases of transactions without a subscription (checkouts)
+-- payment of a renewal (origin subscription_recurring); it recovers when one of its failed transactions or one of
+-- its renewals is paid, or when the subscription is seen active or trialing again (a snapshot at the very instant
+-- of a failure closes only what was open before it). Cases of transactions without a subscription (checkouts)
 -- are as before. The columns are the same; paddle.dunning_summary, which reads it, follows. Past cases change at
 -- once: nothing to rebuild.
 --
@@ -34,6 +35,7 @@ WITH tx AS (
 tx_outcome AS (
     -- per transaction: when it was first seen paid/completed, first seen canceled; its subscription if any
     SELECT environment, transaction_id, max(subscription_id) AS subscription_id, max(customer_id) AS customer_id,
+           max(origin) AS origin,
            min(occurred_at) FILTER (WHERE status IN ('paid', 'completed')) AS paid_at,
            min(occurred_at) FILTER (WHERE status = 'canceled') AS canceled_at
     FROM tx
@@ -50,40 +52,43 @@ failures AS (
     -- or a failed payment of a renewal. Other failed payments of its transactions owe nothing: a card update's
     -- zero-value transaction, or a change Paddle did not apply because its payment failed (prevent_change).
     SELECT environment, CASE WHEN subscription_id IS NULL THEN 'transaction' ELSE 'subscription' END AS case_type,
-           coalesce(subscription_id, transaction_id) AS case_id, 0 AS kind, occurred_at AS at, event_id, event_type,
-           transaction_id, subscription_id, customer_id, currency_code, grand_total
+           coalesce(subscription_id, transaction_id) AS case_id, 0 AS kind, occurred_at AS at, 1 AS tie, event_id,
+           event_type, transaction_id, subscription_id, customer_id, currency_code, grand_total
     FROM tx
     WHERE status = 'past_due'
        OR (event_type = 'transaction.payment_failed'
            AND (subscription_id IS NULL OR origin = 'subscription_recurring'))
     UNION ALL
-    SELECT environment, 'subscription', subscription_id, 0, occurred_at, event_id, event_type,
+    SELECT environment, 'subscription', subscription_id, 0, occurred_at, 1, event_id, event_type,
            NULL, subscription_id, customer_id, currency_code, NULL
     FROM sub
     WHERE status = 'past_due'
 ),
 signals AS (
-    -- kind 0 = failure, 1 = recovery, 2 = loss; a case is a subscription, or a transaction without one
+    -- kind 0 = failure, 1 = recovery, 2 = loss; a case is a subscription, or a transaction without one. At one
+    -- instant, tie 0 comes before failures, the others after them.
     SELECT * FROM failures
     UNION ALL
-    SELECT environment, 'transaction', transaction_id, 1, paid_at, NULL, NULL,
+    SELECT environment, 'transaction', transaction_id, 1, paid_at, 1, NULL, NULL,
            transaction_id, subscription_id, customer_id, NULL, NULL
     FROM tx_outcome
     WHERE paid_at IS NOT NULL
     UNION ALL
-    -- A subscription recovers when a transaction that failed in it is paid, not when any other of its
-    -- transactions is (a one-time charge, a card update) ...
-    SELECT o.environment, 'subscription', o.subscription_id, 1, o.paid_at, NULL, NULL,
+    -- A subscription recovers when a transaction that failed in it is paid, or a renewal (whose failure may not
+    -- have been received), not when any other of its transactions is (a one-time charge, a card update) ...
+    SELECT o.environment, 'subscription', o.subscription_id, 1, o.paid_at, 1, NULL, NULL,
            o.transaction_id, o.subscription_id, o.customer_id, NULL, NULL
     FROM tx_outcome o
     WHERE o.paid_at IS NOT NULL AND o.subscription_id IS NOT NULL
       AND EXISTS (SELECT FROM failures f
                   WHERE f.environment = o.environment AND f.case_type = 'subscription'
-                    AND f.transaction_id = o.transaction_id)
+                    AND f.case_id = o.subscription_id
+                    AND (f.transaction_id = o.transaction_id OR o.origin = 'subscription_recurring'))
     UNION ALL
     -- ... or when Paddle reports it active (or trialing) again, which it does once the debt is settled, also
-    -- to a destination that receives no transaction events.
-    SELECT s.environment, 'subscription', s.subscription_id, 1, s.occurred_at, s.event_id, s.event_type,
+    -- to a destination that receives no transaction events. Such a snapshot at the instant of a failure is no
+    -- answer to it: it closes what was open before.
+    SELECT s.environment, 'subscription', s.subscription_id, 1, s.occurred_at, 0, s.event_id, s.event_type,
            NULL, s.subscription_id, s.customer_id, NULL, NULL
     FROM sub s
     WHERE s.status IN ('active', 'trialing')
@@ -91,12 +96,12 @@ signals AS (
                   WHERE f.environment = s.environment AND f.case_type = 'subscription'
                     AND f.case_id = s.subscription_id)
     UNION ALL
-    SELECT environment, 'transaction', transaction_id, 2, canceled_at, NULL, NULL,
+    SELECT environment, 'transaction', transaction_id, 2, canceled_at, 1, NULL, NULL,
            transaction_id, subscription_id, customer_id, NULL, NULL
     FROM tx_outcome
     WHERE canceled_at IS NOT NULL
     UNION ALL
-    SELECT environment, 'subscription', subscription_id, 2, min(occurred_at), NULL, NULL,
+    SELECT environment, 'subscription', subscription_id, 2, min(occurred_at), 1, NULL, NULL,
            NULL, subscription_id, max(customer_id), NULL, NULL
     FROM sub
     WHERE status = 'canceled'
@@ -106,7 +111,7 @@ numbered AS (
     -- episode k = the failures after the k-th recovery/loss of the case, closed by the (k+1)-th (if any)
     SELECT s.*,
            count(*) FILTER (WHERE s.kind > 0) OVER (
-               PARTITION BY s.environment, s.case_type, s.case_id ORDER BY s.at, s.kind, s.event_id
+               PARTITION BY s.environment, s.case_type, s.case_id ORDER BY s.at, s.tie, s.kind, s.event_id
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS episode
     FROM signals s
 ),
@@ -149,4 +154,4 @@ FROM episodes e
 LEFT JOIN paddle.customers c ON c.id = e.customer_id AND c.environment = e.environment;
 
 COMMENT ON VIEW paddle.dunning IS
-    'Failed-payment cases, one row per episode: a case is a subscription or a transaction without subscription. It opens at the first failure where something is owed (a past_due transaction or subscription snapshot; transaction.payment_failed of a transaction without subscription or of a renewal) and closes at the first later recovery = recovered (a transaction without subscription first seen paid/completed; for a subscription, one of its failed transactions first seen paid/completed, or the subscription seen active or trialing), or loss (subscription first seen canceled, transaction canceled) = lost; else open. amount = grand_total of the first failed transaction.';
+    'Failed-payment cases, one row per episode: a case is a subscription or a transaction without subscription. It opens at the first failure where something is owed (a past_due transaction or subscription snapshot; transaction.payment_failed of a transaction without subscription or of a renewal) and closes at the first later recovery = recovered (a transaction without subscription first seen paid/completed; for a subscription, one of its failed transactions or renewals first seen paid/completed, or the subscription seen active or trialing after the failure), or loss (subscription first seen canceled, transaction canceled) = lost; else open. amount = grand_total of the first failed transaction.';
