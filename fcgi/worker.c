@@ -293,9 +293,9 @@ static void set_deadline(int seconds)
 /* Ends the request; 0 when its answer was written whole to nginx's
  * connection. The streams are closed as FCGX_Finish_r closes them (which
  * then only frees them), to learn whether the writes failed. */
-static int finish_request(FCGX_Request *fcgx)
+static int finish_request(FCGX_Request *fcgx, int tcp)
 {
-    int failed;
+    int failed = 0;
 
     if (fcgx->keepConnection && !FCGX_HasSeenEOF(fcgx->in)) {
         char rest[4096];
@@ -307,7 +307,13 @@ static int finish_request(FCGX_Request *fcgx)
             drained += (size_t)n;
         if (!FCGX_HasSeenEOF(fcgx->in)) fcgx->keepConnection = 0;
     }
-    failed = FCGX_FClose(fcgx->err) != 0;
+    /* Over TCP the first write after nginx hung up succeeds (the refusal comes back after it): a hang-up is
+     * looked for before writing. A unix socket refuses that write itself. */
+    if (tcp) {
+        struct pollfd hung = {.fd = fcgx->ipcFd, .events = POLLRDHUP};
+        failed = poll(&hung, 1, 0) == 1 && (hung.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+    }
+    failed |= FCGX_FClose(fcgx->err) != 0;
     failed |= FCGX_FClose(fcgx->out) != 0;
     FCGX_Finish_r(fcgx);
     return failed ? -1 : 0;
@@ -395,7 +401,7 @@ int worker_run(const struct config *cfg, const struct masterkey *mk, int listen_
             struct webhook_outcome outcome;
             http_request_init(&req, &fcgx);
             webhook_handle(&w, &req, &outcome);
-            if (finish_request(&fcgx) != 0) webhook_answer_lost(&w, &outcome);
+            if (finish_request(&fcgx, listen_tcp) != 0) webhook_answer_lost(&w, &outcome);
         }
         /* Disarmed only once libfcgi has closed or kept the connection: its
          * close may read from a peer until the repeats stop it. */

@@ -266,7 +266,8 @@ class AnswerLost(EdgeCase):
         event_id = json.loads(body)["event_id"]
         lost_before = metric_values(H.get("/paddle/metrics").body.decode(), "paddlehook_answers_lost_total").get("", 0)
         log_from = os.path.getsize(H.serve_log)
-        locker = H.in_flight("LOCK TABLE paddle.payment_events IN SHARE ROW EXCLUSIVE MODE", 1.5, "answer_locker")
+        # Held well inside the worker's 3-second lock timeout, long enough for a loaded host to get the request there.
+        locker = H.in_flight("LOCK TABLE paddle.payment_events IN SHARE ROW EXCLUSIVE MODE", 2.5, "answer_locker")
         try:
             with socket.create_connection(("127.0.0.1", H.http_port), timeout=10) as client:
                 client.sendall(b"POST /paddle/webhooks/%s HTTP/1.1\r\nHost: localhost\r\nPaddle-Signature: %s\r\n"
