@@ -169,6 +169,13 @@ class PostgresMixin:
         return self.sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND "
                               "state = 'active' AND query LIKE 'SELECT pg_sleep%%'" % self.lit(tag)) != "0"
 
+    def wait_lock_waiters(self, query_start, count=1, timeout=10, what=None):
+        """Until `count` sessions whose statement starts with query_start (a LIKE pattern) wait for a lock."""
+        wait_until(lambda: self.sql_value(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+            % self.lit(query_start + "%")) == str(count), timeout=timeout, interval=0.02,
+            what=what or "%d session(s) of %r to wait for a lock" % (count, query_start))
+
     def in_flight(self, sql, seconds, tag, rows=None, db=DB_NAME):
         """Starts a thread running `sql` then pg_sleep(seconds) in one open
         transaction (application_name `tag`); returns it once the sleep runs,

@@ -203,10 +203,8 @@ class EndpointsCannotBeLoaded(EdgeCase):
         try:
             H.sql("NOTIFY paddlehook_endpoints")
             # Every worker's reload waits for the lock (and fails at its lock_timeout): none answers from its table.
-            harness.wait_until(lambda: H.sql_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'SELECT e.id, e.environment%'") == str(H.workers),
-                timeout=10, interval=0.05, what="every worker's reload to wait for the lock")
+            H.wait_lock_waiters("SELECT e.id, e.environment", count=H.workers,
+                                what="every worker's reload to wait for the lock")
             deadline = locked_at + 14   # the last answer (at most 4.5 s) still comes while the table is locked
             answers = 0
             while answers < 2 and time.monotonic() < deadline:
@@ -273,10 +271,7 @@ class AnswerLost(EdgeCase):
                 client.sendall(b"POST /paddle/webhooks/%s HTTP/1.1\r\nHost: localhost\r\nPaddle-Signature: %s\r\n"
                                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                                % (ep.id.encode(), py_sign(body, ep.secret).encode(), len(body), body))
-                harness.wait_until(lambda: H.sql_value(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE '%ingest_event%'") == "1", timeout=10, interval=0.02,
-                    what="the delivery to wait for the lock")
+                H.wait_lock_waiters("%ingest_event", what="the delivery to wait for the lock")
         finally:
             locker.join()
         line = harness.wait_until(

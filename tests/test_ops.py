@@ -626,11 +626,6 @@ class Rekey(HarnessTestCase):
         self.H.add_endpoint()
         original, new_key = self.saved_and_new_key()
 
-        def waiting_on_lock(query_start):
-            return self.H.sql_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
-                % self.H.lit(query_start + "%")) == "1"
-
         secret_file = os.path.join(self.H.tmpdir, "racer-%d.secret" % time.time_ns())
         with open(secret_file, "w") as f:
             f.write(new_secret() + "\n")
@@ -643,14 +638,12 @@ class Rekey(HarnessTestCase):
             rekey = subprocess.Popen([self.H.binary, "rekey", "--old-key-file", self.H.key_file, "--key-file",
                                       new_key], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
-            wait_until(lambda: waiting_on_lock("SELECT paddle.endpoint_reseal_secret"), timeout=10, interval=0.02,
-                       what="rekey waiting on the row")
+            self.H.wait_lock_waiters("SELECT paddle.endpoint_reseal_secret", what="rekey waiting on the row")
             with open(secret_file) as stdin:
                 add = subprocess.Popen([self.H.binary, "endpoint", "add", "racer"], env=env, stdin=stdin,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            wait_until(lambda: waiting_on_lock("SELECT sealed_hex FROM paddle.lock_endpoint_secrets"), timeout=10,
-                       interval=0.02,
-                       what="endpoint add waiting for rekey")
+            self.H.wait_lock_waiters("SELECT sealed_hex FROM paddle.lock_endpoint_secrets",
+                                     what="endpoint add waiting for rekey")
             holder.join()
             _, rekey_err = rekey.communicate(timeout=30)
             add_out, add_err = add.communicate(timeout=30)

@@ -332,10 +332,7 @@ class Listen(HarnessTestCase):
                         peer.connect(address)
                         peer.sendall(fcgi_request("POST", "/paddle/webhooks/" + ep.id, body,
                                                   params=[("HTTP_PADDLE_SIGNATURE", H.py_sign(body, ep.secret))]))
-                        harness.wait_until(lambda: H.sql_value(
-                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND query LIKE '%ingest_event%'") == "1", timeout=10, interval=0.02,
-                            what="the delivery to wait for the lock")
+                        H.wait_lock_waiters("%ingest_event", what="the delivery to wait for the lock")
                 finally:
                     locker.join()
                 harness.wait_until(lambda: "event=answer_lost" in open(log_path).read(), timeout=10,
