@@ -155,14 +155,15 @@ struct stats *stats_create(const char *path, const char **note)
         st = map(-1, 1);
     }
     if (st) {
-        st->magic = STATS_MAGIC;
-        st->version = STATS_VERSION;
+        /* The layout's marks last: a status reading meanwhile finds the file whole or not at all. */
         st->started_at = (uint64_t)time(NULL);
+        st->version = STATS_VERSION;
+        st->magic = STATS_MAGIC;
     }
     return st;
 }
 
-struct stats *stats_snapshot(const char *path, char *why, size_t whylen)
+struct stats *stats_snapshot(const char *path, int *live, char *why, size_t whylen)
 {
     struct stats *st = malloc(sizeof *st);
     size_t got = 0;
@@ -192,6 +193,8 @@ struct stats *stats_snapshot(const char *path, char *why, size_t whylen)
         snprintf(why, whylen, "not counters of this version of paddlehook: restart serve after an upgrade");
         goto fail;
     }
+    /* A running serve holds the file locked for as long as it runs. */
+    *live = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
     close(fd);
     return st;
 fail:

@@ -34,9 +34,9 @@ struct stats_window {
 struct stats *stats_create(const char *path, const char **note);
 
 /* A private copy of an existing stats file (for `status`), to free with
- * stats_snapshot_free. NULL when absent, unreadable, short or of another
- * layout, with why said in why. */
-struct stats *stats_snapshot(const char *path, char *why, size_t whylen);
+ * stats_snapshot_free; *live: a serve runs with it. NULL when absent,
+ * unreadable, short or of another layout, with why said in why. */
+struct stats *stats_snapshot(const char *path, int *live, char *why, size_t whylen);
 void stats_snapshot_free(struct stats *st);
 
 /* Unmaps what stats_create returned. */

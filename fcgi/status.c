@@ -134,7 +134,7 @@ static void print_header(void)
  * endpoints that had deliveries since serve started. */
 static void print_counters_only(const struct stats *st)
 {
-    printf("note: showing the live counters only: the endpoints with deliveries since serve started\n\n");
+    printf("note: showing the counters only: the endpoints with deliveries since serve started\n\n");
     print_header();
     for (size_t i = 0; i < STATS_MAX_ENDPOINTS; i++)
         if (stats_endpoint_at(st, i)) print_endpoint(st, stats_endpoint_at(st, i), NULL, 0, NULL);
@@ -143,15 +143,17 @@ static void print_counters_only(const struct stats *st)
 int status_run(const struct config *cfg)
 {
     char err[512], why[256];
-    struct stats *st = stats_snapshot(cfg->stats_file, why, sizeof why);
+    int live = 0, rc = 1;
+    struct stats *st = stats_snapshot(cfg->stats_file, &live, why, sizeof why);
     PGresult *eps = NULL, *last = NULL;
     PGconn *conn = db_connect_or_say(cfg->db);
-    int rc = 1;
 
     if (st) {
         char since[64];
         format_ago(stats_started_at(st), since, sizeof since);
-        printf("live counters (%s) since serve started at %s\n", cfg->stats_file, since);
+        printf(live ? "live counters (%s) since serve started at %s\n"
+                    : "counters (%s) of a serve that is not running; it started at %s\n",
+               cfg->stats_file, since);
     }
     if (conn == NULL) {
         if (st) print_counters_only(st);

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import secrets as _secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -212,10 +213,15 @@ class Status(HarnessTestCase):
         self.assertEqual(m.group(1), self.H._p("stats"))
         started = time.mktime(time.strptime(m.group(2), "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
         self.assertLess(abs(started - serve_started), 5, "the time serve started, not the time of the call")
+        # A copy no serve holds: counters of the past, said so.
+        copy = os.path.join(self.H.tmpdir, "stats-of-the-past")
+        shutil.copyfile(self.H._p("stats"), copy)
+        self.assertRegex(self.H.cli("status", "--stats-file", copy).stdout,
+                         r"^counters \(%s\) of a serve that is not running; it started at \S+Z " % re.escape(copy))
         p = self.H.cli("status", "--db", UNREACHABLE_DB, check=False)
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertIn("cannot connect to the database", p.stderr)
-        self.assertIn("note: showing the live counters only: the endpoints with deliveries since serve started",
+        self.assertIn("note: showing the counters only: the endpoints with deliveries since serve started",
                       p.stdout)
         line = next(l for l in p.stdout.splitlines() if l.startswith(ep.id))
         self.assertEqual(line.split()[1:5], ["?"] * 4)
@@ -268,7 +274,8 @@ class Status(HarnessTestCase):
             stop.set()
             t.join()
         self.assertEqual([p.returncode for p in runs if p.returncode != 0], [])
-        self.assertTrue(all(p.stdout.startswith(("note: no live counters", "live counters (")) for p in runs))
+        self.assertTrue(all(p.stdout.startswith(("note: no live counters", "counters (%s) of a serve that is not running"
+                                                 % path)) for p in runs))
 
 
 class CheckConfig(HarnessTestCase):
