@@ -190,6 +190,38 @@ class Queueing(ConsumerCase):
         self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(late)), "2",
                          "claimed events can be queued again")
 
+    def test_a_consumer_given_more_types_backfills_only_the_new_ones(self):
+        """Its old types' events are acted on already: queueing them again would mint a second licence."""
+        old, new = own_type("transaction"), own_type("subscription")
+        done = self.store(old, sample_transaction(), occurred_at=at(-7200))
+        wanted = self.store(new, sample_subscription(), occurred_at=at(-3600))
+        name = consumer("wider", [old])
+        self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name)), "1")
+        self.assertEqual([c[0] for c in claim(name)], [done["event_id"]])
+        H.sql("UPDATE paddle.consumers SET event_types = ARRAY[%s, %s] WHERE name = %s"
+              % (H.lit(old), H.lit(new), H.lit(name)))
+        self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, NULL, ARRAY[%s], NULL)"
+                                     % (H.lit(name), H.lit(new.split(".")[0] + ".*"))), "1")
+        self.assertEqual(queued(name), [wanted["event_id"]])
+        # A type the consumer does not want is not queued for it either.
+        self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, NULL, '{customer.*}', NULL)"
+                                     % H.lit(name)), "0")
+
+    def test_a_backfill_by_reception_finds_what_paddle_delivered_late(self):
+        """An application restored from a backup must act again on what it claimed since: an event received then
+        may have occurred days before, where a moment of occurrence does not look."""
+        etype = own_type("customer")
+        late = self.store(etype, sample_customer(), occurred_at=at(-3 * 86400))
+        name = consumer("restored", [etype])
+        H.sql("SELECT paddle.queue_stored_events(%s, NULL)" % H.lit(name))
+        claim(name)
+        backup = from_now(-300).isoformat()
+        self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, %s)" % (H.lit(name), H.lit(backup))),
+                         "0")
+        self.assertEqual(H.sql_value("SELECT paddle.queue_stored_events(%s, NULL, NULL, %s)"
+                                     % (H.lit(name), H.lit(backup))), "1")
+        self.assertEqual(queued(name), [late["event_id"]])
+
     def test_two_backfills_of_one_consumer_do_not_deadlock(self):
         """One backfill holds the queue row of the event the other's scan meets last, then queues all: before
         0019 each waited for the other's uncommitted row and one failed with a deadlock."""
@@ -490,7 +522,11 @@ class Claiming(ConsumerCase):
         late = self.store("customer.created", sample_customer(), occurred_at=at(-50))["event_id"]
         self.assertEqual([e[0] for e in claim(old)], [late])
         early = self.store("customer.created", sample_customer(), occurred_at=at(-60))["event_id"]
+        # How long it has waited stays with it, or the backlog alert would start over at the rename.
+        H.sql("UPDATE paddle.consumer_queue SET queued_at = now() - interval '2 days' WHERE consumer = %s" % H.lit(old))
         H.sql(recipe.replace("'licences_v2'", H.lit(new)).replace("'licences'", H.lit(old)))
+        self.assertEqual(H.sql_value("SELECT now() - queued_at > interval '1 day' FROM paddle.consumer_queue "
+                                     "WHERE consumer = %s" % H.lit(new)), "t")
         self.assertEqual(H.sql("SELECT name, event_types::text FROM paddle.consumers WHERE name IN (%s, %s)"
                                % (H.lit(old), H.lit(new))), [(new, "{customer.*}")])
         self.assertEqual([e[0] for e in claim(new)], [early])
@@ -523,6 +559,8 @@ class Claiming(ConsumerCase):
                 ("SELECT * FROM paddle.claim_events(%s, 0)" % H.lit(name), "between 1 and 10000"),
                 ("SELECT * FROM paddle.claim_events(%s, 10001)" % H.lit(name), "between 1 and 10000"),
                 ("SELECT paddle.queue_stored_events('no_such_consumer', NULL)", "no consumer named"),
+                ("SELECT paddle.queue_stored_events(%s, NULL, '{Customer.Created}', NULL)" % H.lit(name),
+                 "p_event_types takes 1 to 100 event types"),
                 # Another claimer's committed delete would be a serialization failure, not a skipped row.
                 ("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM paddle.claim_events(%s); COMMIT;"
                  % H.lit(name), "READ COMMITTED transactions only")):

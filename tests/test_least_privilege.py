@@ -137,7 +137,8 @@ class LeastPrivilege(HostileCase):
             self.assertIsNone(H.event_row(json.loads(body)["event_id"])["projection_error"])
             self.assertIsNotNone(H.state_row("paddle.subscriptions", sub))
             for call in ("SELECT * FROM paddle.claim_events('licences', 1)",
-                         "SELECT paddle.queue_stored_events('licences', NULL)"):
+                         "SELECT paddle.queue_stored_events('licences', NULL)",
+                         "SELECT paddle.queue_stored_events('licences', NULL, NULL, NULL)"):
                 rc, out = psql_as(WORKER_ROLE, call)
                 self.assertNotEqual(rc, 0, call)
                 self.assertIn("permission denied for function", out)
@@ -246,6 +247,7 @@ class LeastPrivilege(HostileCase):
             "SELECT * FROM paddle.consumers",
             "INSERT INTO paddle.consumers (name) VALUES ('x')",
             "SELECT paddle.queue_stored_events('x', NULL)",
+            "SELECT paddle.queue_stored_events('x', NULL, NULL, NULL)",
             # The queue's trigger functions run with their owner's rights: not on a table of the caller's.
             "CREATE TEMP TABLE h (event_id text, occurred_at timestamptz, event_type text, environment text); "
             "CREATE TRIGGER h AFTER INSERT ON h FOR EACH ROW EXECUTE FUNCTION paddle.queue_event()",
