@@ -83,20 +83,24 @@ static void without_quoted_value(const char *msg, char *buf, size_t len)
 
 /* Whether a URI's user name or password holds a raw @ or /: libpq then
  * reads their tail as the host, port or database name, which its errors
- * quote and a server logs. libpq ends the user and password at the first @
- * before any /, and the hosts at the next / or ?: a second @ there, or an @
- * in the path with a / after it, is such a tail (an @ in a database name or
- * a query value is not). A tail taken for the port is found once parsed. */
+ * quote and a server logs. As libpq reads it, the user and password end at
+ * the first @ before any /, and the hosts at the next / or ?: an @ in the
+ * hosts, an @ in the path with a / after it, or an @ in the path of a URI
+ * that names no user before its hosts, is such a tail (an @ in a database
+ * name after a user, or in a query value, is not). A tail taken for the
+ * port is found once parsed. */
 static int uri_userinfo_unescaped(const char *uri)
 {
-    const char *authority = strstr(uri, "://") + 3;
-    size_t len = strcspn(authority, "/?");
-    const char *at = memchr(authority, '@', len), *path = authority + len;
+    const char *start = strstr(uri, "://") + 3;
+    size_t credentials = strcspn(start, "@/");
+    const char *hosts = start[credentials] == '@' ? start + credentials + 1 : start;
+    size_t hosts_len = strcspn(hosts, "/?");
+    const char *path = hosts + hosts_len;
     size_t path_len = *path == '/' ? strcspn(path, "?") : 0;
     const char *path_at = memchr(path, '@', path_len);
 
-    return (at && memchr(at + 1, '@', len - (size_t)(at + 1 - authority))) ||
-           (path_at && memchr(path_at, '/', path_len - (size_t)(path_at - path)));
+    return memchr(hosts, '@', hosts_len) != NULL ||
+           (path_at && (hosts == start || memchr(path_at, '/', path_len - (size_t)(path_at - path))));
 }
 
 /* A port that is no list of numbers: in a URI, the tail of a password. */

@@ -750,7 +750,10 @@ class ConfigLayers(HarnessTestCase):
                       # A raw @ or / in the password: libpq would read its tail as the host, port or database.
                       "postgresql://paddlehook:Pa@%s@db.internal/billing" % password,
                       "postgresql://paddlehook:%s/x@db.internal/billing" % password,
-                      "postgresql://paddlehook:%s/x@db.internal" % password):
+                      "postgresql://paddlehook:%s/x@db.internal" % password,
+                      "postgresql://paddlehook:x?y@%s@db.internal/billing" % password,
+                      "postgresql://paddlehook:x?y@c/%s@db.internal/billing" % password,
+                      "postgresql://paddlehook:2024/%s@db.internal" % password):
             conf = self.write_config("db = %s\n" % value)
             for argv, env in ((["check-config", "--db", value], {}),
                               (["serve", "--listen", "unix:" + os.path.join(self.H.tmpdir, "unused.sock")],
