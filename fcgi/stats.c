@@ -40,6 +40,9 @@
 #define STATS_CLAIM_WAIT_NS 100000000L
 #define STATS_LINE_MAX 512
 #define STATS_FILE_MODE 0640
+/* How long serve waits for a `status` to let go of the file: 50 x 2 ms. */
+#define STATS_LOCK_TRIES 50
+#define STATS_LOCK_PAUSE_NS 2000000L
 
 /* A slot's state: free, ready, or being filled by the process whose pid is
  * state - SLOT_CLAIMED_BY (one word, so claiming and naming the claimer are
@@ -130,6 +133,21 @@ static int open_own_file(const char *path, const char **note)
     return -1;
 }
 
+/* The file's lock for as long as serve runs. A `status` looking whether a
+ * serve holds it takes a shared lock for a moment: waited out, briefly,
+ * where another serve holds it for good. */
+static int take_file(int fd)
+{
+    const struct timespec pause = {0, STATS_LOCK_PAUSE_NS};
+
+    for (int tries = 0; tries < STATS_LOCK_TRIES; tries++) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+        if (errno != EWOULDBLOCK) break;
+        nanosleep(&pause, NULL);
+    }
+    return -1;
+}
+
 struct stats *stats_create(const char *path, const char **note)
 {
     struct stats *st = NULL;
@@ -137,7 +155,7 @@ struct stats *stats_create(const char *path, const char **note)
 
     *note = NULL;
     fd = path && *path ? open_own_file(path, note) : -1;
-    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (fd >= 0 && take_file(fd) != 0) {
         *note = "stats file is in use by another paddlehook serve; counters are private to this one";
         close(fd);
         fd = -1;

@@ -152,7 +152,8 @@ int status_run(const struct config *cfg)
         char since[64];
         format_ago(stats_started_at(st), since, sizeof since);
         printf(live ? "live counters (%s) since serve started at %s\n"
-                    : "counters (%s) of a serve that is not running; it started at %s\n",
+                    : "counters (%s) that no serve holds: of one that stopped, or one that could not use the file "
+                      "(its stats_private warning says why); it started at %s\n",
                cfg->stats_file, since);
     }
     if (conn == NULL) {

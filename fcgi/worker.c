@@ -308,7 +308,8 @@ static int finish_request(FCGX_Request *fcgx, int tcp)
         if (!FCGX_HasSeenEOF(fcgx->in)) fcgx->keepConnection = 0;
     }
     /* Over TCP the first write after nginx hung up succeeds (the refusal comes back after it): a hang-up is
-     * looked for before writing. A unix socket refuses that write itself. */
+     * looked for before writing. A unix socket refuses that write itself. A peer that only shut its sending
+     * side looks the same, and is counted too: nginx never does that. */
     if (tcp) {
         struct pollfd hung = {.fd = fcgx->ipcFd, .events = POLLRDHUP};
         failed = poll(&hung, 1, 0) == 1 && (hung.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;

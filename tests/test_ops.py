@@ -217,7 +217,7 @@ class Status(HarnessTestCase):
         copy = os.path.join(self.H.tmpdir, "stats-of-the-past")
         shutil.copyfile(self.H._p("stats"), copy)
         self.assertRegex(self.H.cli("status", "--stats-file", copy).stdout,
-                         r"^counters \(%s\) of a serve that is not running; it started at \S+Z " % re.escape(copy))
+                         r"^counters \(%s\) that no serve holds: .*; it started at \S+Z " % re.escape(copy))
         p = self.H.cli("status", "--db", UNREACHABLE_DB, check=False)
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertIn("cannot connect to the database", p.stderr)
@@ -274,7 +274,7 @@ class Status(HarnessTestCase):
             stop.set()
             t.join()
         self.assertEqual([p.returncode for p in runs if p.returncode != 0], [])
-        self.assertTrue(all(p.stdout.startswith(("note: no live counters", "counters (%s) of a serve that is not running"
+        self.assertTrue(all(p.stdout.startswith(("note: no live counters", "counters (%s) that no serve holds"
                                                  % path)) for p in runs))
 
 
