@@ -136,8 +136,10 @@ static void print_counters_only(const struct stats *st)
 {
     printf("note: showing the counters only: the endpoints with deliveries since serve started\n\n");
     print_header();
-    for (size_t i = 0; i < STATS_MAX_ENDPOINTS; i++)
-        if (stats_endpoint_at(st, i)) print_endpoint(st, stats_endpoint_at(st, i), NULL, 0, NULL);
+    for (size_t i = 0; i < STATS_MAX_ENDPOINTS; i++) {
+        const char *id = stats_endpoint_at(st, i);
+        if (id) print_endpoint(st, id, NULL, 0, NULL);
+    }
 }
 
 int status_run(const struct config *cfg)

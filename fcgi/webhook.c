@@ -223,12 +223,12 @@ static void handle_metrics(struct worker *w, struct http_request *req, struct we
 void webhook_handle(struct worker *w, struct http_request *req, struct webhook_outcome *o)
 {
     long long start = now_us();
+    int delivery = strncmp(req->path, WEBHOOK_PATH_PREFIX, strlen(WEBHOOK_PATH_PREFIX)) == 0;
     double duration_ms;
     char skew[32] = "";
 
     memset(o, 0, sizeof *o);
-    o->delivery = strncmp(req->path, WEBHOOK_PATH_PREFIX, strlen(WEBHOOK_PATH_PREFIX)) == 0;
-    if (o->delivery)
+    if (delivery)
         handle_webhook(w, req, o);
     else if (strcmp(req->path, HEALTHZ_PATH) == 0)
         handle_healthz(w, req, o);
@@ -240,7 +240,7 @@ void webhook_handle(struct worker *w, struct http_request *req, struct webhook_o
     duration_ms = (double)(now_us() - start) / 1000.0;
     /* Only deliveries are counted; an unknown endpoint id is attacker-chosen,
      * so it never becomes a label. */
-    if (o->delivery)
+    if (delivery)
         stats_record(w->stats, o->endpoint_known ? o->endpoint_id : NULL,
                      o->event_type[0] ? o->event_type : NULL, o->word, o->reached_database ? duration_ms : -1);
     if (o->has_skew) snprintf(skew, sizeof skew, " skew=%lld", o->skew);

@@ -12,7 +12,6 @@
 
 /* What one request came to. */
 struct webhook_outcome {
-    int delivery; /* a path under WEBHOOK_PATH_PREFIX: counted per endpoint */
     int code;
     const char *word; /* status or error code */
     char endpoint_id[MAX_ID_LEN + 1]; /* "" when the path names none */
